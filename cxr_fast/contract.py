@@ -1,0 +1,82 @@
+"""The preprocessing contract: how an image becomes a model input tensor.
+
+It is the one description that every loader (DALI on CPU or GPU, the PIL fallback) follows, and
+later it is written into every checkpoint and export so that serving can never drift from
+training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+CONTRACT_VERSION = 1
+INTERPOLATIONS = ("linear", "cubic", "nearest")
+
+
+@dataclass(frozen=True)
+class PreprocessContract:
+    """Image size, colour, interpolation and scaling of a model's input.
+
+    Pixels are decoded to one grey channel (ITU-R 601 luma, the weights both DALI and PIL use),
+    resized to ``image_size`` x ``image_size`` (stretched, as the Kaggle-trained models expect),
+    divided by 255 so they lie in [0, 1], then optionally standardised with ``mean``/``std``.
+    """
+
+    image_size: int = 224
+    grayscale: bool = True
+    interpolation: str = "linear"
+    scale: float = 1.0 / 255.0
+    mean: float | None = None
+    std: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.image_size <= 4096:
+            raise ValueError(f"image_size must be between 8 and 4096, got {self.image_size}")
+        if not self.grayscale:
+            raise ValueError("only grayscale (one-channel) contracts are supported")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                f"got {self.interpolation!r}"
+            )
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std must be given together")
+        if self.std is not None and self.std <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    @property
+    def shift(self) -> float:
+        """Value subtracted after scaling to [0, 1] (0 without standardisation)."""
+        return 0.0 if self.mean is None else self.mean
+
+    @property
+    def divisor(self) -> float:
+        """Value divided by after the shift (1 without standardisation)."""
+        return 1.0 if self.std is None else self.std
+
+    def to_dict(self) -> dict:
+        """Plain JSON-safe dict, with a version key."""
+        return {"version": CONTRACT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessContract:
+        """Inverse of :meth:`to_dict`; rejects unknown versions and keys."""
+        data = dict(data)
+        version = data.pop("version", CONTRACT_VERSION)
+        if version != CONTRACT_VERSION:
+            raise ValueError(f"unsupported preprocessing contract version {version}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing contract keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PreprocessContract:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))

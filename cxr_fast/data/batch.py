@@ -1,0 +1,36 @@
+"""The batch every loader yields, whichever backend produced it."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from cxr_fast.contract import PreprocessContract
+
+
+class Batch(NamedTuple):
+    """``x`` [N,1,H,W] channels_last floats, ``y`` [N] int64 labels (-1 unknown), ``index`` [N]
+    int64 positions in the record list the loader was built from."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+def labels_tensor(labels: list[int | None]) -> torch.Tensor:
+    """Record labels as an int64 tensor, -1 where unknown."""
+    return torch.tensor([-1 if label is None else label for label in labels], dtype=torch.int64)
+
+
+def normalise_uint8(
+    images: torch.Tensor, contract: PreprocessContract, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 [N,H,W,1] (HWC, as decoders produce) -> [N,1,H,W] channels_last per the contract.
+
+    The permute of an NHWC buffer *is* a channels_last NCHW tensor, so no copy is made for layout.
+    """
+    x = images.permute(0, 3, 1, 2).to(dtype)
+    scale = contract.scale / contract.divisor
+    shift = contract.shift / contract.divisor
+    return x.mul_(scale).sub_(shift) if shift else x.mul_(scale)

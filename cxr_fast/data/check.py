@@ -1,0 +1,153 @@
+"""Dataset doctor: counts, patients, leakage between splits, image sizes and unreadable files."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from cxr_fast.data.decode import ImageReadError, probe
+from cxr_fast.data.discover import Record, scan
+from cxr_fast.labels import CLASS_NAMES
+
+UNLABELED = "unlabeled"
+NO_SPLIT = "-"
+
+
+@dataclass
+class CheckReport:
+    """What ``cxr-fast data check`` found; :meth:`to_dict` is its JSON form."""
+
+    root: str
+    images: int
+    skipped_files: int
+    counts: dict[str, dict[str, int]]
+    patients: dict[str, int]
+    leaked_patients: dict[str, list[str]]
+    checked: int
+    width_range: tuple[int, int] | None
+    height_range: tuple[int, int] | None
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-safe dict."""
+        return {
+            "root": self.root,
+            "images": self.images,
+            "skipped_files": self.skipped_files,
+            "counts": self.counts,
+            "patients": self.patients,
+            "leaked_patients": self.leaked_patients,
+            "checked": self.checked,
+            "width_range": list(self.width_range) if self.width_range else None,
+            "height_range": list(self.height_range) if self.height_range else None,
+            "unreadable": self.unreadable,
+        }
+
+
+def _probe_one(path: str) -> tuple[str, tuple[int, int] | None, str | None]:
+    try:
+        return path, probe(path), None
+    except ImageReadError as exc:
+        return path, None, str(exc).removeprefix(f"{path}: ")
+
+
+def _split_name(record: Record) -> str:
+    return record.split or NO_SPLIT
+
+
+def _class_name(record: Record) -> str:
+    return UNLABELED if record.label is None else CLASS_NAMES[record.label]
+
+
+def _leakage(records: Sequence[Record]) -> dict[str, list[str]]:
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        splits_of[record.patient].add(_split_name(record))
+    leaked: dict[str, list[str]] = defaultdict(list)
+    for patient, splits in sorted(splits_of.items()):
+        if len(splits) > 1:
+            leaked["+".join(sorted(splits))].append(patient)
+    return dict(leaked)
+
+
+def check_dataset(
+    root: str | os.PathLike[str],
+    *,
+    sample: int | None = None,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> CheckReport:
+    """Scan ``root`` and decode every image (or an evenly spaced ``sample`` of them)."""
+    discovery = scan(root)
+    records = discovery.records
+    counts: dict[str, Counter] = defaultdict(Counter)
+    patients: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        counts[_split_name(record)][_class_name(record)] += 1
+        patients[_split_name(record)].add(record.patient)
+
+    paths = [r.path for r in records]
+    if sample is not None and 0 < sample < len(paths):
+        step = len(paths) / sample
+        paths = [paths[int(i * step)] for i in range(sample)]
+    widths: list[int] = []
+    heights: list[int] = []
+    unreadable = []
+    # Decoding dominates on large trees; chunks keep the inter-process overhead small.
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for path, size, error in pool.map(_probe_one, paths, chunksize=32):
+            if size is None:
+                unreadable.append({"path": path, "error": error or "unreadable"})
+            else:
+                widths.append(size[0])
+                heights.append(size[1])
+            if progress is not None:
+                progress(1)
+
+    return CheckReport(
+        root=str(root),
+        images=len(records),
+        skipped_files=discovery.skipped,
+        counts={split: dict(sorted(c.items())) for split, c in sorted(counts.items())},
+        patients={split: len(p) for split, p in sorted(patients.items())},
+        leaked_patients=_leakage(records),
+        checked=len(paths),
+        width_range=(min(widths), max(widths)) if widths else None,
+        height_range=(min(heights), max(heights)) if heights else None,
+        unreadable=unreadable,
+    )
+
+
+def format_report(report: CheckReport, max_listed: int = 20) -> str:
+    """Human-readable text of a :class:`CheckReport`."""
+    columns = [*CLASS_NAMES, UNLABELED]
+    present = [c for c in columns if any(c in counts for counts in report.counts.values())]
+    lines = [f"{report.root}: {report.images} images", ""]
+    header = (
+        f"{'split':<8}" + "".join(f"{c:>12}" for c in present) + f"{'total':>10}{'patients':>10}"
+    )
+    lines.append(header)
+    for split, counts in report.counts.items():
+        row = f"{split:<8}" + "".join(f"{counts.get(c, 0):>12}" for c in present)
+        lines.append(row + f"{sum(counts.values()):>10}{report.patients[split]:>10}")
+    lines.append("")
+    if report.leaked_patients:
+        for splits, ids in report.leaked_patients.items():
+            shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+            lines.append(f"LEAKAGE: {len(ids)} patients in {splits}: {shown}")
+    else:
+        lines.append("leakage: no patient appears in more than one split")
+    if report.width_range and report.height_range:
+        (w0, w1), (h0, h1) = report.width_range, report.height_range
+        lines.append(f"image size ({report.checked} decoded): width {w0}-{w1}, height {h0}-{h1}")
+    lines.append(f"unreadable: {len(report.unreadable)} of {report.checked} decoded")
+    for bad in report.unreadable[:max_listed]:
+        lines.append(f"  {bad['path']}: {bad['error']}")
+    if len(report.unreadable) > max_listed:
+        lines.append(f"  ... and {len(report.unreadable) - max_listed} more (see --json)")
+    if report.skipped_files:
+        lines.append(f"skipped: {report.skipped_files} files that are not .jpeg/.jpg/.png/.dcm")
+    return "\n".join(lines)

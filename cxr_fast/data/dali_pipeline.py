@@ -1,0 +1,212 @@
+"""NVIDIA DALI pipelines: one graph builder, a device argument.
+
+On the CPU the pipeline has no device (``device_id=None``; ``-1`` would still initialise CUDA)
+and uses the CPU decoder. On the GPU the same graph uses the ``mixed`` decoder (nvJPEG, and the
+hardware JPEG decoder where the GPU has one) and every later operator runs on the GPU, so the
+batch reaches the model without a host round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.augment import CONTRAST_CENTER, Augment
+from cxr_fast.data.batch import Batch, labels_tensor
+from cxr_fast.data.discover import Record
+from cxr_fast.data.shard import shard_range
+
+try:
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.base_iterator import LastBatchPolicy
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator
+except ImportError:  # pragma: no cover - exercised only on hosts without DALI
+    fn = None
+
+DALI_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
+_READER = "reader"
+
+
+def dali_available() -> bool:
+    """True when NVIDIA DALI imports on this host."""
+    return fn is not None
+
+
+def _interp(name: str):
+    return {
+        "linear": types.INTERP_LINEAR,
+        "cubic": types.INTERP_CUBIC,
+        "nearest": types.INTERP_NN,
+    }[name]
+
+
+def _uniform(center: float, spread: float, shape: list[int] | None = None):
+    """A per-sample uniform draw in [center - spread, center + spread]; a constant at zero
+    spread (DALI rejects an empty range)."""
+    if spread <= 0:
+        return [center] * shape[0] if shape else center
+    return fn.random.uniform(range=[center - spread, center + spread], shape=shape)
+
+
+def _augment(images, size: int, aug: Augment):
+    """Random affine (rotate, scale, translate about the centre) and brightness/contrast."""
+    center = [size / 2.0, size / 2.0]
+    zoom = _uniform(1.0, aug.scale, shape=[1])
+    matrix = fn.transforms.rotation(angle=_uniform(0.0, aug.rotate_deg), center=center)
+    matrix = fn.transforms.scale(
+        matrix, scale=zoom * 2 if isinstance(zoom, list) else fn.cat(zoom, zoom), center=center
+    )
+    matrix = fn.transforms.translation(matrix, offset=_uniform(0.0, aug.translate * size, [2]))
+    images = fn.warp_affine(
+        images, matrix=matrix, fill_value=0, inverse_map=False, interp_type=types.INTERP_LINEAR
+    )
+    return fn.brightness_contrast(
+        images,
+        brightness=_uniform(1.0, aug.brightness),
+        contrast=_uniform(1.0, aug.contrast),
+        contrast_center=CONTRAST_CENTER,
+    )
+
+
+def build_pipeline(
+    paths: Sequence[str],
+    contract: PreprocessContract,
+    *,
+    batch_size: int,
+    device: str = "cpu",
+    device_id: int = 0,
+    train: bool = False,
+    augment: Augment | None = None,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    num_threads: int = 2,
+    seed: int = 0,
+    fp16: bool = False,
+):
+    """Build (not yet started) a DALI pipeline yielding ``x`` (NHWC) and ``idx`` (record index).
+
+    ``device`` is ``"cpu"`` or ``"gpu"``; nothing else about the graph changes between them.
+    """
+    if fn is None:
+        raise RuntimeError("NVIDIA DALI is not installed: pip install nvidia-dali-cuda120")
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    gpu = device == "gpu"
+    size = contract.image_size
+
+    @pipeline_def(
+        batch_size=batch_size,
+        num_threads=num_threads,
+        device_id=device_id if gpu else None,
+        seed=seed,
+        prefetch_queue_depth=2,
+    )
+    def graph():
+        encoded, index = fn.readers.file(
+            files=list(paths),
+            # The "label" DALI carries is the record's position: it maps every output row back
+            # to its file, and real labels are looked up from it.
+            labels=list(range(len(paths))),
+            random_shuffle=train,
+            initial_fill=min(1024, max(len(paths), 1)),
+            shard_id=shard_id,
+            num_shards=num_shards,
+            pad_last_batch=True,
+            seed=seed,
+            name=_READER,
+        )
+        images = fn.decoders.image(
+            encoded, device="mixed" if gpu else "cpu", output_type=types.GRAY
+        )
+        images = fn.resize(
+            images,
+            resize_x=size,
+            resize_y=size,
+            interp_type=_interp(contract.interpolation),
+            antialias=True,
+        )
+        if train and augment is not None:
+            images = _augment(images, size, augment)
+        mirror = fn.random.coin_flip() if train and augment is not None and augment.hflip else 0
+        # (x * scale - shift) / divisor == (x - shift / scale) / (divisor / scale)
+        images = fn.crop_mirror_normalize(
+            images,
+            dtype=types.FLOAT16 if fp16 else types.FLOAT,
+            output_layout="HWC",
+            mean=[contract.shift / contract.scale],
+            std=[contract.divisor / contract.scale],
+            mirror=mirror,
+        )
+        return images, index
+
+    return graph()
+
+
+class DaliLoader:
+    """Iterable of :class:`Batch` from a DALI pipeline (see
+    :func:`cxr_fast.data.loaders.make_loader`). Eval mode keeps order and the last partial batch;
+    train mode shuffles, augments and drops the last partial batch."""
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        contract: PreprocessContract,
+        *,
+        batch_size: int,
+        device: str = "cpu",
+        device_id: int = 0,
+        train: bool = False,
+        augment: Augment | None = None,
+        shard_id: int = 0,
+        num_shards: int = 1,
+        num_threads: int = 2,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not records:
+            raise ValueError("no images to load")
+        self.contract = contract
+        self._labels = labels_tensor([r.label for r in records])
+        self._pipe = build_pipeline(
+            [r.path for r in records],
+            contract,
+            batch_size=batch_size,
+            device=device,
+            device_id=device_id,
+            train=train,
+            augment=augment,
+            shard_id=shard_id,
+            num_shards=num_shards,
+            num_threads=num_threads,
+            seed=seed,
+            fp16=dtype == torch.float16,
+        )
+        self._pipe.build()
+        shard_size = len(shard_range(len(records), shard_id, num_shards))
+        policy = (
+            LastBatchPolicy.DROP if train and shard_size > batch_size else LastBatchPolicy.PARTIAL
+        )
+        self._batches = (
+            (shard_size // batch_size)
+            if policy == LastBatchPolicy.DROP
+            else math.ceil(shard_size / batch_size)
+        )
+        self._iterator = DALIGenericIterator(
+            [self._pipe],
+            ["x", "idx"],
+            reader_name=_READER,
+            last_batch_policy=policy,
+            auto_reset=True,
+        )
+
+    def __len__(self) -> int:
+        return self._batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        for (out,) in self._iterator:
+            index = out["idx"].view(-1).to(torch.int64).cpu()
+            x = out["x"].permute(0, 3, 1, 2)
+            yield Batch(x=x, y=self._labels[index].to(x.device), index=index)

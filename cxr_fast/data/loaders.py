@@ -1,0 +1,94 @@
+"""One entry point for every loader: pick the backend, build it, get :class:`Batch` batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.augment import Augment
+from cxr_fast.data.dali_pipeline import DALI_EXTENSIONS, DaliLoader, dali_available
+from cxr_fast.data.discover import Record
+from cxr_fast.data.torch_loader import TorchLoader
+from cxr_fast.device import resolve_device
+
+LOADERS = ("auto", "dali", "torch")
+# Chosen by measurement (`make bench`, docs/benchmarks.md): on a CPU host the PIL path with JPEG
+# draft decoding beats DALI-CPU on full-resolution films, because DALI decodes every pixel.
+DEFAULT_CPU_LOADER = "torch"
+
+
+def dali_can_read(records: Sequence[Record]) -> bool:
+    """True when every record is a format the DALI decoder takes (DICOM is not)."""
+    return all(os.path.splitext(r.path)[1].lower() in DALI_EXTENSIONS for r in records)
+
+
+def resolve_loader(loader: str, device: torch.device, records: Sequence[Record]) -> str:
+    """The concrete backend (``dali`` or ``torch``) for a request, a device and the files."""
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
+    if loader == "dali":
+        if not dali_available():
+            raise ValueError("--loader dali needs NVIDIA DALI: pip install nvidia-dali-cuda120")
+        if not dali_can_read(records):
+            raise ValueError("--loader dali cannot read DICOM files; use --loader torch")
+        return "dali"
+    if loader == "torch":
+        return "torch"
+    if not dali_available() or not dali_can_read(records):
+        return "torch"
+    return "dali" if device.type == "cuda" else DEFAULT_CPU_LOADER
+
+
+def make_loader(
+    records: Sequence[Record],
+    contract: PreprocessContract,
+    *,
+    batch_size: int,
+    loader: str = "auto",
+    device: str = "auto",
+    train: bool = False,
+    augment: Augment | None = None,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    workers: int = 2,
+    seed: int = 0,
+    fp16: bool = False,
+) -> DaliLoader | TorchLoader:
+    """Build the loader for ``records``: batches ``x[N,1,S,S]`` channels_last on ``device``.
+
+    Eval mode (``train=False``) keeps file order and the last partial batch; train mode shuffles,
+    applies ``augment`` (default :class:`Augment`) and drops a last partial batch.
+    ``workers`` is DALI's thread count or the DataLoader's worker processes.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if not records:
+        raise ValueError("no images to load")
+    target = resolve_device(device)
+    if fp16 and target.type != "cuda":
+        raise ValueError("float16 batches are for CUDA devices only")
+    if train and augment is None:
+        augment = Augment()
+    dtype = torch.float16 if fp16 else torch.float32
+    common = dict(
+        batch_size=batch_size,
+        train=train,
+        augment=augment,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        seed=seed,
+        dtype=dtype,
+    )
+    if resolve_loader(loader, target, records) == "dali":
+        return DaliLoader(
+            records,
+            contract,
+            device="gpu" if target.type == "cuda" else "cpu",
+            device_id=target.index or 0,
+            num_threads=max(1, workers),
+            **common,
+        )
+    return TorchLoader(records, contract, num_workers=workers, device=str(target), **common)

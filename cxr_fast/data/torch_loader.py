@@ -1,0 +1,102 @@
+"""Fallback loader: a PyTorch DataLoader over PIL decoding, for hosts without DALI and for
+formats DALI does not take. It yields the same :class:`Batch` as the DALI loader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.augment import Augment, augment_image
+from cxr_fast.data.batch import Batch, labels_tensor, normalise_uint8
+from cxr_fast.data.decode import read_gray
+from cxr_fast.data.discover import Record
+from cxr_fast.data.shard import shard_range
+
+
+class _ImageDataset(Dataset):
+    def __init__(
+        self, paths: Sequence[str], contract: PreprocessContract, augment: Augment | None, seed: int
+    ) -> None:
+        self.paths = list(paths)
+        self.contract = contract
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        pixels, _ = read_gray(self.paths[index], self.contract)
+        image = torch.from_numpy(pixels).unsqueeze(0)
+        if self.augment is not None:
+            # One generator per (seed, epoch, sample): the same sample gets the same transform
+            # whatever worker loads it, so runs are reproducible.
+            generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)))
+            image = augment_image(image, self.augment, generator)
+        return image.permute(1, 2, 0).contiguous(), index
+
+
+def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, indices = zip(*items, strict=True)
+    return torch.stack(images), torch.tensor(indices, dtype=torch.int64)
+
+
+class TorchLoader:
+    """Iterable of :class:`Batch` from PIL-decoded files.
+
+    Built by :func:`cxr_fast.data.loaders.make_loader`, which documents the arguments.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        contract: PreprocessContract,
+        *,
+        batch_size: int,
+        train: bool = False,
+        augment: Augment | None = None,
+        num_workers: int = 2,
+        shard_id: int = 0,
+        num_shards: int = 1,
+        seed: int = 0,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        positions = list(shard_range(len(records), shard_id, num_shards))
+        self.contract = contract
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._positions = torch.tensor(positions, dtype=torch.int64)
+        self._labels = labels_tensor([records[i].label for i in positions])
+        self._dataset = _ImageDataset(
+            [records[i].path for i in positions], contract, augment if train else None, seed
+        )
+        self._train = train
+        generator = torch.Generator().manual_seed(seed)
+        self._loader = DataLoader(
+            self._dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and len(positions) > batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            generator=generator,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if num_workers else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, local in self._loader:
+            images = images.to(self.device, non_blocking=True)
+            x = normalise_uint8(images, self.contract, self.dtype)
+            yield Batch(x=x, y=self._labels[local].to(self.device), index=self._positions[local])
+        if self._train:
+            self._dataset.epoch += 1

@@ -1,0 +1,33 @@
+"""Shared fixtures: the committed real X-rays (see tests/data/images/ATTRIBUTION.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+IMAGES = Path(__file__).parent / "data" / "images"
+KAGGLE = IMAGES / "kaggle"
+SAMPLES = IMAGES / "samples"
+
+
+@pytest.fixture(scope="session")
+def kaggle_dir() -> Path:
+    """A Kaggle-layout folder (train/{NORMAL,PNEUMONIA}) of 39 real 224 px X-rays."""
+    return KAGGLE
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """Full-resolution real samples: JPEG, PNGs and two DICOMs."""
+    return SAMPLES
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
