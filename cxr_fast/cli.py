@@ -22,7 +22,8 @@ class UserError(click.ClickException):
 
 
 def _bar(total: int, desc: str, unit: str = "img") -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+    # disable=None: a bar on a terminal, silence in logs and pipes.
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False, disable=None)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -154,7 +155,13 @@ def data_check(root, as_json, sample, workers) -> None:
     "faster measured one on CPU.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per batch.",
+)
 @click.option(
     "--image-size",
     type=click.IntRange(min=8, max=4096),
@@ -189,17 +196,20 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
         raise UserError(f"no .jpeg/.jpg/.png/.dcm images under {root}")
     contract = PreprocessContract(image_size=image_size)
     backend = resolve_loader(loader, resolve_device(device), records)
-    batches = make_loader(
-        records,
-        contract,
-        batch_size=batch_size,
-        loader=backend,
-        device=device,
-        train=train,
-        workers=workers,
-    )
+
+    def build():
+        return make_loader(
+            records,
+            contract,
+            batch_size=batch_size,
+            loader=backend,
+            device=device,
+            train=train,
+            workers=workers,
+        )
+
     with _bar(len(records), f"stream ({backend})") as bar:
-        stats = stream(batches, progress=bar.update)
+        stats = stream(build, progress=bar.update)
     click.echo(
         f"{stats.images} images in {stats.seconds:.2f} s: "
         f"{stats.images_per_second:.1f} images/s ({backend}, {workers} workers, "

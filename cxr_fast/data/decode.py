@@ -19,9 +19,11 @@ _PIL_FILTERS = {
     "cubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-# Draft decoding stops at twice the target size, then the antialiased resize does the rest:
-# closer to a full decode + resize (what DALI does) than drafting straight to the target.
-DRAFT_OVERSAMPLE = 2
+# Draft decoding scales by the largest power of two that keeps both sides >= target size *
+# DRAFT_OVERSAMPLE. Measured on 200 films of 1000-2200 px (docs/benchmarks.md): 1 is 17% faster
+# than 2 and differs from DALI's full decode + resize by at most 0.009 mean absolute (0.005 at 2);
+# the IDCT's own downscaling is a clean low-pass, so the extra pixels bought little.
+DRAFT_OVERSAMPLE = 1
 DICOM_EXTENSION = ".dcm"
 
 

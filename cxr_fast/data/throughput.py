@@ -23,11 +23,14 @@ class StreamStats:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def stream(loader: Iterable[Batch], progress: Callable[[int], None] | None = None) -> StreamStats:
-    """Pull every batch of ``loader`` once (synchronising CUDA work) and time it."""
+def stream(
+    build: Callable[[], Iterable[Batch]], progress: Callable[[int], None] | None = None
+) -> StreamStats:
+    """Build a loader and pull every batch once, timing both: DALI starts decoding while it is
+    built and a DataLoader starts its workers per pass, so construction is part of the cost."""
     images = 0
     start = time.perf_counter()
-    for batch in loader:
+    for batch in build():
         if batch.x.is_cuda:
             torch.cuda.synchronize(batch.x.device)
         images += batch.x.shape[0]

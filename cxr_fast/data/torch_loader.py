@@ -3,8 +3,10 @@ formats DALI does not take. It yields the same :class:`Batch` as the DALI loader
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -29,20 +31,29 @@ class _ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         pixels, _ = read_gray(self.paths[index], self.contract)
-        image = torch.from_numpy(pixels).unsqueeze(0)
         if self.augment is not None:
             # One generator per (seed, epoch, sample): the same sample gets the same transform
             # whatever worker loads it, so runs are reproducible.
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)))
-            image = augment_image(image, self.augment, generator)
-        return image.permute(1, 2, 0).contiguous(), index
+            image = augment_image(torch.from_numpy(pixels).unsqueeze(0), self.augment, generator)
+            pixels = image.squeeze(0).numpy()
+        return pixels, index
 
 
-def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _collate(
+    items: list[tuple[np.ndarray, int]],
+    contract: PreprocessContract | None,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack uint8 [H,W] images to [N,H,W,1]; normalise them to NCHW floats when a contract is
+    given. (numpy all the way to one tensor per batch: measurably cheaper per image.)"""
     images, indices = zip(*items, strict=True)
-    return torch.stack(images), torch.tensor(indices, dtype=torch.int64)
+    batch = torch.from_numpy(np.stack(images)).unsqueeze(-1)
+    if contract is not None:
+        batch = normalise_uint8(batch, contract, dtype)
+    return batch, torch.tensor(indices, dtype=torch.int64)
 
 
 class TorchLoader:
@@ -76,6 +87,13 @@ class TorchLoader:
             [records[i].path for i in positions], contract, augment if train else None, seed
         )
         self._train = train
+        # On the CPU the workers normalise, so the main process (which runs the model) only
+        # receives finished batches; for CUDA, uint8 crosses the bus (4x fewer bytes) and the
+        # GPU normalises.
+        self._on_gpu = self.device.type == "cuda"
+        collate = functools.partial(
+            _collate, contract=None if self._on_gpu else contract, dtype=dtype
+        )
         generator = torch.Generator().manual_seed(seed)
         self._loader = DataLoader(
             self._dataset,
@@ -83,10 +101,10 @@ class TorchLoader:
             shuffle=train,
             drop_last=train and len(positions) > batch_size,
             num_workers=num_workers,
-            collate_fn=_collate,
+            collate_fn=collate,
             generator=generator,
             persistent_workers=False,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self._on_gpu,
             prefetch_factor=4 if num_workers else None,
         )
 
@@ -95,8 +113,9 @@ class TorchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         for images, local in self._loader:
-            images = images.to(self.device, non_blocking=True)
-            x = normalise_uint8(images, self.contract, self.dtype)
+            x = images.to(self.device, non_blocking=True)
+            if self._on_gpu:
+                x = normalise_uint8(x, self.contract, self.dtype)
             yield Batch(x=x, y=self._labels[local].to(self.device), index=self._positions[local])
         if self._train:
             self._dataset.epoch += 1

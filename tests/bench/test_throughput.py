@@ -1,0 +1,32 @@
+"""The benchmark harness runs, measures every stage on the same files and records the host."""
+
+import json
+
+from bench.throughput import main
+
+
+def test_quick_run_on_real_images(kaggle_dir, tmp_path):
+    code = main(
+        [
+            "--images",
+            str(kaggle_dir / "train"),
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "16",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    result = json.loads((tmp_path / "throughput.json").read_text())
+    stages = {row["stage"]: row for row in result["rows"]}
+    assert {"fallback", "baseline"} <= set(stages)
+    for row in stages.values():
+        assert row["images"] == 39
+        assert len(row["repeats"]) == 2 and row["median"] > 0
+    assert result["host"]["cores"] >= 1 and result["host"]["torch"]
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| baseline |" in table and "1.00x" in table
