@@ -11,8 +11,16 @@ import click
 from tqdm import tqdm
 
 from cxr_fast import __version__
+from cxr_fast.models.registry import ARCHITECTURES
+from cxr_fast.precision import PRECISIONS
 
 EXISTING = click.Path(exists=True, path_type=Path)
+LOADER_HELP = (
+    "dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the faster "
+    "measured one on CPU."
+)
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N."
+WORKERS_HELP = "DALI threads or DataLoader worker processes."
 
 
 class UserError(click.ClickException):
@@ -151,10 +159,9 @@ def data_check(root, as_json, sample, workers) -> None:
     type=click.Choice(["auto", "dali", "torch"]),
     default="auto",
     show_default=True,
-    help="dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the "
-    "faster measured one on CPU.",
+    help=LOADER_HELP,
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -174,7 +181,7 @@ def data_check(root, as_json, sample, workers) -> None:
     type=click.IntRange(min=1),
     default=os.cpu_count() or 1,
     show_default="all cores",
-    help="DALI threads or DataLoader worker processes.",
+    help=WORKERS_HELP,
 )
 @click.option(
     "--train/--eval",
@@ -215,6 +222,272 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
         f"{stats.images_per_second:.1f} images/s ({backend}, {workers} workers, "
         f"batch {batch_size}, {image_size} px)"
     )
+
+
+@cli.command("train")
+@click.option(
+    "--data",
+    type=EXISTING,
+    default=None,
+    help="Dataset folder (Kaggle layout). Training uses train/; validation is val/ "
+    "when it holds >= 100 images, else a patient-level split of train/.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder to create (or to continue with --resume).",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHITECTURES),
+    default="cnn",
+    show_default=True,
+    help="Model architecture (one grey channel in, one logit out).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Epochs to train.  [default: 10; with --resume: the run's own]",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="Images per training step.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Peak learning rate (AdamW).",
+)
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(min=0),
+    default=1e-4,
+    show_default=True,
+    help="AdamW weight decay.",
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=32, max=4096),
+    default=224,
+    show_default=True,
+    help="Square input size in pixels (stored in the contract).",
+)
+@click.option(
+    "--loader",
+    type=click.Choice(["auto", "dali", "torch"]),
+    default="auto",
+    show_default=True,
+    help=LOADER_HELP,
+)
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 autocast on CUDA where supported (else fp16 with GradScaler), fp32 on CPU.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for the split, initialisation, shuffling and augmentation.",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="Share of each class's patients held out for validation.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Stop after this many epochs without a better validation ROC-AUC.",
+)
+@click.option(
+    "--warmup-epochs",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Linear learning-rate warm-up before the cosine decay.",
+)
+@click.option(
+    "--clip-grad",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Clip the gradient norm to this (0: off).",
+)
+@click.option(
+    "--pos-weight",
+    default="auto",
+    show_default=True,
+    help="BCE weight of PNEUMONIA: auto balances the classes (normal/pneumonia "
+    "count), none, or a number.",
+)
+@click.option(
+    "--target-sensitivity",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Choose the decision threshold that keeps validation sensitivity at this "
+    "level (e.g. 0.95) instead of maximising Youden's J.",
+)
+@click.option(
+    "--pretrained",
+    default=None,
+    help="ImageNet weights: a file, or 'imagenet' for the torch hub cache. Nothing is downloaded.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=os.cpu_count() or 1,
+    show_default="all cores",
+    help=WORKERS_HELP,
+)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random rotation, zoom, shift, brightness and contrast while training.",
+)
+@click.option(
+    "--hflip/--no-hflip",
+    default=False,
+    show_default=True,
+    help="Also flip horizontally (off: the heart is on the left).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last finished epoch, with its saved configuration.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
+def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None:
+    """Train a NORMAL/PNEUMONIA classifier into a run folder.
+
+    The folder gets model.pt (best validation ROC-AUC, with its preprocessing contract and
+    decision threshold), config.json, metrics.json and train_log.jsonl.
+    """
+    from cxr_fast.data.augment import Augment
+    from cxr_fast.training.config import TrainConfig
+    from cxr_fast.training.trainer import plan, resume_config, run_train
+
+    if resume:
+        config = resume_config(out, epochs)
+    else:
+        if data is None:
+            raise UserError("--data is required (unless --resume)")
+        config = TrainConfig(
+            data=str(data),
+            out=str(out),
+            epochs=epochs or 10,
+            augment=Augment(hflip=hflip) if augment else None,
+            **options,
+        )
+    if dry_run:
+        click.echo(json.dumps(plan(config).describe(), indent=2))
+        return
+    result = run_train(config, resume=resume, log=click.echo)
+    if result.best_epoch is None:
+        raise UserError("training finished without a validation result")
+    click.echo(
+        f"done in {result.seconds:.0f} s: {result.epochs_done} epochs"
+        f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
+        f"with validation ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
+        f"run folder: {result.run_dir}"
+    )
+
+
+@cli.command("evaluate")
+@click.argument("run", type=EXISTING)
+@click.option(
+    "--data",
+    type=EXISTING,
+    required=True,
+    help="Labeled folder (NORMAL/ and PNEUMONIA/ inside, at any level).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Decision threshold.  [default: the one chosen on validation, from the run]",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for metrics.json and the plots.  [default: RUN/eval/<data name>]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON instead of a table.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images per batch.",
+)
+@click.option(
+    "--loader",
+    type=click.Choice(["auto", "dali", "torch"]),
+    default="auto",
+    show_default=True,
+    help=LOADER_HELP,
+)
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=os.cpu_count() or 1,
+    show_default="all cores",
+    help=WORKERS_HELP,
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the 95% confidence intervals (0: none).",
+)
+def evaluate(
+    run, data, threshold, out, as_json, batch_size, loader, device, workers, bootstrap
+) -> None:
+    """Evaluate a trained RUN on a labeled folder: accuracy, precision, sensitivity,
+    specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
+    intervals, plus ROC, PR, calibration and confusion-matrix plots."""
+    from cxr_fast.evaluate import run_evaluate
+    from cxr_fast.metrics import format_metrics
+
+    with _bar(0, "evaluate") as bar:
+        result = run_evaluate(
+            run,
+            data,
+            threshold=threshold,
+            out=out,
+            loader=loader,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            bootstrap=bootstrap,
+            progress=bar.update,
+        )
+    if as_json:
+        click.echo(json.dumps(result.metrics, indent=2))
+        return
+    click.echo(format_metrics(result.metrics))
+    click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
+    for path in result.plots.values():
+        click.echo(f"plot:    {path}")
 
 
 def main() -> None:

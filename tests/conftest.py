@@ -31,3 +31,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory) -> Path:
+    """160 synthetic films (96-128 px) in the Kaggle layout, train/ only: learnable quickly."""
+    from cxr_fast.data.synth import synth_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    synth_dataset(root, 160, seed=0, min_size=96, max_size=128, test_fraction=0.0, workers=2)
+    return root

@@ -34,3 +34,14 @@ def normalise_uint8(
     scale = contract.scale / contract.divisor
     shift = contract.shift / contract.divisor
     return x.mul_(scale).sub_(shift) if shift else x.mul_(scale)
+
+
+def drops_last(n: int, batch_size: int, train: bool) -> bool:
+    """Training drops a last partial batch (BatchNorm needs more than one sample) unless that
+    would leave nothing; evaluation never drops a sample."""
+    return train and n > batch_size
+
+
+def num_batches(n: int, batch_size: int, train: bool) -> int:
+    """Batches per pass over ``n`` samples under the :func:`drops_last` rule."""
+    return n // batch_size if drops_last(n, batch_size, train) else -(-n // batch_size)

@@ -8,14 +8,13 @@ batch reaches the model without a host round trip.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import CONTRAST_CENTER, Augment
-from cxr_fast.data.batch import Batch, labels_tensor
+from cxr_fast.data.batch import Batch, drops_last, labels_tensor, num_batches
 from cxr_fast.data.discover import Record
 from cxr_fast.data.shard import shard_range
 
@@ -186,14 +185,9 @@ class DaliLoader:
         )
         self._pipe.build()
         shard_size = len(shard_range(len(records), shard_id, num_shards))
-        policy = (
-            LastBatchPolicy.DROP if train and shard_size > batch_size else LastBatchPolicy.PARTIAL
-        )
-        self._batches = (
-            (shard_size // batch_size)
-            if policy == LastBatchPolicy.DROP
-            else math.ceil(shard_size / batch_size)
-        )
+        drop = drops_last(shard_size, batch_size, train)
+        self._batches = num_batches(shard_size, batch_size, train)
+        policy = LastBatchPolicy.DROP if drop else LastBatchPolicy.PARTIAL
         self._iterator = DALIGenericIterator(
             [self._pipe],
             ["x", "idx"],

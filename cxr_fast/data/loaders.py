@@ -60,7 +60,7 @@ def make_loader(
     """Build the loader for ``records``: batches ``x[N,1,S,S]`` channels_last on ``device``.
 
     Eval mode (``train=False``) keeps file order and the last partial batch; train mode shuffles,
-    applies ``augment`` (default :class:`Augment`) and drops a last partial batch.
+    applies ``augment`` (None: no augmentation) and drops a last partial batch.
     ``workers`` is DALI's thread count or the DataLoader's worker processes.
     """
     if batch_size < 1:
@@ -70,8 +70,6 @@ def make_loader(
     target = resolve_device(device)
     if fp16 and target.type != "cuda":
         raise ValueError("float16 batches are for CUDA devices only")
-    if train and augment is None:
-        augment = Augment()
     dtype = torch.float16 if fp16 else torch.float32
     common = dict(
         batch_size=batch_size,

@@ -212,11 +212,13 @@ def _opacities(
     lungs: np.ndarray,
     lung_geom: list[tuple[float, float, float, float]],
 ) -> np.ndarray:
-    """Patchy soft consolidations (1-4) confined to the lung fields."""
+    """Patchy soft consolidations (2-5) confined to the lung fields."""
     patches = np.zeros(shape, dtype=np.float32)
     texture = _smooth_noise(rng, shape, 20)
     ragged = _smooth_noise(rng, shape, 10)
-    for _ in range(int(rng.integers(1, 5))):
+    # Consolidations are large and dense enough that a small CNN learns them from ~100 films
+    # (the tiny-training test and the demo rely on it), yet vary in size, site and strength.
+    for _ in range(int(rng.integers(2, 6))):
         lc_u, lc_v, la, lb = lung_geom[int(rng.integers(0, 2))]
         # Lower and middle zones are the commonest sites, so bias the centre downwards.
         ang = rng.uniform(0, 2 * np.pi)
@@ -224,10 +226,10 @@ def _opacities(
         cu = lc_u + la * rad * math.cos(ang)
         cv = lc_v + lb * (0.15 + 0.6 * rad * math.sin(ang))
         ru, rv = _rotated(u, v, cu, cv, rng.uniform(0, np.pi))
-        q = (ru / rng.uniform(0.06, 0.13)) ** 2 + (rv / rng.uniform(0.06, 0.15)) ** 2
+        q = (ru / rng.uniform(0.08, 0.17)) ** 2 + (rv / rng.uniform(0.08, 0.19)) ** 2
         blob = np.exp(-0.5 * np.clip(q * (1.0 + 0.35 * ragged), 0.0, 40.0) ** 1.3)
         patchy = np.clip(0.6 + 0.45 * texture, 0.0, 1.4)
-        patches = np.maximum(patches, rng.uniform(0.14, 0.34) * blob * patchy)
+        patches = np.maximum(patches, rng.uniform(0.25, 0.45) * blob * patchy)
     return patches * lungs
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment, augment_image
-from cxr_fast.data.batch import Batch, labels_tensor, normalise_uint8
+from cxr_fast.data.batch import Batch, drops_last, labels_tensor, normalise_uint8
 from cxr_fast.data.decode import read_gray
 from cxr_fast.data.discover import Record
 from cxr_fast.data.shard import shard_range
@@ -99,7 +99,7 @@ class TorchLoader:
             self._dataset,
             batch_size=batch_size,
             shuffle=train,
-            drop_last=train and len(positions) > batch_size,
+            drop_last=drops_last(len(positions), batch_size, train),
             num_workers=num_workers,
             collate_fn=collate,
             generator=generator,

@@ -1,0 +1,90 @@
+"""``run_evaluate``: a trained run on a labeled folder -> metrics, plots and a table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxr_fast.data.discover import discover
+from cxr_fast.data.loaders import make_loader
+from cxr_fast.device import resolve_device
+from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.metrics import binary_metrics
+from cxr_fast.plots import save_plots
+from cxr_fast.precision import resolve_precision
+from cxr_fast.run_folder import METRICS_FILE, atomic_write_json, load_run
+
+EVAL_DIR = "eval"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics (as written to metrics.json), where they went, and the plots."""
+
+    metrics: dict
+    out_dir: Path
+    plots: dict[str, Path]
+
+
+def default_out_dir(run_dir: Path, data: Path) -> Path:
+    """``RUN/eval/<data folder name>``."""
+    return run_dir / EVAL_DIR / (data.resolve().name or "data")
+
+
+def run_evaluate(
+    run_dir: Path,
+    data: Path,
+    *,
+    threshold: float | None = None,
+    out: Path | None = None,
+    loader: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    bootstrap: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Score every labeled image under ``data`` with the run's model, contract and threshold
+    (``threshold`` overrides the run's), and write metrics.json and plots to ``out``."""
+    target = resolve_device(device)
+    model, info = load_run(run_dir, target)
+    records = discover(data)
+    unlabeled = sum(r.label is None for r in records)
+    if not records:
+        raise ValueError(f"no .jpeg/.jpg/.png/.dcm images under {data}")
+    if unlabeled:
+        raise ValueError(
+            f"{unlabeled} of {len(records)} images under {data} have no label: evaluation needs "
+            "NORMAL/ and PNEUMONIA/ folders (use `cxr-fast score` for unlabeled archives)"
+        )
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    batches = make_loader(
+        records,
+        info.contract,
+        batch_size=batch_size,
+        loader=loader,
+        device=str(target),
+        workers=workers,
+    )
+    index, logits, _ = predict_logits(
+        model, batches, resolve_precision(precision, target), progress
+    )
+    labels = np.array([records[i].label for i in index])
+    probs = sigmoid(logits)
+    chosen = info.threshold if threshold is None else threshold
+    metrics = {
+        "run": str(run_dir),
+        "data": str(data),
+        "threshold_source": "run" if threshold is None else "--threshold",
+        **binary_metrics(labels, probs, chosen, bootstrap=bootstrap),
+    }
+    out_dir = out or default_out_dir(run_dir, data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(metrics, out_dir / METRICS_FILE)
+    plots = save_plots(labels, probs, chosen, out_dir, title=f"{info.arch} on {data.name}")
+    return EvalResult(metrics=metrics, out_dir=out_dir, plots=plots)

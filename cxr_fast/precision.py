@@ -1,0 +1,50 @@
+"""One precision policy: ``fp32``, ``amp-bf16`` or ``amp-fp16`` -> an autocast context and a
+GradScaler that is enabled only for fp16 (bf16 has fp32's exponent range and needs none)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "amp-bf16", "amp-fp16")
+_DTYPES = {"amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision for one device type."""
+
+    name: str
+    device_type: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype, None for fp32."""
+        return _DTYPES.get(self.name)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Context for the forward pass *and* the loss."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only for fp16."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.name == "amp-fp16")
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """``auto`` -> bf16 autocast on CUDA where supported, else fp16 with a GradScaler; fp32 on
+    the CPU, where bf16 speed depends on the processor (AVX512-BF16/AMX): opt in with amp-bf16."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        if device.type != "cuda":
+            name = "fp32"
+        else:
+            name = "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
+    if name == "amp-fp16" and device.type != "cuda":
+        raise ValueError("--precision amp-fp16 needs a CUDA device; use fp32 or amp-bf16 on CPU")
+    return Precision(name=name, device_type=device.type)

@@ -1,0 +1,132 @@
+"""A run folder (``runs/NAME/``): the trained model with its contract and threshold, plus JSON.
+
+``model.pt`` holds a state dict and plain-JSON metadata only, so it loads with
+``torch.load(weights_only=True)``; every file is written to a temporary name and renamed, so a
+crash never leaves a half-written file where a reader expects a whole one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cxr_fast.contract import PreprocessContract
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"
+LAST_FILE = "last.pt"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train_log.jsonl"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename."""
+    _atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_write_json(data: Any, path: Path) -> None:
+    """Pretty JSON through a temporary file and a rename."""
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    _atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON of ``path``."""
+    return json.loads(path.read_text())
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(run_dir: Path, model: nn.Module, meta: dict) -> Path:
+    """Write ``model.pt``: the state dict (on the CPU) and JSON-safe ``meta``."""
+    json.dumps(meta)  # fail here, not at load time, if meta is not plain data
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    path = run_dir / MODEL_FILE
+    atomic_torch_save({"format_version": FORMAT_VERSION, "state_dict": state, "meta": meta}, path)
+    return path
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run folder says about its model."""
+
+    path: Path
+    arch: str
+    contract: PreprocessContract
+    threshold: float
+    meta: dict
+    config: dict
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], RunInfo]:
+    """State dict and :class:`RunInfo` of a run folder (no model is built)."""
+    run_dir = Path(run_dir)
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a trained run: {MODEL_FILE} is missing")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: unsupported checkpoint format {checkpoint.get('format_version')}"
+        )
+    meta = checkpoint["meta"]
+    config_path = run_dir / CONFIG_FILE
+    info = RunInfo(
+        path=run_dir,
+        arch=meta["arch"],
+        contract=PreprocessContract.from_dict(meta["contract"]),
+        threshold=float(meta["threshold"]),
+        meta=meta,
+        config=read_json(config_path) if config_path.is_file() else {},
+    )
+    return checkpoint["state_dict"], info
+
+
+def load_run(
+    run_dir: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> tuple[nn.Module, RunInfo]:
+    """The trained model (eval mode, channels_last, on ``device``) and its :class:`RunInfo`."""
+    from cxr_fast.models import build_model
+
+    state, info = read_run(run_dir)
+    model = build_model(info.arch)
+    model.load_state_dict(state)
+    model = model.to(device=device, memory_format=torch.channels_last).eval()
+    return model, info

@@ -1,0 +1,1 @@
+"""Training: configuration, data selection, the loop, resumable state and the orchestrator."""

@@ -1,0 +1,75 @@
+"""The frozen configuration of a training run, as the CLI resolves it and config.json keeps it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from cxr_fast.data.augment import Augment
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (paths are strings so the JSON is plain)."""
+
+    data: str
+    out: str
+    arch: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    image_size: int = 224
+    loader: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.15
+    patience: int = 5
+    warmup_epochs: float = 1.0
+    clip_grad: float = 1.0
+    pos_weight: str = "auto"
+    target_sensitivity: float | None = None
+    pretrained: str | None = None
+    workers: int = 2
+    augment: Augment | None = field(default_factory=Augment)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch size must be at least 2, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+            (self.warmup_epochs >= 0, f"warm-up must be >= 0 epochs, got {self.warmup_epochs}"),
+            (self.clip_grad >= 0, f"clip-grad must be >= 0, got {self.clip_grad}"),
+            (
+                self.target_sensitivity is None or 0 < self.target_sensitivity <= 1,
+                f"target sensitivity must be in (0, 1], got {self.target_sensitivity}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.pos_weight not in ("auto", "none"):
+            try:
+                positive = float(self.pos_weight) > 0
+            except ValueError:
+                positive = False
+            if not positive:
+                raise ValueError(
+                    f"pos-weight must be auto, none or a positive number, got {self.pos_weight!r}"
+                )
+
+    def to_dict(self) -> dict:
+        """Plain JSON-safe dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored, for forward compatibility)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = Augment(**values["augment"])
+        return cls(**values)

@@ -1,0 +1,79 @@
+"""Which records train and which validate, and the data fingerprint kept in config.json."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cxr_fast.data.discover import Record
+from cxr_fast.data.split import patient_split
+from cxr_fast.labels import CLASS_NAMES
+
+# Kaggle's own val/ holds 16 images: too few to pick a checkpoint or a threshold with.
+MIN_VAL_FOLDER_IMAGES = 100
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Training and validation records, and where validation came from."""
+
+    train: list[Record]
+    val: list[Record]
+    val_source: str  # "val folder" or "patient split of train"
+
+
+def select_train_val(records: Sequence[Record], val_fraction: float, seed: int) -> TrainData:
+    """Training records are the ``train`` split (or all records when the folder has no splits);
+    validation is the dataset's ``val/`` when it holds enough images, otherwise a patient-level
+    split of train. ``test/`` is never used."""
+    labeled = [r for r in records if r.label is not None]
+    if not labeled:
+        raise ValueError("no labeled images: training needs NORMAL/ and PNEUMONIA/ folders")
+    has_splits = any(r.split is not None for r in labeled)
+    train = [r for r in labeled if r.split == "train"] if has_splits else labeled
+    val_folder = [r for r in labeled if r.split == "val"]
+    if len(val_folder) >= MIN_VAL_FOLDER_IMAGES:
+        data = TrainData(train=train, val=val_folder, val_source="val folder")
+    else:
+        train, val = patient_split(train, val_fraction=val_fraction, seed=seed)
+        data = TrainData(train=train, val=val, val_source="patient split of train")
+    for name, part in (("training", data.train), ("validation", data.val)):
+        missing = {0, 1} - {r.label for r in part}
+        if missing:
+            absent = ", ".join(CLASS_NAMES[i] for i in sorted(missing))
+            raise ValueError(f"the {name} set has no {absent} images; add more data")
+    return data
+
+
+def _counts(records: Sequence[Record]) -> dict[str, int]:
+    counts = Counter(CLASS_NAMES[r.label] for r in records)
+    return {name: counts.get(name, 0) for name in CLASS_NAMES}
+
+
+def fingerprint(root: str, data: TrainData) -> dict:
+    """Counts, a hash of the sorted relative paths, and each side's patients."""
+    paths = sorted(os.path.relpath(r.path, root) for r in (*data.train, *data.val))
+    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    return {
+        "root": os.path.abspath(root),
+        "paths_sha256": digest,
+        "val_source": data.val_source,
+        "counts": {"train": _counts(data.train), "val": _counts(data.val)},
+        "patients": {
+            "train": sorted({r.patient for r in data.train}),
+            "val": sorted({r.patient for r in data.val}),
+        },
+    }
+
+
+def pos_weight_value(setting: str, train: Sequence[Record]) -> float | None:
+    """BCE ``pos_weight``: ``auto`` balances the classes (negatives / positives)."""
+    if setting == "none":
+        return None
+    if setting != "auto":
+        return float(setting)
+    counts = Counter(r.label for r in train)
+    return counts[0] / counts[1]

@@ -1,0 +1,84 @@
+"""Resumable training state (``last.pt``): everything needed to continue a killed run."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cxr_fast.run_folder import FORMAT_VERSION, LAST_FILE, atomic_torch_save
+
+
+@dataclass
+class Progress:
+    """Where a run stands: epochs completed, the best epoch so far and epochs without gain."""
+
+    epoch: int = 0
+    best_epoch: int | None = None
+    best_auc: float = float("-inf")
+    bad_epochs: int = 0
+
+    def record(self, epoch: int, auc: float) -> bool:
+        """Count a finished epoch; True when it is the new best (strictly higher AUC)."""
+        self.epoch = epoch
+        if auc > self.best_auc:
+            self.best_epoch, self.best_auc, self.bad_epochs = epoch, auc, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+def save_state(
+    run_dir: Path,
+    progress: Progress,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """Write ``last.pt`` atomically (plain tensors and numbers: loads with weights_only)."""
+    state = {
+        "format_version": FORMAT_VERSION,
+        "progress": {
+            "epoch": progress.epoch,
+            "best_epoch": progress.best_epoch,
+            "best_auc": progress.best_auc,
+            "bad_epochs": progress.bad_epochs,
+        },
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": list(random.getstate()[1]),
+        },
+    }
+    atomic_torch_save(state, run_dir / LAST_FILE)
+
+
+def load_state(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> Progress:
+    """Restore ``last.pt`` into the given objects; return the run's :class:`Progress`."""
+    path = run_dir / LAST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume in {run_dir}: {LAST_FILE} is missing")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    random.setstate((3, tuple(state["rng"]["python"]), None))
+    return Progress(**state["progress"])

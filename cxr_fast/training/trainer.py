@@ -1,0 +1,330 @@
+"""``run_train``: data -> model -> epochs of training and validation -> a run folder."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cxr_fast import __version__
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.batch import num_batches
+from cxr_fast.data.discover import discover
+from cxr_fast.data.loaders import make_loader, resolve_loader
+from cxr_fast.device import resolve_device
+from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.metrics import binary_metrics, choose_threshold
+from cxr_fast.models import build_model
+from cxr_fast.models.pretrained import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
+from cxr_fast.precision import Precision, resolve_precision
+from cxr_fast.run_folder import (
+    CONFIG_FILE,
+    LAST_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    atomic_write_json,
+    read_json,
+    save_model,
+)
+from cxr_fast.training.config import TrainConfig
+from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, select_train_val
+from cxr_fast.training.loop import train_epoch
+from cxr_fast.training.schedule import warmup_cosine
+from cxr_fast.training.state import Progress, load_state, save_state
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A configuration resolved against this host and the data: what will actually run."""
+
+    config: TrainConfig
+    device: torch.device
+    precision: Precision
+    loader: str
+    contract: PreprocessContract
+    data: TrainData
+    pos_weight: float | None
+
+    def describe(self) -> dict:
+        """The resolved plan as plain JSON (what ``--dry-run`` prints)."""
+        return {
+            "train": self.config.to_dict(),
+            "device": str(self.device),
+            "precision": self.precision.name,
+            "loader": self.loader,
+            "contract": self.contract.to_dict(),
+            "pos_weight": self.pos_weight,
+            "images": {"train": len(self.data.train), "val": len(self.data.val)},
+            "val_source": self.data.val_source,
+        }
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int | None
+    best_auc: float
+    threshold: float | None
+    stopped_early: bool
+    seconds: float
+
+
+def contract_for(config: TrainConfig) -> PreprocessContract:
+    """The preprocessing contract a configuration trains with."""
+    if config.pretrained:
+        return PreprocessContract(
+            image_size=config.image_size, mean=IMAGENET_GREY_MEAN, std=IMAGENET_GREY_STD
+        )
+    return PreprocessContract(image_size=config.image_size)
+
+
+def plan(config: TrainConfig) -> Plan:
+    """Resolve device, precision, loader, contract and the train/validation records."""
+    device = resolve_device(config.device)
+    records = discover(config.data)
+    data = select_train_val(records, config.val_fraction, config.seed)
+    return Plan(
+        config=config,
+        device=device,
+        precision=resolve_precision(config.precision, device),
+        loader=resolve_loader(config.loader, device, data.train),
+        contract=contract_for(config),
+        data=data,
+        pos_weight=pos_weight_value(config.pos_weight, data.train),
+    )
+
+
+def load_config(run_dir: Path) -> TrainConfig:
+    """The configuration a run folder was started with."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume in {run_dir}: {CONFIG_FILE} is missing")
+    return TrainConfig.from_dict(read_json(path)["train"])
+
+
+def _versions() -> dict:
+    versions = {"cxr_fast": __version__, "python": platform.python_version()}
+    for package in ("torch", "torchvision", "nvidia-dali-cuda120", "numpy", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _write_config(p: Plan, run_dir: Path) -> None:
+    atomic_write_json(
+        {
+            **p.describe(),
+            "arch": p.config.arch,
+            "seed": p.config.seed,
+            "versions": _versions(),
+            "data": fingerprint(p.config.data, p.data),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        run_dir / CONFIG_FILE,
+    )
+
+
+def _threshold_rule(config: TrainConfig) -> str:
+    if config.target_sensitivity is None:
+        return "youden"
+    return f"sensitivity>={config.target_sensitivity}"
+
+
+def _loss(pos_weight: float | None, device: torch.device) -> nn.Module:
+    weight = None if pos_weight is None else torch.tensor(pos_weight, device=device)
+    return nn.BCEWithLogitsLoss(pos_weight=weight)
+
+
+def _trim_log(path: Path, epochs_done: int) -> None:
+    """Drop log lines of epochs after the saved state (a kill between the two writes)."""
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["epoch"] <= epochs_done
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def run_train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train (or resume) a run into ``config.out`` and return how it ended."""
+    started = time.perf_counter()
+    run_dir = Path(config.out)
+    if not resume and ((run_dir / MODEL_FILE).exists() or (run_dir / LAST_FILE).exists()):
+        raise ValueError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
+    p = plan(config)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+
+    model = build_model(config.arch, config.pretrained)
+    model = model.to(device=p.device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = num_batches(len(p.data.train), config.batch_size, train=True)
+    scheduler = warmup_cosine(
+        optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
+    )
+    scaler = p.precision.scaler()
+    loss_fn = _loss(p.pos_weight, p.device)
+
+    if resume and (run_dir / LAST_FILE).exists():
+        progress = load_state(run_dir, model, optimizer, scheduler, scaler)
+        _trim_log(run_dir / LOG_FILE, progress.epoch)
+        log(
+            f"resuming {run_dir} after epoch {progress.epoch} "
+            f"(best so far: epoch {progress.best_epoch}, ROC-AUC {progress.best_auc:.4f})"
+        )
+    elif resume:
+        # Killed before its first epoch was saved: nothing to keep but the configuration.
+        progress = Progress()
+        _trim_log(run_dir / LOG_FILE, 0)
+        log(f"resuming {run_dir}: no finished epoch was saved, starting from epoch 1")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(p, run_dir)
+        progress = Progress()
+
+    log(
+        f"training {config.arch} on {len(p.data.train)} images, validating on "
+        f"{len(p.data.val)} ({p.data.val_source}); {p.device}, {p.precision.name}, "
+        f"{p.loader} loader"
+    )
+    val_loader = make_loader(
+        p.data.val,
+        p.contract,
+        batch_size=config.batch_size,
+        loader=p.loader,
+        device=str(p.device),
+        workers=config.workers,
+    )
+    val_labels = np.array([r.label for r in p.data.val])
+    stopped_early = progress.bad_epochs >= config.patience
+    for epoch in range(progress.epoch + 1, config.epochs + 1):
+        if stopped_early:
+            break
+        train_loader = make_loader(
+            p.data.train,
+            p.contract,
+            batch_size=config.batch_size,
+            loader=p.loader,
+            device=str(p.device),
+            train=True,
+            augment=config.augment,
+            workers=config.workers,
+            # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
+            seed=config.seed * 100_003 + epoch,
+        )
+        with tqdm(
+            total=len(train_loader) * config.batch_size,
+            desc=f"epoch {epoch}",
+            unit="img",
+            leave=False,
+            disable=None,
+            dynamic_ncols=True,
+        ) as bar:
+
+            def on_step(n: int, loss: float, bar=bar) -> None:
+                bar.update(n)
+                bar.set_postfix(loss=f"{loss:.4f}")
+
+            stats = train_epoch(
+                model,
+                train_loader,
+                loss_fn,
+                optimizer,
+                scheduler,
+                scaler,
+                p.precision,
+                config.clip_grad,
+                on_step,
+            )
+        index, logits, _ = predict_logits(model, val_loader, p.precision)
+        labels = val_labels[index]
+        probs = sigmoid(logits)
+        val_loss = float(
+            loss_fn(
+                torch.from_numpy(logits).to(p.device), torch.from_numpy(labels).float().to(p.device)
+            )
+        )
+        auc = binary_metrics(labels, probs, 0.5, bootstrap=0)["roc_auc"]
+        improved = progress.record(epoch, auc)
+        if improved:
+            threshold = choose_threshold(
+                labels, probs, target_sensitivity=config.target_sensitivity
+            )
+            metrics = binary_metrics(labels, probs, threshold, seed=config.seed)
+            meta = {
+                "arch": config.arch,
+                "contract": p.contract.to_dict(),
+                "threshold": threshold,
+                "threshold_rule": _threshold_rule(config),
+                "epoch": epoch,
+                "val_roc_auc": auc,
+                "cxr_fast": __version__,
+            }
+            save_model(run_dir, model, meta)
+            atomic_write_json(
+                {"split": "validation", "epoch": epoch, **metrics}, run_dir / METRICS_FILE
+            )
+        entry = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "val_loss": val_loss,
+            "val_roc_auc": auc,
+            "lr": scheduler.get_last_lr()[0],
+            "train_images_per_s": stats.images_per_second,
+            "seconds": stats.seconds,
+            "best": improved,
+        }
+        with (run_dir / LOG_FILE).open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        save_state(run_dir, progress, model, optimizer, scheduler, scaler)
+        log(
+            f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val_loss:.4f}, "
+            f"val ROC-AUC {auc:.4f}{' (best)' if improved else ''}, "
+            f"{stats.images_per_second:.0f} img/s, {stats.seconds:.0f} s"
+        )
+        stopped_early = progress.bad_epochs >= config.patience
+        if stopped_early and epoch < config.epochs:
+            log(f"early stop: no better validation ROC-AUC in {config.patience} epochs")
+
+    threshold = None
+    if (run_dir / MODEL_FILE).exists():
+        threshold = read_json(run_dir / METRICS_FILE)["threshold"]
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=progress.epoch,
+        best_epoch=progress.best_epoch,
+        best_auc=progress.best_auc,
+        threshold=threshold,
+        stopped_early=stopped_early and progress.epoch < config.epochs,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def resume_config(run_dir: Path, epochs: int | None = None) -> TrainConfig:
+    """The saved configuration of ``run_dir``, optionally with a new epoch count."""
+    config = load_config(run_dir)
+    return replace(config, epochs=epochs) if epochs is not None else config

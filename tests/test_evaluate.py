@@ -1,0 +1,121 @@
+"""Evaluation reads preprocessing and threshold from the run and reports scikit-learn's numbers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
+
+from cxr_fast.cli import cli
+from cxr_fast.data.discover import discover
+from cxr_fast.data.loaders import make_loader
+from cxr_fast.evaluate import run_evaluate
+from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.precision import resolve_precision
+from cxr_fast.run_folder import load_run
+from cxr_fast.training.config import TrainConfig
+from cxr_fast.training.trainer import run_train
+
+
+@pytest.fixture(scope="module")
+def trained(synth_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    config = TrainConfig(
+        data=str(synth_small),
+        out=str(out),
+        epochs=3,
+        image_size=48,
+        batch_size=16,
+        val_fraction=0.25,
+        lr=3e-3,
+        workers=0,
+    )
+    run_train(config, log=lambda _: None)
+    return out
+
+
+def _independent_probs(run_dir, data):
+    model, info = load_run(run_dir)
+    records = discover(data)
+    batches = make_loader(records, info.contract, batch_size=7, loader="torch", workers=0)
+    index, logits, _ = predict_logits(
+        model, batches, resolve_precision("fp32", torch.device("cpu"))
+    )
+    return np.array([records[i].label for i in index]), sigmoid(logits), info
+
+
+def test_metrics_equal_scikit_learn_with_the_runs_threshold(trained, synth_small, tmp_path):
+    result = run_evaluate(
+        trained, synth_small, out=tmp_path, device="cpu", workers=0, bootstrap=200
+    )
+    labels, probs, info = _independent_probs(trained, synth_small)
+    predicted = (probs >= info.threshold).astype(int)
+    metrics = result.metrics
+    assert metrics["threshold"] == info.threshold and metrics["threshold_source"] == "run"
+    assert metrics["counts"]["n"] == len(discover(synth_small))
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-6)
+    assert metrics["confusion_matrix"] == confusion_matrix(labels, predicted).tolist()
+    lo, hi = metrics["ci95"]["roc_auc"]
+    assert lo <= metrics["roc_auc"] <= hi
+    assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    assert {p.name for p in result.plots.values()} == {
+        "confusion_matrix.png",
+        "roc.png",
+        "pr.png",
+        "calibration.png",
+    }
+    assert all(p.stat().st_size > 1000 for p in result.plots.values())
+
+
+def test_threshold_override_and_unlabeled_data(trained, synth_small, tmp_path, samples_dir):
+    everything_positive = run_evaluate(
+        trained, synth_small, threshold=0.0, out=tmp_path, device="cpu", workers=0, bootstrap=0
+    )
+    assert everything_positive.metrics["recall"] == 1.0
+    assert everything_positive.metrics["threshold_source"] == "--threshold"
+    with pytest.raises(ValueError, match="no label"):
+        run_evaluate(trained, samples_dir, device="cpu", workers=0)
+
+
+def test_cli_train_dry_run_and_evaluate(trained, synth_small, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(synth_small),
+            "--out",
+            str(tmp_path / "x"),
+            "--dry-run",
+            "--epochs",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["train"]["epochs"] == 3 and plan["precision"] == "fp32"
+    assert plan["images"]["train"] + plan["images"]["val"] == 160
+    assert not (tmp_path / "x").exists()
+
+    result = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(trained),
+            "--data",
+            str(synth_small),
+            "--out",
+            str(tmp_path / "ev"),
+            "--workers",
+            "0",
+            "--bootstrap",
+            "50",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "roc_auc" in result.output and "PNEUMONIA" in result.output
+    assert "calibration.png" in result.output

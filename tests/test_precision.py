@@ -1,0 +1,79 @@
+import pytest
+import torch
+from torch import nn
+
+from cxr_fast.data.batch import Batch
+from cxr_fast.models import build_model
+from cxr_fast.precision import resolve_precision
+from cxr_fast.training.loop import train_step
+
+CPU = torch.device("cpu")
+
+
+def test_auto_is_fp32_on_cpu_and_fp16_needs_cuda():
+    assert resolve_precision("auto", CPU).name == "fp32"
+    assert resolve_precision("amp-bf16", CPU).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_precision("amp-fp16", CPU)
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", CPU)
+    assert not resolve_precision("fp32", CPU).scaler().is_enabled()
+
+
+def _batch(device: torch.device) -> Batch:
+    x = torch.rand(4, 1, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    return Batch(x=x, y=torch.tensor([0, 1, 0, 1], device=device), index=torch.arange(4))
+
+
+def _one_step(precision_name: str, device: torch.device) -> tuple[int, float]:
+    torch.manual_seed(0)
+    model = build_model("cnn").to(device=device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    steps = []
+    optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    precision = resolve_precision(precision_name, device)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = train_step(
+        model,
+        _batch(device),
+        nn.BCEWithLogitsLoss(),
+        optimizer,
+        precision.scaler(),
+        precision,
+        clip_grad=1.0,
+    )
+    changed = sum(
+        not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True)
+    )
+    assert changed > 0
+    return len(steps), loss
+
+
+@pytest.mark.parametrize("name", ["fp32", "amp-bf16"])
+def test_train_step_makes_exactly_one_optimizer_step_on_cpu(name):
+    steps, loss = _one_step(name, CPU)
+    assert steps == 1 and loss > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["fp32", "amp-bf16", "amp-fp16"])
+def test_train_step_on_cuda(name):
+    device = torch.device("cuda")
+    if name == "amp-bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("no bf16 on this GPU")
+    steps, loss = _one_step(name, device)
+    assert steps == 1 and loss == loss  # one step, finite loss
+    assert resolve_precision(name, device).scaler().is_enabled() == (name == "amp-fp16")
+
+
+@pytest.mark.gpu
+def test_auto_precision_on_cuda_is_amp_and_channels_last_survives():
+    device = torch.device("cuda")
+    precision = resolve_precision("auto", device)
+    assert precision.name in ("amp-bf16", "amp-fp16")
+    model = build_model("resnet18").to(device=device, memory_format=torch.channels_last)
+    x = _batch(device).x
+    with precision.autocast():
+        features = model.conv1(x)
+    assert features.dtype == precision.dtype
+    assert features.is_contiguous(memory_format=torch.channels_last)
