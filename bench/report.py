@@ -80,9 +80,15 @@ def host_info() -> dict:
     }
 
 
-def markdown(rows: list[Row], baseline: str, host: dict, title: str) -> str:
-    """A Markdown table with each row's ratio to the baseline row."""
-    base = next((r.median for r in rows if r.stage == baseline), None)
+def _baseline_of(row: Row, rows: list[Row], baseline: str | None) -> float | None:
+    """The baseline row a row compares with: ``baseline`` by name, or else the row of the same
+    group (``train-cnn-dali`` -> ``train-cnn-baseline``)."""
+    name = baseline or row.stage.rsplit("-", 1)[0] + "-baseline"
+    return next((r.median for r in rows if r.stage == name), None)
+
+
+def markdown(rows: list[Row], baseline: str | None, host: dict, title: str) -> str:
+    """A Markdown table with each row's ratio to its baseline row."""
     lines = [
         f"### {title}",
         "",
@@ -93,6 +99,7 @@ def markdown(rows: list[Row], baseline: str, host: dict, title: str) -> str:
         "|---|---|---:|---:|---:|---:|",
     ]
     for row in rows:
+        base = _baseline_of(row, rows, baseline)
         ratio = f"{row.median / base:.2f}x" if base else "-"
         spread = f"{min(row.repeats):.1f}-{max(row.repeats):.1f}"
         lines.append(

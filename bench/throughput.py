@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.baseline import baseline_loader
 from bench.images import CACHE, DEFAULT_SOURCE, fullres_images
 from bench.report import Row, host_info, markdown, measure, write_results
+from bench.training import training_rows
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
@@ -58,10 +59,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="24 images of 600-1000 px, one repeat: a smoke run for CI",
     )
     parser.add_argument(
+        "--only",
+        choices=["decode", "train"],
+        default=None,
+        help="run one section (default: both)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=CACHE / "results",
-        help="folder for throughput.json and throughput.md",
+        help="folder for the JSON and Markdown results of each section",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -121,11 +128,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: no such folder: {root}", file=sys.stderr)
         return 2
     host = host_info()
-    rows = _loader_rows(args, root)
-    title = f"Decode + preprocess to {args.image_size} px: {rows[0].images} JPEGs from {root.name}"
-    text = markdown(rows, BASELINE, host, title)
-    print(text)
-    print(f"results: {write_results(args.out, 'throughput', rows, host, text)}")
+    sections = []
+    if args.only in (None, "decode"):
+        rows = _loader_rows(args, root)
+        title = (
+            f"Decode + preprocess to {args.image_size} px: {rows[0].images} JPEGs from {root.name}"
+        )
+        sections.append(("throughput", rows, BASELINE, title))
+    if args.only in (None, "train"):
+        loaders = ("dali", "torch") if dali_available() else ("torch",)
+        rows = training_rows(
+            root,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            warmup=args.warmup,
+            repeats=max(1, args.repeats - 2),
+            loaders=loaders,
+        )
+        title = f"Training step at {args.image_size} px, same files, 1 epoch a pass"
+        sections.append(("training", rows, None, title))
+    for name, rows, baseline, title in sections:
+        text = markdown(rows, baseline, host, title)
+        print(text)
+        print(f"results: {write_results(args.out, name, rows, host, text)}\n")
     return 0
 
 

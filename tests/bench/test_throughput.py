@@ -18,6 +18,8 @@ def test_quick_run_on_real_images(kaggle_dir, tmp_path):
             "16",
             "--out",
             str(tmp_path),
+            "--only",
+            "decode",
         ]
     )
     assert code == 0
@@ -30,3 +32,30 @@ def test_quick_run_on_real_images(kaggle_dir, tmp_path):
     assert result["host"]["cores"] >= 1 and result["host"]["torch"]
     table = (tmp_path / "throughput.md").read_text()
     assert "| baseline |" in table and "1.00x" in table
+
+
+def test_training_rows_compare_each_model_with_its_baseline(kaggle_dir, tmp_path):
+    args = [
+        "--images",
+        str(kaggle_dir / "train"),
+        "--only",
+        "train",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "16",
+        "--repeats",
+        "3",
+        "--warmup",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "training.json").read_text())["rows"]
+    stages = [row["stage"] for row in rows]
+    for arch in ("cnn", "resnet18"):
+        assert f"train-{arch}-torch" in stages and f"train-{arch}-baseline" in stages
+    assert all(row["images"] == 32 for row in rows)  # 39 images, last partial batch dropped
+    table = (tmp_path / "training.md").read_text()
+    assert "| train-cnn-baseline |" in table and "1.00x" in table
