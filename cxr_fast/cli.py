@@ -11,16 +11,36 @@ import click
 from tqdm import tqdm
 
 from cxr_fast import __version__
+from cxr_fast.data.loaders import LOADERS
 from cxr_fast.models.registry import ARCHITECTURES
 from cxr_fast.precision import PRECISIONS
 
 EXISTING = click.Path(exists=True, path_type=Path)
-LOADER_HELP = (
-    "dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the faster "
-    "measured one on CPU."
+LOADER_OPTION = click.option(
+    "--loader",
+    type=click.Choice(LOADERS),
+    default="auto",
+    show_default=True,
+    help="dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the faster "
+    "measured one on CPU.",
 )
-DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N."
-WORKERS_HELP = "DALI threads or DataLoader worker processes."
+DEVICE_OPTION = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when present), cpu, cuda or cuda:N.",
+)
+
+
+def workers_option(minimum: int):
+    """``--workers``: DALI threads or DataLoader processes (0: load in the main process)."""
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=minimum),
+        default=os.cpu_count() or 1,
+        show_default="all cores",
+        help="DALI threads or DataLoader worker processes.",
+    )
 
 
 class UserError(click.ClickException):
@@ -154,14 +174,8 @@ def data_check(root, as_json, sample, workers) -> None:
 
 @data.command("stream")
 @click.argument("root", type=EXISTING)
-@click.option(
-    "--loader",
-    type=click.Choice(["auto", "dali", "torch"]),
-    default="auto",
-    show_default=True,
-    help=LOADER_HELP,
-)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@LOADER_OPTION
+@DEVICE_OPTION
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -176,13 +190,7 @@ def data_check(root, as_json, sample, workers) -> None:
     show_default=True,
     help="Square model input size in pixels.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
-    show_default="all cores",
-    help=WORKERS_HELP,
-)
+@workers_option(minimum=1)
 @click.option(
     "--train/--eval",
     "train",
@@ -279,14 +287,8 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     show_default=True,
     help="Square input size in pixels (stored in the contract).",
 )
-@click.option(
-    "--loader",
-    type=click.Choice(["auto", "dali", "torch"]),
-    default="auto",
-    show_default=True,
-    help=LOADER_HELP,
-)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@LOADER_OPTION
+@DEVICE_OPTION
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -348,13 +350,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     default=None,
     help="ImageNet weights: a file, or 'imagenet' for the torch hub cache. Nothing is downloaded.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=os.cpu_count() or 1,
-    show_default="all cores",
-    help=WORKERS_HELP,
-)
+@workers_option(minimum=0)
 @click.option(
     "--augment/--no-augment",
     default=True,
@@ -437,21 +433,9 @@ def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None
     show_default=True,
     help="Images per batch.",
 )
-@click.option(
-    "--loader",
-    type=click.Choice(["auto", "dali", "torch"]),
-    default="auto",
-    show_default=True,
-    help=LOADER_HELP,
-)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=os.cpu_count() or 1,
-    show_default="all cores",
-    help=WORKERS_HELP,
-)
+@LOADER_OPTION
+@DEVICE_OPTION
+@workers_option(minimum=0)
 @click.option(
     "--bootstrap",
     type=click.IntRange(min=0),

@@ -74,6 +74,20 @@ def _confusion(y: np.ndarray, pred: np.ndarray, threshold: float, title: str) ->
     return fig
 
 
+def _mark_operating_point(ax, x: float, y: float, threshold: float) -> None:
+    """The model's decision threshold as a red dot on a curve."""
+    ax.plot(
+        x,
+        y,
+        "o",
+        color="tab:red",
+        ms=8,
+        label=f"Threshold {threshold:.3f}",
+        zorder=3,
+        clip_on=False,
+    )
+
+
 def _roc(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float, title: str) -> Figure:
     fpr, tpr, _ = roc_curve(y, p)
     auc = roc_auc_score(y, p)
@@ -84,16 +98,7 @@ def _roc(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float, title
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, lw=2, label=f"ROC (AUC = {auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="Chance")
-    ax.plot(
-        op_fpr,
-        op_tpr,
-        "o",
-        color="tab:red",
-        ms=8,
-        label=f"Threshold {threshold:.3f}",
-        zorder=3,
-        clip_on=False,
-    )
+    _mark_operating_point(ax, op_fpr, op_tpr, threshold)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
@@ -117,16 +122,7 @@ def _pr(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float, title:
     if pred.any():  # precision is undefined when nothing is predicted positive
         op_recall = pred[y == 1].mean()
         op_precision = y[pred == 1].mean()
-        ax.plot(
-            op_recall,
-            op_precision,
-            "o",
-            color="tab:red",
-            ms=8,
-            label=f"Threshold {threshold:.3f}",
-            zorder=3,
-            clip_on=False,
-        )
+        _mark_operating_point(ax, op_recall, op_precision, threshold)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel(f"Recall (sensitivity, {CLASS_NAMES[1]})")
