@@ -14,6 +14,8 @@ from cxr_fast import __version__
 from cxr_fast.data.loaders import LOADERS
 from cxr_fast.models.registry import ARCHITECTURES
 from cxr_fast.precision import PRECISIONS
+from cxr_fast.scoring.model import BACKENDS
+from cxr_fast.scoring.parquet_out import ROWS_PER_CHUNK
 
 EXISTING = click.Path(exists=True, path_type=Path)
 LOADER_OPTION = click.option(
@@ -472,6 +474,94 @@ def evaluate(
     click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
     for path in result.plots.values():
         click.echo(f"plot:    {path}")
+
+
+@cli.command("score")
+@click.argument("archive", type=EXISTING)
+@click.option(
+    "--model",
+    "model_ref",
+    type=EXISTING,
+    required=True,
+    help="A run folder (eager PyTorch) or a file written by `cxr-fast export`.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Parquet file to write (a folder of part files with --shard or torchrun).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: eager for a run folder, the export's own format for a file.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images per batch.",
+)
+@LOADER_OPTION
+@DEVICE_OPTION
+@workers_option(minimum=0)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep the rows an interrupted run already wrote and score only the rest.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--fail-on-error",
+    is_flag=True,
+    help="Exit 1 when any file could not be scored (they are rows either way).",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Score only slice I of N (0-based) into OUT/part-IIIII.parquet.  "
+    "[default: RANK/WORLD_SIZE under torchrun, else everything]",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=ROWS_PER_CHUNK,
+    hidden=True,
+    help="Rows per staged chunk (what --resume can keep).",
+)
+def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> None:
+    """Score every image under ARCHIVE into Parquet, one row per file.
+
+    Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
+    (ok/error), error, width, height; the file metadata names the model, its checksum and
+    contract. A file that cannot be read becomes an error row; the run goes on. With labels,
+    PRED.metrics.json gets the same metrics as `cxr-fast evaluate`.
+    """
+    from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
+
+    config = ScoreConfig(
+        archive=archive,
+        model=model_ref,
+        shard=parse_shard(shard),
+        rows_per_chunk=chunk_rows,
+        **options,
+    )
+    with _bar(0, "score") as bar:
+        summary = run_score(config, progress=bar.update)
+    resumed = f", {summary.resumed} kept from before" if summary.resumed else ""
+    click.echo(
+        f"{summary.rows} rows ({summary.ok} ok, {summary.errors} errors{resumed}) -> "
+        f"{summary.out}\n{summary.scored} images in {summary.seconds:.1f} s: "
+        f"{summary.images_per_second:.1f} images/s ({summary.backend}, {summary.loader} loader)"
+    )
+    if summary.metrics_path:
+        click.echo(f"metrics: {summary.metrics_path}")
+    if fail_on_error and summary.errors:
+        sys.exit(1)
 
 
 def main() -> None:

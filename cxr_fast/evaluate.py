@@ -22,11 +22,13 @@ EVAL_DIR = "eval"
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Metrics (as written to metrics.json), where they went, and the plots."""
+    """Metrics (as written to metrics.json), where they went, the plots, and each file's
+    probability of PNEUMONIA."""
 
     metrics: dict
     out_dir: Path
     plots: dict[str, Path]
+    probabilities: dict[str, float]
 
 
 def default_out_dir(run_dir: Path, data: Path) -> Path:
@@ -87,4 +89,5 @@ def run_evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(metrics, out_dir / METRICS_FILE)
     plots = save_plots(labels, probs, chosen, out_dir, title=f"{info.arch} on {data.name}")
-    return EvalResult(metrics=metrics, out_dir=out_dir, plots=plots)
+    probabilities = {records[i].path: float(p) for i, p in zip(index, probs, strict=True)}
+    return EvalResult(metrics=metrics, out_dir=out_dir, plots=plots, probabilities=probabilities)

@@ -41,3 +41,24 @@ def synth_small(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "data"
     synth_dataset(root, 160, seed=0, min_size=96, max_size=128, test_fraction=0.0, workers=2)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_small, tmp_path_factory) -> Path:
+    """A small cnn run (64 px, 3 epochs) trained on ``synth_small``."""
+    from cxr_fast.training.config import TrainConfig
+    from cxr_fast.training.trainer import run_train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    config = TrainConfig(
+        data=str(synth_small),
+        out=str(out),
+        epochs=3,
+        image_size=64,
+        batch_size=16,
+        val_fraction=0.25,
+        lr=3e-3,
+        workers=0,
+    )
+    run_train(config, log=lambda _: None)
+    return out

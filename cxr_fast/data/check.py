@@ -51,7 +51,7 @@ def _probe_one(path: str) -> tuple[str, tuple[int, int] | None, str | None]:
     try:
         return path, probe(path), None
     except ImageReadError as exc:
-        return path, None, str(exc).removeprefix(f"{path}: ")
+        return path, None, exc.reason
 
 
 def _split_name(record: Record) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from cxr_fast.contract import PreprocessContract
 
@@ -25,10 +25,39 @@ _PIL_FILTERS = {
 # the IDCT's own downscaling is a clean low-pass, so the extra pixels bought little.
 DRAFT_OVERSAMPLE = 1
 DICOM_EXTENSION = ".dcm"
+# Smaller than this is no radiograph (a 1x1 placeholder, an icon): an error, not a prediction.
+MIN_IMAGE_SIDE = 32
 
 
 class ImageReadError(Exception):
-    """A file that cannot be turned into an image; the message says why."""
+    """A file that cannot be turned into an image: ``reason`` says why, for an error row."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _reason(path: str, exc: Exception) -> str:
+    """A readable reason for a decoding failure (the path is reported separately)."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (a broken link, or removed while scoring)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"refused as a possible decompression bomb: {exc}"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            empty = os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        return "empty file (0 bytes)" if empty else "not an image in a format cxr-fast reads"
+    text = str(exc).replace(path, "").strip(" :'\"") or type(exc).__name__
+    if "truncated" in text or "Premature end" in text:
+        return f"truncated or corrupt image data ({text})"
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, OSError) else text
 
 
 def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -62,6 +91,13 @@ def _dicom_gray(path: str) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def _check_size(size: tuple[int, int]) -> None:
+    if min(size) < MIN_IMAGE_SIDE:
+        raise ValueError(
+            f"image is {size[0]}x{size[1]} pixels, below the {MIN_IMAGE_SIDE} px minimum"
+        )
+
+
 def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode ``path`` to a uint8 [S,S] array per the contract; also return the original
     (width, height). Raises :class:`ImageReadError` for anything that is not a readable image."""
@@ -70,9 +106,11 @@ def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tupl
         if os.path.splitext(path)[1].lower() == DICOM_EXTENSION:
             gray = _dicom_gray(path)
             original = gray.size
+            _check_size(original)
         else:
             with Image.open(path) as image:
                 original = image.size
+                _check_size(original)
                 if image.format == "JPEG":
                     target = size * DRAFT_OVERSAMPLE
                     image.draft("L", (target, target))
@@ -82,8 +120,8 @@ def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tupl
             return np.array(resized, dtype=np.uint8), original
         resized = gray.resize((size, size), _PIL_FILTERS[contract.interpolation])
         return np.array(resized, dtype=np.uint8), original
-    except Exception as exc:
-        raise ImageReadError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # any decoder failure is this file's error, not ours
+        raise ImageReadError(path, _reason(path, exc)) from exc
 
 
 def probe(path: str) -> tuple[int, int]:
@@ -100,5 +138,5 @@ def probe(path: str) -> tuple[int, int]:
             image.draft(image.mode, (max(1, original[0] // 8), max(1, original[1] // 8)))
             image.load()
             return original
-    except Exception as exc:
-        raise ImageReadError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # any decoder failure is this file's error, not ours
+        raise ImageReadError(path, _reason(path, exc)) from exc

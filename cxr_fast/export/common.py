@@ -1,0 +1,64 @@
+"""Names, tolerances, file names and the result/error types shared by every export format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = ("torchscript", "pt2", "tensorrt")
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+# What ``precision=None`` means per format: TensorRT exists to run fast on a GPU, and fp16 is
+# where its speed is; the portable formats stay bit-faithful by default.
+DEFAULT_PRECISION = {"torchscript": "fp32", "pt2": "fp32", "tensorrt": "fp16"}
+
+# Largest allowed max |sigmoid(exported) - sigmoid(eager fp32)| on the verification batch.
+# fp32: only operator reordering and BatchNorm folding separate the two (measured ~1e-7), so
+#   1e-4 leaves room for other kernels on other hosts while catching any real change.
+# fp16: a 10-bit mantissa gives ~1e-3 relative error per layer; through a deep convnet that
+#   stays well under 1e-2 in probability, while a broken cast (e.g. overflow) shows up far above.
+# int8: per-channel int8 weights and per-tensor uint8 activations move probabilities by a few
+#   hundredths on a deep network (measured up to 0.04 on ResNet-50); 0.05 catches a failed
+#   calibration (tenths or more). The ROC-AUC rule below is the main gate for int8.
+TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.05}
+# int8 fails when held-out ROC-AUC drops by more than this (when both classes are present).
+INT8_MAX_AUC_DROP = 0.005
+CALIBRATION_IMAGES = 256
+HELDOUT_IMAGES = 256
+# Dynamic batch ranges. pt2 costs nothing for a wide range; a TensorRT engine is tuned for its
+# range, so it stays near what scoring uses.
+PT2_MAX_BATCH = 1024
+TRT_MAX_BATCH = 256
+
+EXPORT_DIR = "export"
+SUFFIXES = {"torchscript": ".ts", "pt2": ".pt2", "tensorrt": ".trt.ep"}
+# Name of the contract file carried inside TorchScript and pt2 archives.
+CONTRACT_FILE = "contract.json"
+
+
+class ExportError(Exception):
+    """An export or load that cannot go ahead; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and how closely it matches the eager model."""
+
+    path: Path
+    sidecar: Path
+    format: str
+    precision: str
+    max_abs_diff: float
+    tolerance: float
+    notes: list[str]
+
+
+def default_out_path(run_dir: Path, fmt: str, precision: str) -> Path:
+    """``RUN/export/model[.PRECISION].{ts,pt2,trt.ep}``; fp32 files carry no precision tag."""
+    tag = "" if precision == "fp32" else f".{precision}"
+    return Path(run_dir) / EXPORT_DIR / f"model{tag}{SUFFIXES[fmt]}"
+
+
+def sidecar_path(path: Path) -> Path:
+    """The JSON sidecar beside an exported file: ``model.ts`` -> ``model.ts.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")

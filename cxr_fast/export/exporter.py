@@ -1,0 +1,388 @@
+"""``export_run``: a trained run -> a TorchScript, pt2 or TensorRT file plus its JSON sidecar,
+checked against the eager model on real images before it is put in place."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxr_fast.data.discover import Record, discover
+from cxr_fast.device import resolve_device
+from cxr_fast.export.common import (
+    DEFAULT_PRECISION,
+    EXPORT_PRECISIONS,
+    FORMATS,
+    INT8_MAX_AUC_DROP,
+    PT2_MAX_BATCH,
+    TOLERANCES,
+    TRT_MAX_BATCH,
+    ExportError,
+    ExportResult,
+    default_out_path,
+)
+from cxr_fast.export.int8 import quantize_int8, require_int8_kernels
+from cxr_fast.export.loading import ExportedModel, open_artifact
+from cxr_fast.export.notes import warnings_to_notes
+from cxr_fast.export.pt2 import save_pt2
+from cxr_fast.export.sidecar import write_sidecar
+from cxr_fast.export.tensorrt import require_tensorrt, save_tensorrt
+from cxr_fast.export.torchscript import save_torchscript
+from cxr_fast.export.verify import (
+    check_sizes,
+    iter_images,
+    load_images,
+    max_abs_diff,
+    probabilities,
+    roc_auc,
+    select_images,
+    traceable,
+)
+from cxr_fast.export.wrappers import HalfPrecision
+from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
+
+_CALIBRATION_BATCH = 32
+
+
+def _check_options(fmt: str, precision: str | None, batch_size: int) -> str:
+    """The precision to use; ExportError for an unknown or impossible combination."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    precision = DEFAULT_PRECISION[fmt] if precision is None else precision
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(
+            f"unknown precision {precision!r}; choose one of {', '.join(EXPORT_PRECISIONS)}"
+        )
+    if batch_size < 1:
+        raise ExportError(f"batch size must be at least 1, got {batch_size}")
+    if precision == "int8" and fmt != "torchscript":
+        raise ExportError(
+            f"int8 export writes TorchScript only (CPU FX quantization), not {fmt}: "
+            "use --format torchscript"
+        )
+    return precision
+
+
+def _export_device(fmt: str, precision: str, device: str) -> torch.device:
+    """Where to build the export; ExportError when the format or precision cannot run there."""
+    if fmt == "tensorrt":
+        if device == "cpu":
+            raise ExportError("TensorRT export needs a CUDA GPU; --device cpu was given")
+        require_tensorrt()  # before anything touches CUDA or the run: one clear line
+        device = "cuda" if device == "auto" else device
+    elif precision == "int8":
+        if device.startswith("cuda"):
+            raise ExportError("int8 export runs on the CPU (x86 quantized kernels): drop --device")
+        require_int8_kernels()
+        device = "cpu"
+    elif precision == "fp16":
+        if device == "cpu":
+            raise ExportError("fp16 export needs a CUDA GPU; --device cpu was given")
+        if not torch.cuda.is_available():
+            raise ExportError("fp16 export needs a CUDA GPU; none is visible (use fp32 or int8)")
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def _load(run_dir: Path, device: torch.device) -> tuple[nn.Module, RunInfo]:
+    try:
+        return load_run(run_dir, device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def _data_records(run_dir: Path, info: RunInfo, data: Path | None) -> tuple[Path, list[Record]]:
+    """The folder of real images to check the export with, and its records."""
+    if data is not None:
+        root = Path(data)
+        if not root.exists():
+            raise ExportError(f"--data {root} does not exist")
+    else:
+        recorded = info.config.get("data")
+        path = recorded.get("root") if isinstance(recorded, dict) else None
+        path = path or info.config.get("train", {}).get("data")
+        if not path:
+            raise ExportError(
+                f"{run_dir} does not record its training data: pass --data DIR "
+                "(real images to verify the export with)"
+            )
+        root = Path(path)
+        if not root.exists():
+            raise ExportError(
+                f"the run's training data {root} is gone: pass --data DIR "
+                "(real images to verify the export with)"
+            )
+    records = discover(root)
+    if not records:
+        raise ExportError(f"no .jpeg/.jpg/.png/.dcm images under {root} to verify the export")
+    return root, records
+
+
+def _verify(
+    eager: nn.Module, exported: ExportedModel, x: torch.Tensor, device: torch.device
+) -> float:
+    """Max |probability difference| over the traced batch size and a different one."""
+    worst = 0.0
+    for n in check_sizes(len(x)):
+        reference = probabilities(eager, x[:n], device)
+        worst = max(worst, max_abs_diff(reference, probabilities(exported, x[:n], device)))
+    return worst
+
+
+@dataclass(frozen=True)
+class _Int8Check:
+    """int8 against eager fp32 on held-out images."""
+
+    images: int
+    calibration_images: int
+    auc_eager: float | None
+    auc_int8: float | None
+    max_abs_diff: float
+
+    @property
+    def auc_drop(self) -> float | None:
+        if self.auc_eager is None or self.auc_int8 is None:
+            return None
+        return self.auc_eager - self.auc_int8
+
+    def note(self) -> str:
+        change = f"max probability change {self.max_abs_diff:.4f}"
+        if self.auc_eager is not None and self.auc_int8 is not None:
+            return (
+                f"int8: ROC-AUC {self.auc_eager:.4f} -> {self.auc_int8:.4f} "
+                f"({self.auc_int8 - self.auc_eager:+.4f}) on {self.images} held-out images, "
+                f"{change} (calibrated on {self.calibration_images})"
+            )
+        why = "no held-out images" if not self.images else "held-out images lack a class"
+        return f"int8: ROC-AUC not measured ({why}); {change} on {self.images} held-out images"
+
+    def to_dict(self) -> dict:
+        return {
+            "calibration_images": self.calibration_images,
+            "heldout_images": self.images,
+            "roc_auc_eager": self.auc_eager,
+            "roc_auc_int8": self.auc_int8,
+            "heldout_max_abs_diff": self.max_abs_diff,
+            "max_auc_drop": INT8_MAX_AUC_DROP,
+        }
+
+
+def _check_int8(
+    eager: nn.Module, exported: ExportedModel, records: list[Record], info: RunInfo, n_cal: int
+) -> _Int8Check:
+    cpu = torch.device("cpu")
+    ref, got, labels = [], [], []
+    for x, y in iter_images(records, info.contract) if records else ():
+        ref.append(probabilities(eager, x, cpu))
+        got.append(probabilities(exported, x, cpu))
+        labels.append(y)
+    if not ref:
+        return _Int8Check(0, n_cal, None, None, 0.0)
+    ref_p, got_p = torch.cat(ref), torch.cat(got)
+    y = torch.cat(labels).numpy()
+    return _Int8Check(
+        images=len(y),
+        calibration_images=n_cal,
+        auc_eager=roc_auc(y, ref_p.numpy()),
+        auc_int8=roc_auc(y, got_p.numpy()),
+        max_abs_diff=max_abs_diff(ref_p, got_p),
+    )
+
+
+def _judge(
+    fmt: str, precision: str, diff: float, tolerance: float, images: int, int8: _Int8Check | None
+) -> None:
+    """ExportError unless the export passes its rule.
+
+    int8 with both classes among the held-out images: ROC-AUC may drop by at most
+    INT8_MAX_AUC_DROP (ranking is what screening uses; single probabilities may move more).
+    Otherwise: max |probability difference| on the verification batch within the tolerance.
+    """
+    drop = int8.auc_drop if int8 is not None else None
+    if drop is not None:
+        if drop > INT8_MAX_AUC_DROP:
+            raise ExportError(
+                f"int8 model loses {drop:.4f} ROC-AUC on {int8.images} held-out images "
+                f"({int8.auc_eager:.4f} -> {int8.auc_int8:.4f}), more than the "
+                f"{INT8_MAX_AUC_DROP} allowed; export fp32 instead"
+            )
+    elif not diff <= tolerance:  # also catches NaN
+        raise ExportError(
+            f"exported model differs from eager by {diff:.3g} > tolerance {tolerance:g} "
+            f"({fmt} {precision}, max |probability difference| on {images} images)"
+        )
+
+
+def _build(
+    fmt: str,
+    precision: str,
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    contract: dict,
+    batch_size: int,
+    calibration: list[Record],
+    info: RunInfo,
+) -> None:
+    """Write the export of ``model`` to ``path`` (unchecked)."""
+    if precision == "int8":
+        batches = (x for x, _ in iter_images(calibration, info.contract, _CALIBRATION_BATCH))
+        module = quantize_int8(model, example, batches, info.arch)
+    elif precision == "fp16":
+        module = HalfPrecision(copy.deepcopy(model))
+    else:
+        module = copy.deepcopy(model)
+    if fmt == "torchscript":
+        save_torchscript(module, example, path, contract)
+        return
+    # torch.export's archive writer does not expect channels_last weights: it warns "No complete
+    # tensor found in the group ... may cause issues when your weights are not on CPU". Plain
+    # layout weights save cleanly, and convolutions still run channels_last when the input is.
+    module = module.to(memory_format=torch.contiguous_format)
+    if fmt == "pt2":
+        try:
+            save_pt2(module, example, path, contract, PT2_MAX_BATCH)
+        except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"torch.export failed for {info.arch}: {first}") from exc
+    else:
+        save_tensorrt(
+            module,
+            example,
+            path,
+            contract,
+            fp16=precision == "fp16",
+            opt_batch=max(2, batch_size),
+            max_batch=max(batch_size, TRT_MAX_BATCH),
+        )
+
+
+def _max_batch(fmt: str, batch_size: int) -> int | None:
+    if fmt == "pt2":
+        return PT2_MAX_BATCH
+    if fmt == "tensorrt":
+        return max(batch_size, TRT_MAX_BATCH)
+    return None  # a traced TorchScript graph takes any batch size
+
+
+def export_run(
+    run_dir: Path,
+    fmt: str,
+    *,
+    precision: str | None = None,
+    batch_size: int = 32,
+    out: Path | None = None,
+    data: Path | None = None,
+    device: str = "auto",
+) -> ExportResult:
+    """Export the run's model as ``fmt`` ("torchscript", "pt2", "tensorrt") at ``precision``
+    ("fp32", "fp16", "int8"; None: fp16 for tensorrt, else fp32) to ``out`` (default
+    ``RUN/export/model[.PRECISION].{ts,pt2,trt.ep}``) with a JSON sidecar.
+
+    `data` = folder of real images for the verification batch (``batch_size`` images) and int8
+    calibration; default: the run's training data root from config.json (clear ExportError if
+    it's gone: 'pass --data DIR'). The written file is reloaded and compared with the eager
+    fp32 model; past the precision's tolerance nothing is kept and ExportError says by how much.
+    Prints nothing: notes to show the user come back in the result.
+    """
+    run_dir = Path(run_dir)
+    precision = _check_options(fmt, precision, batch_size)
+    target = _export_device(fmt, precision, device)
+    model, info = _load(run_dir, target)
+    source_sha = sha256(run_dir / MODEL_FILE)
+    data_root, records = _data_records(run_dir, info, data)
+    selection = select_images(records, precision, batch_size)
+    x, _ = load_images(selection.verify, info.contract)
+    example = traceable(x).to(target)
+    contract = info.contract.to_dict()
+    out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Same suffix as the target (torch.export and Torch-TensorRT look at it); hidden, so a
+    # half-written or failed export never sits where a reader looks.
+    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    notes: list[str] = []
+    int8 = None
+    try:
+        with warnings_to_notes(notes):
+            _build(
+                fmt,
+                precision,
+                model,
+                example,
+                tmp,
+                contract,
+                batch_size,
+                selection.calibration,
+                info,
+            )
+            exported = open_artifact(tmp, fmt, precision, contract, target)
+            diff = _verify(model, exported, x, target)
+            if precision == "int8":
+                int8 = _check_int8(
+                    model, exported, selection.heldout, info, len(selection.calibration)
+                )
+        tolerance = TOLERANCES[precision]
+        if int8 is not None:
+            notes.insert(0, int8.note())  # the number the user asked for comes first
+        _judge(fmt, precision, diff, tolerance, len(x), int8)
+        file_sha = sha256(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+    fields = {
+        "format": fmt,
+        "precision": precision,
+        "file": out.name,
+        "file_sha256": file_sha,
+        "arch": info.arch,
+        "contract": contract,
+        "threshold": info.threshold,
+        "source": str(run_dir.resolve()),
+        "source_sha256": source_sha,
+        "input": {
+            "shape": ["N", 1, info.contract.image_size, info.contract.image_size],
+            "dtype": "float32",
+            "batch_min": 1,
+            "batch_max": _max_batch(fmt, batch_size),
+        },
+        "output": "logits [N, 1] float32; P(PNEUMONIA) = sigmoid(logit)",
+        "device": str(target),
+        "batch_size": batch_size,
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "verification": {
+            "data": str(data_root),
+            "images": len(x),
+            "batch_sizes": check_sizes(len(x)),
+            "labels": _label_counts(selection.verify),
+        },
+        **({"int8": int8.to_dict()} if int8 is not None else {}),
+        "notes": notes,
+    }
+    side = write_sidecar(out, fields)
+    return ExportResult(
+        path=out,
+        sidecar=side,
+        format=fmt,
+        precision=precision,
+        max_abs_diff=diff,
+        tolerance=tolerance,
+        notes=notes,
+    )
+
+
+def _label_counts(records: list[Record]) -> dict:
+    labels = np.array([-1 if r.label is None else r.label for r in records])
+    return {
+        "normal": int((labels == 0).sum()),
+        "pneumonia": int((labels == 1).sum()),
+        "unlabeled": int((labels < 0).sum()),
+    }

@@ -1,0 +1,64 @@
+"""int8: post-training static quantization with PyTorch FX graph mode, for the CPU.
+
+PyTorch 2.14 moved the newer PT2E flow (prepare_pt2e/convert_pt2e) to torchao, which is not a
+dependency of cxr-fast; FX graph mode still ships with torch, quantizes the registry's convnets
+(conv+BN+ReLU fusion, per-channel weights), and its output traces to TorchScript.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from cxr_fast.export.common import ExportError
+
+QUANTIZED_ENGINE = "x86"
+
+
+def require_int8_kernels() -> None:
+    """ExportError when this PyTorch build has no x86 quantized kernels (FBGEMM/oneDNN)."""
+    if QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines:
+        raise ExportError(
+            "int8 needs PyTorch's x86 quantized kernels, which this CPU/build lacks "
+            f"(available: {', '.join(torch.backends.quantized.supported_engines)})"
+        )
+
+
+def quantize_int8(
+    model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], arch: str
+) -> nn.Module:
+    """An int8 copy of ``model`` (CPU), its activation ranges observed on ``calibration``.
+
+    Call inside :func:`cxr_fast.export.notes.warnings_to_notes`: torch.ao warns on every use.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    require_int8_kernels()
+    model = copy.deepcopy(model).cpu().eval()
+    saved_engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = QUANTIZED_ENGINE
+    try:
+        try:
+            prepared = prepare_fx(
+                model, get_default_qconfig_mapping(QUANTIZED_ENGINE), example_inputs=(example,)
+            )
+        except Exception as exc:  # torch.fx raises many types for untraceable code
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"int8: torch.fx cannot trace the {arch} architecture ({first}); "
+                "export it as fp32 instead"
+            ) from exc
+        with torch.no_grad():
+            seen = 0
+            for x in calibration:
+                prepared(x)
+                seen += len(x)
+        if not seen:
+            raise ExportError("int8 calibration needs at least one image")
+        return convert_fx(prepared)
+    finally:
+        torch.backends.quantized.engine = saved_engine

@@ -1,0 +1,82 @@
+"""The JSON sidecar beside every exported file: what the file is, where it came from, and how
+closely it matched the eager model. Scoring reads the contract and threshold from here."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from cxr_fast import __version__
+from cxr_fast.export.common import EXPORT_PRECISIONS, FORMATS, ExportError, sidecar_path
+from cxr_fast.run_folder import atomic_write_json
+
+SIDECAR_VERSION = 1
+REQUIRED_KEYS = (
+    "format",
+    "precision",
+    "contract",
+    "threshold",
+    "arch",
+    "source_sha256",
+    "file_sha256",
+)
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of ``name``, None when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    """Versions a loader may need to match (TorchScript and pt2 archives are not forward
+    compatible across PyTorch releases)."""
+    found = {"cxr_fast": __version__, "torch": torch.__version__}
+    trt = package_version("torch-tensorrt") or package_version("torch_tensorrt")
+    if trt is not None:
+        found["torch_tensorrt"] = trt
+    return found
+
+
+def write_sidecar(path: Path, fields: dict) -> Path:
+    """Write ``fields`` (plus version keys and the time) as ``path``'s sidecar, atomically."""
+    data = {
+        "sidecar_version": SIDECAR_VERSION,
+        **fields,
+        **versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    target = sidecar_path(path)
+    atomic_write_json(data, target)
+    return target
+
+
+def read_sidecar(path: Path) -> dict:
+    """The checked sidecar of exported file ``path``, or ExportError."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise ExportError(
+            f"{path} has no sidecar {side.name}: only files written by `cxr-fast export` "
+            "can be loaded (the sidecar holds their contract and threshold)"
+        )
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{side} is not a readable sidecar: {exc}") from exc
+    if not isinstance(data, dict) or data.get("sidecar_version") != SIDECAR_VERSION:
+        version = data.get("sidecar_version") if isinstance(data, dict) else None
+        raise ExportError(f"{side}: unsupported sidecar version {version!r}")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise ExportError(f"{side} lacks {', '.join(missing)}")
+    if data["format"] not in FORMATS:
+        raise ExportError(f"{side}: unknown export format {data['format']!r}")
+    if data["precision"] not in EXPORT_PRECISIONS:
+        raise ExportError(f"{side}: unknown precision {data['precision']!r}")
+    return data

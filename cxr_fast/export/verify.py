@@ -1,0 +1,144 @@
+"""Real images for verification and calibration, and the numbers an export is judged by."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.discover import Record
+from cxr_fast.data.loaders import make_loader
+from cxr_fast.export.common import CALIBRATION_IMAGES, HELDOUT_IMAGES, ExportError
+
+_LOAD_BATCH = 64
+
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """``min(k, n)`` distinct indices spread evenly over ``range(n)``, first and last included.
+
+    Records are sorted by path, so an even spread covers every class folder and split instead
+    of the first few alphabetically (all NORMAL in the Kaggle layout).
+    """
+    if k >= n:
+        return list(range(n))
+    if k == 1:
+        return [(n - 1) // 2]
+    return [i * (n - 1) // (k - 1) for i in range(k)]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images verify the export, calibrate int8 and measure int8's accuracy."""
+
+    verify: list[Record]
+    calibration: list[Record]
+    heldout: list[Record]
+
+
+def select_images(records: Sequence[Record], precision: str, batch_size: int) -> Selection:
+    """Deterministic picks from ``records``.
+
+    fp32/fp16: ``batch_size`` images spread over the data. int8: up to 256 calibration images
+    (never more than half, so a held-out set remains), up to 256 held-out images from the rest,
+    and the verification batch from the held-out images, which calibration never saw.
+    """
+    records = list(records)
+    if precision != "int8":
+        return Selection([records[i] for i in evenly_spaced(len(records), batch_size)], [], [])
+    n_cal = min(CALIBRATION_IMAGES, max(1, len(records) // 2))
+    cal_index = evenly_spaced(len(records), n_cal)
+    chosen = set(cal_index)
+    rest = [r for i, r in enumerate(records) if i not in chosen]
+    heldout = [rest[i] for i in evenly_spaced(len(rest), HELDOUT_IMAGES)]
+    calibration = [records[i] for i in cal_index]
+    source = heldout or calibration
+    verify = [source[i] for i in evenly_spaced(len(source), batch_size)]
+    return Selection(verify, calibration, heldout)
+
+
+def iter_images(
+    records: Sequence[Record], contract: PreprocessContract, batch_size: int = _LOAD_BATCH
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` CPU batches in record order, preprocessed exactly as training and scoring do
+    (the PIL loader, in-process: export runs once, worker start-up would dominate)."""
+    loader = make_loader(
+        records, contract, batch_size=batch_size, loader="torch", device="cpu", workers=0
+    )
+    try:
+        for batch in loader:
+            yield batch.x, batch.y
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read an image for export checks: {exc}") from exc
+
+
+def load_images(
+    records: Sequence[Record], contract: PreprocessContract
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of ``records`` as one CPU batch ``x`` [N,1,S,S] (channels_last) and labels ``y``."""
+    xs, ys = zip(*iter_images(records, contract), strict=True)
+    x = torch.cat(xs).contiguous(memory_format=torch.channels_last)
+    return x, torch.cat(ys)
+
+
+def traceable(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with at least two samples: torch.export specialises a dimension of size 1."""
+    return x if len(x) >= 2 else torch.cat([x, x]).contiguous(memory_format=torch.channels_last)
+
+
+def check_sizes(n: int) -> list[int]:
+    """Batch sizes to verify with: the traced one and a different one (32 -> 32 and 17), so a
+    graph that baked in its batch size fails here rather than in scoring."""
+    other = n // 2 + 1
+    return [n, other if other != n else 1] if n > 1 else [1]
+
+
+@contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """Full-precision fp32 convolutions and matmuls on CUDA for the duration.
+
+    cuDNN convolutions default to TF32 (10-bit mantissa) in PyTorch 2.14; comparing two fp32
+    models under TF32 would measure TF32 noise (~1e-3), not the export.
+    """
+    settings = [(torch.backends.cudnn, "conv"), (torch.backends.cuda, "matmul")]
+    saved = []
+    for owner, name in settings:
+        target = getattr(owner, name, None)
+        if target is not None and hasattr(target, "fp32_precision"):
+            saved.append((target, target.fp32_precision))
+            target.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for target, value in saved:
+            target.fp32_precision = value
+
+
+def probabilities(
+    run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """sigmoid of ``run(x)`` as a float64 CPU vector; the output must be one logit per image."""
+    with torch.no_grad(), ieee_fp32():
+        logits = run(x.to(device))
+    if tuple(logits.shape) != (len(x), 1):
+        raise ExportError(f"model output has shape {tuple(logits.shape)}, expected ({len(x)}, 1)")
+    return torch.sigmoid(logits.detach().double().cpu()).reshape(-1)
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference; NaN anywhere counts as infinitely different."""
+    diff = (a - b).abs()
+    return float("inf") if torch.isnan(diff).any() else float(diff.max())
+
+
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """ROC-AUC, or None when the labels do not hold both classes."""
+    known = labels >= 0
+    labels, probs = labels[known], probs[known]
+    if len(np.unique(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, probs))

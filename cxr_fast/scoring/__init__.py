@@ -1,0 +1,1 @@
+"""Batch scoring: archive -> predictions in Parquet, one row per file, none lost."""

@@ -1,0 +1,155 @@
+"""Scoring batches that never lose a file: decodable images become tensors, the rest errors.
+
+How one bad file is kept from failing a batch:
+
+- The PIL path decodes each file on its own (in DataLoader workers), so a bad file is just an
+  error entry beside the good ones of its batch.
+- The DALI path first reads every header (cheap: no pixels) and gives DALI only files whose
+  header says JPEG; PNG, DICOM and anything unreadable go through the PIL path. A JPEG that
+  passes the header check but fails to decode (truncated data) makes DALI abandon the whole
+  pipeline, so that batch's files are decoded one by one with PIL (the bad one becomes an
+  error row, the others are scored) and a new pipeline continues with the files after them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.batch import normalise_uint8
+from cxr_fast.data.dali_pipeline import DaliLoader
+from cxr_fast.data.decode import ImageReadError, read_gray
+from cxr_fast.data.discover import Record
+
+
+@dataclass
+class ScoreBatch:
+    """``x`` [M,1,S,S] for the decodable files, ``index`` their record positions and ``sizes``
+    their original (width, height); ``errors`` (record position, reason) for the others."""
+
+    x: torch.Tensor | None
+    index: list[int]
+    sizes: list[tuple[int, int]]
+    errors: list[tuple[int, str]]
+
+    def __len__(self) -> int:
+        return len(self.index) + len(self.errors)
+
+
+class _Files(Dataset):
+    def __init__(self, paths: Sequence[str], positions: Sequence[int], contract) -> None:
+        self.paths, self.positions, self.contract = list(paths), list(positions), contract
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            pixels, size = read_gray(self.paths[i], self.contract)
+            return self.positions[i], pixels, size, None
+        except ImageReadError as exc:
+            return self.positions[i], None, None, exc.reason
+        except Exception as exc:  # never let one file stop the run
+            return self.positions[i], None, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(items, contract: PreprocessContract, dtype: torch.dtype) -> ScoreBatch:
+    good = [item for item in items if item[3] is None]
+    x = None
+    if good:
+        x = normalise_uint8(
+            torch.from_numpy(np.stack([g[1] for g in good])).unsqueeze(-1), contract, dtype
+        )
+    return ScoreBatch(
+        x=x,
+        index=[g[0] for g in good],
+        sizes=[g[2] for g in good],
+        errors=[(item[0], item[3]) for item in items if item[3] is not None],
+    )
+
+
+def pil_batches(
+    records: Sequence[Record],
+    positions: Sequence[int],
+    contract: PreprocessContract,
+    *,
+    batch_size: int,
+    workers: int,
+) -> Iterator[ScoreBatch]:
+    """Score batches decoded by PIL in ``workers`` processes (normalised there too)."""
+    if not positions:
+        return
+    dataset = _Files([records[i].path for i in positions], positions, contract)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=functools.partial(_collate, contract=contract, dtype=torch.float32),
+        prefetch_factor=4 if workers else None,
+    )
+    yield from loader
+
+
+def header_size(path: str) -> tuple[tuple[int, int] | None, bool]:
+    """((width, height), is_jpeg) from the file header alone; (None, False) when unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.size, image.format == "JPEG"
+    except Exception:  # the PIL path will name the problem
+        return None, False
+
+
+def dali_batches(
+    records: Sequence[Record],
+    positions: Sequence[int],
+    contract: PreprocessContract,
+    *,
+    batch_size: int,
+    workers: int,
+    device: str,
+    device_id: int = 0,
+) -> Iterator[ScoreBatch]:
+    """Score batches through DALI for header-checked JPEGs, PIL for everything else."""
+    sizes: dict[int, tuple[int, int]] = {}
+    others: list[int] = []
+    for position in positions:
+        size, is_jpeg = header_size(records[position].path)
+        if is_jpeg and size is not None and min(size) > 0:
+            sizes[position] = size
+        else:
+            others.append(position)
+    jpegs = [p for p in positions if p in sizes]
+    yield from pil_batches(records, others, contract, batch_size=batch_size, workers=workers)
+    start = 0
+    while start < len(jpegs):
+        segment = jpegs[start:]
+        done = 0
+        try:
+            # Inside the try: the iterator decodes its first batch while it is built.
+            loader = DaliLoader(
+                [records[p] for p in segment],
+                contract,
+                batch_size=batch_size,
+                device=device,
+                device_id=device_id,
+                num_threads=max(1, workers),
+            )
+            for batch in loader:
+                local = batch.index.tolist()
+                index = [segment[i] for i in local]
+                done += len(local)
+                yield ScoreBatch(x=batch.x, index=index, sizes=[sizes[p] for p in index], errors=[])
+            start = len(jpegs)
+        except RuntimeError:
+            # DALI gives up on the whole pipeline for one undecodable file; eval order is
+            # file order, so the failed batch is the next batch_size files of the segment.
+            failed = segment[done : done + batch_size]
+            yield from pil_batches(records, failed, contract, batch_size=batch_size, workers=0)
+            start += done + len(failed)

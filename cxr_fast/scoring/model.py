@@ -1,0 +1,85 @@
+"""The model a scoring run uses: a run folder (eager) or an exported file, with its contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.precision import resolve_precision
+from cxr_fast.run_folder import MODEL_FILE, load_run, sha256
+
+BACKENDS = ("auto", "eager", "torchscript", "pt2", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A callable x -> logits and everything a prediction row and its metadata need."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    contract: PreprocessContract
+    threshold: float
+    backend: str
+    model_id: str
+    checksum: str
+    device: torch.device
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 logits [N] for a batch (inference mode)."""
+        with torch.inference_mode():
+            return self.forward(x.to(self.device, non_blocking=True)).float().reshape(-1)
+
+
+def _eager(run_dir: Path, device: torch.device) -> ScoringModel:
+    model, info = load_run(run_dir, device)
+    precision = resolve_precision("fp32" if device.type == "cpu" else "auto", device)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with precision.autocast():
+            return model(x)
+
+    return ScoringModel(
+        forward=forward,
+        contract=info.contract,
+        threshold=info.threshold,
+        backend="eager",
+        model_id=f"{info.arch}:{run_dir.resolve()}",
+        checksum=sha256(run_dir / MODEL_FILE),
+        device=device,
+    )
+
+
+def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
+    from cxr_fast.export import load_exported
+
+    forward, sidecar = load_exported(path, device=str(device))
+    if backend not in ("auto", sidecar["format"]):
+        raise ValueError(f"{path} is a {sidecar['format']} export, not {backend}")
+    return ScoringModel(
+        forward=forward,
+        contract=PreprocessContract.from_dict(sidecar["contract"]),
+        threshold=float(sidecar["threshold"]),
+        backend=f"{sidecar['format']}-{sidecar['precision']}",
+        model_id=f"{sidecar['arch']}:{path.resolve()}",
+        checksum=sha256(path),
+        device=device,
+    )
+
+
+def load_scoring_model(ref: Path, backend: str, device: torch.device) -> ScoringModel:
+    """``ref`` is a run folder (eager) or an exported file (its sidecar says the format)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if ref.is_dir():
+        if backend not in ("auto", "eager"):
+            raise ValueError(
+                f"--backend {backend} needs an exported file: run `cxr-fast export {ref} "
+                f"--format {backend}` and pass --model with the file it writes"
+            )
+        return _eager(ref, device)
+    if not ref.is_file():
+        raise FileNotFoundError(f"no such model: {ref}")
+    return _exported(ref, backend, device)

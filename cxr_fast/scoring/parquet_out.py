@@ -1,0 +1,102 @@
+"""Predictions as Parquet, written so that memory stays flat and a kill never corrupts them.
+
+Rows are buffered and written as small chunk files in a hidden staging folder beside the output
+(``.preds.parquet.parts/chunk-000001.parquet``), each through a temporary name and a rename, so
+a chunk on disk is always whole. When every file is scored the chunks are streamed, one row
+group each, into ``preds.parquet.tmp``, which is renamed to ``preds.parquet``. ``--resume``
+reads back the paths of the chunks already written and scores only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("prob_pneumonia", pa.float32()),
+        pa.field("pred", pa.string()),
+        pa.field("threshold", pa.float32(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+    ]
+)
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+ROWS_PER_CHUNK = 8192
+
+
+def staging_dir(out: Path) -> Path:
+    """The hidden folder holding an unfinished output's chunks."""
+    return out.parent / f".{out.name}.parts"
+
+
+class ChunkedParquetWriter:
+    """Collects prediction rows; :meth:`finish` publishes the complete file atomically."""
+
+    def __init__(self, out: Path, metadata: dict[str, str], rows_per_chunk: int = ROWS_PER_CHUNK):
+        self.out = out
+        self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
+        self.rows_per_chunk = rows_per_chunk
+        self.staging = staging_dir(out)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self._rows: dict[str, list] = {name: [] for name in SCHEMA.names}
+        self._chunks = len(self._chunk_files())
+
+    def _chunk_files(self) -> list[Path]:
+        return sorted(self.staging.glob("chunk-*.parquet"))
+
+    def done_paths(self) -> set[str]:
+        """Paths already written by an earlier, interrupted run (for ``--resume``)."""
+        done: set[str] = set()
+        for chunk in self._chunk_files():
+            done.update(pq.read_table(chunk, columns=["path"]).column("path").to_pylist())
+        return done
+
+    def add(self, row: dict) -> None:
+        """Buffer one row (keys = schema names); writes a chunk when the buffer is full."""
+        for name in SCHEMA.names:
+            self._rows[name].append(row.get(name))
+        if len(self._rows["path"]) >= self.rows_per_chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered rows as one chunk file (temporary name, then rename)."""
+        if not self._rows["path"]:
+            return
+        table = pa.Table.from_pydict(self._rows, schema=SCHEMA)
+        self._chunks += 1
+        final = self.staging / f"chunk-{self._chunks:06d}.parquet"
+        tmp = final.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+        self._rows = {name: [] for name in SCHEMA.names}
+
+    def finish(self) -> int:
+        """Stream every chunk into the output file, publish it, remove the staging folder;
+        returns the number of rows."""
+        self.flush()
+        tmp = self.out.with_name(self.out.name + ".tmp")
+        rows = 0
+        with pq.ParquetWriter(tmp, SCHEMA.with_metadata(self.metadata)) as writer:
+            for chunk in self._chunk_files():
+                table = pq.read_table(chunk, schema=SCHEMA)
+                writer.write_table(table)
+                rows += table.num_rows
+        os.replace(tmp, self.out)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return rows
+
+
+def metadata_json(values: dict) -> dict[str, str]:
+    """File-level key/value metadata: every value as JSON text."""
+    return {key: json.dumps(value) for key, value in values.items()}

@@ -1,0 +1,252 @@
+"""``run_score``: walk an archive once, score every file, write Parquet (and metrics)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from cxr_fast import __version__
+from cxr_fast.data.discover import discover
+from cxr_fast.data.loaders import dali_can_read, resolve_loader
+from cxr_fast.data.shard import shard_range
+from cxr_fast.device import resolve_device
+from cxr_fast.inference import sigmoid
+from cxr_fast.labels import CLASS_NAMES
+from cxr_fast.metrics import binary_metrics
+from cxr_fast.run_folder import atomic_write_json
+from cxr_fast.scoring.loader import ScoreBatch, dali_batches, pil_batches
+from cxr_fast.scoring.model import ScoringModel, load_scoring_model
+from cxr_fast.scoring.parquet_out import (
+    ROWS_PER_CHUNK,
+    STATUS_ERROR,
+    STATUS_OK,
+    ChunkedParquetWriter,
+    metadata_json,
+    staging_dir,
+)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What ``cxr-fast score`` was asked to do."""
+
+    archive: Path
+    model: Path
+    out: Path
+    backend: str = "auto"
+    batch_size: int = 64
+    loader: str = "auto"
+    device: str = "auto"
+    workers: int = 2
+    resume: bool = False
+    overwrite: bool = False
+    shard: tuple[int, int] | None = None
+    rows_per_chunk: int = ROWS_PER_CHUNK
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """How a scoring run ended."""
+
+    out: Path
+    rows: int
+    ok: int
+    errors: int
+    resumed: int
+    scored: int
+    seconds: float
+    backend: str
+    loader: str
+    metrics_path: Path | None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else float("nan")
+
+
+def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
+    """``I/N`` from ``--shard``, else RANK/WORLD_SIZE when launched by torchrun with N > 1."""
+    if text is None:
+        world = int(env.get("WORLD_SIZE", "1"))
+        return (int(env.get("RANK", "0")), world) if world > 1 else None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    shard_range(0, index, count)  # validates
+    return index, count
+
+
+def output_path(out: Path, shard: tuple[int, int] | None) -> Path:
+    """The Parquet file a run writes: ``out`` itself, or ``out/part-IIIII.parquet``."""
+    return out if shard is None else out / f"part-{shard[0]:05d}.parquet"
+
+
+def metrics_path_for(out: Path) -> Path:
+    """``preds.parquet`` -> ``preds.metrics.json``."""
+    return out.with_name(out.stem + ".metrics.json")
+
+
+def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
+    partial = staging_dir(out)
+    if overwrite:
+        shutil.rmtree(partial, ignore_errors=True)
+        out.unlink(missing_ok=True)
+        return
+    if out.exists() and not resume:
+        raise ValueError(f"{out} exists: pass --overwrite to replace it")
+    if partial.exists() and not resume:
+        raise ValueError(
+            f"{out} has partial results from an interrupted run: pass --resume to finish "
+            "them or --overwrite to start over"
+        )
+
+
+def _versions() -> dict:
+    versions = {"cxr_fast": __version__}
+    for package in ("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
+    rows = []
+    threshold = model.threshold
+    if batch.x is not None:
+        probs = sigmoid(model.logits(batch.x).cpu().numpy())
+        for position, prob, (width, height) in zip(batch.index, probs, batch.sizes, strict=True):
+            label = records[position].label
+            rows.append(
+                {
+                    "path": records[position].path,
+                    "prob_pneumonia": float(prob),
+                    "pred": CLASS_NAMES[int(prob >= threshold)],
+                    "threshold": threshold,
+                    "label": None if label is None else CLASS_NAMES[label],
+                    "status": STATUS_OK,
+                    "error": None,
+                    "width": width,
+                    "height": height,
+                }
+            )
+    for position, reason in batch.errors:
+        label = records[position].label
+        rows.append(
+            {
+                "path": records[position].path,
+                "threshold": threshold,
+                "label": None if label is None else CLASS_NAMES[label],
+                "status": STATUS_ERROR,
+                "error": reason,
+            }
+        )
+    return rows
+
+
+def run_score(config: ScoreConfig, progress: Callable[[int], None] | None = None) -> ScoreSummary:
+    """Score every image under ``config.archive`` into Parquet; see :class:`ScoreConfig`."""
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    model = load_scoring_model(config.model, config.backend, device)
+    records = discover(config.archive)
+    if not records:
+        raise ValueError(f"no .jpeg/.jpg/.png/.dcm images under {config.archive}")
+    positions = list(range(len(records)))
+    if config.shard is not None:
+        positions = list(shard_range(len(records), *config.shard))
+    out = output_path(config.out, config.shard)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _prepare(out, config.resume, config.overwrite)
+    if config.resume and out.exists():
+        raise ValueError(f"{out} is already complete: nothing to resume")
+
+    writer = ChunkedParquetWriter(
+        out,
+        metadata_json(
+            {
+                "cxr_fast_model_id": model.model_id,
+                "cxr_fast_model_sha256": model.checksum,
+                "cxr_fast_contract": model.contract.to_dict(),
+                "cxr_fast_threshold": model.threshold,
+                "cxr_fast_backend": model.backend,
+                "cxr_fast_archive": str(config.archive.resolve()),
+                "cxr_fast_shard": list(config.shard) if config.shard else None,
+                "cxr_fast_versions": _versions(),
+                "cxr_fast_created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        ),
+        rows_per_chunk=config.rows_per_chunk,
+    )
+    done = writer.done_paths() if config.resume else set()
+    todo = [p for p in positions if records[p].path not in done]
+    # The scoring DALI path sends what DALI cannot read to PIL itself, so only the files DALI
+    # can take decide whether DALI is worth using.
+    dali_readable = [records[p] for p in todo if dali_can_read([records[p]])]
+    loader = resolve_loader(config.loader, device, dali_readable or records[:1])
+    if loader == "dali":
+        batches = dali_batches(
+            records,
+            todo,
+            model.contract,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            device="gpu" if device.type == "cuda" else "cpu",
+            device_id=device.index or 0,
+        )
+    else:
+        batches = pil_batches(
+            records, todo, model.contract, batch_size=config.batch_size, workers=config.workers
+        )
+    score_started = time.perf_counter()
+    for batch in batches:
+        for row in _rows(batch, records, model):
+            writer.add(row)
+        if progress is not None:
+            progress(len(batch))
+    scoring_seconds = time.perf_counter() - score_started
+    rows = writer.finish()
+
+    table = pq.read_table(out, columns=["prob_pneumonia", "label", "status"])
+    status = np.array(table.column("status").to_pylist())
+    metrics_file = None
+    labels = table.column("label").to_pylist()
+    scored_with_label = [
+        i
+        for i, (s, lab) in enumerate(zip(status, labels, strict=True))
+        if s == STATUS_OK and lab is not None
+    ]
+    if scored_with_label and config.shard is None:
+        probs = table.column("prob_pneumonia").to_numpy(zero_copy_only=False)
+        y = np.array([CLASS_NAMES.index(labels[i]) for i in scored_with_label])
+        metrics_file = metrics_path_for(out)
+        atomic_write_json(
+            {
+                "predictions": str(out),
+                "errors": int((status == STATUS_ERROR).sum()),
+                **binary_metrics(y, probs[scored_with_label], model.threshold),
+            },
+            metrics_file,
+        )
+    return ScoreSummary(
+        out=out,
+        rows=rows,
+        ok=int((status == STATUS_OK).sum()),
+        errors=int((status == STATUS_ERROR).sum()),
+        resumed=len(done),
+        scored=len(todo),
+        seconds=scoring_seconds if todo else time.perf_counter() - started,
+        backend=model.backend,
+        loader=loader,
+        metrics_path=metrics_file,
+    )

@@ -1,0 +1,290 @@
+"""Batch scoring: one row per file whatever the file, equal to evaluate, resumable, shardable."""
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from cxr_fast.data.discover import discover
+from cxr_fast.evaluate import run_evaluate
+from cxr_fast.scoring.parquet_out import staging_dir
+from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
+
+AS_ROOT = os.geteuid() == 0
+
+
+def _bomb(source: Path, target: Path) -> None:
+    """A real JPEG whose frame header announces 30000 x 30000 pixels."""
+    data = bytearray(source.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 30000, 30000)
+    target.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def bad_archive(kaggle_dir, samples_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """Good films plus every bad kind; returns the root and the expected status per name."""
+    root = tmp_path_factory.mktemp("archive") / "test"
+    normal, pneumonia = root / "NORMAL", root / "PNEUMONIA"
+    normal.mkdir(parents=True)
+    pneumonia.mkdir()
+    good = sorted((kaggle_dir / "train" / "NORMAL").glob("*.jpeg"))[:6]
+    good += sorted((kaggle_dir / "train" / "PNEUMONIA").glob("*.jpeg"))[:6]
+    for path in good:
+        shutil.copy(path, root / path.parent.name / path.name)
+    expected = {path.name: "ok" for path in good}
+    source = samples_dir / "16747_3_1.jpg"
+    data = source.read_bytes()
+    bad = normal  # bad files sit in a class folder, so their rows keep a label
+    (bad / "truncated.jpeg").write_bytes(data[: len(data) // 2])
+    (bad / "empty.jpeg").write_bytes(b"")
+    (bad / "text.jpeg").write_text("this is not an X-ray\n")
+    Image.open(source).save(bad / "png_named.jpeg", format="PNG")
+    Image.open(source).convert("CMYK").save(bad / "cmyk.jpeg")
+    ramp = np.tile(np.linspace(0, 60000, 256, dtype=np.uint16), (256, 1))
+    Image.fromarray(ramp).save(bad / "sixteen_bit.png")
+    Image.new("L", (1, 1), 128).save(bad / "one_pixel.png")
+    _bomb(source, bad / "bomb.jpeg")
+    shutil.copy(source, bad / "locked.jpeg")
+    os.chmod(bad / "locked.jpeg", 0)
+    os.symlink(root / "missing.jpeg", bad / "dangling.jpeg")
+    shutil.copy(samples_dir / "Fake_MONOHR1.dcm", bad / "mono1.dcm")
+    expected.update(
+        {
+            "truncated.jpeg": "error",
+            "empty.jpeg": "error",
+            "text.jpeg": "error",
+            "png_named.jpeg": "ok",
+            "cmyk.jpeg": "ok",
+            "sixteen_bit.png": "ok",
+            "one_pixel.png": "error",
+            "bomb.jpeg": "error",
+            "locked.jpeg": "ok" if AS_ROOT else "error",  # root reads any file
+            "dangling.jpeg": "error",
+            "mono1.dcm": "ok",
+        }
+    )
+    return root, expected
+
+
+def _table(path: Path) -> dict[str, dict]:
+    rows = pq.read_table(path).to_pylist()
+    by_name = {Path(row["path"]).name: row for row in rows}
+    assert len(by_name) == len(rows)
+    return by_name
+
+
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_every_bad_kind_becomes_a_row_and_the_rest_are_scored(
+    trained_run, bad_archive, tmp_path, loader
+):
+    root, expected = bad_archive
+    out = tmp_path / "preds.parquet"
+    summary = run_score(
+        ScoreConfig(
+            archive=root,
+            model=trained_run,
+            out=out,
+            loader=loader,
+            device="cpu",
+            batch_size=5,
+            workers=2,
+        )
+    )
+    rows = _table(out)
+    assert set(rows) == set(expected)  # rows out == files in
+    assert {name: row["status"] for name, row in rows.items()} == expected
+    assert summary.rows == len(expected) and summary.errors == list(expected.values()).count(
+        "error"
+    )
+    for name, row in rows.items():
+        if row["status"] == "ok":
+            assert 0.0 <= row["prob_pneumonia"] <= 1.0 and row["error"] is None
+            assert row["pred"] == (
+                "PNEUMONIA" if row["prob_pneumonia"] >= row["threshold"] else "NORMAL"
+            )
+            assert row["width"] >= 32 and row["height"] >= 32
+        else:
+            assert row["prob_pneumonia"] is None and row["pred"] is None
+            assert row["error"] and name not in row["error"]
+    assert "empty" in rows["empty.jpeg"]["error"]
+    assert "truncated" in rows["truncated.jpeg"]["error"]
+    assert "decompression bomb" in rows["bomb.jpeg"]["error"]
+    assert "1x1" in rows["one_pixel.png"]["error"]
+    assert "not found" in rows["dangling.jpeg"]["error"]
+    assert (rows["mono1.dcm"]["width"], rows["mono1.dcm"]["height"]) == (1024, 1024)
+    assert rows["cmyk.jpeg"]["label"] == "NORMAL"
+    assert not staging_dir(out).exists() and not out.with_name(out.name + ".tmp").exists()
+    metadata = pq.read_schema(out).metadata
+    assert b"cxr_fast_model_sha256" in metadata and b"cxr_fast_contract" in metadata
+
+
+def test_cli_exit_codes_with_bad_files(trained_run, bad_archive, tmp_path):
+    root, _ = bad_archive
+    command = [
+        sys.executable,
+        "-m",
+        "cxr_fast",
+        "score",
+        str(root),
+        "--model",
+        str(trained_run),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    ok = subprocess.run(
+        [*command, "--out", str(tmp_path / "a.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "errors" in ok.stdout and "images/s" in ok.stdout
+    strict = subprocess.run(
+        [*command, "--out", str(tmp_path / "b.parquet"), "--fail-on-error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert strict.returncode == 1
+    again = subprocess.run(
+        [*command, "--out", str(tmp_path / "a.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_score_probabilities_equal_evaluate(trained_run, synth_small, tmp_path):
+    evaluated = run_evaluate(
+        trained_run, synth_small, out=tmp_path / "eval", device="cpu", workers=0, bootstrap=0
+    )
+    out = tmp_path / "preds.parquet"
+    summary = run_score(
+        ScoreConfig(
+            archive=synth_small,
+            model=trained_run,
+            out=out,
+            loader="torch",
+            device="cpu",
+            workers=2,
+            batch_size=13,
+        )
+    )
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == len(evaluated.probabilities) == 160
+    for row in rows:
+        assert row["prob_pneumonia"] == pytest.approx(
+            evaluated.probabilities[row["path"]], abs=1e-6
+        )
+    assert summary.metrics_path is not None
+    metrics = __import__("json").loads(summary.metrics_path.read_text())
+    assert metrics["roc_auc"] == pytest.approx(evaluated.metrics["roc_auc"], abs=1e-9)
+    assert metrics["confusion_matrix"] == evaluated.metrics["confusion_matrix"]
+
+
+def test_dali_and_pil_paths_agree(trained_run, synth_small, tmp_path):
+    probs = {}
+    for loader in ("torch", "dali"):
+        out = tmp_path / f"{loader}.parquet"
+        run_score(
+            ScoreConfig(
+                archive=synth_small,
+                model=trained_run,
+                out=out,
+                loader=loader,
+                device="cpu",
+                workers=2,
+            )
+        )
+        probs[loader] = {r["path"]: r["prob_pneumonia"] for r in pq.read_table(out).to_pylist()}
+    difference = [abs(probs["torch"][p] - probs["dali"][p]) for p in probs["torch"]]
+    assert max(difference) < 0.05
+
+
+def test_shards_are_disjoint_and_cover_the_archive(trained_run, synth_small, tmp_path):
+    out = tmp_path / "parts"
+    for index in range(3):
+        run_score(
+            ScoreConfig(
+                archive=synth_small,
+                model=trained_run,
+                out=out,
+                shard=(index, 3),
+                device="cpu",
+                workers=0,
+                loader="torch",
+            )
+        )
+    assert sorted(p.name for p in out.iterdir()) == [f"part-{i:05d}.parquet" for i in range(3)]
+    paths = ds.dataset(out, format="parquet").to_table(columns=["path"]).column("path")
+    paths = paths.to_pylist()
+    assert len(paths) == len(set(paths)) == 160
+    assert set(paths) == {r.path for r in discover(synth_small)}
+
+
+def test_shard_from_option_or_torchrun_environment():
+    assert parse_shard("1/4") == (1, 4)
+    assert parse_shard(None, {"RANK": "2", "WORLD_SIZE": "3"}) == (2, 3)
+    assert parse_shard(None, {}) is None
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+def test_sigkill_mid_run_then_resume(trained_run, synth_small, tmp_path):
+    out = tmp_path / "killed.parquet"
+    command = [
+        sys.executable,
+        "-m",
+        "cxr_fast",
+        "score",
+        str(synth_small),
+        "--model",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--batch-size",
+        "1",
+        "--chunk-rows",
+        "4",
+        "--device",
+        "cpu",
+        "--loader",
+        "torch",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    staging = staging_dir(out)
+    deadline = time.monotonic() + 120
+    while not staging.is_dir() or len(list(staging.glob("chunk-*.parquet"))) < 3:
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not out.exists()  # nothing half-written where readers look
+    chunks = sorted(staging.glob("chunk-*.parquet"))
+    kept = sum(pq.read_table(chunk).num_rows for chunk in chunks)  # every chunk reads whole
+    assert 0 < kept < 160
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{kept} kept from before" in resumed.stdout
+    paths = pq.read_table(out, columns=["path"]).column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == 160
+    assert set(paths) == {r.path for r in discover(synth_small)}
+    assert not staging.exists()
