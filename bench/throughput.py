@@ -13,7 +13,8 @@ from pathlib import Path
 from bench.baseline import baseline_loader
 from bench.images import CACHE, DEFAULT_SOURCE, fullres_images
 from bench.report import Row, host_info, markdown, measure, write_results
-from bench.training import training_rows
+from bench.scoring import scoring_rows
+from bench.training import ARCHS, training_rows
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
@@ -60,10 +61,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["decode", "train"],
+        choices=["decode", "train", "score"],
         default=None,
         help="run one section (default: both)",
     )
+    for arch in ARCHS:
+        parser.add_argument(
+            f"--run-{arch}",
+            type=Path,
+            default=None,
+            help=f"trained {arch} run for the scoring rows (default: train a small one)",
+        )
     parser.add_argument(
         "--out",
         type=Path,
@@ -148,6 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         title = f"Training step at {args.image_size} px, same files, 1 epoch a pass"
         sections.append(("training", rows, None, title))
+    if args.only in (None, "score"):
+        runs = {arch: getattr(args, f"run_{arch}") for arch in ARCHS}
+        rows = scoring_rows(
+            root,
+            runs=runs,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            warmup=args.warmup,
+            repeats=max(1, args.repeats - 2),
+        )
+        title = f"Model and end-to-end scoring at {args.image_size} px, same files and weights"
+        sections.append(("scoring", rows, None, title))
     for name, rows, baseline, title in sections:
         text = markdown(rows, baseline, host, title)
         print(text)

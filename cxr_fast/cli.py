@@ -476,6 +476,64 @@ def evaluate(
         click.echo(f"plot:    {path}")
 
 
+@cli.command("export")
+@click.argument("run", type=EXISTING)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["torchscript", "pt2", "tensorrt"]),
+    required=True,
+    help="torchscript: traced and frozen; pt2: torch.export program with a dynamic "
+    "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=None,
+    help="fp32; fp16 (CUDA); int8 (CPU, TorchScript: post-training quantisation "
+    "calibrated on training images).  [default: fp16 for tensorrt, else fp32]",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="Batch used to trace and to check the export against the eager model.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.ep}]",
+)
+@click.option(
+    "--data",
+    type=EXISTING,
+    default=None,
+    help="Images for the check batch and int8 calibration.  [default: the run's training data]",
+)
+@DEVICE_OPTION
+def export(run, fmt, precision, batch_size, out, data, device) -> None:
+    """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
+    precision, source checksum), and check it against the eager model on a real batch."""
+    from cxr_fast.export import ExportError, export_run
+
+    try:
+        result = export_run(
+            run, fmt, precision=precision, batch_size=batch_size, out=out, data=data, device=device
+        )
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(
+        f"exported {result.format} ({result.precision}) -> {result.path}\n"
+        f"sidecar: {result.sidecar}\n"
+        f"max |probability - eager| on a real batch: {result.max_abs_diff:.2e} "
+        f"(tolerance {result.tolerance:g})"
+    )
+
+
 @cli.command("score")
 @click.argument("archive", type=EXISTING)
 @click.option(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default data (make demo): synthesise a Kaggle-layout
 # dataset, check it, stream it through both loaders, train a small CNN on the CPU, evaluate it
-# on the held-out test/ split. Usage: scripts/demo.sh [DIR]
+# on the held-out test/ split, export it, and score the test split into Parquet.
+# Usage: scripts/demo.sh [DIR]
 set -euo pipefail
 dir=${1:-.cache/demo}
 cli=".venv/bin/cxr-fast"
@@ -16,3 +17,20 @@ run "$cli" data stream "$dir/data" --loader torch --device cpu
 run "$cli" train --data "$dir/data" --out "$dir/run" --arch cnn --image-size 128 \
     --epochs 8 --batch-size 16 --lr 3e-3 --device cpu
 run "$cli" evaluate "$dir/run" --data "$dir/data/test" --device cpu
+run "$cli" export "$dir/run" --format torchscript
+run "$cli" export "$dir/run" --format pt2
+run "$cli" score "$dir/data/test" --model "$dir/run/export/model.pt2" --out "$dir/preds.parquet" \
+    --overwrite --device cpu
+printf '\nfirst rows of %s:\n' "$dir/preds.parquet"
+.venv/bin/python - "$dir/preds.parquet" <<'PY'
+import sys
+
+import pyarrow.parquet as pq
+
+rows = pq.read_table(sys.argv[1]).slice(0, 5).to_pylist()
+print(f"{'path':<48} {'prob':>7} {'pred':<10} {'label':<10} {'status':<6} size")
+for r in rows:
+    prob = "-" if r["prob_pneumonia"] is None else f"{r['prob_pneumonia']:.4f}"
+    print(f"{r['path'][-48:]:<48} {prob:>7} {r['pred'] or '-':<10} {r['label'] or '-':<10} "
+          f"{r['status']:<6} {r['width']}x{r['height']}")
+PY

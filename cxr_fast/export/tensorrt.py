@@ -1,17 +1,19 @@
 """TensorRT through Torch-TensorRT's dynamo frontend, saved as an ExportedProgram.
 
-API as documented for current Torch-TensorRT (docs.pytorch.org/TensorRT):
-- compile: ``torch_tensorrt.compile(model, ir="dynamo", arg_inputs=[torch_tensorrt.Input(
-  min_shape=..., opt_shape=..., max_shape=..., dtype=...)])`` -- user_guide/compilation/
-  dynamic_shapes.html and dynamo_export.html.
-- precision: ``use_explicit_typing`` (default True) makes TensorRT respect the dtypes of the
-  model and its inputs; ``enabled_precisions`` is marked DEPRECATED (user_guide/compilation/
-  compilation_settings.html) and ``torch_tensorrt.compile`` no longer passes it to the dynamo
-  path. So fp16 is set the explicit way: fp16 weights behind float32 casts (HalfPrecision).
-- save: ``torch_tensorrt.save(trt_gm, path, output_format="exported_program",
-  arg_inputs=[example], dynamic_shapes=...)`` ("Method 1: explicit torch.export.Dim") and load
-  with ``torch.export.load(path).module()`` after importing torch_tensorrt --
-  user_guide/runtime_performance/saving_models.html.
+Follows the current Torch-TensorRT documentation (looked up, not guessed):
+- compile with a dynamic batch: ``torch_tensorrt.compile(model, ir="dynamo",
+  arg_inputs=[torch_tensorrt.Input(min_shape=..., opt_shape=..., max_shape=..., dtype=...)])``
+  https://docs.pytorch.org/TensorRT/user_guide/compilation/dynamic_shapes.html
+- precision: ``use_explicit_typing`` (default True) makes TensorRT keep the dtypes of the model
+  and its inputs, and ``enabled_precisions`` is marked DEPRECATED
+  https://docs.pytorch.org/TensorRT/user_guide/compilation/compilation_settings.html
+  (``torch_tensorrt.compile`` keeps the argument for the legacy TorchScript/FX frontends only,
+  py/torch_tensorrt/_compile.py). So fp16 is requested the explicit way: fp16 weights behind
+  float32 casts (HalfPrecision), and no ``enabled_precisions`` is passed.
+- save and load: ``torch_tensorrt.save(trt_gm, path, output_format="exported_program",
+  arg_inputs=[example], dynamic_shapes=...)`` ("Method 1", explicit torch.export.Dim), then
+  ``torch.export.load(path).module()`` with torch_tensorrt imported
+  https://docs.pytorch.org/TensorRT/user_guide/runtime_performance/saving_models.html
 """
 
 from __future__ import annotations
@@ -83,9 +85,7 @@ def save_tensorrt(
 def load_tensorrt(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The engine-backed module and the contract embedded in the file ({} when absent)."""
     if device.type != "cuda":
-        raise ExportError(
-            f"a TensorRT export runs on CUDA only; load it with device='cuda', not {device}"
-        )
+        raise ExportError("a TensorRT export runs on CUDA only: load it with device='cuda'")
     require_tensorrt()  # registers the TensorRT engine ops torch.export.load needs
     extra = {CONTRACT_FILE: ""}
     program = torch.export.load(str(path), extra_files=extra)

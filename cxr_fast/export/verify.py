@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.decode import ImageReadError
 from cxr_fast.data.discover import Record
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.export.common import CALIBRATION_IMAGES, HELDOUT_IMAGES, ExportError
@@ -72,8 +73,8 @@ def iter_images(
     try:
         for batch in loader:
             yield batch.x, batch.y
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot read an image for export checks: {exc}") from exc
+    except (ImageReadError, OSError, ValueError) as exc:
+        raise ExportError(f"cannot read an image for the export checks: {exc}") from exc
 
 
 def load_images(

@@ -27,6 +27,7 @@ from cxr_fast.data.batch import normalise_uint8
 from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.discover import Record
+from cxr_fast.data.workers import steady_memory_worker
 
 
 @dataclass
@@ -91,6 +92,7 @@ def pil_batches(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
+        worker_init_fn=steady_memory_worker,
         collate_fn=functools.partial(_collate, contract=contract, dtype=torch.float32),
         prefetch_factor=4 if workers else None,
     )

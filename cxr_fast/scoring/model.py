@@ -64,7 +64,7 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
         threshold=float(sidecar["threshold"]),
         backend=f"{sidecar['format']}-{sidecar['precision']}",
         model_id=f"{sidecar['arch']}:{path.resolve()}",
-        checksum=sha256(path),
+        checksum=sidecar["file_sha256"],  # load_exported checked the file against it
         device=device,
     )
 
