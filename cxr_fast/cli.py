@@ -567,6 +567,12 @@ def export(run, fmt, precision, batch_size, out, data, device) -> None:
 @DEVICE_OPTION
 @workers_option(minimum=0)
 @click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for the model.  [default: PyTorch's default, the number of cores]",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Keep the rows an interrupted run already wrote and score only the rest.",

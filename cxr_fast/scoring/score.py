@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 
 from cxr_fast import __version__
 from cxr_fast.data.discover import discover
@@ -50,6 +51,7 @@ class ScoreConfig:
     overwrite: bool = False
     shard: tuple[int, int] | None = None
     rows_per_chunk: int = ROWS_PER_CHUNK
+    threads: int | None = None  # model threads on CPU; None: PyTorch's default
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,26 @@ def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
     return rows
 
 
+def model_threads(config: ScoreConfig) -> int:
+    """CPU threads for the model: ``--threads``, else PyTorch's own default. (Leaving the cores
+    to the decoding workers measured both faster and slower on 2 cores depending on the model:
+    docs/benchmarks.md; no fixed rule won.)"""
+    return config.threads if config.threads is not None else torch.get_num_threads()
+
+
 def run_score(config: ScoreConfig, progress: Callable[[int], None] | None = None) -> ScoreSummary:
     """Score every image under ``config.archive`` into Parquet; see :class:`ScoreConfig`."""
+    previous = torch.get_num_threads()
+    try:
+        return _run_score(config, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
     started = time.perf_counter()
     device = resolve_device(config.device)
+    torch.set_num_threads(model_threads(config))
     model = load_scoring_model(config.model, config.backend, device)
     records = discover(config.archive)
     if not records:
