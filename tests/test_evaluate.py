@@ -15,42 +15,25 @@ from cxr_fast.evaluate import run_evaluate
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run
-from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.trainer import run_train
-
-
-@pytest.fixture(scope="module")
-def trained(synth_small, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "run"
-    config = TrainConfig(
-        data=str(synth_small),
-        out=str(out),
-        epochs=3,
-        image_size=48,
-        batch_size=16,
-        val_fraction=0.25,
-        lr=3e-3,
-        workers=0,
-    )
-    run_train(config, log=lambda _: None)
-    return out
 
 
 def _independent_probs(run_dir, data):
     model, info = load_run(run_dir)
     records = discover(data)
-    batches = make_loader(records, info.contract, batch_size=7, loader="torch", workers=0)
+    # The batch size evaluate uses: a different one may move a logit by 1e-7 and flip a
+    # prediction that sits on the threshold.
+    batches = make_loader(records, info.contract, batch_size=64, loader="torch", workers=0)
     index, logits, _ = predict_logits(
         model, batches, resolve_precision("fp32", torch.device("cpu"))
     )
     return np.array([records[i].label for i in index]), sigmoid(logits), info
 
 
-def test_metrics_equal_scikit_learn_with_the_runs_threshold(trained, synth_small, tmp_path):
+def test_metrics_equal_scikit_learn_with_the_runs_threshold(trained_run, synth_small, tmp_path):
     result = run_evaluate(
-        trained, synth_small, out=tmp_path, device="cpu", workers=0, bootstrap=200
+        trained_run, synth_small, out=tmp_path, device="cpu", workers=0, bootstrap=200
     )
-    labels, probs, info = _independent_probs(trained, synth_small)
+    labels, probs, info = _independent_probs(trained_run, synth_small)
     predicted = (probs >= info.threshold).astype(int)
     metrics = result.metrics
     assert metrics["threshold"] == info.threshold and metrics["threshold_source"] == "run"
@@ -70,17 +53,17 @@ def test_metrics_equal_scikit_learn_with_the_runs_threshold(trained, synth_small
     assert all(p.stat().st_size > 1000 for p in result.plots.values())
 
 
-def test_threshold_override_and_unlabeled_data(trained, synth_small, tmp_path, samples_dir):
+def test_threshold_override_and_unlabeled_data(trained_run, synth_small, tmp_path, samples_dir):
     everything_positive = run_evaluate(
-        trained, synth_small, threshold=0.0, out=tmp_path, device="cpu", workers=0, bootstrap=0
+        trained_run, synth_small, threshold=0.0, out=tmp_path, device="cpu", workers=0, bootstrap=0
     )
     assert everything_positive.metrics["recall"] == 1.0
     assert everything_positive.metrics["threshold_source"] == "--threshold"
     with pytest.raises(ValueError, match="no label"):
-        run_evaluate(trained, samples_dir, device="cpu", workers=0)
+        run_evaluate(trained_run, samples_dir, device="cpu", workers=0)
 
 
-def test_cli_train_dry_run_and_evaluate(trained, synth_small, tmp_path):
+def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
     runner = CliRunner()
     result = runner.invoke(
         cli,
@@ -105,7 +88,7 @@ def test_cli_train_dry_run_and_evaluate(trained, synth_small, tmp_path):
         cli,
         [
             "evaluate",
-            str(trained),
+            str(trained_run),
             "--data",
             str(synth_small),
             "--out",

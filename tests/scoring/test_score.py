@@ -181,7 +181,7 @@ def test_score_probabilities_equal_evaluate(trained_run, synth_small, tmp_path):
             loader="torch",
             device="cpu",
             workers=2,
-            batch_size=13,
+            batch_size=64,  # evaluate's: same batches, same bits
         )
     )
     rows = pq.read_table(out).to_pylist()
