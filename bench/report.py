@@ -9,10 +9,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from cxr_fast.versions import package_version
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,6 @@ def measure(stage: str, detail: str, run: Callable[[], int], *, warmup: int, rep
     return Row(stage=stage, detail=detail, images=images, repeats=rates)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def host_info() -> dict:
     """CPU, GPU and package versions, recorded with every result."""
     cpu = platform.processor() or platform.machine()
@@ -73,9 +67,9 @@ def host_info() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
-        "nvidia-dali": _version("nvidia-dali-cuda120"),
-        "pillow": _version("pillow"),
+        "torchvision": package_version("torchvision"),
+        "nvidia-dali": package_version("nvidia-dali-cuda120"),
+        "pillow": package_version("pillow"),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ import torch
 from cxr_fast import __version__
 from cxr_fast.export.common import EXPORT_PRECISIONS, FORMATS, ExportError, sidecar_path
 from cxr_fast.run_folder import atomic_write_json
+from cxr_fast.versions import package_version
 
 SIDECAR_VERSION = 1
 REQUIRED_KEYS = (
@@ -24,14 +24,6 @@ REQUIRED_KEYS = (
     "source_sha256",
     "file_sha256",
 )
-
-
-def package_version(name: str) -> str | None:
-    """Installed version of ``name``, None when it is not installed."""
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def versions() -> dict:

@@ -7,14 +7,12 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from cxr_fast import __version__
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import dali_can_read, resolve_loader
 from cxr_fast.data.shard import shard_range
@@ -33,6 +31,9 @@ from cxr_fast.scoring.parquet_out import (
     metadata_json,
     staging_dir,
 )
+from cxr_fast.versions import versions
+
+SCORING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow")
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,6 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
             f"{out} has partial results from an interrupted run: pass --resume to finish "
             "them or --overwrite to start over"
         )
-
-
-def _versions() -> dict:
-    versions = {"cxr_fast": __version__}
-    for package in ("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
@@ -200,7 +191,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
                 "cxr_fast_backend": model.backend,
                 "cxr_fast_archive": str(config.archive.resolve()),
                 "cxr_fast_shard": list(config.shard) if config.shard else None,
-                "cxr_fast_versions": _versions(),
+                "cxr_fast_versions": versions(SCORING_PACKAGES),
                 "cxr_fast_created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
         ),

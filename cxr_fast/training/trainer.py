@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,9 @@ from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, sel
 from cxr_fast.training.loop import train_epoch
 from cxr_fast.training.schedule import warmup_cosine
 from cxr_fast.training.state import Progress, load_state, save_state
+from cxr_fast.versions import versions
+
+TRAINING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "numpy", "scikit-learn")
 
 
 @dataclass(frozen=True)
@@ -115,23 +116,13 @@ def load_config(run_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict(read_json(path)["train"])
 
 
-def _versions() -> dict:
-    versions = {"cxr_fast": __version__, "python": platform.python_version()}
-    for package in ("torch", "torchvision", "nvidia-dali-cuda120", "numpy", "scikit-learn"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def _write_config(p: Plan, run_dir: Path) -> None:
     atomic_write_json(
         {
             **p.describe(),
             "arch": p.config.arch,
             "seed": p.config.seed,
-            "versions": _versions(),
+            "versions": versions(TRAINING_PACKAGES),
             "data": fingerprint(p.config.data, p.data),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
