@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -104,7 +105,9 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(partial, ignore_errors=True)
         out.unlink(missing_ok=True)
         return
-    if out.exists() and not resume:
+    if out.exists():
+        if resume:
+            raise ValueError(f"{out} is already complete: nothing to resume")
         raise ValueError(f"{out} exists: pass --overwrite to replace it")
     if partial.exists() and not resume:
         raise ValueError(
@@ -177,8 +180,6 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     out = output_path(config.out, config.shard)
     out.parent.mkdir(parents=True, exist_ok=True)
     _prepare(out, config.resume, config.overwrite)
-    if config.resume and out.exists():
-        raise ValueError(f"{out} is already complete: nothing to resume")
 
     writer = ChunkedParquetWriter(
         out,
@@ -201,7 +202,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     todo = [p for p in positions if records[p].path not in done]
     # The scoring DALI path sends what DALI cannot read to PIL itself, so only the files DALI
     # can take decide whether DALI is worth using.
-    dali_readable = [records[p] for p in todo if dali_can_read([records[p]])]
+    dali_readable = [r for r in (records[p] for p in todo) if dali_can_read([r])]
     loader = resolve_loader(config.loader, device, dali_readable or records[:1])
     if loader == "dali":
         batches = dali_batches(
@@ -226,32 +227,29 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     scoring_seconds = time.perf_counter() - score_started
     rows = writer.finish()
 
+    # Counts and metrics from the published file (resumed rows included), column-wise in Arrow
+    # rather than as Python lists of the whole archive.
     table = pq.read_table(out, columns=["prob_pneumonia", "label", "status"])
-    status = np.array(table.column("status").to_pylist())
+    ok_mask = pc.equal(table["status"], STATUS_OK)
+    ok = pc.sum(ok_mask).as_py() or 0
     metrics_file = None
-    labels = table.column("label").to_pylist()
-    scored_with_label = [
-        i
-        for i, (s, lab) in enumerate(zip(status, labels, strict=True))
-        if s == STATUS_OK and lab is not None
-    ]
-    if scored_with_label and config.shard is None:
-        probs = table.column("prob_pneumonia").to_numpy(zero_copy_only=False)
-        y = np.array([CLASS_NAMES.index(labels[i]) for i in scored_with_label])
+    scored = table.filter(pc.and_(ok_mask, pc.is_valid(table["label"])))
+    if scored.num_rows and config.shard is None:
+        y = np.array([CLASS_NAMES.index(label) for label in scored["label"].to_pylist()])
         metrics_file = metrics_path_for(out)
         atomic_write_json(
             {
                 "predictions": str(out),
-                "errors": int((status == STATUS_ERROR).sum()),
-                **binary_metrics(y, probs[scored_with_label], model.threshold),
+                "errors": rows - ok,
+                **binary_metrics(y, scored["prob_pneumonia"].to_numpy(), model.threshold),
             },
             metrics_file,
         )
     return ScoreSummary(
         out=out,
         rows=rows,
-        ok=int((status == STATUS_OK).sum()),
-        errors=int((status == STATUS_ERROR).sum()),
+        ok=ok,
+        errors=rows - ok,
         resumed=len(done),
         scored=len(todo),
         seconds=scoring_seconds if todo else time.perf_counter() - started,
