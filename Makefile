@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .cache/demo
 
-.PHONY: demo test test-gpu bench bench-quick lint format clean
+.PHONY: demo test test-gpu browser bench bench-quick lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,25 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# Debian's chromium + chromium-driver for the end-to-end browser test of `cxr-fast serve`
+# (tests/serve/test_browser.py: skipped without them, a failure under CI=true).
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "note: no apt-get to install chromium: the browser test will be skipped"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian chromium + chromium-driver for the browser test"; \
+	  apt-get update -qq && $(APT_INSTALL) chromium chromium-driver >/dev/null; \
+	elif sudo -n true 2>/dev/null; then \
+	  echo "installing Debian chromium + chromium-driver for the browser test (sudo)"; \
+	  sudo apt-get update -qq && sudo $(APT_INSTALL) chromium chromium-driver >/dev/null; \
+	else \
+	  echo "note: installing chromium needs root or sudo: the browser test will be skipped"; \
+	fi
 
 # On a GPU host whose Python already has torch (no registry there): make test-gpu PY=python3
 test-gpu:

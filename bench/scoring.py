@@ -148,7 +148,7 @@ def scoring_rows(
         rows.append(
             measure(
                 f"score-{arch}-baseline",
-                f"ImageFolder+DataLoader, eager NCHW, {workers} workers",
+                f"ImageFolder+DataLoader, eager NCHW, {workers} workers, batch {batch_size}",
                 baseline,
                 **common,
             )
@@ -174,7 +174,9 @@ def scoring_rows(
             if reference is None:
                 reference = ordered
             diff = float(np.abs(ordered - reference).max())
-            detail = f"cxr-fast score, {workers} workers, max |p - eager| {diff:.1e}"
+            detail = (
+                f"cxr-fast score, {workers} workers, batch {batch_size}, max |p - eager| {diff:.1e}"
+            )
             if len(set(labels.tolist())) == 2:
                 auc = roc_auc_score(labels, ordered) - roc_auc_score(labels, reference)
                 detail += f", ROC-AUC change {auc:+.4f}"

@@ -20,6 +20,7 @@ from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
 from cxr_fast.data.throughput import stream
 from cxr_fast.data.torch_loader import TorchLoader
+from cxr_fast.scoring.score import DEFAULT_BATCH_SIZE
 
 BASELINE = "baseline"
 
@@ -45,7 +46,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="real X-rays to upscale (default: the committed test images)",
     )
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="decode and training batch")
+    parser.add_argument(
+        "--score-batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE["cpu"],
+        help="scoring batch, for cxr-fast and the baseline alike (default: cxr-fast score's "
+        "CPU default)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -161,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = scoring_rows(
             root,
             runs=runs,
-            batch_size=args.batch_size,
+            batch_size=args.score_batch_size,
             workers=args.workers,
             warmup=args.warmup,
             repeats=max(1, args.repeats - 2),

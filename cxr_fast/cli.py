@@ -12,10 +12,13 @@ from tqdm import tqdm
 
 from cxr_fast import __version__
 from cxr_fast.data.loaders import LOADERS
+from cxr_fast.explain.gradcam import METHODS
 from cxr_fast.models.registry import ARCHITECTURES
 from cxr_fast.precision import PRECISIONS
 from cxr_fast.scoring.model import BACKENDS
 from cxr_fast.scoring.parquet_out import ROWS_PER_CHUNK
+from cxr_fast.scoring.score import DEFAULT_BATCH_SIZE
+from cxr_fast.serve.limits import DEFAULT_MAX_UPLOAD_MB
 
 EXISTING = click.Path(exists=True, path_type=Path)
 LOADER_OPTION = click.option(
@@ -534,6 +537,62 @@ def export(run, fmt, precision, batch_size, out, data, device) -> None:
     )
 
 
+@cli.command("explain")
+@click.argument("run", type=EXISTING)
+@click.argument("images", nargs=-1, required=True, type=EXISTING)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("cam"),
+    show_default=True,
+    help="Folder for the overlay PNGs (NAME.HASH.cam.png, one per image).",
+)
+@click.option(
+    "--layer",
+    default=None,
+    help="Target layer, dotted (e.g. layer4, features.6).  [default: the architecture's last "
+    "convolutional block]",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="gradcam",
+    show_default=True,
+    help="gradcam++ weighs gradients per location; sharper when one region dominates.",
+)
+@DEVICE_OPTION
+def explain(run, images, out, layer, method, device) -> None:
+    """Grad-CAM overlays for IMAGES (files or folders) under the eager model of RUN.
+
+    Each PNG shows the X-ray and the X-ray with the heat map of the predicted class, with the
+    probability and verdict in a caption. Needs the run folder: exported TorchScript, pt2 and
+    TensorRT files keep no gradients.
+    """
+    from cxr_fast.data.discover import discover
+    from cxr_fast.explain.explainer import Explainer, explain_files
+
+    explainer = Explainer(run, device=device, layer=layer, method=method)
+    paths = [record.path for image in images for record in discover(image)]
+    if not paths:
+        raise UserError("no .jpeg/.jpg/.png/.dcm images in " + ", ".join(map(str, images)))
+    with _bar(len(paths), "explain") as bar:
+        outcomes = explain_files(explainer, paths, out, progress=bar.update)
+    failed = 0
+    for outcome in outcomes:
+        if outcome.explanation is None:
+            failed += 1
+            click.echo(f"error: {outcome.source}: {outcome.error}", err=True)
+        else:
+            e = outcome.explanation
+            click.echo(f"{e.pred:9s} p={e.prob:.3f}  {outcome.source} -> {outcome.out}")
+    click.echo(
+        f"{len(outcomes) - failed} overlays in {out} ({method} on {explainer.layer})"
+        + (f", {failed} unreadable" if failed else "")
+    )
+    if failed == len(outcomes):
+        sys.exit(1)
+
+
 @cli.command("score")
 @click.argument("archive", type=EXISTING)
 @click.option(
@@ -559,9 +618,10 @@ def export(run, fmt, precision, batch_size, out, data, device) -> None:
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Images per batch.",
+    default=None,
+    help="Images per model batch.  [default: "
+    + ", ".join(f"{n} on {kind}" for kind, n in DEFAULT_BATCH_SIZE.items())
+    + "]",
 )
 @LOADER_OPTION
 @DEVICE_OPTION
@@ -570,7 +630,8 @@ def export(run, fmt, precision, batch_size, out, data, device) -> None:
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads for the model.  [default: PyTorch's default, the number of cores]",
+    help="CPU threads for the model.  [default: measured while scoring: all cores, or the cores "
+    "the workers leave when decoding is the bottleneck]",
 )
 @click.option(
     "--resume",
@@ -589,6 +650,26 @@ def export(run, fmt, precision, batch_size, out, data, device) -> None:
     metavar="I/N",
     help="Score only slice I of N (0-based) into OUT/part-IIIII.parquet.  "
     "[default: RANK/WORLD_SIZE under torchrun, else everything]",
+)
+@click.option(
+    "--cam-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write Grad-CAM overlays of the --cam-top most suspicious images (highest probability) "
+    "here and add a cam_path column.",
+)
+@click.option(
+    "--cam-top",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many overlays --cam-dir gets (per part when sharded).",
+)
+@click.option(
+    "--cam-run",
+    type=EXISTING,
+    default=None,
+    help="Run folder for the overlays when --model is an export kept outside RUN/export/.",
 )
 @click.option(
     "--chunk-rows",
@@ -626,6 +707,51 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> No
         click.echo(f"metrics: {summary.metrics_path}")
     if fail_on_error and summary.errors:
         sys.exit(1)
+
+
+@cli.command("serve")
+@click.argument("run", type=EXISTING)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_UPLOAD_MB,
+    show_default=True,
+    help="Larger uploads get HTTP 413.",
+)
+@click.option("--layer", default=None, help="Grad-CAM target layer (as for `explain`).")
+@click.option(
+    "--method", type=click.Choice(METHODS), default="gradcam", show_default=True, help="Grad-CAM."
+)
+@DEVICE_OPTION
+def serve(run, host, port, max_upload_mb, layer, method, device) -> None:
+    """Serve RUN on a web page and a JSON API (the model loads once, here).
+
+    \b
+    GET  /                    upload page: verdict, probability, Grad-CAM beside the X-ray
+    POST /api/predict[?cam=1] multipart field 'file' -> {prob_pneumonia, pred, threshold,
+                              model, width, height} (+ cam_png, image_png: base64 PNGs)
+    GET  /api/model           arch, contract, threshold, the run's validation metrics
+    GET  /healthz             liveness
+    """
+    from werkzeug.serving import make_server
+
+    from cxr_fast.serve.app import create_app
+    from cxr_fast.serve.predictor import Predictor
+
+    app = create_app(Predictor(run, device=device, layer=layer, method=method), max_upload_mb)
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    click.echo(f"serving {run} on http://{host}:{server.server_port}/  (Ctrl+C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
 
 
 def main() -> None:

@@ -12,3 +12,8 @@ def label_index(name: str) -> int | None:
         return CLASS_NAMES.index(name.upper())
     except ValueError:
         return None
+
+
+def verdict(prob: float, threshold: float) -> str:
+    """The predicted class name: PNEUMONIA when ``prob >= threshold``."""
+    return CLASS_NAMES[int(prob >= threshold)]

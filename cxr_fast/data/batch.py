@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from cxr_fast.contract import PreprocessContract
@@ -34,6 +36,13 @@ def normalise_uint8(
     scale = contract.scale / contract.divisor
     shift = contract.shift / contract.divisor
     return x.mul_(scale).sub_(shift) if shift else x.mul_(scale)
+
+
+def stack_gray(
+    planes: Sequence[np.ndarray], contract: PreprocessContract, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 [S,S] planes from the host decoder -> the model's [N,1,S,S] input."""
+    return normalise_uint8(torch.from_numpy(np.stack(planes)).unsqueeze(-1), contract, dtype)
 
 
 def drops_last(n: int, batch_size: int, train: bool) -> bool:

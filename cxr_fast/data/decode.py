@@ -7,7 +7,9 @@ JPEGs much larger than the target are decoded in draft mode: libjpeg scales them
 
 from __future__ import annotations
 
+import io
 import os
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -36,6 +38,10 @@ class ImageReadError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header announces more pixels than the caller accepts."""
 
 
 def _reason(path: str, exc: Exception) -> str:
@@ -74,11 +80,12 @@ def _to_gray8(image: Image.Image) -> Image.Image:
     return image if image.mode == "L" else image.convert("L")
 
 
-def _dicom_gray(path: str) -> Image.Image:
+def _dicom_gray(source: str | BinaryIO, max_pixels: int | None = None) -> Image.Image:
     import pydicom
     from pydicom.pixels import apply_voi_lut
 
-    dataset = pydicom.dcmread(path)
+    dataset = pydicom.dcmread(source)
+    _check_pixels((int(dataset.get("Columns", 0)), int(dataset.get("Rows", 0))), max_pixels)
     pixels = dataset.pixel_array
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
         return Image.fromarray(pixels[..., :3].astype(np.uint8)).convert("L")
@@ -91,6 +98,14 @@ def _dicom_gray(path: str) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
+    if max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), above "
+            f"the {max_pixels / 1e6:.0f} MP limit (a decompression-bomb guard)"
+        )
+
+
 def _check_size(size: tuple[int, int]) -> None:
     if min(size) < MIN_IMAGE_SIDE:
         raise ValueError(
@@ -98,30 +113,85 @@ def _check_size(size: tuple[int, int]) -> None:
         )
 
 
+def open_gray(
+    source: str | BinaryIO,
+    *,
+    dicom: bool,
+    draft: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode ``source`` (a path or a binary file) to a loaded 8-bit grey image and its original
+    (width, height). ``draft``: a JPEG may come out scaled down by a power of two as long as
+    both sides stay >= ``draft`` px. ``max_pixels``: refuse larger images from their header,
+    before any pixel is decoded (PIL's own bomb limit applies regardless). Errors are the
+    decoders' own; callers name the file."""
+    if dicom:
+        gray = _dicom_gray(source, max_pixels)
+        original = gray.size
+        _check_size(original)
+        return gray, original
+    with Image.open(source) as image:
+        original = image.size
+        _check_pixels(original, max_pixels)
+        _check_size(original)
+        if draft is not None and image.format == "JPEG":
+            image.draft("L", (draft, draft))
+        gray = _to_gray8(image)
+        gray.load()  # PIL decodes lazily: finish while the file is open
+    return gray, original
+
+
+def _resized(gray: Image.Image, contract: PreprocessContract) -> np.ndarray:
+    size = contract.image_size
+    return np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation]), np.uint8)
+
+
+def _model_pixels(
+    source: str | BinaryIO, contract: PreprocessContract, dicom: bool, max_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    draft = contract.image_size * DRAFT_OVERSAMPLE
+    gray, original = open_gray(source, dicom=dicom, draft=draft, max_pixels=max_pixels)
+    size = contract.image_size
+    return np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation])), original
+
+
 def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode ``path`` to a uint8 [S,S] array per the contract; also return the original
     (width, height). Raises :class:`ImageReadError` for anything that is not a readable image."""
-    size = contract.image_size
     try:
-        if os.path.splitext(path)[1].lower() == DICOM_EXTENSION:
-            gray = _dicom_gray(path)
-            original = gray.size
-            _check_size(original)
-        else:
-            with Image.open(path) as image:
-                original = image.size
-                _check_size(original)
-                if image.format == "JPEG":
-                    target = size * DRAFT_OVERSAMPLE
-                    image.draft("L", (target, target))
-                gray = _to_gray8(image)
-                # Resize while the file is open: PIL decodes lazily.
-                resized = gray.resize((size, size), _PIL_FILTERS[contract.interpolation])
-            return np.array(resized, dtype=np.uint8), original
-        resized = gray.resize((size, size), _PIL_FILTERS[contract.interpolation])
-        return np.array(resized, dtype=np.uint8), original
+        return _model_pixels(path, contract, os.path.splitext(path)[1].lower() == DICOM_EXTENSION)
     except Exception as exc:  # any decoder failure is this file's error, not ours
         raise ImageReadError(path, _reason(path, exc)) from exc
+
+
+def is_dicom_bytes(data: bytes) -> bool:
+    """A DICOM Part 10 file: 128-byte preamble, then ``DICM`` (the content, not the name)."""
+    return data[128:132] == b"DICM"
+
+
+def read_gray_bytes(
+    data: bytes, contract: PreprocessContract, name: str = "upload", max_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_gray` for an in-memory file (an upload), with the very same pixels; the
+    format is sniffed from the content, never taken from a file name."""
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes)")
+    try:
+        return _model_pixels(io.BytesIO(data), contract, is_dicom_bytes(data), max_pixels)
+    except Exception as exc:
+        raise ImageReadError(name, _reason(name, exc)) from exc
+
+
+def display_gray(source: str | bytes, max_side: int) -> Image.Image:
+    """The image as a grey picture for people, longest side at most ``max_side`` px (aspect
+    kept). Call after the model's read succeeded: errors are not translated here."""
+    if isinstance(source, bytes):
+        gray, _ = open_gray(io.BytesIO(source), dicom=is_dicom_bytes(source), draft=max_side)
+    else:
+        dicom = os.path.splitext(source)[1].lower() == DICOM_EXTENSION
+        gray, _ = open_gray(source, dicom=dicom, draft=max_side)
+    gray.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return gray
 
 
 def probe(path: str) -> tuple[int, int]:

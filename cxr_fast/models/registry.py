@@ -22,6 +22,7 @@ class _Torchvision:
     weights_url: str
     first_conv: str  # dotted path of the RGB stem convolution
     head: str  # dotted path of the final Linear layer
+    cam_layer: str  # the last convolutional block: Grad-CAM's default target
 
 
 _TORCHVISION = {
@@ -30,27 +31,43 @@ _TORCHVISION = {
         torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url,
         "conv1",
         "fc",
+        "layer4",
     ),
     "resnet50": _Torchvision(
         torchvision.models.resnet50,
         torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url,
         "conv1",
         "fc",
+        "layer4",
     ),
     "efficientnet_b0": _Torchvision(
         torchvision.models.efficientnet_b0,
         torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.url,
         "features.0.0",
         "classifier.1",
+        "features",
     ),
     "densenet121": _Torchvision(
         torchvision.models.densenet121,
         torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url,
         "features.conv0",
         "classifier",
+        "features",
     ),
 }
 ARCHITECTURES: tuple[str, ...] = ("cnn", *_TORCHVISION)
+# The cnn's last block is features.6 (conv, BN, ReLU, pool); its ReLU, before the pooling,
+# gives 14x14 maps at 224 px (twice resnet's layer4) and 4x4 rather than 2x2 at 64 px.
+_CNN_CAM_LAYER = "features.6.2"
+
+
+def default_cam_layer(arch: str) -> str:
+    """Grad-CAM's default target for ``arch``: its last convolutional block."""
+    if arch == "cnn":
+        return _CNN_CAM_LAYER
+    if arch not in _TORCHVISION:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return _TORCHVISION[arch].cam_layer
 
 
 def _replace(model: nn.Module, dotted: str, module: nn.Module) -> None:

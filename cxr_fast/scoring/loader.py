@@ -17,13 +17,12 @@ import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cxr_fast.contract import PreprocessContract
-from cxr_fast.data.batch import normalise_uint8
+from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.discover import Record
@@ -65,9 +64,7 @@ def _collate(items, contract: PreprocessContract, dtype: torch.dtype) -> ScoreBa
     good = [item for item in items if item[3] is None]
     x = None
     if good:
-        x = normalise_uint8(
-            torch.from_numpy(np.stack([g[1] for g in good])).unsqueeze(-1), contract, dtype
-        )
+        x = stack_gray([g[1] for g in good], contract, dtype)
     return ScoreBatch(
         x=x,
         index=[g[0] for g in good],

@@ -10,7 +10,7 @@ import torch
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.precision import resolve_precision
-from cxr_fast.run_folder import MODEL_FILE, load_run, sha256
+from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
 
 BACKENDS = ("auto", "eager", "torchscript", "pt2", "tensorrt")
 
@@ -35,6 +35,14 @@ class ScoringModel:
 
 def _eager(run_dir: Path, device: torch.device) -> ScoringModel:
     model, info = load_run(run_dir, device)
+    return eager_scoring_model(model, info, device)
+
+
+def eager_scoring_model(
+    model: torch.nn.Module, info: RunInfo, device: torch.device
+) -> ScoringModel:
+    """Wrap a run's already loaded eager model (from :func:`load_run`) for scoring."""
+    run_dir = info.path
     precision = resolve_precision("fp32" if device.type == "cpu" else "auto", device)
 
     def forward(x: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,14 @@ reads back the paths of the chunks already written and scores only the rest.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SCHEMA = pa.schema(
@@ -30,6 +32,8 @@ SCHEMA = pa.schema(
         pa.field("height", pa.int32()),
     ]
 )
+# Only in files scored with --cam-dir: the overlay of the K most suspicious images.
+CAM_FIELD = pa.field("cam_path", pa.string())
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 ROWS_PER_CHUNK = 8192
@@ -81,15 +85,34 @@ class ChunkedParquetWriter:
         os.replace(tmp, final)
         self._rows = {name: [] for name in SCHEMA.names}
 
-    def finish(self) -> int:
+    def top_k(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` scored rows with the highest probability, highest first (all chunks,
+        resumed ones included; one chunk in memory at a time)."""
+        self.flush()
+        best: list[tuple[float, str]] = []
+        for chunk in self._chunk_files():
+            table = pq.read_table(chunk, columns=["path", "prob_pneumonia", "status"])
+            table = table.filter(pc.equal(table["status"], STATUS_OK))
+            if table.num_rows:
+                top = table.take(pc.select_k_unstable(table, k, [("prob_pneumonia", "descending")]))
+                rows = zip(top["prob_pneumonia"].to_pylist(), top["path"].to_pylist(), strict=True)
+                best = heapq.nlargest(k, [*best, *rows])
+        return [(path, prob) for prob, path in best]
+
+    def finish(self, cam_paths: dict[str, str] | None = None) -> int:
         """Stream every chunk into the output file, publish it, remove the staging folder;
-        returns the number of rows."""
+        returns the number of rows. ``cam_paths`` (path -> overlay file) adds a ``cam_path``
+        column, null for the files without an overlay."""
         self.flush()
         tmp = self.out.with_name(self.out.name + ".tmp")
+        schema = SCHEMA if cam_paths is None else SCHEMA.append(CAM_FIELD)
         rows = 0
-        with pq.ParquetWriter(tmp, SCHEMA.with_metadata(self.metadata)) as writer:
+        with pq.ParquetWriter(tmp, schema.with_metadata(self.metadata)) as writer:
             for chunk in self._chunk_files():
                 table = pq.read_table(chunk, schema=SCHEMA)
+                if cam_paths is not None:
+                    cams = [cam_paths.get(path) for path in table["path"].to_pylist()]
+                    table = table.append_column(CAM_FIELD, pa.array(cams, pa.string()))
                 writer.write_table(table)
                 rows += table.num_rows
         os.replace(tmp, self.out)

@@ -18,8 +18,9 @@ from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import dali_can_read, resolve_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
+from cxr_fast.explain.explainer import Explainer, explain_files, run_folder_for
 from cxr_fast.inference import sigmoid
-from cxr_fast.labels import CLASS_NAMES
+from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics
 from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.scoring.loader import ScoreBatch, dali_batches, pil_batches
@@ -32,9 +33,14 @@ from cxr_fast.scoring.parquet_out import (
     metadata_json,
     staging_dir,
 )
+from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.versions import versions
 
 SCORING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow")
+# Images per model batch when --batch-size is not given. On the CPU small batches stay in cache:
+# the cnn ran 1,116 (int8) and 355 (TorchScript fp32) images/s at 16 against 846 and 216 at 64,
+# and workers hand over their first batch sooner (docs/benchmarks.md). GPUs want big batches.
+DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 64}
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class ScoreConfig:
     model: Path
     out: Path
     backend: str = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the device
     loader: str = "auto"
     device: str = "auto"
     workers: int = 2
@@ -53,7 +59,10 @@ class ScoreConfig:
     overwrite: bool = False
     shard: tuple[int, int] | None = None
     rows_per_chunk: int = ROWS_PER_CHUNK
-    threads: int | None = None  # model threads on CPU; None: PyTorch's default
+    threads: int | None = None  # model threads on the CPU; None: chosen by model_threads
+    cam_dir: Path | None = None  # Grad-CAM overlays of the cam_top most suspicious images
+    cam_top: int = 20
+    cam_run: Path | None = None  # the run folder for Grad-CAM when ``model`` is an export
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,7 @@ def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
                 {
                     "path": records[position].path,
                     "prob_pneumonia": float(prob),
-                    "pred": CLASS_NAMES[int(prob >= threshold)],
+                    "pred": verdict(float(prob), threshold),
                     "threshold": threshold,
                     "label": None if label is None else CLASS_NAMES[label],
                     "status": STATUS_OK,
@@ -150,11 +159,32 @@ def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
     return rows
 
 
-def model_threads(config: ScoreConfig) -> int:
-    """CPU threads for the model: ``--threads``, else PyTorch's own default. (Leaving the cores
-    to the decoding workers measured both faster and slower on 2 cores depending on the model:
-    docs/benchmarks.md; no fixed rule won.)"""
-    return config.threads if config.threads is not None else torch.get_num_threads()
+def _write_cams(
+    run: Path, top: list[tuple[str, float]], cam_dir: Path, device: torch.device
+) -> dict[str, str]:
+    """Overlays for ``top`` (path, prob) into ``cam_dir``; path -> overlay file."""
+    explainer = Explainer(run, device=str(device))
+    outcomes = explain_files(explainer, [path for path, _ in top], cam_dir)
+    return {o.source: str(o.out) for o in outcomes if o.out is not None}
+
+
+def batch_size_for(config: ScoreConfig, device: torch.device) -> int:
+    """``--batch-size``, else the device's default."""
+    return config.batch_size or DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cuda"])
+
+
+def model_threads(
+    config: ScoreConfig, device: torch.device, model: ScoringModel, paths: list[str]
+) -> int:
+    """``--threads``; else on the CPU with worker processes, all cores or those the workers
+    leave, whichever side is the bottleneck on a few sample images (see threads.py)."""
+    cores = torch.get_num_threads()
+    if config.threads is not None:
+        return config.threads
+    if device.type != "cpu" or config.workers == 0 or cores <= 1:
+        return cores
+    costs = measure_costs(paths, model.contract, model.logits)
+    return cores if costs is None else choose_threads(*costs, cores, config.workers)
 
 
 def run_score(config: ScoreConfig, progress: Callable[[int], None] | None = None) -> ScoreSummary:
@@ -169,8 +199,9 @@ def run_score(config: ScoreConfig, progress: Callable[[int], None] | None = None
 def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
     started = time.perf_counter()
     device = resolve_device(config.device)
-    torch.set_num_threads(model_threads(config))
     model = load_scoring_model(config.model, config.backend, device)
+    # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
+    cam_run = run_folder_for(config.cam_run or config.model) if config.cam_dir else None
     records = discover(config.archive)
     if not records:
         raise ValueError(f"no .jpeg/.jpg/.png/.dcm images under {config.archive}")
@@ -204,20 +235,23 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     # can take decide whether DALI is worth using.
     dali_readable = [r for r in (records[p] for p in todo) if dali_can_read([r])]
     loader = resolve_loader(config.loader, device, dali_readable or records[:1])
+    batch_size = batch_size_for(config, device)
     if loader == "dali":
         batches = dali_batches(
             records,
             todo,
             model.contract,
-            batch_size=config.batch_size,
+            batch_size=batch_size,
             workers=config.workers,
             device="gpu" if device.type == "cuda" else "cpu",
             device_id=device.index or 0,
         )
     else:
         batches = pil_batches(
-            records, todo, model.contract, batch_size=config.batch_size, workers=config.workers
+            records, todo, model.contract, batch_size=batch_size, workers=config.workers
         )
+    threads = model_threads(config, device, model, [records[p].path for p in todo])
+    torch.set_num_threads(threads)
     score_started = time.perf_counter()
     for batch in batches:
         for row in _rows(batch, records, model):
@@ -225,7 +259,10 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         if progress is not None:
             progress(len(batch))
     scoring_seconds = time.perf_counter() - score_started
-    rows = writer.finish()
+    cam_paths = None
+    if cam_run is not None and config.cam_dir is not None:
+        cam_paths = _write_cams(cam_run, writer.top_k(config.cam_top), config.cam_dir, device)
+    rows = writer.finish(cam_paths)
 
     # Counts and metrics from the published file (resumed rows included), column-wise in Arrow
     # rather than as Python lists of the whole archive.

@@ -55,3 +55,36 @@ def test_probe_catches_truncation_a_header_read_would_miss(samples_dir, tmp_path
     with pytest.raises(ImageReadError, match="truncated"):
         probe(str(path))
     assert probe(str(samples_dir / "siim_sample.dcm")) == (1024, 1024)
+
+
+def test_bytes_give_the_same_pixels_as_files_whatever_the_name(samples_dir):
+    from cxr_fast.data.decode import read_gray_bytes
+
+    contract = PreprocessContract(image_size=96)
+    for name in ("16747_3_1.jpg", "h0001.png", "siim_sample.dcm"):
+        path = samples_dir / name
+        from_file = read_gray(str(path), contract)
+        from_bytes = read_gray_bytes(path.read_bytes(), contract, "renamed.bin")
+        assert from_file[1] == from_bytes[1]
+        np.testing.assert_array_equal(from_file[0], from_bytes[0])
+
+
+def test_pixel_limit_refuses_from_the_header(samples_dir):
+    from cxr_fast.data.decode import read_gray_bytes
+
+    data = (samples_dir / "16747_3_1.jpg").read_bytes()
+    with pytest.raises(ImageReadError, match="MP limit"):
+        read_gray_bytes(data, PreprocessContract(), max_pixels=1000)
+    with pytest.raises(ImageReadError, match="empty"):
+        read_gray_bytes(b"", PreprocessContract())
+
+
+def test_display_keeps_the_aspect(samples_dir):
+    from cxr_fast.data.decode import display_gray
+
+    path = samples_dir / "16747_3_1.jpg"
+    shown = display_gray(str(path), 200)
+    with Image.open(path) as original:
+        ratio = original.width / original.height
+    assert max(shown.size) == 200 and shown.mode == "L"
+    assert shown.width / shown.height == pytest.approx(ratio, rel=0.02)

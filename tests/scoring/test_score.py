@@ -3,32 +3,21 @@
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from cxr_fast.data.discover import discover
 from cxr_fast.evaluate import run_evaluate
 from cxr_fast.scoring.parquet_out import staging_dir
 from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
-
-AS_ROOT = os.geteuid() == 0
-
-
-def _bomb(source: Path, target: Path) -> None:
-    """A real JPEG whose frame header announces 30000 x 30000 pixels."""
-    data = bytearray(source.read_bytes())
-    sof = data.index(b"\xff\xc0")
-    struct.pack_into(">HH", data, sof + 5, 30000, 30000)
-    target.write_bytes(bytes(data))
+from tests.bad_files import write_bad_files
 
 
 @pytest.fixture(scope="module")
@@ -43,37 +32,8 @@ def bad_archive(kaggle_dir, samples_dir, tmp_path_factory) -> tuple[Path, dict[s
     for path in good:
         shutil.copy(path, root / path.parent.name / path.name)
     expected = {path.name: "ok" for path in good}
-    source = samples_dir / "16747_3_1.jpg"
-    data = source.read_bytes()
-    bad = normal  # bad files sit in a class folder, so their rows keep a label
-    (bad / "truncated.jpeg").write_bytes(data[: len(data) // 2])
-    (bad / "empty.jpeg").write_bytes(b"")
-    (bad / "text.jpeg").write_text("this is not an X-ray\n")
-    Image.open(source).save(bad / "png_named.jpeg", format="PNG")
-    Image.open(source).convert("CMYK").save(bad / "cmyk.jpeg")
-    ramp = np.tile(np.linspace(0, 60000, 256, dtype=np.uint16), (256, 1))
-    Image.fromarray(ramp).save(bad / "sixteen_bit.png")
-    Image.new("L", (1, 1), 128).save(bad / "one_pixel.png")
-    _bomb(source, bad / "bomb.jpeg")
-    shutil.copy(source, bad / "locked.jpeg")
-    os.chmod(bad / "locked.jpeg", 0)
-    os.symlink(root / "missing.jpeg", bad / "dangling.jpeg")
-    shutil.copy(samples_dir / "Fake_MONOHR1.dcm", bad / "mono1.dcm")
-    expected.update(
-        {
-            "truncated.jpeg": "error",
-            "empty.jpeg": "error",
-            "text.jpeg": "error",
-            "png_named.jpeg": "ok",
-            "cmyk.jpeg": "ok",
-            "sixteen_bit.png": "ok",
-            "one_pixel.png": "error",
-            "bomb.jpeg": "error",
-            "locked.jpeg": "ok" if AS_ROOT else "error",  # root reads any file
-            "dangling.jpeg": "error",
-            "mono1.dcm": "ok",
-        }
-    )
+    # Bad files sit in a class folder, so their rows keep a label.
+    expected.update(write_bad_files(normal, samples_dir))
     return root, expected
 
 
@@ -288,3 +248,43 @@ def test_sigkill_mid_run_then_resume(trained_run, synth_small, tmp_path):
     assert len(paths) == len(set(paths)) == 160
     assert set(paths) == {r.path for r in discover(synth_small)}
     assert not staging.exists()
+
+
+def test_cam_dir_overlays_the_most_suspicious_and_adds_a_column(trained_run, synth_small, tmp_path):
+    out = tmp_path / "preds.parquet"
+    cams = tmp_path / "cams"
+    config = ScoreConfig(
+        archive=synth_small, model=trained_run, out=out, device="cpu", workers=0, cam_dir=cams
+    )
+    run_score(replace(config, cam_top=3))
+    rows = pq.read_table(out).to_pylist()
+    with_cam = [r for r in rows if r["cam_path"] is not None]
+    top = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -r["prob_pneumonia"])[:3]
+    assert {r["path"] for r in with_cam} == {r["path"] for r in top}
+    assert all(
+        Path(r["cam_path"]).is_file() and Path(r["cam_path"]).parent == cams for r in with_cam
+    )
+    assert sorted(p.name for p in cams.iterdir()) == sorted(
+        Path(r["cam_path"]).name for r in with_cam
+    )
+
+
+def test_cam_dir_finds_the_run_of_an_export_or_says_what_to_pass(
+    trained_run, synth_small, tmp_path
+):
+    from cxr_fast.export import export_run
+
+    beside = export_run(trained_run, "torchscript", device="cpu").path  # RUN/export/model.ts
+    elsewhere = export_run(trained_run, "torchscript", out=tmp_path / "m.ts", device="cpu").path
+    common = dict(archive=synth_small, device="cpu", workers=0, cam_dir=tmp_path / "c", cam_top=1)
+    run_score(ScoreConfig(model=beside, out=tmp_path / "a.parquet", **common))
+    assert (
+        pq.read_table(tmp_path / "a.parquet")["cam_path"].null_count
+        == len(discover(synth_small)) - 1
+    )
+    with pytest.raises(ValueError, match="keep no gradients"):
+        run_score(ScoreConfig(model=elsewhere, out=tmp_path / "b.parquet", **common))
+    assert not (tmp_path / "b.parquet").exists()
+    run_score(
+        ScoreConfig(model=elsewhere, out=tmp_path / "b.parquet", cam_run=trained_run, **common)
+    )

@@ -1,0 +1,1 @@
+"""Grad-CAM explanations and their pictures."""

@@ -1,0 +1,162 @@
+"""Explain predictions of a trained run: Grad-CAM maps and captioned overlay pictures."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr_fast.data.batch import stack_gray
+from cxr_fast.data.decode import ImageReadError, display_gray, read_gray, read_gray_bytes
+from cxr_fast.device import resolve_device
+from cxr_fast.explain.gradcam import find_layer, grad_cam
+from cxr_fast.explain.overlay import blend, caption_lines, compose
+from cxr_fast.inference import sigmoid
+from cxr_fast.labels import verdict
+from cxr_fast.models.registry import default_cam_layer
+from cxr_fast.run_folder import MODEL_FILE, load_run
+
+# Longest side of the pictures for people (each of the two panels).
+DISPLAY_SIDE = 512
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One image's prediction and map: ``heat`` [S,S] in 0..1 at the model's input size."""
+
+    prob: float
+    pred: str
+    threshold: float
+    heat: np.ndarray
+    width: int
+    height: int
+    display: Image.Image  # the X-ray for people (grey, longest side DISPLAY_SIDE)
+    overlay: Image.Image  # the same with the heat map blended in (RGB)
+    picture: Image.Image  # both side by side with the caption: what `explain` saves
+
+
+def _needs_run_folder(ref: Path) -> ValueError:
+    return ValueError(
+        f"{ref} is an exported file: TorchScript, pt2 and TensorRT exports keep no gradients, so "
+        "Grad-CAM needs the run folder the export came from (the folder holding model.pt)"
+    )
+
+
+class Explainer:
+    """A run's eager model on a device, ready to explain images one batch at a time."""
+
+    def __init__(
+        self,
+        run: Path,
+        device: str = "auto",
+        layer: str | None = None,
+        method: str = "gradcam",
+    ) -> None:
+        if not run.is_dir():
+            raise _needs_run_folder(run)
+        self.device = resolve_device(device)
+        self.model, self.info = load_run(run, self.device)
+        self.layer = layer or default_cam_layer(self.info.arch)
+        self.method = method
+        self.run = run
+        find_layer(self.model, self.layer)  # a wrong --layer fails now, not per image
+
+    @property
+    def threshold(self) -> float:
+        return self.info.threshold
+
+    def heat_maps(self, pixels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities [N], heat maps [N,S,S]) for uint8 [S,S] arrays from the contract."""
+        x = stack_gray(pixels, self.info.contract).to(self.device)
+        result = grad_cam(self.model, x, self.layer, self.method)
+        return sigmoid(result.logits.cpu().numpy()), result.heat.cpu().numpy()
+
+    def _explain(self, pixels: np.ndarray, size, display: Image.Image, name: str) -> Explanation:
+        probs, heats = self.heat_maps([pixels])
+        prob = float(probs[0])
+        pred = verdict(prob, self.threshold)
+        detail = f"{self.method} on {self.info.arch}.{self.layer}  |  {name}  {size[0]}x{size[1]}"
+        overlay = blend(display, heats[0])
+        lines = caption_lines(prob, self.threshold, pred, detail)
+        return Explanation(
+            prob=prob,
+            pred=pred,
+            threshold=self.threshold,
+            heat=heats[0],
+            width=size[0],
+            height=size[1],
+            display=display,
+            overlay=overlay,
+            picture=compose(display, overlay, lines, pred),
+        )
+
+    def explain_file(self, path: str) -> Explanation:
+        """Explain one image file; :class:`ImageReadError` when it cannot be read."""
+        pixels, size = read_gray(path, self.info.contract)
+        return self._explain(pixels, size, display_gray(path, DISPLAY_SIDE), Path(path).name)
+
+    def explain_bytes(
+        self, data: bytes, name: str = "upload", max_pixels: int | None = None
+    ) -> Explanation:
+        """Explain an in-memory file (format sniffed from its content)."""
+        pixels, size = read_gray_bytes(data, self.info.contract, name, max_pixels)
+        return self._explain(pixels, size, display_gray(data, DISPLAY_SIDE), name)
+
+
+def overlay_name(path: str) -> str:
+    """A file name for ``path``'s overlay: its stem plus a short hash of the full path, so that
+    same-named films from different folders never overwrite each other."""
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return f"{Path(path).stem}.{digest}.cam.png"
+
+
+@dataclass(frozen=True)
+class ExplainOutcome:
+    """What happened to one input: its overlay file, or why there is none."""
+
+    source: str
+    out: Path | None
+    explanation: Explanation | None
+    error: str | None
+
+
+def explain_files(
+    explainer: Explainer,
+    paths: Sequence[str],
+    out_dir: Path,
+    progress: Callable[[int], None] | None = None,
+) -> list[ExplainOutcome]:
+    """Write one overlay PNG per readable image into ``out_dir``; unreadable ones get an error."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for path in paths:
+        try:
+            explanation = explainer.explain_file(path)
+        except ImageReadError as exc:
+            outcomes.append(ExplainOutcome(path, None, None, exc.reason))
+        else:
+            target = out_dir / overlay_name(path)
+            explanation.picture.save(target, optimize=False)
+            outcomes.append(ExplainOutcome(path, target, explanation, None))
+        if progress is not None:
+            progress(1)
+    return outcomes
+
+
+def run_folder_for(model_ref: Path) -> Path:
+    """The run folder behind ``model_ref``: itself, or for an export written to its default
+    place (RUN/export/FILE) that run, when its model.pt is the export's source."""
+    if model_ref.is_dir():
+        return model_ref
+    from cxr_fast.export.sidecar import read_sidecar
+    from cxr_fast.run_folder import sha256
+
+    candidate = model_ref.resolve().parent.parent
+    source = read_sidecar(model_ref)["source_sha256"]
+    if (candidate / MODEL_FILE).is_file() and sha256(candidate / MODEL_FILE) == source:
+        return candidate
+    raise _needs_run_folder(model_ref)

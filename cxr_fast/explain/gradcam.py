@@ -1,0 +1,82 @@
+"""Grad-CAM and Grad-CAM++ heat maps for the single-logit classifiers.
+
+Written here rather than taken from the ``grad-cam`` package: for one logit and one target layer
+it is a forward hook, one backward pass and a weighted sum (about thirty lines), while the
+package would add OpenCV and its own preprocessing to a project whose preprocessing must come
+from the checkpoint's contract alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+METHODS = ("gradcam", "gradcam++")
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class CamResult:
+    """``heat`` [N,S,S] in 0..1 at the input's size; ``logits`` [N]; ``target`` the sign of the
+    logit each map explains (+1: evidence for PNEUMONIA, -1: evidence for NORMAL)."""
+
+    heat: torch.Tensor
+    logits: torch.Tensor
+    target: torch.Tensor
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` (dotted), or a ValueError listing the candidates."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        tail = ", ".join(convs[-4:])
+        raise ValueError(
+            f"the model has no layer {name!r}; its last convolutions are: {tail}"
+        ) from None
+
+
+def _weights(acts: torch.Tensor, grads: torch.Tensor, method: str) -> torch.Tensor:
+    if method == "gradcam":
+        return grads.mean(dim=(2, 3), keepdim=True)
+    # Grad-CAM++ (Chattopadhay et al. 2018), closed form for an exponential of the score:
+    # alpha = g^2 / (2 g^2 + sum(A) g^3), weights = sum(alpha * relu(g)).
+    g2, g3 = grads.pow(2), grads.pow(3)
+    denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
+    alpha = torch.where(grads != 0, g2 / torch.where(denom != 0, denom, _EPS), 0.0)
+    return (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, method: str = "gradcam") -> CamResult:
+    """Heat maps of ``layer`` for a batch ``x`` [N,1,S,S] (already preprocessed). Each map
+    explains the predicted class: the logit itself when it is positive, its negative otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    module = find_layer(model, layer)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output):
+        captured["acts"] = output
+        output.register_hook(lambda grad: captured.__setitem__("grads", grad))
+
+    handle = module.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(x).reshape(-1)
+            target = torch.where(logits >= 0, 1.0, -1.0).to(logits.dtype)
+            # Each image's map depends only on its own logit: summing keeps one backward pass.
+            (logits * target).sum().backward()
+    finally:
+        handle.remove()
+    if "grads" not in captured:
+        raise ValueError(f"layer {layer!r} received no gradient: it does not feed the output")
+    acts, grads = captured["acts"].detach().float(), captured["grads"].detach().float()
+    cam = F.relu((_weights(acts, grads, method) * acts).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.amax(dim=(1, 2), keepdim=True)
+    heat = torch.where(peak > 0, cam / peak.clamp_min(_EPS), torch.zeros_like(cam))
+    return CamResult(heat=heat, logits=logits.detach(), target=target.detach())

@@ -1,0 +1,1 @@
+"""`cxr-fast serve`: a small web app and JSON API over one trained run."""

@@ -1,0 +1,6 @@
+"""What the web app accepts (no Flask import: the CLI reads these for its --help)."""
+
+DEFAULT_MAX_UPLOAD_MB = 20
+# A chest film is at most ~4300 x 4300 px (18.5 MP); anything far beyond that is refused from
+# its header, before decoding: a decompression-bomb guard.
+MAX_UPLOAD_PIXELS = 50_000_000

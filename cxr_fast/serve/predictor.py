@@ -1,0 +1,91 @@
+"""One trained run answering uploads: the prediction exactly as `cxr-fast score` computes it,
+and a Grad-CAM overlay on request."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from cxr_fast.data.batch import stack_gray
+from cxr_fast.data.decode import read_gray_bytes
+from cxr_fast.explain.explainer import Explainer
+from cxr_fast.inference import sigmoid
+from cxr_fast.labels import CLASS_NAMES, verdict
+from cxr_fast.run_folder import METRICS_FILE, read_json
+from cxr_fast.scoring.model import eager_scoring_model
+from cxr_fast.serve.limits import MAX_UPLOAD_PIXELS
+
+
+def png_base64(image: Image.Image) -> str:
+    """``image`` as a base64 PNG string, for JSON."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class Predictor:
+    """The run's model, loaded once; :meth:`predict` is safe to call from several threads."""
+
+    def __init__(
+        self,
+        run: Path,
+        device: str = "auto",
+        layer: str | None = None,
+        method: str = "gradcam",
+        max_pixels: int = MAX_UPLOAD_PIXELS,
+    ) -> None:
+        self.explainer = Explainer(run, device=device, layer=layer, method=method)
+        info = self.explainer.info
+        self.scoring = eager_scoring_model(self.explainer.model, info, self.explainer.device)
+        self.max_pixels = max_pixels
+        # Grad-CAM hooks live on the shared model, so requests take turns on it.
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.scoring.model_id
+
+    def describe(self) -> dict:
+        """What /api/model reports: architecture, contract, threshold and the run's metrics."""
+        info = self.explainer.info
+        return {
+            "model": self.model_id,
+            "arch": info.arch,
+            "checksum": self.scoring.checksum,
+            "contract": info.contract.to_dict(),
+            "threshold": info.threshold,
+            "classes": list(CLASS_NAMES),
+            "cam_layer": self.explainer.layer,
+            "cam_method": self.explainer.method,
+            "device": str(self.scoring.device),
+            "metrics": read_json(metrics)
+            if (metrics := info.path / METRICS_FILE).is_file()
+            else {},
+        }
+
+    def predict(self, data: bytes, name: str = "upload", cam: bool = False) -> dict:
+        """The JSON answer for one uploaded file; raises ImageReadError for unreadable input."""
+        contract = self.scoring.contract
+        pixels, (width, height) = read_gray_bytes(data, contract, name, self.max_pixels)
+        with self._lock:
+            # The same preprocessing, batch layout and forward as `cxr-fast score`.
+            logits = self.scoring.logits(stack_gray([pixels], contract)).cpu().numpy()
+            explanation = self.explainer.explain_bytes(data, name, self.max_pixels) if cam else None
+        prob = float(sigmoid(logits)[0])
+        answer = {
+            "prob_pneumonia": prob,
+            "pred": verdict(prob, self.scoring.threshold),
+            "threshold": self.scoring.threshold,
+            "model": self.model_id,
+            "width": width,
+            "height": height,
+        }
+        if explanation is not None:
+            answer["cam_png"] = png_base64(explanation.overlay)
+            answer["image_png"] = png_base64(explanation.display)
+            answer["cam_layer"] = self.explainer.layer
+        return answer

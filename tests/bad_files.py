@@ -1,0 +1,55 @@
+"""Every kind of bad input the scorer and the web app must survive, written from real X-rays."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+AS_ROOT = os.geteuid() == 0
+SOURCE = "16747_3_1.jpg"  # a real full-resolution film from the samples
+
+
+def bomb_bytes(jpeg: bytes) -> bytes:
+    """A real JPEG whose frame header announces 30000 x 30000 pixels."""
+    data = bytearray(jpeg)
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 30000, 30000)
+    return bytes(data)
+
+
+def write_bad_files(folder: Path, samples_dir: Path) -> dict[str, str]:
+    """Write the bad kinds into ``folder``; returns the expected status ("ok"/"error") per name
+    (valid images in another format than their name says are "ok")."""
+    source = samples_dir / SOURCE
+    data = source.read_bytes()
+    (folder / "truncated.jpeg").write_bytes(data[: len(data) // 2])
+    (folder / "empty.jpeg").write_bytes(b"")
+    (folder / "text.jpeg").write_text("this is not an X-ray\n")
+    Image.open(source).save(folder / "png_named.jpeg", format="PNG")
+    Image.open(source).convert("CMYK").save(folder / "cmyk.jpeg")
+    ramp = np.tile(np.linspace(0, 60000, 256, dtype=np.uint16), (256, 1))
+    Image.fromarray(ramp).save(folder / "sixteen_bit.png")
+    Image.new("L", (1, 1), 128).save(folder / "one_pixel.png")
+    (folder / "bomb.jpeg").write_bytes(bomb_bytes(data))
+    shutil.copy(source, folder / "locked.jpeg")
+    os.chmod(folder / "locked.jpeg", 0)
+    os.symlink(folder / "missing.jpeg", folder / "dangling.jpeg")
+    shutil.copy(samples_dir / "Fake_MONOHR1.dcm", folder / "mono1.dcm")
+    return {
+        "truncated.jpeg": "error",
+        "empty.jpeg": "error",
+        "text.jpeg": "error",
+        "png_named.jpeg": "ok",
+        "cmyk.jpeg": "ok",
+        "sixteen_bit.png": "ok",
+        "one_pixel.png": "error",
+        "bomb.jpeg": "error",
+        "locked.jpeg": "ok" if AS_ROOT else "error",  # root reads any file
+        "dangling.jpeg": "error",
+        "mono1.dcm": "ok",
+    }

@@ -1,0 +1,88 @@
+"""Explaining real X-rays with a trained run: overlays written, maps not uniform, errors kept."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cxr_fast.cli import cli
+from cxr_fast.data.batch import stack_gray
+from cxr_fast.data.decode import read_gray
+from cxr_fast.explain.explainer import Explainer, explain_files, overlay_name, run_folder_for
+from cxr_fast.inference import sigmoid
+from cxr_fast.scoring.model import load_scoring_model
+
+
+@pytest.fixture(scope="module")
+def explainer(trained_run):
+    return Explainer(trained_run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pneumonia_film(kaggle_dir):
+    return str(sorted((kaggle_dir / "train" / "PNEUMONIA").glob("*.jpeg"))[0])
+
+
+def test_overlay_of_a_pneumonia_film(explainer, pneumonia_film, tmp_path):
+    [outcome] = explain_files(explainer, [pneumonia_film], tmp_path)
+    assert outcome.error is None and outcome.out.is_file()
+    e = outcome.explanation
+    assert e.heat.shape == (64, 64)  # the run's contract size
+    assert e.heat.min() >= 0.0 and e.heat.max() <= 1.0
+    assert float(e.heat.var()) > 1e-3, "heat map is uniform"
+    picture = Image.open(outcome.out)
+    # Two panels of the display image side by side, and a caption strip under them.
+    assert picture.width > 2 * e.display.width and picture.height > e.display.height
+    # The overlay panel differs from the plain film where the map is hot.
+    plain = np.asarray(e.display.convert("RGB"), dtype=np.int16)
+    assert np.abs(np.asarray(e.overlay, dtype=np.int16) - plain).max() > 50
+
+
+def test_probability_is_the_scorers(explainer, trained_run, pneumonia_film):
+    e = explainer.explain_file(pneumonia_film)
+    model = load_scoring_model(trained_run, "eager", torch.device("cpu"))
+    pixels, _ = read_gray(pneumonia_film, model.contract)
+    prob = float(sigmoid(model.logits(stack_gray([pixels], model.contract)).numpy())[0])
+    assert e.prob == pytest.approx(prob, abs=1e-6)
+
+
+def test_gradcam_plus_plus_and_dicom(trained_run, samples_dir, tmp_path):
+    explainer = Explainer(trained_run, device="cpu", method="gradcam++")
+    [outcome] = explain_files(explainer, [str(samples_dir / "siim_sample.dcm")], tmp_path)
+    assert outcome.error is None and outcome.out.is_file()
+
+
+def test_unreadable_file_is_an_outcome_not_a_crash(explainer, pneumonia_film, tmp_path):
+    broken = tmp_path / "broken.jpeg"
+    broken.write_bytes(b"not an image")
+    outcomes = explain_files(explainer, [str(broken), pneumonia_film], tmp_path / "out")
+    assert outcomes[0].out is None and "not an image" in outcomes[0].error
+    assert outcomes[1].out is not None
+
+
+def test_same_names_in_different_folders_do_not_collide():
+    assert overlay_name("/a/NORMAL/x.jpeg") != overlay_name("/b/NORMAL/x.jpeg")
+
+
+def test_exports_are_refused_with_the_reason(trained_run, tmp_path):
+    from cxr_fast.export import export_run
+
+    exported = export_run(trained_run, "torchscript", out=tmp_path / "m.ts", device="cpu").path
+    with pytest.raises(ValueError, match="keep no gradients"):
+        Explainer(exported)
+    with pytest.raises(ValueError, match="keep no gradients"):
+        run_folder_for(exported)  # not under RUN/export/: the run cannot be found
+
+
+def test_cli_explain(trained_run, kaggle_dir, tmp_path):
+    folder = kaggle_dir / "train" / "PNEUMONIA"
+    result = CliRunner().invoke(
+        cli, ["explain", str(trained_run), str(folder), "--out", str(tmp_path), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(tmp_path.glob("*.cam.png"))
+    assert len(written) == len(list(folder.glob("*.jpeg")))
+    assert "overlays in" in result.output
+    bad = CliRunner().invoke(cli, ["explain", str(trained_run), str(folder), "--layer", "nope"])
+    assert bad.exit_code != 0 and "no layer 'nope'" in str(bad.exception or bad.output)

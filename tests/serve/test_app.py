@@ -1,0 +1,111 @@
+"""The web API through Flask's test client: answers equal `cxr-fast score`, bad input is a 4xx."""
+
+import base64
+import io
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from cxr_fast.scoring.score import ScoreConfig, run_score
+from cxr_fast.serve.app import create_app
+from cxr_fast.serve.predictor import Predictor
+from tests.bad_files import write_bad_files
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    return Predictor(trained_run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    return create_app(predictor).test_client()
+
+
+def _post(client, data: bytes, name: str = "x.jpeg", query: str = ""):
+    return client.post(
+        f"/api/predict{query}",
+        data={"file": (io.BytesIO(data), name)},
+        content_type="multipart/form-data",
+    )
+
+
+def test_health_model_and_page(client, trained_run):
+    assert client.get("/healthz").get_json()["status"] == "ok"
+    model = client.get("/api/model").get_json()
+    assert model["arch"] == "cnn" and model["contract"]["image_size"] == 64
+    assert 0 < model["threshold"] < 1 and "roc_auc" in model["metrics"]
+    page = client.get("/")
+    assert page.status_code == 200 and b'id="file"' in page.data
+
+
+def test_predict_equals_score_for_the_same_files(client, trained_run, kaggle_dir, tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    films = sorted((kaggle_dir / "train" / "PNEUMONIA").glob("*.jpeg"))[:3]
+    films += sorted((kaggle_dir / "train" / "NORMAL").glob("*.jpeg"))[:3]
+    for film in films:
+        shutil.copy(film, archive / film.name)
+    out = tmp_path / "preds.parquet"
+    run_score(ScoreConfig(archive=archive, model=trained_run, out=out, device="cpu", workers=0))
+    scored = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    for film in films:
+        answer = _post(client, film.read_bytes(), film.name).get_json()
+        row = scored[str(archive / film.name)]
+        assert answer["prob_pneumonia"] == pytest.approx(row["prob_pneumonia"], abs=1e-6)
+        assert answer["pred"] == row["pred"]
+        assert (answer["width"], answer["height"]) == (row["width"], row["height"])
+        assert set(answer) == {"prob_pneumonia", "pred", "threshold", "model", "width", "height"}
+
+
+def test_cam_adds_png_overlay_and_original(client, samples_dir):
+    answer = _post(client, (samples_dir / "16747_3_1.jpg").read_bytes(), query="?cam=1")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["cam_png"])))
+    original = Image.open(io.BytesIO(base64.b64decode(body["image_png"])))
+    assert overlay.format == "PNG" and overlay.size == original.size
+    assert max(overlay.size) == 512 and overlay.mode == "RGB"
+
+
+def test_formats_are_sniffed_not_taken_from_the_name(client, samples_dir):
+    dicom = _post(client, (samples_dir / "siim_sample.dcm").read_bytes(), "scan.jpeg")
+    png = _post(client, (samples_dir / "h0001.png").read_bytes(), "photo.dcm")
+    assert dicom.status_code == 200 and png.status_code == 200
+
+
+def test_every_bad_kind_is_a_clear_json_error(client, samples_dir, tmp_path):
+    expected = write_bad_files(tmp_path, samples_dir)
+    for name, status in expected.items():
+        path = tmp_path / name
+        if not path.exists() or name == "locked.jpeg":
+            continue  # a dangling link or an unreadable file cannot be uploaded
+        answer = _post(client, path.read_bytes(), name)
+        body = answer.get_json()
+        if status == "ok":
+            assert answer.status_code == 200, (name, body)
+        else:
+            assert answer.status_code in (413, 422), (name, body)
+            assert body["error"].startswith(name) and body["status"] == answer.status_code
+    assert _post(client, (tmp_path / "bomb.jpeg").read_bytes()).status_code == 413
+    assert "empty" in _post(client, b"").get_json()["error"]
+
+
+def test_upload_limit_method_field_and_route(predictor, samples_dir):
+    client = create_app(predictor, max_upload_mb=0.1).test_client()
+    big = _post(client, (samples_dir / "h0001.png").read_bytes(), "h.png")  # 331 KB
+    assert big.status_code == 413 and "0.1 MB limit" in big.get_json()["error"]
+    wrong = client.get("/api/predict")
+    assert wrong.status_code == 405 and wrong.is_json
+    missing = client.post("/api/predict", data={"other": "x"})
+    assert missing.status_code == 400 and "'file'" in missing.get_json()["error"]
+    assert client.get("/nope").status_code == 404 and client.get("/nope").is_json
+
+
+def test_names_never_become_paths(client, samples_dir, tmp_path):
+    data = (samples_dir / "16747_3_1.jpg").read_bytes()
+    answer = _post(client, b"junk", "../../etc/passwd")
+    assert answer.status_code == 422 and answer.get_json()["error"].startswith("passwd:")
+    assert _post(client, data, "../../x.jpeg").status_code == 200
