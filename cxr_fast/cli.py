@@ -705,6 +705,8 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> No
     )
     if summary.metrics_path:
         click.echo(f"metrics: {summary.metrics_path}")
+    if options.get("cam_dir"):
+        click.echo(f"Grad-CAM overlays: {summary.cams} in {options['cam_dir']} (column cam_path)")
     if fail_on_error and summary.errors:
         sys.exit(1)
 

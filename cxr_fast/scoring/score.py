@@ -79,6 +79,7 @@ class ScoreSummary:
     backend: str
     loader: str
     metrics_path: Path | None
+    cams: int = 0  # overlays written by --cam-dir
 
     @property
     def images_per_second(self) -> float:
@@ -293,4 +294,5 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         backend=model.backend,
         loader=loader,
         metrics_path=metrics_file,
+        cams=len(cam_paths or {}),
     )
