@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -12,6 +14,7 @@ from tqdm import tqdm
 
 from cxr_fast import __version__
 from cxr_fast.data.loaders import LOADERS
+from cxr_fast.distributed import context_from_env
 from cxr_fast.explain.gradcam import METHODS
 from cxr_fast.models.registry import ARCHITECTURES
 from cxr_fast.precision import PRECISIONS
@@ -373,12 +376,21 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     is_flag=True,
     help="Continue the run in --out from its last finished epoch, with its saved configuration.",
 )
+@click.option(
+    "--sync-bn",
+    is_flag=True,
+    help="Under torchrun on GPUs: SyncBatchNorm (batch statistics over all processes).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
 def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None:
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
     The folder gets model.pt (best validation ROC-AUC, with its preprocessing contract and
     decision threshold), config.json, metrics.json and train_log.jsonl.
+
+    Under torchrun (`torchrun --nproc-per-node N -m cxr_fast train ...`) it trains with
+    DistributedDataParallel (NCCL on GPUs, gloo on CPUs); --batch-size is per process and only
+    rank 0 writes the run folder. See docs/distributed.md.
     """
     from cxr_fast.data.augment import Augment
     from cxr_fast.training.config import TrainConfig
@@ -402,12 +414,13 @@ def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None
     result = run_train(config, resume=resume, log=click.echo)
     if result.best_epoch is None:
         raise UserError("training finished without a validation result")
-    click.echo(
-        f"done in {result.seconds:.0f} s: {result.epochs_done} epochs"
-        f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
-        f"with validation ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
-        f"run folder: {result.run_dir}"
-    )
+    if context_from_env().is_main:
+        click.echo(
+            f"done in {result.seconds:.0f} s: {result.epochs_done} epochs"
+            f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
+            f"with validation ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
+            f"run folder: {result.run_dir}"
+        )
 
 
 @cli.command("evaluate")
@@ -741,14 +754,20 @@ def serve(run, host, port, max_upload_mb, layer, method, device) -> None:
     """
     from werkzeug.serving import make_server
 
+    from cxr_fast.explain.explainer import Explainer
     from cxr_fast.serve.app import create_app
     from cxr_fast.serve.predictor import Predictor
 
-    app = create_app(Predictor(run, device=device, layer=layer, method=method), max_upload_mb)
+    explainer = Explainer(run, device=device, layer=layer, method=method)
+    app = create_app(Predictor(explainer), max_upload_mb)
+    # Werkzeug reports a failed bind by printing and exiting 1; say it in our one line instead.
+    said = io.StringIO()
     try:
-        server = make_server(host, port, app, threaded=True)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        with contextlib.redirect_stderr(said):
+            server = make_server(host, port, app, threaded=True)
+    except (OSError, SystemExit) as exc:
+        reason = " ".join(said.getvalue().split()) or str(exc)
+        raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
     click.echo(f"serving {run} on http://{host}:{server.server_port}/  (Ctrl+C to stop)")
     try:
         server.serve_forever()

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
@@ -18,6 +20,7 @@ from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import dali_can_read, resolve_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
+from cxr_fast.distributed import DistContext, barrier, context_from_env, device_for, start, stop
 from cxr_fast.explain.explainer import Explainer, explain_files, run_folder_for
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
@@ -36,6 +39,11 @@ from cxr_fast.scoring.parquet_out import (
 from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.versions import versions
 
+# Written by rank 0 of a torchrun job into OUT/ once every part is complete.
+SUCCESS_FILE = "_SUCCESS"
+# "_": pyarrow.dataset (and Spark) skip such files, so OUT/ still reads back as the parts alone.
+JOB_METRICS = "_metrics.json"
+METRIC_COLUMNS = ["prob_pneumonia", "label", "status"]
 SCORING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow")
 # Images per model batch when --batch-size is not given. On the CPU small batches stay in cache:
 # the cnn ran 1,116 (int8) and 355 (TorchScript fp32) images/s at 16 against 846 and 216 at 64,
@@ -197,9 +205,57 @@ def run_score(config: ScoreConfig, progress: Callable[[int], None] | None = None
         torch.set_num_threads(previous)
 
 
+def counts_and_metrics(table: pa.Table, model: ScoringModel) -> tuple[int, int, dict | None]:
+    """(rows, ok rows, metrics of the labeled ok rows or None), column-wise in Arrow rather
+    than as Python lists of the whole archive."""
+    ok_mask = pc.equal(table["status"], STATUS_OK)
+    ok = pc.sum(ok_mask).as_py() or 0
+    scored = table.filter(pc.and_(ok_mask, pc.is_valid(table["label"])))
+    if not scored.num_rows:
+        return table.num_rows, ok, None
+    y = pc.equal(scored["label"], CLASS_NAMES[1]).to_numpy(zero_copy_only=False).astype(np.int64)
+    probs = scored["prob_pneumonia"].to_numpy(zero_copy_only=False)
+    metrics = binary_metrics(y, probs, model.threshold)
+    return table.num_rows, ok, {"errors": table.num_rows - ok, **metrics}
+
+
+def _finish_job(out: Path, ctx: DistContext, files: int, model: ScoringModel) -> Path | None:
+    """After every rank's part is published (a barrier), rank 0 checks that the parts hold
+    exactly the archive's files and writes the merged metrics.json, then _SUCCESS, last: a
+    reader that sees _SUCCESS sees a whole result."""
+    barrier(ctx)
+    metrics_file = None
+    if ctx.is_main:
+        parts = [output_path(out, (rank, ctx.world_size)) for rank in range(ctx.world_size)]
+        missing = [str(part) for part in parts if not part.is_file()]
+        if missing:
+            raise ValueError(f"parts missing after every rank finished: {', '.join(missing)}")
+        table = ds.dataset([str(p) for p in parts], format="parquet").to_table(METRIC_COLUMNS)
+        rows, _, metrics = counts_and_metrics(table, model)
+        if rows != files:
+            raise ValueError(f"the parts hold {rows} rows for the archive's {files} files")
+        if metrics is not None:
+            metrics_file = out / JOB_METRICS
+            atomic_write_json(
+                {"predictions": str(out), "parts": len(parts), **metrics}, metrics_file
+            )
+        atomic_write_json(
+            {"rows": rows, "parts": len(parts), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            out / SUCCESS_FILE,
+        )
+    stop(ctx)
+    return metrics_file
+
+
 def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
     started = time.perf_counter()
     device = resolve_device(config.device)
+    ctx = context_from_env()
+    # Launched by torchrun with the environment's slice: the ranks finish together (_SUCCESS).
+    coordinated = ctx.enabled and config.shard == (ctx.rank, ctx.world_size)
+    if coordinated:
+        device = device_for(ctx, device)
+        start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
     model = load_scoring_model(config.model, config.backend, device)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
     cam_run = run_folder_for(config.cam_run or config.model) if config.cam_dir else None
@@ -212,6 +268,9 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     out = output_path(config.out, config.shard)
     out.parent.mkdir(parents=True, exist_ok=True)
     _prepare(out, config.resume, config.overwrite)
+    if coordinated and ctx.is_main:  # a stale marker must not vouch for this job's parts
+        (config.out / SUCCESS_FILE).unlink(missing_ok=True)
+        (config.out / JOB_METRICS).unlink(missing_ok=True)
 
     writer = ChunkedParquetWriter(
         out,
@@ -265,24 +324,14 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         cam_paths = _write_cams(cam_run, writer.top_k(config.cam_top), config.cam_dir, device)
     rows = writer.finish(cam_paths)
 
-    # Counts and metrics from the published file (resumed rows included), column-wise in Arrow
-    # rather than as Python lists of the whole archive.
-    table = pq.read_table(out, columns=["prob_pneumonia", "label", "status"])
-    ok_mask = pc.equal(table["status"], STATUS_OK)
-    ok = pc.sum(ok_mask).as_py() or 0
+    # Counts and metrics from the published file (resumed rows included).
+    rows, ok, metrics = counts_and_metrics(pq.read_table(out, columns=METRIC_COLUMNS), model)
     metrics_file = None
-    scored = table.filter(pc.and_(ok_mask, pc.is_valid(table["label"])))
-    if scored.num_rows and config.shard is None:
-        y = np.array([CLASS_NAMES.index(label) for label in scored["label"].to_pylist()])
+    if metrics is not None and config.shard is None:
         metrics_file = metrics_path_for(out)
-        atomic_write_json(
-            {
-                "predictions": str(out),
-                "errors": rows - ok,
-                **binary_metrics(y, scored["prob_pneumonia"].to_numpy(), model.threshold),
-            },
-            metrics_file,
-        )
+        atomic_write_json({"predictions": str(out), **metrics}, metrics_file)
+    if coordinated:
+        metrics_file = _finish_job(config.out, ctx, len(records), model)
     return ScoreSummary(
         out=out,
         rows=rows,

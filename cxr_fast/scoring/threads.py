@@ -1,9 +1,9 @@
 """How many CPU threads the model gets while DataLoader workers decode on the same cores.
 
 Neither fixed choice wins on a small CPU (docs/benchmarks.md, 2 cores, 2 workers): one model
-thread scored the int8 cnn at ~197 images/s against ~170 with two, because decoding is the
-bottleneck and a second model thread only takes a core from it; but one thread cut fp32
-resnet18 from 41 to 26 images/s, because there the model is the bottleneck. Timing the model
+thread scored the int8 cnn at 177-211 images/s against 130-193 with two, because decoding is
+the bottleneck and a second model thread only takes a core from it; but one thread cut fp32
+resnet18 from 43 to 28 images/s, because there the model is the bottleneck. Timing the model
 inside the run does not tell them apart (with busy workers a two-thread model waits for its
 preempted thread and looks slow either way), so before the workers start the scorer times a
 few sample images: decoding them, and the model on them with one thread.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-from pathlib import Path
 
 from PIL import Image
 
@@ -28,17 +27,11 @@ def png_base64(image: Image.Image) -> str:
 
 
 class Predictor:
-    """The run's model, loaded once; :meth:`predict` is safe to call from several threads."""
+    """The run's model (an :class:`Explainer`'s, loaded once) answering uploads; :meth:`predict`
+    is safe to call from several threads."""
 
-    def __init__(
-        self,
-        run: Path,
-        device: str = "auto",
-        layer: str | None = None,
-        method: str = "gradcam",
-        max_pixels: int = MAX_UPLOAD_PIXELS,
-    ) -> None:
-        self.explainer = Explainer(run, device=device, layer=layer, method=method)
+    def __init__(self, explainer: Explainer, max_pixels: int = MAX_UPLOAD_PIXELS) -> None:
+        self.explainer = explainer
         info = self.explainer.info
         self.scoring = eager_scoring_model(self.explainer.model, info, self.explainer.device)
         self.max_pixels = max_pixels

@@ -31,6 +31,7 @@ class TrainConfig:
     target_sensitivity: float | None = None
     pretrained: str | None = None
     workers: int = 2
+    sync_bn: bool = False  # SyncBatchNorm under DDP on GPUs
     augment: Augment | None = field(default_factory=Augment)
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,9 +16,19 @@ from tqdm import tqdm
 from cxr_fast import __version__
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import num_batches
-from cxr_fast.data.discover import discover
+from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader, resolve_loader
 from cxr_fast.device import resolve_device
+from cxr_fast.distributed import (
+    DistContext,
+    average_buffers,
+    barrier,
+    context_from_env,
+    device_for,
+    gather_objects,
+    start,
+    stop,
+)
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics, choose_threshold
 from cxr_fast.models import build_model
@@ -92,9 +102,10 @@ def contract_for(config: TrainConfig) -> PreprocessContract:
     return PreprocessContract(image_size=config.image_size)
 
 
-def plan(config: TrainConfig) -> Plan:
-    """Resolve device, precision, loader, contract and the train/validation records."""
-    device = resolve_device(config.device)
+def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:
+    """Resolve device, precision, loader, contract and the train/validation records (under
+    torchrun, the device is this process's own GPU)."""
+    device = device_for(ctx or DistContext(), resolve_device(config.device))
     records = discover(config.data)
     data = select_train_val(records, config.val_fraction, config.seed)
     return Plan(
@@ -153,18 +164,62 @@ def _trim_log(path: Path, epochs_done: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def _epoch_records(records: Sequence[Record], seed: int, ctx: DistContext) -> list[Record]:
+    """Under DDP, every rank shuffles the training records the same way (DistributedSampler's
+    idea) and drops the last ``len % world_size``, so that the contiguous shards each rank
+    loads are equal in size: every rank takes the same number of steps and none waits forever
+    in an all-reduce. The dropped records change from epoch to epoch."""
+    if not ctx.enabled:
+        return list(records)
+    order = np.random.default_rng(seed).permutation(len(records))
+    usable = len(records) - len(records) % ctx.world_size
+    return [records[i] for i in order[:usable]]
+
+
+def _gather_predictions(
+    ctx: DistContext, index: np.ndarray, logits: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's (record index, logit) of its validation shard, joined on every rank, so
+    the metrics are computed on the whole validation set, identically everywhere."""
+    parts = gather_objects(ctx, (index, logits))
+    return np.concatenate([i for i, _ in parts]), np.concatenate([v for _, v in parts])
+
+
+def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext, device: torch.device):
+    """DistributedDataParallel under torchrun (optionally with SyncBatchNorm), else the model."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if config.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
 def run_train(
     config: TrainConfig,
     *,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    ctx: DistContext | None = None,
 ) -> TrainResult:
-    """Train (or resume) a run into ``config.out`` and return how it ended."""
+    """Train (or resume) a run into ``config.out`` and return how it ended. Under torchrun
+    (``ctx`` from the environment by default) every rank trains its shard with DDP and only
+    rank 0 writes the run folder, logs and shows progress."""
     started = time.perf_counter()
+    ctx = ctx or context_from_env()
     run_dir = Path(config.out)
+    p = plan(config, ctx)
+    start(ctx, p.device)
     if not resume and ((run_dir / MODEL_FILE).exists() or (run_dir / LAST_FILE).exists()):
         raise ValueError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
-    p = plan(config)
+    barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
+    if not ctx.is_main:
+        log = _silent
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
@@ -173,7 +228,8 @@ def run_train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    steps_per_epoch = num_batches(len(p.data.train), config.batch_size, train=True)
+    shard_size = len(p.data.train) // ctx.world_size
+    steps_per_epoch = num_batches(shard_size, config.batch_size, train=True)
     scheduler = warmup_cosine(
         optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
     )
@@ -182,7 +238,8 @@ def run_train(
 
     if resume and (run_dir / LAST_FILE).exists():
         progress = load_state(run_dir, model, optimizer, scheduler, scaler)
-        _trim_log(run_dir / LOG_FILE, progress.epoch)
+        if ctx.is_main:
+            _trim_log(run_dir / LOG_FILE, progress.epoch)
         log(
             f"resuming {run_dir} after epoch {progress.epoch} "
             f"(best so far: epoch {progress.best_epoch}, ROC-AUC {progress.best_auc:.4f})"
@@ -190,18 +247,22 @@ def run_train(
     elif resume:
         # Killed before its first epoch was saved: nothing to keep but the configuration.
         progress = Progress()
-        _trim_log(run_dir / LOG_FILE, 0)
+        if ctx.is_main:
+            _trim_log(run_dir / LOG_FILE, 0)
         log(f"resuming {run_dir}: no finished epoch was saved, starting from epoch 1")
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_config(p, run_dir)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_config(p, run_dir)
         progress = Progress()
+    net = _wrap(model, config, ctx, p.device)
 
     log(
         f"training {config.arch} on {len(p.data.train)} images, validating on "
         f"{len(p.data.val)} ({p.data.val_source}); {p.device}, {p.precision.name}, "
-        f"{p.loader} loader"
+        f"{p.loader} loader" + (f"; DDP over {ctx.world_size} processes" if ctx.enabled else "")
     )
+    # Each rank validates a contiguous shard; the logits are gathered before any metric.
     val_loader = make_loader(
         p.data.val,
         p.contract,
@@ -209,14 +270,17 @@ def run_train(
         loader=p.loader,
         device=str(p.device),
         workers=config.workers,
+        shard_id=ctx.rank,
+        num_shards=ctx.world_size,
     )
     val_labels = np.array([r.label for r in p.data.val])
     stopped_early = progress.bad_epochs >= config.patience
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         if stopped_early:
             break
+        epoch_seed = config.seed * 100_003 + epoch
         train_loader = make_loader(
-            p.data.train,
+            _epoch_records(p.data.train, epoch_seed, ctx),
             p.contract,
             batch_size=config.batch_size,
             loader=p.loader,
@@ -225,14 +289,16 @@ def run_train(
             augment=config.augment,
             workers=config.workers,
             # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
-            seed=config.seed * 100_003 + epoch,
+            seed=epoch_seed,
+            shard_id=ctx.rank,
+            num_shards=ctx.world_size,
         )
         with tqdm(
             total=len(train_loader) * config.batch_size,
             desc=f"epoch {epoch}",
             unit="img",
             leave=False,
-            disable=None,
+            disable=None if ctx.is_main else True,
             dynamic_ncols=True,
         ) as bar:
 
@@ -241,7 +307,7 @@ def run_train(
                 bar.set_postfix(loss=f"{loss:.4f}")
 
             stats = train_epoch(
-                model,
+                net,
                 train_loader,
                 loss_fn,
                 optimizer,
@@ -251,7 +317,11 @@ def run_train(
                 config.clip_grad,
                 on_step,
             )
-        index, logits, _ = predict_logits(model, val_loader, p.precision)
+        average_buffers(ctx, model)  # one model on every rank: the one rank 0 saves
+        # The bare model: validation needs no gradient sync, and shards may differ by one batch.
+        index, logits = _gather_predictions(
+            ctx, *predict_logits(model, val_loader, p.precision)[:2]
+        )
         labels = val_labels[index]
         probs = sigmoid(logits)
         val_loss = float(
@@ -275,35 +345,42 @@ def run_train(
                 "val_roc_auc": auc,
                 "cxr_fast": __version__,
             }
-            save_model(run_dir, model, meta)
-            atomic_write_json(
-                {"split": "validation", "epoch": epoch, **metrics}, run_dir / METRICS_FILE
-            )
+            if ctx.is_main:
+                save_model(run_dir, model, meta)
+                atomic_write_json(
+                    {"split": "validation", "epoch": epoch, **metrics}, run_dir / METRICS_FILE
+                )
+        rates = gather_objects(ctx, stats.images_per_second)
         entry = {
             "epoch": epoch,
             "train_loss": stats.loss,
             "val_loss": val_loss,
             "val_roc_auc": auc,
             "lr": scheduler.get_last_lr()[0],
-            "train_images_per_s": stats.images_per_second,
+            "train_images_per_s": float(sum(rates)),
+            "processes": ctx.world_size,
             "seconds": stats.seconds,
             "best": improved,
         }
-        with (run_dir / LOG_FILE).open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        save_state(run_dir, progress, model, optimizer, scheduler, scaler)
+        if ctx.is_main:
+            with (run_dir / LOG_FILE).open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            save_state(run_dir, progress, model, optimizer, scheduler, scaler)
+        barrier(ctx)  # a resumed job restarts every rank from the same saved epoch
         log(
             f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val_loss:.4f}, "
             f"val ROC-AUC {auc:.4f}{' (best)' if improved else ''}, "
-            f"{stats.images_per_second:.0f} img/s, {stats.seconds:.0f} s"
+            f"{sum(rates):.0f} img/s, {stats.seconds:.0f} s"
         )
         stopped_early = progress.bad_epochs >= config.patience
         if stopped_early and epoch < config.epochs:
             log(f"early stop: no better validation ROC-AUC in {config.patience} epochs")
 
     threshold = None
+    barrier(ctx)
     if (run_dir / MODEL_FILE).exists():
         threshold = read_json(run_dir / METRICS_FILE)["threshold"]
+    stop(ctx)
     return TrainResult(
         run_dir=run_dir,
         epochs_done=progress.epoch,
@@ -313,6 +390,10 @@ def run_train(
         stopped_early=stopped_early and progress.epoch < config.epochs,
         seconds=time.perf_counter() - started,
     )
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def resume_config(run_dir: Path, epochs: int | None = None) -> TrainConfig:

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from cxr_fast.explain.explainer import Explainer
 from cxr_fast.scoring.score import ScoreConfig, run_score
 from cxr_fast.serve.app import create_app
 from cxr_fast.serve.predictor import Predictor
@@ -16,7 +17,7 @@ from tests.bad_files import write_bad_files
 
 @pytest.fixture(scope="module")
 def predictor(trained_run):
-    return Predictor(trained_run, device="cpu")
+    return Predictor(Explainer(trained_run, device="cpu"))
 
 
 @pytest.fixture(scope="module")

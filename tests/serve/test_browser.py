@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cxr_fast.explain.explainer import Explainer
 from cxr_fast.serve.app import create_app
 from cxr_fast.serve.predictor import Predictor
 
@@ -42,7 +43,7 @@ def server(trained_run):
 
     # The README's screenshot serves the real Kaggle run instead of the small test run.
     run = Path(os.environ.get(RUN_ENV, trained_run))
-    app = create_app(Predictor(run, device="cpu"))
+    app = create_app(Predictor(Explainer(run, device="cpu")))
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

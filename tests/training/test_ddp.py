@@ -1,0 +1,113 @@
+"""torchrun with 2 CPU processes (gloo): DDP training and a coordinated scoring job."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cxr_fast.data.discover import discover
+from cxr_fast.data.loaders import make_loader
+from cxr_fast.inference import predict_logits
+from cxr_fast.precision import resolve_precision
+from cxr_fast.run_folder import load_run
+from cxr_fast.scoring.score import ScoreConfig, run_score
+from cxr_fast.training.config import TrainConfig
+from cxr_fast.training.data import select_train_val
+
+TIMEOUT_S = 420
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", "-m", "cxr_fast", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def ddp_run(synth_small, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    result = _torchrun(
+        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "2",
+        "--image-size", "64", "--batch-size", "16", "--lr", "0.003", "--workers", "0",
+        "--device", "cpu", "--loader", "torch", "--val-fraction", "0.25",
+    )  # fmt: skip
+    return out, result
+
+
+def test_only_rank_0_writes_and_logs(ddp_run):
+    out, result = ddp_run
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "last.pt",
+        "metrics.json",
+        "model.pt",
+        "train_log.jsonl",
+    ]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1, 2]
+    assert all(entry["processes"] == 2 for entry in log)
+    assert result.stdout.count("epoch 1/2:") == 1
+    assert "DDP over 2 processes" in result.stdout
+
+
+def test_validation_auc_equals_single_process_evaluation(ddp_run, synth_small):
+    out, _ = ddp_run
+    saved = json.loads((out / "metrics.json").read_text())
+    config = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
+    val = select_train_val(discover(synth_small), config.val_fraction, config.seed).val
+    model, info = load_run(out)
+    loader = make_loader(val, info.contract, batch_size=64, loader="torch", device="cpu", workers=0)
+    index, logits, labels = predict_logits(
+        model, loader, resolve_precision("fp32", torch.device("cpu"))
+    )
+    assert sorted(index.tolist()) == list(range(len(val)))
+    assert saved["counts"]["n"] == len(val)  # the whole validation set, not one shard
+    assert saved["roc_auc"] == pytest.approx(roc_auc_score(labels, logits), abs=1e-6)
+
+
+def test_two_rank_score_writes_every_file_once_then_success(trained_run, synth_small, tmp_path):
+    out = tmp_path / "preds"
+    _torchrun(
+        "score", str(synth_small), "--model", str(trained_run), "--out", str(out),
+        "--workers", "0", "--device", "cpu",
+    )  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_SUCCESS",
+        "_metrics.json",
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    paths = ds.dataset(str(out), format="parquet").to_table(columns=["path"])["path"].to_pylist()
+    assert sorted(paths) == sorted(r.path for r in discover(synth_small))
+    assert json.loads((out / "_SUCCESS").read_text())["rows"] == len(paths)
+    single = run_score(
+        ScoreConfig(archive=synth_small, model=trained_run, out=tmp_path / "one.parquet",
+                    device="cpu", workers=0)
+    )  # fmt: skip
+    merged = json.loads((out / "_metrics.json").read_text())
+    alone = json.loads(single.metrics_path.read_text())
+    assert merged["roc_auc"] == pytest.approx(alone["roc_auc"], abs=1e-6)
+    assert merged["counts"] == alone["counts"] and merged["parts"] == 2
+    assert np.isclose(merged["accuracy"], alone["accuracy"])
+
+
+def test_resume_under_torchrun(synth_small, tmp_path):
+    out = tmp_path / "run"
+    common = ["--image-size", "48", "--batch-size", "16", "--workers", "0", "--device", "cpu"]
+    _torchrun("train", "--data", str(synth_small), "--out", str(out), "--epochs", "1", *common)
+    resumed = _torchrun("train", "--resume", "--out", str(out), "--epochs", "2")
+    assert "resuming" in resumed.stdout and resumed.stdout.count("epoch 2/2:") == 1
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1, 2]
