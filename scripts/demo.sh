@@ -8,7 +8,7 @@ dir=${1:-.cache/demo}
 cli=".venv/bin/cxr-fast"
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 
-rm -rf "$dir/data" "$dir/run"
+rm -rf "$dir/data" "$dir/run" "$dir/cams"
 run "$cli" data synth "$dir/data" --n 240 --seed 0
 # data check exits 1 when it finds leakage or unreadable files: the demo must show neither.
 run "$cli" data check "$dir/data"
@@ -20,17 +20,21 @@ run "$cli" evaluate "$dir/run" --data "$dir/data/test" --device cpu
 run "$cli" export "$dir/run" --format torchscript
 run "$cli" export "$dir/run" --format pt2
 run "$cli" score "$dir/data/test" --model "$dir/run/export/model.pt2" --out "$dir/preds.parquet" \
-    --overwrite --device cpu
+    --overwrite --device cpu --cam-dir "$dir/cams" --cam-top 3
 printf '\nfirst rows of %s:\n' "$dir/preds.parquet"
 .venv/bin/python - "$dir/preds.parquet" <<'PY'
 import sys
 
 import pyarrow.parquet as pq
 
-rows = pq.read_table(sys.argv[1]).slice(0, 5).to_pylist()
+table = pq.read_table(sys.argv[1])
+rows = table.slice(0, 5).to_pylist()
 print(f"{'path':<48} {'prob':>7} {'pred':<10} {'label':<10} {'status':<6} size")
 for r in rows:
     prob = "-" if r["prob_pneumonia"] is None else f"{r['prob_pneumonia']:.4f}"
     print(f"{r['path'][-48:]:<48} {prob:>7} {r['pred'] or '-':<10} {r['label'] or '-':<10} "
           f"{r['status']:<6} {r['width']}x{r['height']}")
+print("\nGrad-CAM overlays of the most suspicious films (cam_path):")
+for r in sorted(table.to_pylist(), key=lambda r: -(r["prob_pneumonia"] or 0))[:3]:
+    print(f"  {r['prob_pneumonia']:.4f}  {r['cam_path']}")
 PY
