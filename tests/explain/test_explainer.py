@@ -86,3 +86,11 @@ def test_cli_explain(trained_run, kaggle_dir, tmp_path):
     assert "overlays in" in result.output
     bad = CliRunner().invoke(cli, ["explain", str(trained_run), str(folder), "--layer", "nope"])
     assert bad.exit_code != 0 and "no layer 'nope'" in str(bad.exception or bad.output)
+
+
+@pytest.mark.gpu
+def test_cuda_map_matches_the_cpu_one(trained_run, pneumonia_film):
+    on_cpu = Explainer(trained_run, device="cpu").explain_file(pneumonia_film)
+    on_gpu = Explainer(trained_run, device="cuda").explain_file(pneumonia_film)
+    assert on_gpu.prob == pytest.approx(on_cpu.prob, abs=1e-4)
+    assert np.abs(on_gpu.heat - on_cpu.heat).max() < 0.02

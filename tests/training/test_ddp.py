@@ -63,7 +63,20 @@ def test_only_rank_0_writes_and_logs(ddp_run):
 
 
 def test_validation_auc_equals_single_process_evaluation(ddp_run, synth_small):
-    out, _ = ddp_run
+    _check_validation_against_one_process(ddp_run[0], synth_small)
+
+
+def test_dali_readers_shard_under_ddp(synth_small, tmp_path):
+    out = tmp_path / "run"
+    _torchrun(
+        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "1",
+        "--image-size", "64", "--batch-size", "16", "--workers", "1", "--device", "cpu",
+        "--loader", "dali", "--val-fraction", "0.25",
+    )  # fmt: skip
+    _check_validation_against_one_process(out, synth_small)
+
+
+def _check_validation_against_one_process(out: Path, synth_small: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     config = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
     val = select_train_val(discover(synth_small), config.val_fraction, config.seed).val
