@@ -15,12 +15,12 @@ from bench.images import CACHE, DEFAULT_SOURCE, fullres_images
 from bench.report import Row, host_info, markdown, measure, write_results
 from bench.scoring import scoring_rows
 from bench.training import ARCHS, training_rows
+from cxr_fast.choices import SCORE_BATCH_SIZE
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
 from cxr_fast.data.throughput import stream
 from cxr_fast.data.torch_loader import TorchLoader
-from cxr_fast.scoring.score import DEFAULT_BATCH_SIZE
 
 BASELINE = "baseline"
 
@@ -50,7 +50,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--score-batch-size",
         type=int,
-        default=DEFAULT_BATCH_SIZE["cpu"],
+        default=SCORE_BATCH_SIZE["cpu"],
         help="scoring batch, for cxr-fast and the baseline alike (default: cxr-fast score's "
         "CPU default)",
     )

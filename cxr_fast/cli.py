@@ -13,14 +13,17 @@ import click
 from tqdm import tqdm
 
 from cxr_fast import __version__
-from cxr_fast.data.loaders import LOADERS
-from cxr_fast.distributed import context_from_env
-from cxr_fast.explain.gradcam import METHODS
-from cxr_fast.models.registry import ARCHITECTURES
-from cxr_fast.precision import PRECISIONS
-from cxr_fast.scoring.model import BACKENDS
-from cxr_fast.scoring.parquet_out import ROWS_PER_CHUNK
-from cxr_fast.scoring.score import DEFAULT_BATCH_SIZE
+from cxr_fast.choices import (
+    ARCHITECTURES,
+    BACKENDS,
+    CAM_METHODS,
+    EXPORT_FORMATS,
+    EXPORT_PRECISIONS,
+    LOADERS,
+    PRECISIONS,
+    ROWS_PER_CHUNK,
+    SCORE_BATCH_SIZE,
+)
 from cxr_fast.serve.limits import DEFAULT_MAX_UPLOAD_MB
 
 EXISTING = click.Path(exists=True, path_type=Path)
@@ -414,6 +417,8 @@ def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None
     result = run_train(config, resume=resume, log=click.echo)
     if result.best_epoch is None:
         raise UserError("training finished without a validation result")
+    from cxr_fast.distributed import context_from_env
+
     if context_from_env().is_main:
         click.echo(
             f"done in {result.seconds:.0f} s: {result.epochs_done} epochs"
@@ -497,14 +502,14 @@ def evaluate(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["torchscript", "pt2", "tensorrt"]),
+    type=click.Choice(EXPORT_FORMATS),
     required=True,
     help="torchscript: traced and frozen; pt2: torch.export program with a dynamic "
     "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra).",
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(EXPORT_PRECISIONS),
     default=None,
     help="fp32; fp16 (CUDA); int8 (CPU, TorchScript: post-training quantisation "
     "calibrated on training images).  [default: fp16 for tensorrt, else fp32]",
@@ -568,7 +573,7 @@ def export(run, fmt, precision, batch_size, out, data, device) -> None:
 )
 @click.option(
     "--method",
-    type=click.Choice(METHODS),
+    type=click.Choice(CAM_METHODS),
     default="gradcam",
     show_default=True,
     help="gradcam++ weighs gradients per location; sharper when one region dominates.",
@@ -633,7 +638,7 @@ def explain(run, images, out, layer, method, device) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Images per model batch.  [default: "
-    + ", ".join(f"{n} on {kind}" for kind, n in DEFAULT_BATCH_SIZE.items())
+    + ", ".join(f"{n} on {kind}" for kind, n in SCORE_BATCH_SIZE.items())
     + "]",
 )
 @LOADER_OPTION
@@ -739,7 +744,11 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> No
 )
 @click.option("--layer", default=None, help="Grad-CAM target layer (as for `explain`).")
 @click.option(
-    "--method", type=click.Choice(METHODS), default="gradcam", show_default=True, help="Grad-CAM."
+    "--method",
+    type=click.Choice(CAM_METHODS),
+    default="gradcam",
+    show_default=True,
+    help="Grad-CAM.",
 )
 @DEVICE_OPTION
 def serve(run, host, port, max_upload_mb, layer, method, device) -> None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "amp-bf16", "amp-fp16")
+from cxr_fast.choices import PRECISIONS
+
 _DTYPES = {"amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}
 
 

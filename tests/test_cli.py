@@ -96,3 +96,18 @@ def test_check_exits_1_on_unreadable_files(tmp_path, kaggle_dir):
     result = CliRunner().invoke(cli, ["data", "check", str(tmp_path)])
     assert result.exit_code == 1
     assert "unreadable: 1 of 1" in result.output
+
+
+def test_help_does_not_load_pytorch():
+    """`cxr-fast --help` answers at once: the CLI module imports no torch, DALI or Flask."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cxr_fast.cli; "
+        "print(sorted({'torch', 'nvidia.dali', 'flask', 'torchvision'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from cxr_fast.choices import LOADERS
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.dali_pipeline import DALI_EXTENSIONS, DaliLoader, dali_available
@@ -14,7 +15,6 @@ from cxr_fast.data.discover import Record
 from cxr_fast.data.torch_loader import TorchLoader
 from cxr_fast.device import resolve_device
 
-LOADERS = ("auto", "dali", "torch")
 # Chosen by measurement (`make bench`, docs/benchmarks.md): on a CPU host the PIL path with JPEG
 # draft decoding beats DALI-CPU on full-resolution films, because DALI decodes every pixel.
 DEFAULT_CPU_LOADER = "torch"

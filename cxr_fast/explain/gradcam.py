@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("gradcam", "gradcam++")
+from cxr_fast.choices import CAM_METHODS
+
 _EPS = 1e-7
 
 
@@ -54,8 +55,8 @@ def _weights(acts: torch.Tensor, grads: torch.Tensor, method: str) -> torch.Tens
 def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, method: str = "gradcam") -> CamResult:
     """Heat maps of ``layer`` for a batch ``x`` [N,1,S,S] (already preprocessed). Each map
     explains the predicted class: the logit itself when it is positive, its negative otherwise."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS)}")
     module = find_layer(model, layer)
     captured: dict[str, torch.Tensor] = {}
 

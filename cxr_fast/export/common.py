@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMATS = ("torchscript", "pt2", "tensorrt")
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+from cxr_fast.choices import EXPORT_FORMATS
+from cxr_fast.choices import EXPORT_PRECISIONS as EXPORT_PRECISIONS  # re-exported
+
+FORMATS = EXPORT_FORMATS
 # What ``precision=None`` means per format: TensorRT exists to run fast on a GPU, and fp16 is
 # where its speed is; the portable formats stay fp32, within 1e-4 of eager, by default.
 DEFAULT_PRECISION = {"torchscript": "fp32", "pt2": "fp32", "tensorrt": "fp16"}

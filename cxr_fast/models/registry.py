@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torchvision
 from torch import nn
 
+from cxr_fast.choices import ARCHITECTURES
 from cxr_fast.models.cnn import PneumoniaCNN
 from cxr_fast.models.pretrained import (
     grey_first_conv,
@@ -55,7 +56,8 @@ _TORCHVISION = {
         "features",
     ),
 }
-ARCHITECTURES: tuple[str, ...] = ("cnn", *_TORCHVISION)
+if set(ARCHITECTURES) != {"cnn", *_TORCHVISION}:  # the names users type, and what builds them
+    raise ImportError("cxr_fast.choices.ARCHITECTURES and the registry disagree")
 # The cnn's last block is features.6 (conv, BN, ReLU, pool); its ReLU, before the pooling,
 # gives 14x14 maps at 224 px (twice resnet's layer4) and 4x4 rather than 2x2 at 64 px.
 _CNN_CAM_LAYER = "features.6.2"

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import torch
 
+from cxr_fast.choices import BACKENDS
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
-
-BACKENDS = ("auto", "eager", "torchscript", "pt2", "tensorrt")
 
 
 @dataclass(frozen=True)

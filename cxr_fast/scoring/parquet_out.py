@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cxr_fast.choices import ROWS_PER_CHUNK
+
 SCHEMA = pa.schema(
     [
         pa.field("path", pa.string(), nullable=False),
@@ -36,7 +38,6 @@ SCHEMA = pa.schema(
 CAM_FIELD = pa.field("cam_path", pa.string())
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
-ROWS_PER_CHUNK = 8192
 
 
 def staging_dir(out: Path) -> Path:

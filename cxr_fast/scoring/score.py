@@ -16,6 +16,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
+from cxr_fast.choices import SCORE_BATCH_SIZE
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import dali_can_read, resolve_loader
 from cxr_fast.data.shard import shard_range
@@ -45,10 +46,6 @@ SUCCESS_FILE = "_SUCCESS"
 JOB_METRICS = "_metrics.json"
 METRIC_COLUMNS = ["prob_pneumonia", "label", "status"]
 SCORING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow")
-# Images per model batch when --batch-size is not given. On the CPU small batches stay in cache:
-# the cnn ran 1,116 (int8) and 355 (TorchScript fp32) images/s at 16 against 846 and 216 at 64,
-# and workers hand over their first batch sooner (docs/benchmarks.md). GPUs want big batches.
-DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 64}
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class ScoreConfig:
     model: Path
     out: Path
     backend: str = "auto"
-    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE for the device
+    batch_size: int | None = None  # None: SCORE_BATCH_SIZE for the device
     loader: str = "auto"
     device: str = "auto"
     workers: int = 2
@@ -179,7 +176,7 @@ def _write_cams(
 
 def batch_size_for(config: ScoreConfig, device: torch.device) -> int:
     """``--batch-size``, else the device's default."""
-    return config.batch_size or DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cuda"])
+    return config.batch_size or SCORE_BATCH_SIZE.get(device.type, SCORE_BATCH_SIZE["cuda"])
 
 
 def model_threads(

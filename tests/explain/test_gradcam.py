@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from cxr_fast.explain.gradcam import METHODS, find_layer, grad_cam
+from cxr_fast.choices import CAM_METHODS
+from cxr_fast.explain.gradcam import find_layer, grad_cam
 from cxr_fast.models.registry import ARCHITECTURES, build_model, default_cam_layer
 
 
@@ -21,7 +22,7 @@ class _BrightIsPneumonia(nn.Module):
         return self.features(x).mean(dim=(1, 2, 3)).unsqueeze(1) - 0.01
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CAM_METHODS)
 def test_map_peaks_where_the_evidence_is(method):
     x = torch.zeros(2, 1, 32, 32)
     x[0, 0, 4:12, 20:28] = 1.0  # a bright patch top right

@@ -1,0 +1,23 @@
+"""The names and defaults users type on the command line, each defined once.
+
+The modules that implement them import them from here. This module imports nothing heavy on
+purpose: `cxr-fast --help` (and every option check) must not wait for PyTorch to load.
+"""
+
+from __future__ import annotations
+
+LOADERS = ("auto", "dali", "torch")
+ARCHITECTURES = ("cnn", "resnet18", "resnet50", "efficientnet_b0", "densenet121")
+PRECISIONS = ("auto", "fp32", "amp-bf16", "amp-fp16")
+EXPORT_FORMATS = ("torchscript", "pt2", "tensorrt")
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "eager", *EXPORT_FORMATS)
+CAM_METHODS = ("gradcam", "gradcam++")
+
+# Images per model batch when `score --batch-size` is not given. On the CPU small batches stay
+# in cache: the cnn ran 1,116 (int8) and 355 (TorchScript fp32) images/s at 16 against 846 and
+# 216 at 64, and workers hand over their first batch sooner (docs/benchmarks.md). GPUs want
+# big batches.
+SCORE_BATCH_SIZE = {"cpu": 16, "cuda": 64}
+# Prediction rows per staged Parquet chunk: what `score --resume` can keep after a kill.
+ROWS_PER_CHUNK = 8192
