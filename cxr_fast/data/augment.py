@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 # Both backends use DALI's brightness_contrast formula with the contrast centred on mid-grey.
 CONTRAST_CENTER = 128.0
@@ -41,6 +39,9 @@ def brightness_contrast(image: torch.Tensor, brightness: float, contrast: float)
 
 def augment_image(image: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     """Randomly transform one uint8 [1,H,W] image (torch fallback path)."""
+    # Imported here: only training needs torchvision's transforms, and the import costs ~1 s.
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
 
     def uniform(spread: float) -> float:
         return float((torch.rand((), generator=generator) * 2 - 1) * spread)

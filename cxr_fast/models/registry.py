@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import torchvision
 from torch import nn
 
 from cxr_fast.choices import ARCHITECTURES
@@ -19,38 +17,40 @@ from cxr_fast.models.pretrained import (
 
 @dataclass(frozen=True)
 class _Torchvision:
-    build: Callable[..., nn.Module]
-    weights_url: str
+    # Names, resolved in torchvision.models only when a model is built: importing torchvision
+    # costs about a second, which commands on the cnn need not pay.
+    builder: str  # e.g. "resnet18"
+    weights: str  # the ImageNet weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
     first_conv: str  # dotted path of the RGB stem convolution
     head: str  # dotted path of the final Linear layer
     cam_layer: str  # the last convolutional block: Grad-CAM's default target
 
+    def build(self) -> nn.Module:
+        import torchvision.models
+
+        return getattr(torchvision.models, self.builder)()
+
+    @property
+    def weights_url(self) -> str:
+        import torchvision.models
+
+        enum, member = self.weights.split(".")
+        return getattr(getattr(torchvision.models, enum), member).url
+
 
 _TORCHVISION = {
-    "resnet18": _Torchvision(
-        torchvision.models.resnet18,
-        torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url,
-        "conv1",
-        "fc",
-        "layer4",
-    ),
-    "resnet50": _Torchvision(
-        torchvision.models.resnet50,
-        torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url,
-        "conv1",
-        "fc",
-        "layer4",
-    ),
+    "resnet18": _Torchvision("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "conv1", "fc", "layer4"),
+    "resnet50": _Torchvision("resnet50", "ResNet50_Weights.IMAGENET1K_V2", "conv1", "fc", "layer4"),
     "efficientnet_b0": _Torchvision(
-        torchvision.models.efficientnet_b0,
-        torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.url,
+        "efficientnet_b0",
+        "EfficientNet_B0_Weights.IMAGENET1K_V1",
         "features.0.0",
         "classifier.1",
         "features",
     ),
     "densenet121": _Torchvision(
-        torchvision.models.densenet121,
-        torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url,
+        "densenet121",
+        "DenseNet121_Weights.IMAGENET1K_V1",
         "features.conv0",
         "classifier",
         "features",
