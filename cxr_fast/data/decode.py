@@ -141,11 +141,6 @@ def open_gray(
     return gray, original
 
 
-def _resized(gray: Image.Image, contract: PreprocessContract) -> np.ndarray:
-    size = contract.image_size
-    return np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation]), np.uint8)
-
-
 def _model_pixels(
     source: str | BinaryIO, contract: PreprocessContract, dicom: bool, max_pixels: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
@@ -159,9 +154,14 @@ def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tupl
     """Decode ``path`` to a uint8 [S,S] array per the contract; also return the original
     (width, height). Raises :class:`ImageReadError` for anything that is not a readable image."""
     try:
-        return _model_pixels(path, contract, os.path.splitext(path)[1].lower() == DICOM_EXTENSION)
+        return _model_pixels(path, contract, _is_dicom_path(path))
     except Exception as exc:  # any decoder failure is this file's error, not ours
         raise ImageReadError(path, _reason(path, exc)) from exc
+
+
+def _is_dicom_path(path: str) -> bool:
+    """Files on disk are told apart by extension (an archive's DICOMs are named .dcm)."""
+    return os.path.splitext(path)[1].lower() == DICOM_EXTENSION
 
 
 def is_dicom_bytes(data: bytes) -> bool:
@@ -188,8 +188,7 @@ def display_gray(source: str | bytes, max_side: int) -> Image.Image:
     if isinstance(source, bytes):
         gray, _ = open_gray(io.BytesIO(source), dicom=is_dicom_bytes(source), draft=max_side)
     else:
-        dicom = os.path.splitext(source)[1].lower() == DICOM_EXTENSION
-        gray, _ = open_gray(source, dicom=dicom, draft=max_side)
+        gray, _ = open_gray(source, dicom=_is_dicom_path(source), draft=max_side)
     gray.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return gray
 
@@ -201,7 +200,7 @@ def probe(path: str) -> tuple[int, int]:
     truncated or corrupt file fails here as it would in a loader.
     """
     try:
-        if os.path.splitext(path)[1].lower() == DICOM_EXTENSION:
+        if _is_dicom_path(path):
             return _dicom_gray(path).size
         with Image.open(path) as image:
             original = image.size

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cxr_fast.data.batch import stack_gray
-from cxr_fast.data.decode import ImageReadError, display_gray, read_gray, read_gray_bytes
+from cxr_fast.data.decode import ImageReadError, display_gray, read_gray
 from cxr_fast.device import resolve_device
 from cxr_fast.explain.gradcam import find_layer, grad_cam
 from cxr_fast.explain.overlay import blend, caption_lines, compose
@@ -62,7 +62,6 @@ class Explainer:
         self.model, self.info = load_run(run, self.device)
         self.layer = layer or default_cam_layer(self.info.arch)
         self.method = method
-        self.run = run
         find_layer(self.model, self.layer)  # a wrong --layer fails now, not per image
 
     @property
@@ -75,7 +74,12 @@ class Explainer:
         result = grad_cam(self.model, x, self.layer, self.method)
         return sigmoid(result.logits.cpu().numpy()), result.heat.cpu().numpy()
 
-    def _explain(self, pixels: np.ndarray, size, display: Image.Image, name: str) -> Explanation:
+    def explain_pixels(
+        self, pixels: np.ndarray, size: tuple[int, int], display: Image.Image, name: str
+    ) -> Explanation:
+        """Explain one image already decoded per the contract (``pixels``, from
+        :func:`read_gray` or :func:`read_gray_bytes`); ``size`` is its original (width, height),
+        ``display`` the picture for people, ``name`` what the caption calls it."""
         probs, heats = self.heat_maps([pixels])
         prob = float(probs[0])
         pred = verdict(prob, self.threshold)
@@ -97,14 +101,7 @@ class Explainer:
     def explain_file(self, path: str) -> Explanation:
         """Explain one image file; :class:`ImageReadError` when it cannot be read."""
         pixels, size = read_gray(path, self.info.contract)
-        return self._explain(pixels, size, display_gray(path, DISPLAY_SIDE), Path(path).name)
-
-    def explain_bytes(
-        self, data: bytes, name: str = "upload", max_pixels: int | None = None
-    ) -> Explanation:
-        """Explain an in-memory file (format sniffed from its content)."""
-        pixels, size = read_gray_bytes(data, self.info.contract, name, max_pixels)
-        return self._explain(pixels, size, display_gray(data, DISPLAY_SIDE), name)
+        return self.explain_pixels(pixels, size, display_gray(path, DISPLAY_SIDE), Path(path).name)
 
 
 def overlay_name(path: str) -> str:

@@ -319,7 +319,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     cam_paths = None
     if cam_run is not None and config.cam_dir is not None:
         cam_paths = _write_cams(cam_run, writer.top_k(config.cam_top), config.cam_dir, device)
-    rows = writer.finish(cam_paths)
+    writer.finish(cam_paths)
 
     # Counts and metrics from the published file (resumed rows included).
     rows, ok, metrics = counts_and_metrics(pq.read_table(out, columns=METRIC_COLUMNS), model)

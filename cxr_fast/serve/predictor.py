@@ -10,8 +10,8 @@ import threading
 from PIL import Image
 
 from cxr_fast.data.batch import stack_gray
-from cxr_fast.data.decode import read_gray_bytes
-from cxr_fast.explain.explainer import Explainer
+from cxr_fast.data.decode import display_gray, read_gray_bytes
+from cxr_fast.explain.explainer import DISPLAY_SIDE, Explainer
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.run_folder import METRICS_FILE, read_json
@@ -63,19 +63,23 @@ class Predictor:
     def predict(self, data: bytes, name: str = "upload", cam: bool = False) -> dict:
         """The JSON answer for one uploaded file; raises ImageReadError for unreadable input."""
         contract = self.scoring.contract
-        pixels, (width, height) = read_gray_bytes(data, contract, name, self.max_pixels)
+        pixels, size = read_gray_bytes(data, contract, name, self.max_pixels)
+        # Grad-CAM reuses the model's pixels; only the picture for people is decoded anew.
+        display = display_gray(data, DISPLAY_SIDE) if cam else None
+        explanation = None
         with self._lock:
             # The same preprocessing, batch layout and forward as `cxr-fast score`.
             logits = self.scoring.logits(stack_gray([pixels], contract)).cpu().numpy()
-            explanation = self.explainer.explain_bytes(data, name, self.max_pixels) if cam else None
+            if display is not None:
+                explanation = self.explainer.explain_pixels(pixels, size, display, name)
         prob = float(sigmoid(logits)[0])
         answer = {
             "prob_pneumonia": prob,
             "pred": verdict(prob, self.scoring.threshold),
             "threshold": self.scoring.threshold,
             "model": self.model_id,
-            "width": width,
-            "height": height,
+            "width": size[0],
+            "height": size[1],
         }
         if explanation is not None:
             answer["cam_png"] = png_base64(explanation.overlay)

@@ -192,8 +192,6 @@ def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext, device: torch
     from torch.nn.parallel import DistributedDataParallel
 
     if config.sync_bn:
-        if device.type != "cuda":
-            raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
@@ -214,6 +212,9 @@ def run_train(
     ctx = ctx or context_from_env()
     run_dir = Path(config.out)
     p = plan(config, ctx)
+    if config.sync_bn and ctx.enabled and p.device.type != "cuda":
+        # Checked before anything is written: PyTorch's SyncBatchNorm does not run on CPUs.
+        raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
     start(ctx, p.device)
     if not resume and ((run_dir / MODEL_FILE).exists() or (run_dir / LAST_FILE).exists()):
         raise ValueError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
