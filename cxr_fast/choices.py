@@ -13,6 +13,24 @@ EXPORT_FORMATS = ("torchscript", "pt2", "tensorrt")
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "eager", *EXPORT_FORMATS)
 CAM_METHODS = ("gradcam", "gradcam++")
+THRESHOLD_POLICIES = ("margin", "youden")
+# "per-image": after scaling, every image is standardised to zero mean and unit variance over its
+# own pixels, so exposure, contrast and the scanner's grey curve stop being cues.
+NORMALIZATIONS = ("none", "per-image")
+
+
+class RecipeDefaults:
+    """Defaults of the training recipe, chosen by the measurements in docs/results.md (the
+    CLI's defaults and TrainConfig's are these)."""
+
+    ema_decay = 0.0
+    label_smoothing = 0.0
+    mixup = 0.0
+    normalize = "none"
+    threshold_policy = "margin"
+    aug_strength = 1.0
+    folds = 1
+
 
 # Images per model batch when `score --batch-size` is not given. On the CPU small batches stay
 # in cache: the cnn ran 1,116 (int8) and 355 (TorchScript fp32) images/s at 16 against 846 and

@@ -20,9 +20,12 @@ from cxr_fast.choices import (
     EXPORT_FORMATS,
     EXPORT_PRECISIONS,
     LOADERS,
+    NORMALIZATIONS,
     PRECISIONS,
     ROWS_PER_CHUNK,
     SCORE_BATCH_SIZE,
+    THRESHOLD_POLICIES,
+    RecipeDefaults,
 )
 from cxr_fast.serve.limits import DEFAULT_MAX_UPLOAD_MB
 
@@ -375,6 +378,60 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     help="Also flip horizontally (off: the heart is on the left).",
 )
 @click.option(
+    "--aug-strength",
+    type=click.FloatRange(min=0),
+    default=RecipeDefaults.aug_strength,
+    show_default=True,
+    help="Multiply every augmentation range (rotation, zoom, shift, brightness, contrast).",
+)
+@click.option(
+    "--ema-decay",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=RecipeDefaults.ema_decay,
+    show_default=True,
+    help="Exponential moving average of the weights, validated and saved instead of the raw "
+    "weights (0: off).",
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=RecipeDefaults.label_smoothing,
+    show_default=True,
+    help="Pull the 0/1 targets towards 0.5 by this fraction.",
+)
+@click.option(
+    "--mixup",
+    type=click.FloatRange(min=0),
+    default=RecipeDefaults.mixup,
+    show_default=True,
+    help="Mixup Beta(a, a) concentration (0: off).",
+)
+@click.option(
+    "--normalize",
+    type=click.Choice(NORMALIZATIONS),
+    default=RecipeDefaults.normalize,
+    show_default=True,
+    help="per-image: standardise every image by its own mean and standard deviation (part "
+    "of the preprocessing contract, so scoring does the same).",
+)
+@click.option(
+    "--threshold-policy",
+    type=click.Choice(THRESHOLD_POLICIES),
+    default=RecipeDefaults.threshold_policy,
+    show_default=True,
+    help="margin: the middle (in logit space) of the thresholds whose Youden J is within one "
+    "standard error of the best; youden: the sharpest maximum.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=1),
+    default=RecipeDefaults.folds,
+    show_default=True,
+    help="K > 1: train K members on patient-level folds into one ensemble run (mean of "
+    "logits), with out-of-fold predictions for every training image and the threshold chosen "
+    "on them.",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue the run in --out from its last finished epoch, with its saved configuration.",
@@ -384,8 +441,18 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     is_flag=True,
     help="Under torchrun on GPUs: SyncBatchNorm (batch statistics over all processes).",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A best.json from `cxr-fast tune`: its values replace the defaults of the options it "
+    "names (options given on the command line still win).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
-def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None:
+def train(
+    data, out, epochs, resume, dry_run, augment, hflip, aug_strength, config_file, **options
+) -> None:
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
     The folder gets model.pt (best validation ROC-AUC, with its preprocessing contract and
@@ -399,6 +466,8 @@ def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None
     from cxr_fast.training.config import TrainConfig
     from cxr_fast.training.trainer import plan, resume_config, run_train
 
+    if config_file is not None:
+        epochs, aug_strength = _apply_best(config_file, options, epochs, aug_strength)
     if resume:
         config = resume_config(out, epochs)
     else:
@@ -408,24 +477,165 @@ def train(data, out, epochs, resume, dry_run, augment, hflip, **options) -> None
             data=str(data),
             out=str(out),
             epochs=epochs or 10,
-            augment=Augment(hflip=hflip) if augment else None,
+            augment=Augment(hflip=hflip).scaled(aug_strength) if augment else None,
             **options,
         )
     if dry_run:
         click.echo(json.dumps(plan(config).describe(), indent=2))
         return
-    result = run_train(config, resume=resume, log=click.echo)
+    if config.folds > 1:
+        from cxr_fast.training.folds import run_train_folds
+
+        result = run_train_folds(config, resume=resume, log=click.echo)
+    else:
+        result = run_train(config, resume=resume, log=click.echo)
     if result.best_epoch is None:
         raise UserError("training finished without a validation result")
     from cxr_fast.distributed import context_from_env
 
     if context_from_env().is_main:
+        what = "out-of-fold" if config.folds > 1 else "validation"
         click.echo(
             f"done in {result.seconds:.0f} s: {result.epochs_done} epochs"
             f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
-            f"with validation ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
+            f"with {what} ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
             f"run folder: {result.run_dir}"
         )
+
+
+def _apply_best(path: Path, options: dict, epochs, aug_strength):
+    """Fill the train options still at their defaults from a tune best.json."""
+    from click.core import ParameterSource
+
+    from cxr_fast.tune import read_best
+
+    ctx = click.get_current_context()
+    best = read_best(path)
+    for name, value in best.items():
+        if ctx.get_parameter_source(name) != ParameterSource.DEFAULT:
+            continue
+        if name == "epochs":
+            epochs = value
+        elif name == "aug_strength":
+            aug_strength = value
+        else:
+            options[name] = value
+    return epochs, aug_strength
+
+
+@cli.command("tune")
+@click.option("--data", type=EXISTING, required=True, help="Dataset folder (Kaggle layout).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("tune"),
+    show_default=True,
+    help="Folder for the study database, the trial runs, best.json and the plots.",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Trials to run in this invocation (the study keeps earlier ones).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Stop starting trials after this many seconds.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="K > 1: judge each trial by K-fold patient-level cross-validation.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Epochs per trial (per member with --folds).",
+)
+@click.option(
+    "--arch",
+    "archs",
+    type=click.Choice(ARCHITECTURES),
+    multiple=True,
+    default=("cnn",),
+    show_default=True,
+    help="Architectures to search (repeat the option for several).",
+)
+@click.option(
+    "--image-size",
+    "image_sizes",
+    type=click.IntRange(min=32, max=4096),
+    multiple=True,
+    default=(128, 160, 224),
+    show_default=True,
+    help="Input sizes to search (repeat the option for several).",
+)
+@click.option(
+    "--storage",
+    default=None,
+    help="Optuna storage URL.  [default: sqlite:///OUT/tune.db] Point several machines at "
+    "one PostgreSQL/MySQL URL to tune one study together.",
+)
+@click.option("--study-name", default="cxr-fast", show_default=True, help="Study in the storage.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and split seed.")
+@DEVICE_OPTION
+@workers_option(minimum=0)
+def tune(
+    data,
+    out,
+    trials,
+    timeout,
+    folds,
+    epochs,
+    archs,
+    image_sizes,
+    storage,
+    study_name,
+    seed,
+    device,
+    workers,
+) -> None:
+    """Search learning rate, weight decay, batch size, augmentation strength, mixup, EMA,
+    label smoothing, architecture and image size with Optuna (TPE sampler, median pruner on
+    the per-epoch validation ROC-AUC).
+
+    Running it again continues the study. Writes OUT/best.json (use it with
+    `cxr-fast train --config OUT/best.json`), OUT/history.png and OUT/importance.png.
+    """
+    from cxr_fast.tune import TuneConfig, run_tune
+
+    result = run_tune(
+        TuneConfig(
+            data=str(data),
+            out=str(out),
+            trials=trials,
+            timeout=timeout,
+            folds=folds,
+            epochs=epochs,
+            archs=archs,
+            image_sizes=image_sizes,
+            storage=storage,
+            study_name=study_name,
+            seed=seed,
+            workers=workers,
+            device=device,
+        ),
+        log=click.echo,
+    )
+    click.echo(
+        f"best ROC-AUC {result.best_value:.4f} after {result.trials} trials: "
+        + json.dumps(result.best_params)
+    )
+    click.echo(f"best options: {result.best_file}  (cxr-fast train --config {result.best_file})")
+    for path in result.plots:
+        click.echo(f"plot: {path}")
 
 
 @cli.command("evaluate")
@@ -473,7 +683,7 @@ def evaluate(
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
     intervals, plus ROC, PR, calibration and confusion-matrix plots."""
     from cxr_fast.evaluate import run_evaluate
-    from cxr_fast.metrics import format_metrics
+    from cxr_fast.metrics import describe_threshold, format_metrics
 
     with _bar(0, "evaluate") as bar:
         result = run_evaluate(
@@ -492,9 +702,74 @@ def evaluate(
         click.echo(json.dumps(result.metrics, indent=2))
         return
     click.echo(format_metrics(result.metrics))
+    click.echo(describe_threshold(result.metrics))
     click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
     for path in result.plots.values():
         click.echo(f"plot:    {path}")
+
+
+@cli.command("calibrate")
+@click.argument("run", type=EXISTING)
+@click.option(
+    "--data",
+    type=EXISTING,
+    required=True,
+    help="The site's labelled sample (NORMAL/ and PNEUMONIA/ inside, at least 50 images).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="New run folder: the same weights with the fitted temperature and threshold.",
+)
+@click.option(
+    "--target-sensitivity",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Choose the threshold that keeps the sample's sensitivity at this level.",
+)
+@click.option(
+    "--threshold-policy",
+    type=click.Choice(THRESHOLD_POLICIES),
+    default=None,
+    help="Threshold policy on the sample.  [default: the run's]",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing calibrated run in --out.")
+@DEVICE_OPTION
+@workers_option(minimum=0)
+def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, device, workers):
+    """Calibrate RUN for a deployment site: fit the temperature (so probabilities mean what
+    they say there) and the decision threshold on a small labelled sample from that site.
+
+    Writes a new run folder that every stage takes like the original; its metrics.json holds
+    the sample's metrics before and after, with 95% bootstrap intervals. The numbers after are
+    in-sample (the threshold was fitted on these images): confirm them on other films.
+    """
+    from cxr_fast.calibrate import run_calibrate
+    from cxr_fast.metrics import format_metrics
+
+    result = run_calibrate(
+        run,
+        data,
+        out,
+        target_sensitivity=target_sensitivity,
+        policy=threshold_policy,
+        device=device,
+        workers=workers,
+        overwrite=overwrite,
+    )
+    click.echo(f"site sample: {result.n} images under {data}")
+    click.echo(
+        f"temperature {result.temperature:.3f}, threshold {result.before['threshold']:.4f}"
+        f" -> {result.threshold:.4f}"
+    )
+    for name, metrics in (
+        ("before (the run as trained)", result.before),
+        ("after (fitted on this sample)", result.after),
+    ):
+        click.echo(f"\n{name}:")
+        click.echo(format_metrics(metrics))
+    click.echo(f"\ncalibrated run: {result.out}")
 
 
 @cli.command("export")

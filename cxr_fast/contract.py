@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from cxr_fast.choices import NORMALIZATIONS
+
 CONTRACT_VERSION = 1
 INTERPOLATIONS = ("linear", "cubic", "nearest")
+# Added to the per-image variance (of [0, 1] pixels) before the square root: a blank image stays
+# finite. DALI's fn.normalize takes the same epsilon.
+PER_IMAGE_EPSILON = 1e-4
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,9 @@ class PreprocessContract:
 
     Pixels are decoded to one grey channel (ITU-R 601 luma, the weights both DALI and PIL use),
     resized to ``image_size`` x ``image_size`` (stretched, as the Kaggle-trained models expect),
-    divided by 255 so they lie in [0, 1], then optionally standardised with ``mean``/``std``.
+    divided by 255 so they lie in [0, 1], then optionally standardised with ``mean``/``std``
+    (one pair for every image) and then, with ``normalize="per-image"``, by each image's own mean
+    and standard deviation.
     """
 
     image_size: int = 224
@@ -29,6 +36,7 @@ class PreprocessContract:
     scale: float = 1.0 / 255.0
     mean: float | None = None
     std: float | None = None
+    normalize: str = "none"
 
     def __post_init__(self) -> None:
         if not 8 <= self.image_size <= 4096:
@@ -39,6 +47,10 @@ class PreprocessContract:
             raise ValueError(
                 f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
                 f"got {self.interpolation!r}"
+            )
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}"
             )
         if (self.mean is None) != (self.std is None):
             raise ValueError("mean and std must be given together")
@@ -54,6 +66,11 @@ class PreprocessContract:
     def divisor(self) -> float:
         """Value divided by after the shift (1 without standardisation)."""
         return 1.0 if self.std is None else self.std
+
+    @property
+    def affine(self) -> tuple[float, float]:
+        """(a, b) with ``input = a * uint8 + b`` before any per-image standardisation."""
+        return self.scale / self.divisor, -self.shift / self.divisor
 
     def to_dict(self) -> dict:
         """Plain JSON-safe dict, with a version key."""

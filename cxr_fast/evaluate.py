@@ -83,6 +83,9 @@ def run_evaluate(
         "run": str(run_dir),
         "data": str(data),
         "threshold_source": "run" if threshold is None else "--threshold",
+        "threshold_choice": info.meta.get("threshold_choice") if threshold is None else None,
+        "members": info.members,
+        "temperature": info.temperature,
         **binary_metrics(labels, probs, chosen, bootstrap=bootstrap),
     }
     out_dir = out or default_out_dir(run_dir, data)

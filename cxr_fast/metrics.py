@@ -22,9 +22,13 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from cxr_fast.choices import THRESHOLD_POLICIES
 from cxr_fast.labels import CLASS_NAMES
 
 YOUDEN = "youden"
+MARGIN = "margin"
+# The smallest J tolerance of the margin policy: below it the plateau is a single point anyway.
+MIN_MARGIN_TOLERANCE = 0.01
 
 # Upper bound on the elements of one bootstrap block (resamples x samples), so that a large
 # evaluation set does not allocate bootstrap * n integers at once.
@@ -65,38 +69,119 @@ def _check_inputs(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     return y_float.astype(np.int64), p
 
 
-def choose_threshold(
-    labels: np.ndarray, probs: np.ndarray, *, target_sensitivity: float | None = None
-) -> float:
-    """Decision threshold chosen on validation data, a float in [0, 1].
-
-    Default: maximise Youden's J (sensitivity + specificity - 1) over the ROC curve's thresholds;
-    ties go to the highest threshold. With ``target_sensitivity`` (0 < t <= 1): the highest
-    threshold whose sensitivity is >= the target, so missed pneumonia stays rare.
-    """
-    if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
-        raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
-    y, p = _check_inputs(labels, probs)
+def _roc_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, true positives, false positives) at every distinct score, highest first."""
+    # drop_intermediate=False: a dropped point can be the highest threshold reaching a target.
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("choose_threshold needs both classes in labels, got only one")
-
-    # drop_intermediate=False: a dropped point can be the highest threshold reaching the target.
-    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     # Back to integer counts so ties in J, and the target comparison, are exact, not float noise.
-    tps = np.rint(tpr * n_pos).astype(np.int64)
-    fps = np.rint(fpr * n_neg).astype(np.int64)
+    return thresholds, np.rint(tpr * n_pos).astype(np.int64), np.rint(fpr * n_neg).astype(np.int64)
 
-    if target_sensitivity is None:
-        j_scaled = tps * n_neg - fps * n_pos  # J * n_pos * n_neg
-        best = int(np.argmax(j_scaled))  # thresholds decrease: first max is the highest one
-    else:
+
+def _checked_classes(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    y, p = _check_inputs(labels, probs)
+    if y.sum() == 0 or y.sum() == y.size:
+        raise ValueError("choose_threshold needs both classes in labels, got only one")
+    return y, p
+
+
+def _in_range(threshold: float) -> float:
+    # roc_curve's first threshold is +inf (nothing positive); 1.0 is the closest in-range value.
+    return float(min(threshold, 1.0))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return math.log(p / (1 - p))
+
+
+def youden_tolerance(sensitivity: float, specificity: float, n_pos: int, n_neg: int) -> float:
+    """One binomial standard error of Youden's J at (sensitivity, specificity), at least
+    :data:`MIN_MARGIN_TOLERANCE`: thresholds whose J lies within it of the best are
+    indistinguishable from the best on this sample."""
+    se = math.sqrt(
+        sensitivity * (1 - sensitivity) / n_pos + specificity * (1 - specificity) / n_neg
+    )
+    return max(MIN_MARGIN_TOLERANCE, se)
+
+
+def threshold_choice(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    policy: str = MARGIN,
+    target_sensitivity: float | None = None,
+) -> dict[str, Any]:
+    """The decision threshold and how it was chosen, as JSON-safe data.
+
+    Policies (positive when ``prob >= threshold``):
+
+    - ``youden``: the highest threshold maximising J = sensitivity + specificity - 1.
+    - ``margin`` (the default): every threshold whose J is within one standard error (at least
+      0.01) of the maximum is as good as the best on this sample; the contiguous interval of such
+      thresholds around the best one is taken and its middle *in logit space* returned. On a
+      near-perfect validation ROC the J curve is flat over a wide range and its sharpest point
+      is decided by a handful of images; the middle keeps a margin on both sides, so a shifted
+      score distribution at a new site moves fewer films across it.
+    - with ``target_sensitivity`` (0 < t <= 1): the highest threshold whose sensitivity is >= t.
+
+    Keys: ``threshold``, ``policy``, ``interval`` ([low, high] or None), ``tolerance``,
+    ``youden_j`` at the threshold.
+    """
+    if policy not in THRESHOLD_POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(THRESHOLD_POLICIES)}, got {policy!r}")
+    if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
+        raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
+    y, p = _checked_classes(labels, probs)
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    thresholds, tps, fps = _roc_counts(y, p)
+    j_scaled = tps * n_neg - fps * n_pos  # J * n_pos * n_neg, exact integers
+    choice: dict[str, Any] = {"policy": policy, "interval": None, "tolerance": None}
+    if target_sensitivity is not None:
         # The epsilon keeps e.g. 0.95 * 20 = 19.000000000000004 from demanding 20 positives.
         needed = math.ceil(target_sensitivity * n_pos - 1e-9)
         best = int(np.argmax(tps >= needed))  # exists: the last point has tpr == 1
-    # roc_curve's first threshold is +inf (nothing positive); 1.0 is the closest in-range value.
-    return float(min(thresholds[best], 1.0))
+        choice.update(policy=f"sensitivity>={target_sensitivity}")
+        threshold = _in_range(thresholds[best])
+    else:
+        best = int(np.argmax(j_scaled))  # thresholds decrease: first max is the highest one
+        threshold = _in_range(thresholds[best])
+        if policy == MARGIN:
+            tol = youden_tolerance(tps[best] / n_pos, 1 - fps[best] / n_neg, n_pos, n_neg)
+            good = j_scaled >= (j_scaled[best] - tol * n_pos * n_neg) - 1e-9
+            lo = hi = best
+            while hi + 1 < good.size and good[hi + 1]:
+                hi += 1  # lower thresholds
+            while lo - 1 >= 1 and good[lo - 1]:
+                lo -= 1  # higher thresholds (index 0 is +inf, "nothing positive")
+            # A threshold t classifies like the ROC point whose threshold is the smallest >= t:
+            # the interval of equivalent values reaches down to just above the next point.
+            low = float(thresholds[hi + 1]) if hi + 1 < thresholds.size else 0.0
+            high = _in_range(thresholds[lo])
+            mid = 1 / (1 + math.exp(-(_logit(low) + _logit(high)) / 2))
+            threshold = float(min(max(mid, low), high))
+            choice.update(interval=[low, high], tolerance=tol)
+    pred = p >= threshold
+    sens = float((pred & (y == 1)).sum() / n_pos)
+    spec = float((~pred & (y == 0)).sum() / n_neg)
+    choice.update(threshold=threshold, youden_j=sens + spec - 1)
+    return choice
+
+
+def choose_threshold(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    target_sensitivity: float | None = None,
+    policy: str = YOUDEN,
+) -> float:
+    """Decision threshold chosen on validation data, a float in [0, 1] (see
+    :func:`threshold_choice` for the policies; ties in J go to the highest threshold)."""
+    return threshold_choice(labels, probs, policy=policy, target_sensitivity=target_sensitivity)[
+        "threshold"
+    ]
 
 
 def _percentile_ci(values: np.ndarray) -> list[float] | None:
@@ -241,3 +326,25 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         lines += ["", "  ".join(f"{k} {v}" for k, v in counts.items())]
     lines.append(f"threshold {_fmt(metrics.get('threshold'))}")
     return "\n".join(lines)
+
+
+def describe_threshold(metrics: dict[str, Any]) -> str:
+    """One line: the threshold and where it came from (a run's policy, a calibration or an
+    override), from an evaluation's metrics dict."""
+    value = metrics.get("threshold")
+    if metrics.get("threshold_source") == "--threshold":
+        return f"threshold {_fmt(value)} from --threshold"
+    choice = metrics.get("threshold_choice") or {}
+    text = f"threshold {_fmt(value)} from the run ({choice.get('policy', 'stored')}"
+    interval = choice.get("interval")
+    if interval:
+        text += (
+            f"; near-optimal interval [{_fmt(interval[0])}, {_fmt(interval[1])}] at J tolerance "
+            f"{_fmt(choice.get('tolerance'))}"
+        )
+    text += ")"
+    if metrics.get("temperature", 1.0) != 1.0:
+        text += f", site-calibrated (temperature {metrics['temperature']:.3f})"
+    if metrics.get("members", 1) > 1:
+        text += f", ensemble of {metrics['members']}"
+    return text

@@ -36,14 +36,25 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.name == "amp-fp16")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX), by torch's own checks.
+
+    oneDNN also runs bf16 on plain AVX-512 or AVX2 by emulation, which is slower than fp32, so
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` (true there too) is not the question.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def resolve_precision(name: str, device: torch.device) -> Precision:
-    """``auto`` -> bf16 autocast on CUDA where supported, else fp16 with a GradScaler; fp32 on
-    the CPU, where bf16 speed depends on the processor (AVX512-BF16/AMX): opt in with amp-bf16."""
+    """``auto`` -> bf16 autocast on CUDA where supported, else fp16 with a GradScaler; on the CPU
+    bf16 autocast where the processor has native bf16 (:func:`cpu_has_native_bf16`), else fp32."""
     if name not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
         if device.type != "cuda":
-            name = "fp32"
+            name = "amp-bf16" if cpu_has_native_bf16() else "fp32"
         else:
             name = "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
     if name == "amp-fp16" and device.type != "cuda":

@@ -94,6 +94,29 @@ class RunInfo:
     meta: dict
     config: dict
 
+    @property
+    def members(self) -> int:
+        """Ensemble members in the run (1: a single model)."""
+        return int(self.meta.get("members", 1))
+
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by this (1: not calibrated; see ``cxr-fast calibrate``)."""
+        return float(self.meta.get("calibration", {}).get("temperature", 1.0))
+
+    def layer_names(self, layer: str) -> list[str]:
+        """Where ``layer`` of the architecture sits in the loaded module: once per member."""
+        from cxr_fast.models.ensemble import CALIBRATED_PREFIX, member_prefix
+
+        names = (
+            [layer]
+            if self.members == 1
+            else [f"{member_prefix(i)}.{layer}" for i in range(self.members)]
+        )
+        if self.temperature != 1.0:
+            names = [f"{CALIBRATED_PREFIX}.{name}" for name in names]
+        return names
+
 
 def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], RunInfo]:
     """State dict and :class:`RunInfo` of a run folder (no model is built)."""
@@ -119,14 +142,28 @@ def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], 
     return checkpoint["state_dict"], info
 
 
+def build_run_model(info: RunInfo) -> nn.Module:
+    """An untrained module shaped like the run's: one model, or an ensemble of its members."""
+    from cxr_fast.models import build_model
+    from cxr_fast.models.ensemble import Ensemble
+
+    if info.members == 1:
+        return build_model(info.arch)
+    return Ensemble([build_model(info.arch) for _ in range(info.members)])
+
+
 def load_run(
     run_dir: str | os.PathLike[str], device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, RunInfo]:
-    """The trained model (eval mode, channels_last, on ``device``) and its :class:`RunInfo`."""
-    from cxr_fast.models import build_model
+    """The trained model (eval mode, channels_last, on ``device``) and its :class:`RunInfo`;
+    for an ensemble run, one module averaging its members' logits."""
 
     state, info = read_run(run_dir)
-    model = build_model(info.arch)
+    model = build_run_model(info)
     model.load_state_dict(state)
+    if info.temperature != 1.0:
+        from cxr_fast.models.ensemble import TemperatureScaled
+
+        model = TemperatureScaled(model, info.temperature)
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     return model, info

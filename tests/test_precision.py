@@ -4,14 +4,24 @@ from torch import nn
 
 from cxr_fast.data.batch import Batch
 from cxr_fast.models import build_model
-from cxr_fast.precision import resolve_precision
+from cxr_fast.precision import cpu_has_native_bf16, resolve_precision
 from cxr_fast.training.loop import train_step
 
 CPU = torch.device("cpu")
 
 
-def test_auto_is_fp32_on_cpu_and_fp16_needs_cuda():
+def test_auto_on_cpu_is_bf16_only_with_native_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision("auto", CPU).name == "amp-bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not cpu_has_native_bf16()
     assert resolve_precision("auto", CPU).name == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", CPU).name == "amp-bf16"
+
+
+def test_fp16_needs_cuda_and_names_are_checked():
     assert resolve_precision("amp-bf16", CPU).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="CUDA"):
         resolve_precision("amp-fp16", CPU)

@@ -7,7 +7,7 @@ pipeline implements the same parameters with its own operators.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -25,6 +25,17 @@ class Augment:
     brightness: float = 0.1
     contrast: float = 0.1
     hflip: bool = False
+
+    def scaled(self, strength: float) -> Augment:
+        """Every range multiplied by ``strength`` (1: these ranges; 0: identity)."""
+        return replace(
+            self,
+            rotate_deg=self.rotate_deg * strength,
+            scale=self.scale * strength,
+            translate=self.translate * strength,
+            brightness=self.brightness * strength,
+            contrast=self.contrast * strength,
+        )
 
     def to_dict(self) -> dict:
         """Plain JSON-safe dict."""
@@ -50,7 +61,7 @@ def augment_image(image: torch.Tensor, aug: Augment, generator: torch.Generator)
     image = TF.affine(
         image,
         angle=uniform(aug.rotate_deg),
-        translate=[round(uniform(aug.translate) * size), round(uniform(aug.translate) * size)],
+        translate=[uniform(aug.translate) * size, uniform(aug.translate) * size],
         scale=1.0 + uniform(aug.scale),
         shear=[0.0, 0.0],
         interpolation=InterpolationMode.BILINEAR,

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from cxr_fast.contract import PreprocessContract
+from cxr_fast.contract import PER_IMAGE_EPSILON, PreprocessContract
 
 
 class Batch(NamedTuple):
@@ -33,9 +33,20 @@ def normalise_uint8(
     The permute of an NHWC buffer *is* a channels_last NCHW tensor, so no copy is made for layout.
     """
     x = images.permute(0, 3, 1, 2).to(dtype)
-    scale = contract.scale / contract.divisor
-    shift = contract.shift / contract.divisor
-    return x.mul_(scale).sub_(shift) if shift else x.mul_(scale)
+    scale, offset = contract.affine
+    x = x.mul_(scale).add_(offset) if offset else x.mul_(scale)
+    if contract.normalize == "per-image":
+        x = standardise_per_image(x)
+    return x
+
+
+def standardise_per_image(x: torch.Tensor) -> torch.Tensor:
+    """Each [1,H,W] image of ``x`` to zero mean and unit variance (population variance plus
+    :data:`PER_IMAGE_EPSILON`, as DALI's ``fn.normalize`` computes it); layout is kept."""
+    stats = x.float()
+    mean = stats.mean(dim=(1, 2, 3), keepdim=True)
+    var = stats.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+    return ((stats - mean) * torch.rsqrt(var + PER_IMAGE_EPSILON)).to(x.dtype)
 
 
 def stack_gray(

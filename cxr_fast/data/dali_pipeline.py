@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from cxr_fast.contract import PreprocessContract
+from cxr_fast.contract import PER_IMAGE_EPSILON, PreprocessContract
 from cxr_fast.data.augment import CONTRAST_CENTER, Augment
 from cxr_fast.data.batch import Batch, drops_last, labels_tensor, num_batches
 from cxr_fast.data.discover import Record
@@ -130,15 +130,21 @@ def build_pipeline(
         if train and augment is not None:
             images = _augment(images, size, augment)
         mirror = fn.random.coin_flip() if train and augment is not None and augment.hflip else 0
-        # (x * scale - shift) / divisor == (x - shift / scale) / (divisor / scale)
+        # a * x + b == (x - (-b / a)) / (1 / a): the contract's affine as DALI's mean and std
+        a, b = contract.affine
         images = fn.crop_mirror_normalize(
             images,
-            dtype=types.FLOAT16 if fp16 else types.FLOAT,
+            dtype=types.FLOAT,
             output_layout="HWC",
-            mean=[contract.shift / contract.scale],
-            std=[contract.divisor / contract.scale],
+            mean=[-b / a],
+            std=[1 / a],
             mirror=mirror,
         )
+        if contract.normalize == "per-image":
+            # Population variance over each image's own pixels plus epsilon, as the torch path.
+            images = fn.normalize(images, axes=[0, 1], epsilon=PER_IMAGE_EPSILON)
+        if fp16:
+            images = fn.cast(images, dtype=types.FLOAT16)
         return images, index
 
     return graph()

@@ -62,7 +62,10 @@ class Explainer:
         self.model, self.info = load_run(run, self.device)
         self.layer = layer or default_cam_layer(self.info.arch)
         self.method = method
-        find_layer(self.model, self.layer)  # a wrong --layer fails now, not per image
+        # An ensemble's map is the mean of its members' maps at the same layer.
+        self.layers = self.info.layer_names(self.layer)
+        for name in self.layers:
+            find_layer(self.model, name)  # a wrong --layer fails now, not per image
 
     @property
     def threshold(self) -> float:
@@ -71,7 +74,7 @@ class Explainer:
     def heat_maps(self, pixels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities [N], heat maps [N,S,S]) for uint8 [S,S] arrays from the contract."""
         x = stack_gray(pixels, self.info.contract).to(self.device)
-        result = grad_cam(self.model, x, self.layer, self.method)
+        result = grad_cam(self.model, x, self.layers, self.method)
         return sigmoid(result.logits.cpu().numpy()), result.heat.cpu().numpy()
 
     def explain_pixels(

@@ -52,19 +52,27 @@ def _weights(acts: torch.Tensor, grads: torch.Tensor, method: str) -> torch.Tens
     return (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, method: str = "gradcam") -> CamResult:
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, layer: str | list[str], method: str = "gradcam"
+) -> CamResult:
     """Heat maps of ``layer`` for a batch ``x`` [N,1,S,S] (already preprocessed). Each map
-    explains the predicted class: the logit itself when it is positive, its negative otherwise."""
+    explains the predicted class: the logit itself when it is positive, its negative otherwise.
+    With several layers (an ensemble's members), each layer's map is computed from the same
+    backward pass of the model's output and the maps are averaged."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS)}")
-    module = find_layer(model, layer)
-    captured: dict[str, torch.Tensor] = {}
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    modules = [find_layer(model, name) for name in layers]
+    captured: list[dict[str, torch.Tensor]] = [{} for _ in layers]
 
-    def keep(_module, _inputs, output):
-        captured["acts"] = output
-        output.register_hook(lambda grad: captured.__setitem__("grads", grad))
+    def keeper(store: dict[str, torch.Tensor]):
+        def keep(_module, _inputs, output):
+            store["acts"] = output
+            output.register_hook(lambda grad: store.__setitem__("grads", grad))
 
-    handle = module.register_forward_hook(keep)
+        return keep
+
+    handles = [m.register_forward_hook(keeper(c)) for m, c in zip(modules, captured, strict=True)]
     try:
         with torch.enable_grad():
             logits = model(x).reshape(-1)
@@ -72,12 +80,16 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, method: str = "gradc
             # Each image's map depends only on its own logit: summing keeps one backward pass.
             (logits * target).sum().backward()
     finally:
-        handle.remove()
-    if "grads" not in captured:
-        raise ValueError(f"layer {layer!r} received no gradient: it does not feed the output")
-    acts, grads = captured["acts"].detach().float(), captured["grads"].detach().float()
-    cam = F.relu((_weights(acts, grads, method) * acts).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        for handle in handles:
+            handle.remove()
+    cams = []
+    for name, store in zip(layers, captured, strict=True):
+        if "grads" not in store:
+            raise ValueError(f"layer {name!r} received no gradient: it does not feed the output")
+        acts, grads = store["acts"].detach().float(), store["grads"].detach().float()
+        cam = F.relu((_weights(acts, grads, method) * acts).sum(dim=1, keepdim=True))
+        cams.append(F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False))
+    cam = torch.stack(cams).mean(dim=0)[:, 0]
     peak = cam.amax(dim=(1, 2), keepdim=True)
     heat = torch.where(peak > 0, cam / peak.clamp_min(_EPS), torch.zeros_like(cam))
     return CamResult(heat=heat, logits=logits.detach(), target=target.detach())

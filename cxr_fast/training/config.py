@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from cxr_fast.choices import RecipeDefaults
 from cxr_fast.data.augment import Augment
 
 
@@ -32,6 +33,18 @@ class TrainConfig:
     pretrained: str | None = None
     workers: int = 2
     sync_bn: bool = False  # SyncBatchNorm under DDP on GPUs
+    # The recipe (docs/results.md measures each part): an exponential moving average of the
+    # weights, evaluated and saved in place of the raw weights (0 = off); target regularisers;
+    # per-image intensity standardisation in the contract; the threshold policy.
+    ema_decay: float = RecipeDefaults.ema_decay
+    label_smoothing: float = RecipeDefaults.label_smoothing
+    mixup: float = RecipeDefaults.mixup
+    normalize: str = RecipeDefaults.normalize
+    threshold_policy: str = RecipeDefaults.threshold_policy
+    # Cross-validation: ``folds`` > 1 trains that many members on patient-level folds into one
+    # ensemble run folder; ``fold`` is set on each member's own configuration (0-based).
+    folds: int = RecipeDefaults.folds
+    fold: int | None = None
     augment: Augment | None = field(default_factory=Augment)
 
     def __post_init__(self) -> None:
@@ -44,6 +57,17 @@ class TrainConfig:
             (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
             (self.warmup_epochs >= 0, f"warm-up must be >= 0 epochs, got {self.warmup_epochs}"),
             (self.clip_grad >= 0, f"clip-grad must be >= 0, got {self.clip_grad}"),
+            (0 <= self.ema_decay < 1, f"EMA decay must be in [0, 1), got {self.ema_decay}"),
+            (
+                0 <= self.label_smoothing < 1,
+                f"label smoothing must be in [0, 1), got {self.label_smoothing}",
+            ),
+            (self.mixup >= 0, f"mixup must be >= 0, got {self.mixup}"),
+            (self.folds >= 1, f"folds must be at least 1, got {self.folds}"),
+            (
+                self.fold is None or 0 <= self.fold < self.folds,
+                f"fold must be in [0, {self.folds}), got {self.fold}",
+            ),
             (
                 self.target_sensitivity is None or 0 < self.target_sensitivity <= 1,
                 f"target sensitivity must be in (0, 1], got {self.target_sensitivity}",

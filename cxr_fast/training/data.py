@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cxr_fast.data.discover import Record
-from cxr_fast.data.split import patient_split
+from cxr_fast.data.split import patient_folds, patient_split
 from cxr_fast.labels import CLASS_NAMES
 
 # Kaggle's own val/ holds 16 images: too few to pick a checkpoint or a threshold with.
@@ -25,17 +25,37 @@ class TrainData:
     val_source: str  # "val folder" or "patient split of train"
 
 
-def select_train_val(records: Sequence[Record], val_fraction: float, seed: int) -> TrainData:
-    """Training records are the ``train`` split (or all records when the folder has no splits);
-    validation is the dataset's ``val/`` when it holds enough images, otherwise a patient-level
-    split of train. ``test/`` is never used."""
+def training_records(records: Sequence[Record]) -> list[Record]:
+    """The labelled records a run may learn from: the ``train`` split, or every labelled record
+    when the folder has no splits (``val/`` and ``test/`` never)."""
     labeled = [r for r in records if r.label is not None]
     if not labeled:
         raise ValueError("no labeled images: training needs NORMAL/ and PNEUMONIA/ folders")
     has_splits = any(r.split is not None for r in labeled)
-    train = [r for r in labeled if r.split == "train"] if has_splits else labeled
-    val_folder = [r for r in labeled if r.split == "val"]
-    if len(val_folder) >= MIN_VAL_FOLDER_IMAGES:
+    return [r for r in labeled if r.split == "train"] if has_splits else labeled
+
+
+def select_train_val(
+    records: Sequence[Record],
+    val_fraction: float,
+    seed: int,
+    fold: tuple[int, int] | None = None,
+) -> TrainData:
+    """Training records are the ``train`` split (or all records when the folder has no splits);
+    validation is fold ``k`` of a patient-level K-fold of train when ``fold=(k, K)``, else the
+    dataset's ``val/`` when it holds enough images, else a patient-level split of train.
+    ``test/`` is never used."""
+    train = training_records(records)
+    val_folder = [r for r in records if r.label is not None and r.split == "val"]
+    if fold is not None:
+        k, n_folds = fold
+        assigned = patient_folds(train, n_folds, seed)
+        data = TrainData(
+            train=[r for r, f in zip(train, assigned, strict=True) if f != k],
+            val=[r for r, f in zip(train, assigned, strict=True) if f == k],
+            val_source=f"fold {k + 1} of {n_folds} (patient-level)",
+        )
+    elif len(val_folder) >= MIN_VAL_FOLDER_IMAGES:
         data = TrainData(train=train, val=val_folder, val_source="val folder")
     else:
         train, val = patient_split(train, val_fraction=val_fraction, seed=seed)

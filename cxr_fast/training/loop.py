@@ -1,4 +1,4 @@
-"""One optimizer step and one epoch, under a precision policy."""
+"""One optimizer step and one epoch, under a precision policy and the run's regularisers."""
 
 from __future__ import annotations
 
@@ -13,6 +13,36 @@ from cxr_fast.data.batch import Batch
 from cxr_fast.precision import Precision
 
 
+@dataclass(frozen=True)
+class Regularisers:
+    """Target-side regularisers of a training step (all off by default).
+
+    ``label_smoothing`` pulls the 0/1 targets towards 0.5 by that fraction; ``mixup`` > 0 blends
+    each batch with a shuffled copy of itself (images and targets) with a Beta(a, a) weight;
+    ``ema`` holds a :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
+    """
+
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    ema: nn.Module | None = None
+
+
+def _inputs_and_targets(
+    batch: Batch, reg: Regularisers, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x = batch.x
+    y = batch.y.float()
+    if reg.label_smoothing:
+        y = y * (1 - reg.label_smoothing) + 0.5 * reg.label_smoothing
+    if reg.mixup > 0:
+        concentration = torch.tensor([reg.mixup, reg.mixup])
+        lam = float(torch.distributions.Beta(*concentration).sample())
+        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        x = x * lam + x[perm] * (1 - lam)
+        y = y * lam + y[perm] * (1 - lam)
+    return x, y
+
+
 def train_step(
     model: nn.Module,
     batch: Batch,
@@ -21,18 +51,25 @@ def train_step(
     scaler: torch.amp.GradScaler,
     precision: Precision,
     clip_grad: float = 0.0,
+    reg: Regularisers | None = None,
+    generator: torch.Generator | None = None,
 ) -> float:
-    """Forward and loss inside autocast, scaled backward, unscale before clipping, one step."""
+    """Forward and loss inside autocast, scaled backward, unscale before clipping, one step,
+    then the EMA update."""
+    reg = reg or Regularisers()
     optimizer.zero_grad(set_to_none=True)
+    x, y = _inputs_and_targets(batch, reg, generator)
     with precision.autocast():
-        logits = model(batch.x).reshape(-1)
-        loss = loss_fn(logits, batch.y.to(logits.dtype))
+        logits = model(x).reshape(-1)
+        loss = loss_fn(logits, y.to(logits.dtype))
     scaler.scale(loss).backward()
     if clip_grad > 0:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
     scaler.step(optimizer)
     scaler.update()
+    if reg.ema is not None:
+        reg.ema.update_parameters(getattr(model, "module", model))  # the bare model under DDP
     return float(loss.detach())
 
 
@@ -59,6 +96,8 @@ def train_epoch(
     precision: Precision,
     clip_grad: float = 0.0,
     on_step: Callable[[int, float], None] | None = None,
+    reg: Regularisers | None = None,
+    generator: torch.Generator | None = None,
 ) -> EpochStats:
     """Train over ``batches`` once; ``on_step(images, loss)`` after every step."""
     model.train()
@@ -66,7 +105,9 @@ def train_epoch(
     images = 0
     start = time.perf_counter()
     for batch in batches:
-        loss = train_step(model, batch, loss_fn, optimizer, scaler, precision, clip_grad)
+        loss = train_step(
+            model, batch, loss_fn, optimizer, scaler, precision, clip_grad, reg, generator
+        )
         scheduler.step()
         n = int(batch.x.shape[0])
         total_loss += loss * n

@@ -38,6 +38,7 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
+    ema: nn.Module | None = None,
 ) -> None:
     """Write ``last.pt`` atomically (plain tensors and numbers: loads with weights_only)."""
     state = {
@@ -52,6 +53,7 @@ def save_state(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -67,6 +69,7 @@ def load_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
+    ema: nn.Module | None = None,
 ) -> Progress:
     """Restore ``last.pt`` into the given objects; return the run's :class:`Progress`."""
     path = run_dir / LAST_FILE
@@ -77,6 +80,8 @@ def load_state(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])

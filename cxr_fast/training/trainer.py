@@ -30,7 +30,7 @@ from cxr_fast.distributed import (
     stop,
 )
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import binary_metrics, choose_threshold
+from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.models import build_model
 from cxr_fast.models.pretrained import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
 from cxr_fast.precision import Precision, resolve_precision
@@ -46,7 +46,7 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, select_train_val
-from cxr_fast.training.loop import train_epoch
+from cxr_fast.training.loop import Regularisers, train_epoch
 from cxr_fast.training.schedule import warmup_cosine
 from cxr_fast.training.state import Progress, load_state, save_state
 from cxr_fast.versions import versions
@@ -97,9 +97,12 @@ def contract_for(config: TrainConfig) -> PreprocessContract:
     """The preprocessing contract a configuration trains with."""
     if config.pretrained:
         return PreprocessContract(
-            image_size=config.image_size, mean=IMAGENET_GREY_MEAN, std=IMAGENET_GREY_STD
+            image_size=config.image_size,
+            mean=IMAGENET_GREY_MEAN,
+            std=IMAGENET_GREY_STD,
+            normalize=config.normalize,
         )
-    return PreprocessContract(image_size=config.image_size)
+    return PreprocessContract(image_size=config.image_size, normalize=config.normalize)
 
 
 def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:
@@ -107,7 +110,8 @@ def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:
     torchrun, the device is this process's own GPU)."""
     device = device_for(ctx or DistContext(), resolve_device(config.device))
     records = discover(config.data)
-    data = select_train_val(records, config.val_fraction, config.seed)
+    fold = None if config.fold is None else (config.fold, config.folds)
+    data = select_train_val(records, config.val_fraction, config.seed, fold)
     return Plan(
         config=config,
         device=device,
@@ -141,10 +145,13 @@ def _write_config(p: Plan, run_dir: Path) -> None:
     )
 
 
-def _threshold_rule(config: TrainConfig) -> str:
-    if config.target_sensitivity is None:
-        return "youden"
-    return f"sensitivity>={config.target_sensitivity}"
+def _ema(model: nn.Module, decay: float) -> nn.Module | None:
+    """An exponential moving average of ``model``'s weights and buffers (0: none)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _loss(pos_weight: float | None, device: torch.device) -> nn.Module:
@@ -204,10 +211,12 @@ def run_train(
     resume: bool = False,
     log: Callable[[str], None] = print,
     ctx: DistContext | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a run into ``config.out`` and return how it ended. Under torchrun
     (``ctx`` from the environment by default) every rank trains its shard with DDP and only
-    rank 0 writes the run folder, logs and shows progress."""
+    rank 0 writes the run folder, logs and shows progress. ``on_epoch(epoch, val_auc)`` is
+    called after every finished epoch (a tuner's pruner raises from it to stop the run)."""
     started = time.perf_counter()
     ctx = ctx or context_from_env()
     run_dir = Path(config.out)
@@ -236,9 +245,13 @@ def run_train(
     )
     scaler = p.precision.scaler()
     loss_fn = _loss(p.pos_weight, p.device)
+    ema = _ema(model, config.ema_decay)
+    reg = Regularisers(label_smoothing=config.label_smoothing, mixup=config.mixup, ema=ema)
+    # The model that is validated and saved: the weight average when there is one.
+    evaluated = ema.module if ema is not None else model
 
     if resume and (run_dir / LAST_FILE).exists():
-        progress = load_state(run_dir, model, optimizer, scheduler, scaler)
+        progress = load_state(run_dir, model, optimizer, scheduler, scaler, ema)
         if ctx.is_main:
             _trim_log(run_dir / LOG_FILE, progress.epoch)
         log(
@@ -317,11 +330,12 @@ def run_train(
                 p.precision,
                 config.clip_grad,
                 on_step,
+                reg,
             )
-        average_buffers(ctx, model)  # one model on every rank: the one rank 0 saves
+        average_buffers(ctx, evaluated)  # one model on every rank: the one rank 0 saves
         # The bare model: validation needs no gradient sync, and shards may differ by one batch.
         index, logits = _gather_predictions(
-            ctx, *predict_logits(model, val_loader, p.precision)[:2]
+            ctx, *predict_logits(evaluated, val_loader, p.precision)[:2]
         )
         labels = val_labels[index]
         probs = sigmoid(logits)
@@ -333,21 +347,27 @@ def run_train(
         auc = binary_metrics(labels, probs, 0.5, bootstrap=0)["roc_auc"]
         improved = progress.record(epoch, auc)
         if improved:
-            threshold = choose_threshold(
-                labels, probs, target_sensitivity=config.target_sensitivity
+            choice = threshold_choice(
+                labels,
+                probs,
+                policy=config.threshold_policy,
+                target_sensitivity=config.target_sensitivity,
             )
+            threshold = choice["threshold"]
             metrics = binary_metrics(labels, probs, threshold, seed=config.seed)
+            metrics["threshold_choice"] = choice
             meta = {
                 "arch": config.arch,
                 "contract": p.contract.to_dict(),
                 "threshold": threshold,
-                "threshold_rule": _threshold_rule(config),
+                "threshold_rule": choice["policy"],
+                "threshold_choice": choice,
                 "epoch": epoch,
                 "val_roc_auc": auc,
                 "cxr_fast": __version__,
             }
             if ctx.is_main:
-                save_model(run_dir, model, meta)
+                save_model(run_dir, evaluated, meta)
                 atomic_write_json(
                     {"split": "validation", "epoch": epoch, **metrics}, run_dir / METRICS_FILE
                 )
@@ -366,13 +386,15 @@ def run_train(
         if ctx.is_main:
             with (run_dir / LOG_FILE).open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")
-            save_state(run_dir, progress, model, optimizer, scheduler, scaler)
+            save_state(run_dir, progress, model, optimizer, scheduler, scaler, ema)
         barrier(ctx)  # a resumed job restarts every rank from the same saved epoch
         log(
             f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val_loss:.4f}, "
             f"val ROC-AUC {auc:.4f}{' (best)' if improved else ''}, "
             f"{sum(rates):.0f} img/s, {stats.seconds:.0f} s"
         )
+        if on_epoch is not None:
+            on_epoch(epoch, auc)
         stopped_early = progress.bad_epochs >= config.patience
         if stopped_early and epoch < config.epochs:
             log(f"early stop: no better validation ROC-AUC in {config.patience} epochs")

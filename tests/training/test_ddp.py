@@ -78,13 +78,14 @@ def test_dali_readers_shard_under_ddp(synth_small, tmp_path):
 
 def _check_validation_against_one_process(out: Path, synth_small: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
-    config = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
+    saved_config = json.loads((out / "config.json").read_text())
+    config = TrainConfig.from_dict(saved_config["train"])
     val = select_train_val(discover(synth_small), config.val_fraction, config.seed).val
     model, info = load_run(out)
     loader = make_loader(val, info.contract, batch_size=64, loader="torch", device="cpu", workers=0)
     index, logits, labels = predict_logits(
-        model, loader, resolve_precision("fp32", torch.device("cpu"))
-    )
+        model, loader, resolve_precision(saved_config["precision"], torch.device("cpu"))
+    )  # the precision the run validated with (bf16 autocast where the CPU has it)
     assert sorted(index.tolist()) == list(range(len(val)))
     assert saved["counts"]["n"] == len(val)  # the whole validation set, not one shard
     assert saved["roc_auc"] == pytest.approx(roc_auc_score(labels, logits), abs=1e-6)

@@ -1,0 +1,165 @@
+"""``run_train_folds``: K members on patient-level folds -> one ensemble run folder.
+
+The run folder holds ``members/fold-K/`` (each an ordinary, resumable run whose validation set
+is its fold), ``oof.parquet`` (every training image's out-of-fold probability: the member that
+never saw its patient scored it), ``metrics.json`` (out-of-fold metrics with bootstrap CIs) and
+``model.pt``: the ensemble (mean of the members' logits) with the threshold chosen on the
+out-of-fold predictions. Every other stage loads it like a single run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cxr_fast import __version__
+from cxr_fast.data.discover import discover
+from cxr_fast.data.loaders import make_loader
+from cxr_fast.device import resolve_device
+from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.metrics import binary_metrics, threshold_choice
+from cxr_fast.models.ensemble import Ensemble
+from cxr_fast.precision import resolve_precision
+from cxr_fast.run_folder import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    atomic_write_json,
+    load_run,
+    save_model,
+)
+from cxr_fast.training.config import TrainConfig
+from cxr_fast.training.data import TrainData, fingerprint, training_records
+from cxr_fast.training.trainer import TRAINING_PACKAGES, TrainResult, plan, run_train
+from cxr_fast.versions import versions
+
+MEMBERS_DIR = "members"
+OOF_FILE = "oof.parquet"
+
+
+def member_dir(run_dir: Path, k: int) -> Path:
+    """Where member ``k`` (0-based) of an ensemble run lives."""
+    return run_dir / MEMBERS_DIR / f"fold-{k + 1}"
+
+
+def _member_config(config: TrainConfig, k: int) -> TrainConfig:
+    return replace(config, out=str(member_dir(Path(config.out), k)), fold=k)
+
+
+def _write_parent_config(config: TrainConfig) -> None:
+    records = training_records(discover(config.data))
+    data = TrainData(train=records, val=[], val_source=f"{config.folds}-fold patient-level CV")
+    atomic_write_json(
+        {
+            "train": config.to_dict(),
+            "arch": config.arch,
+            "seed": config.seed,
+            "members": config.folds,
+            "contract": plan(_member_config(config, 0)).contract.to_dict(),
+            "versions": versions(TRAINING_PACKAGES),
+            "data": fingerprint(config.data, data),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        Path(config.out) / CONFIG_FILE,
+    )
+
+
+def _out_of_fold(config: TrainConfig, workers: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """(records, fold of each, logit of each) from every member on its own validation fold."""
+    device = resolve_device(config.device)
+    rows, folds, logits = [], [], []
+    for k in range(config.folds):
+        member = _member_config(config, k)
+        model, info = load_run(member.out, device)
+        val = plan(member).data.val
+        loader = make_loader(val, info.contract, batch_size=64, device=str(device), workers=workers)
+        index, out, _ = predict_logits(model, loader, resolve_precision(config.precision, device))
+        rows += [val[i] for i in index]
+        folds += [k] * len(index)
+        logits.append(out)
+    return rows, np.array(folds), np.concatenate(logits)
+
+
+def _write_oof(path: Path, records: list, folds: np.ndarray, probs: np.ndarray) -> None:
+    table = pa.table(
+        {
+            "path": [r.path for r in records],
+            "patient": [r.patient for r in records],
+            "label": pa.array([r.label for r in records], pa.int8()),
+            "fold": pa.array(folds + 1, pa.int8()),
+            "prob_pneumonia": pa.array(probs, pa.float32()),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def run_train_folds(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    on_member: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``config.folds`` members (resuming finished or killed ones) and assemble the
+    ensemble run folder; returns the out-of-fold ROC-AUC as ``best_auc``. ``on_member(k,
+    mean_auc)`` is called after each member with the mean best validation AUC so far."""
+    started = time.perf_counter()
+    run_dir = Path(config.out)
+    if not resume and (run_dir / MODEL_FILE).exists():
+        raise ValueError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_parent_config(config)
+    results = []
+    for k in range(config.folds):
+        member = _member_config(config, k)
+        log(f"fold {k + 1} of {config.folds} -> {member.out}")
+        results.append(run_train(member, resume=(Path(member.out) / CONFIG_FILE).exists(), log=log))
+    records, folds, logits = _out_of_fold(config, config.workers)
+    labels = np.array([r.label for r in records])
+    probs = sigmoid(logits)
+    choice = threshold_choice(
+        labels, probs, policy=config.threshold_policy, target_sensitivity=config.target_sensitivity
+    )
+    metrics = binary_metrics(labels, probs, choice["threshold"], seed=config.seed)
+    metrics["threshold_choice"] = choice
+    atomic_write_json(
+        {"split": "out-of-fold", "members": config.folds, **metrics}, run_dir / METRICS_FILE
+    )
+    _write_oof(run_dir / OOF_FILE, records, folds, probs)
+    members = [load_run(_member_config(config, k).out)[0] for k in range(config.folds)]
+    _, info = load_run(_member_config(config, 0).out)
+    save_model(
+        run_dir,
+        Ensemble(members),
+        {
+            "arch": config.arch,
+            "contract": info.contract.to_dict(),
+            "members": config.folds,
+            "threshold": choice["threshold"],
+            "threshold_rule": choice["policy"],
+            "threshold_choice": choice,
+            "oof_roc_auc": metrics["roc_auc"],
+            "member_epochs": [r.best_epoch for r in results],
+            "cxr_fast": __version__,
+        },
+    )
+    ci = metrics["ci95"]["roc_auc"]
+    log(
+        f"out-of-fold ROC-AUC {metrics['roc_auc']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}) on "
+        f"{len(records)} images; ensemble of {config.folds} -> {run_dir / MODEL_FILE}"
+    )
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=sum(r.epochs_done for r in results),
+        best_epoch=max(r.best_epoch or 0 for r in results),
+        best_auc=float(metrics["roc_auc"]),
+        threshold=choice["threshold"],
+        stopped_early=False,
+        seconds=time.perf_counter() - started,
+    )
