@@ -23,7 +23,7 @@ from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
-from cxr_fast.precision import resolve_precision
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, read_json
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.trainer import plan, run_train
@@ -53,6 +53,15 @@ RECIPES: dict[str, tuple[str, dict]] = {
             "mixup": 0.2,
         },
     ),
+    "aug3": ("+ augmentation ranges x3", {"augment": Augment().scaled(3.0)}),
+    "aug2-per-image": (
+        "+ augmentation ranges x2 and per-image standardisation",
+        {"augment": Augment().scaled(2.0), "normalize": "per-image"},
+    ),
+    "aug2-e20": (
+        "+ augmentation ranges x2, 20 epochs",
+        {"augment": Augment().scaled(2.0), "epochs": 20},
+    ),
     "fp32": ("base in fp32 (precision check)", {"precision": "fp32"}),
 }
 
@@ -60,7 +69,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
 def _probs(run: Path, records, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     model, info = load_run(run)
     loader = make_loader(records, info.contract, batch_size=batch_size, device="cpu")
-    index, logits, _ = predict_logits(model, loader, resolve_precision("auto", model_device()))
+    index, logits, _ = predict_logits(model, loader, inference_precision(model_device()))
     return np.array([records[i].label for i in index]), sigmoid(logits)
 
 
@@ -80,10 +89,12 @@ def run_recipe(name: str, data: str, external: str, out: Path, epochs: int) -> d
     description, overrides = RECIPES[name]
     config = replace(TrainConfig(data=data, out=str(out / name), epochs=epochs), **overrides)
     run = Path(config.out)
-    started = time.perf_counter()
+    timing = run / "ablation_seconds.txt"  # wall time of the training, kept for re-evaluations
     if not (run / "model.pt").exists():
+        started = time.perf_counter()
         run_train(config)
-    seconds = time.perf_counter() - started
+        timing.write_text(f"{time.perf_counter() - started:.0f}\n")
+    seconds = float(timing.read_text()) if timing.is_file() else float("nan")
     _, info = load_run(run)
     val = plan(config).data.val
     val_y, val_p = _probs(run, val)

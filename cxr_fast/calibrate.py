@@ -26,7 +26,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.metrics import binary_metrics, threshold_choice
-from cxr_fast.precision import resolve_precision
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -112,17 +112,17 @@ def run_calibrate(
     overwrite: bool = False,
 ) -> CalibrationResult:
     """Fit temperature and threshold of ``run`` on the labelled sample ``data`` into ``out``."""
-    if (out / MODEL_FILE).exists() and not overwrite:
-        raise ValueError(f"{out} already holds a run: choose another --out or pass --overwrite")
     if out.resolve() == run.resolve():
         raise ValueError("--out must be a new folder: the calibrated run keeps the original")
+    if (out / MODEL_FILE).exists() and not overwrite:
+        raise ValueError(f"{out} already holds a run: choose another --out or pass --overwrite")
     target = resolve_device(device)
     model, info = load_run(run, target)
     if info.temperature != 1.0:
         raise ValueError(f"{run} is already calibrated; calibrate the run it came from")
     records = _labelled_sample(data)
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
-    index, logits, _ = predict_logits(model, loader, resolve_precision("auto", target))
+    index, logits, _ = predict_logits(model, loader, inference_precision(target))
     labels = np.array([records[i].label for i in index])
     temperature = fit_temperature(logits, labels)
     probs = sigmoid(logits / temperature)

@@ -362,7 +362,8 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 @click.option(
     "--pretrained",
     default=None,
-    help="ImageNet weights: a file, or 'imagenet' for the torch hub cache. Nothing is downloaded.",
+    help="ImageNet weights: a file, or 'imagenet' for torchvision's (downloaded once into the "
+    "torch hub cache, hash-checked; offline, pass a file).",
 )
 @workers_option(minimum=0)
 @click.option(

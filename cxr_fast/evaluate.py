@@ -14,7 +14,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics
 from cxr_fast.plots import save_plots
-from cxr_fast.precision import resolve_precision
+from cxr_fast.precision import inference_precision, resolve_precision
 from cxr_fast.run_folder import METRICS_FILE, atomic_write_json, load_run
 
 EVAL_DIR = "eval"
@@ -44,7 +44,7 @@ def run_evaluate(
     out: Path | None = None,
     loader: str = "auto",
     device: str = "auto",
-    precision: str = "auto",
+    precision: str | None = None,
     batch_size: int = 64,
     workers: int = 2,
     bootstrap: int = 1000,
@@ -74,7 +74,10 @@ def run_evaluate(
         workers=workers,
     )
     index, logits, _ = predict_logits(
-        model, batches, resolve_precision(precision, target), progress
+        model,
+        batches,
+        inference_precision(target) if precision is None else resolve_precision(precision, target),
+        progress,
     )
     labels = np.array([records[i].label for i in index])
     probs = sigmoid(logits)

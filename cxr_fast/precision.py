@@ -60,3 +60,11 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     if name == "amp-fp16" and device.type != "cuda":
         raise ValueError("--precision amp-fp16 needs a CUDA device; use fp32 or amp-bf16 on CPU")
     return Precision(name=name, device_type=device.type)
+
+
+def inference_precision(device: torch.device) -> Precision:
+    """The precision every inference stage (evaluate, score, serve, explain, calibrate,
+    out-of-fold predictions) runs at, so they all give the same probability for a film: fp32
+    on the CPU (bf16 there is for training, where it doubles the step rate), the ``auto``
+    choice on CUDA."""
+    return resolve_precision("fp32" if device.type != "cuda" else "auto", device)

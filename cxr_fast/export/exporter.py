@@ -357,6 +357,10 @@ def export_run(
         "arch": info.arch,
         "contract": contract,
         "threshold": info.threshold,
+        # How the threshold (and any temperature, already inside the exported graph) came to be.
+        "threshold_choice": info.meta.get("threshold_choice"),
+        "calibration": info.meta.get("calibration"),
+        "members": info.members,
         "source": str(run_dir.resolve()),
         "source_sha256": source_sha,
         "input": {

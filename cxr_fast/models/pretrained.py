@@ -1,4 +1,5 @@
-"""ImageNet weights from a local file or the torch hub cache: nothing is ever downloaded."""
+"""ImageNet weights: a local file, or ``imagenet`` for torchvision's weights through the torch hub
+cache (downloaded once, with a progress bar and the hash check, where there is internet)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,33 @@ def hub_cache_path(url: str) -> Path:
 
 
 def resolve_weights_file(pretrained: str, url: str) -> Path:
-    """``pretrained`` is a path, or ``imagenet`` for the torch hub cache; a clear error if
-    neither holds a file, naming exactly where to put one."""
-    path = hub_cache_path(url) if pretrained == IMAGENET else Path(pretrained).expanduser()
+    """``pretrained`` is a path, or ``imagenet``: torchvision's file in the torch hub cache,
+    downloaded there first when missing (progress bar, SHA-256 prefix check, as torchvision's
+    own weights API does). Offline, one clear error says to pass ``--pretrained FILE``."""
+    if pretrained != IMAGENET:
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no ImageNet weights file at {path}")
+        return path
+    path = hub_cache_path(url)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no ImageNet weights at {path}: nothing is downloaded; fetch {url} on a machine "
-            f"with internet and copy it to {hub_cache_path(url)} (or pass --pretrained FILE)"
-        )
+        _download(url, path)
     return path
+
+
+def _download(url: str, path: Path) -> None:
+    from torch.hub import HASH_REGEX, download_url_to_file
+
+    match = HASH_REGEX.search(path.name)  # torchvision names carry the hash's first digits
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_url_to_file(url, str(path), match.group(1) if match else None, progress=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        reason = str(getattr(exc, "reason", exc)).splitlines()[0]
+        raise FileNotFoundError(
+            f"could not download ImageNet weights from {url} ({reason}): fetch that file on a "
+            f"machine with internet and pass --pretrained FILE, or copy it to {path}"
+        ) from None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

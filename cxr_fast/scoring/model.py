@@ -10,7 +10,7 @@ import torch
 
 from cxr_fast.choices import BACKENDS
 from cxr_fast.contract import PreprocessContract
-from cxr_fast.precision import resolve_precision
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
 
 
@@ -25,11 +25,30 @@ class ScoringModel:
     model_id: str
     checksum: str
     device: torch.device
+    # Where the threshold came from: the run's policy, or a site calibration (metadata only).
+    threshold_source: dict | None = None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N] for a batch (inference mode)."""
         with torch.inference_mode():
             return self.forward(x.to(self.device, non_blocking=True)).float().reshape(-1)
+
+
+def threshold_source(meta: dict) -> dict:
+    """The threshold's provenance from a run's metadata or an export's sidecar: the policy, and
+    the site calibration (temperature, sample size and fingerprint) when there is one."""
+    calibration = meta.get("calibration")
+    return {
+        "policy": (meta.get("threshold_choice") or {}).get("policy"),
+        "members": meta.get("members", 1),
+        "calibration": None
+        if not calibration
+        else {
+            "temperature": calibration["temperature"],
+            "sample": calibration["sample"],
+            "source_model_sha256": calibration["source_model_sha256"],
+        },
+    }
 
 
 def _eager(run_dir: Path, device: torch.device) -> ScoringModel:
@@ -42,7 +61,7 @@ def eager_scoring_model(
 ) -> ScoringModel:
     """Wrap a run's already loaded eager model (from :func:`load_run`) for scoring."""
     run_dir = info.path
-    precision = resolve_precision("fp32" if device.type == "cpu" else "auto", device)
+    precision = inference_precision(device)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
@@ -56,6 +75,7 @@ def eager_scoring_model(
         model_id=f"{info.arch}:{run_dir.resolve()}",
         checksum=sha256(run_dir / MODEL_FILE),
         device=device,
+        threshold_source=threshold_source(info.meta),
     )
 
 
@@ -73,6 +93,7 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
         model_id=f"{sidecar['arch']}:{path.resolve()}",
         checksum=sidecar["file_sha256"],  # load_exported checked the file against it
         device=device,
+        threshold_source=threshold_source(sidecar),
     )
 
 

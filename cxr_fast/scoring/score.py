@@ -277,6 +277,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
                 "cxr_fast_model_sha256": model.checksum,
                 "cxr_fast_contract": model.contract.to_dict(),
                 "cxr_fast_threshold": model.threshold,
+                "cxr_fast_threshold_source": model.threshold_source,
                 "cxr_fast_backend": model.backend,
                 "cxr_fast_archive": str(config.archive.resolve()),
                 "cxr_fast_shard": list(config.shard) if config.shard else None,

@@ -51,6 +51,7 @@ class Predictor:
             "checksum": self.scoring.checksum,
             "contract": info.contract.to_dict(),
             "threshold": info.threshold,
+            "threshold_source": self.scoring.threshold_source,
             "classes": list(CLASS_NAMES),
             "cam_layer": self.explainer.layer,
             "cam_method": self.explainer.method,

@@ -25,7 +25,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.models.ensemble import Ensemble
-from cxr_fast.precision import resolve_precision
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -79,7 +79,7 @@ def _out_of_fold(config: TrainConfig, workers: int) -> tuple[list, np.ndarray, n
         model, info = load_run(member.out, device)
         val = plan(member).data.val
         loader = make_loader(val, info.contract, batch_size=64, device=str(device), workers=workers)
-        index, out, _ = predict_logits(model, loader, resolve_precision(config.precision, device))
+        index, out, _ = predict_logits(model, loader, inference_precision(device))
         rows += [val[i] for i in index]
         folds += [k] * len(index)
         logits.append(out)

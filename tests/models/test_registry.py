@@ -1,3 +1,6 @@
+import shutil
+import urllib.error
+
 import pytest
 import torch
 import torchvision
@@ -45,13 +48,43 @@ def test_old_densenet_key_names_are_mapped(tmp_path):
     assert build_model("densenet121", pretrained=str(path)).classifier.out_features == 1
 
 
-def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
+def _offline(*_args, **_kwargs):
+    raise urllib.error.URLError("no network in this test")
+
+
+def test_imagenet_offline_says_to_pass_a_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    expected = hub_cache_path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url)
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded") as error:
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    with pytest.raises(FileNotFoundError, match="pass --pretrained FILE") as error:
         build_model("resnet18", pretrained="imagenet")
-    assert str(expected) in str(error.value)
+    assert url in str(error.value) and str(hub_cache_path(url)) in str(error.value)
+    with pytest.raises(FileNotFoundError, match="no ImageNet weights file"):
+        build_model("resnet18", pretrained=str(tmp_path / "absent.pth"))
     with pytest.raises(ValueError, match="does not hold resnet50"):
         path = tmp_path / "wrong.pth"
         torch.save(torchvision.models.resnet18().state_dict(), path)
         build_model("resnet50", pretrained=str(path))
+
+
+def test_imagenet_downloads_once_into_the_hub_cache_with_the_hash_check(tmp_path, monkeypatch):
+    # A local file stands in for the server: what is fetched, where it lands, the hash prefix
+    # torchvision's file name carries, and that a second build does not fetch again.
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    reference = torchvision.models.resnet18()
+    served = tmp_path / "served.pth"
+    torch.save(reference.state_dict(), served)
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix, progress))
+        shutil.copyfile(served, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    model = build_model("resnet18", pretrained="imagenet")
+    torch.testing.assert_close(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert calls == [(url, "f37072fd", True)]
+    assert hub_cache_path(url).is_file()
+    build_model("resnet18", pretrained="imagenet")
+    assert len(calls) == 1

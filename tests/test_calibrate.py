@@ -1,0 +1,109 @@
+"""Site calibration: temperature and threshold fitted on a labelled sample, written as a new run
+that every stage takes, with the refusals a user needs."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cxr_fast.calibrate import fit_temperature, run_calibrate
+from cxr_fast.cli import cli
+from cxr_fast.data.discover import discover
+from cxr_fast.evaluate import run_evaluate
+from cxr_fast.models.ensemble import TemperatureScaled
+from cxr_fast.run_folder import load_run, read_json, sha256
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, 20_000)
+    labels = (rng.random(20_000) < 1 / (1 + np.exp(-logits / 2.5))).astype(int)
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained_run, synth_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cal") / "site"
+    return run_calibrate(trained_run, synth_small, out, workers=0, bootstrap=200), out
+
+
+def test_calibrated_run_shares_the_weights_and_records_the_sample(
+    calibrated, trained_run, synth_small
+):
+    result, out = calibrated
+    original, _ = load_run(trained_run)
+    model, info = load_run(out)
+    assert isinstance(model, TemperatureScaled) and info.temperature == result.temperature
+    for key, value in original.state_dict().items():
+        torch.testing.assert_close(model.model.state_dict()[key], value)
+    calibration = info.meta["calibration"]
+    n = len([r for r in discover(synth_small) if r.label is not None])
+    assert calibration["sample"]["n"] == n == result.n
+    assert sum(calibration["sample"]["counts"].values()) == n
+    assert calibration["source_model_sha256"] == sha256(trained_run / "model.pt")
+    assert info.threshold == result.threshold == calibration["threshold_choice"]["threshold"]
+    metrics = read_json(out / "metrics.json")
+    assert metrics["before"]["threshold"] == load_run(trained_run)[1].threshold
+    assert metrics["after"]["threshold"] == result.threshold
+    assert metrics["after"]["ci95"]["accuracy"] is not None
+
+
+def test_calibrated_probabilities_are_the_tempered_logits(calibrated, trained_run, synth_small):
+    result, out = calibrated
+    # fp32: bf16 autocast would round the logits before and after the division differently.
+    common = dict(workers=0, bootstrap=0, precision="fp32")
+    before = run_evaluate(trained_run, synth_small, out=out.parent / "a", **common)
+    after = run_evaluate(out, synth_small, out=out.parent / "b", **common)
+    path = next(iter(before.probabilities))
+    p = before.probabilities[path]
+    logit = np.log(p / (1 - p))
+    expected = 1 / (1 + np.exp(-logit / result.temperature))
+    assert after.probabilities[path] == pytest.approx(expected, abs=1e-4)
+    assert after.metrics["temperature"] == result.temperature
+    assert after.metrics["threshold"] == result.threshold
+
+
+def test_score_names_the_calibration_in_its_metadata(calibrated, synth_small, tmp_path):
+    import json
+
+    _, out = calibrated
+    preds = tmp_path / "p.parquet"
+    result = CliRunner().invoke(
+        cli,
+        ["score", str(synth_small), "--model", str(out), "--out", str(preds), "--workers", "0"],
+    )
+    assert result.exit_code == 0, result.output
+    meta = pq.read_schema(preds).metadata
+    source = json.loads(meta[b"cxr_fast_threshold_source"])
+    assert source["calibration"]["sample"]["n"] > 0
+    assert (
+        json.loads(meta[b"cxr_fast_threshold"])
+        == read_json(out / "metrics.json")["after"]["threshold"]
+    )
+
+
+def test_refuses_small_or_one_class_samples_in_one_line(trained_run, synth_small, tmp_path):
+    small = tmp_path / "small"
+    for record in discover(synth_small)[:20]:
+        target = small / ("PNEUMONIA" if record.label else "NORMAL")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(record.path, target)
+    one_class = tmp_path / "one"
+    shutil.copytree(synth_small / "train" / "PNEUMONIA", one_class / "PNEUMONIA")
+    for data, out, message in (
+        (small, tmp_path / "x", "at least 50"),
+        (one_class, tmp_path / "x", "only PNEUMONIA"),
+        (synth_small, trained_run, "new folder"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "cxr_fast", "calibrate", str(trained_run), "--data", str(data),
+             "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
