@@ -72,9 +72,16 @@ def iter_images(
     )
     try:
         for batch in loader:
+            # The loader leaves unreadable files out; the checks need every chosen image.
+            if getattr(loader, "skipped", None):
+                path, reason = loader.skipped[0]
+                raise ExportError(f"cannot read an image for the export checks: {path}: {reason}")
             yield batch.x, batch.y
     except (ImageReadError, OSError, ValueError) as exc:
         raise ExportError(f"cannot read an image for the export checks: {exc}") from exc
+    if getattr(loader, "skipped", None):
+        path, reason = loader.skipped[0]
+        raise ExportError(f"cannot read an image for the export checks: {path}: {reason}")
 
 
 def load_images(

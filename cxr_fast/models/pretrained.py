@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cxr_fast.errors import NotFoundError
+
 IMAGENET = "imagenet"
 # Grey equivalents of ImageNet's per-channel mean/std (their averages): a pretrained model's
 # contract standardises its grey input with these.
@@ -29,7 +31,7 @@ def resolve_weights_file(pretrained: str, url: str) -> Path:
     neither holds a file, naming exactly where to put one."""
     path = hub_cache_path(url) if pretrained == IMAGENET else Path(pretrained).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"no ImageNet weights at {path}: nothing is downloaded; fetch {url} on a machine "
             f"with internet and copy it to {hub_cache_path(url)} (or pass --pretrained FILE)"
         )
