@@ -9,10 +9,12 @@ first for this case.
 
 Load limits, so an overloaded server answers quickly instead of queueing without end:
 
-- at most ``threads + max_queue`` requests are admitted at once; the next one gets
-  ``503 Service Unavailable`` with ``Retry-After`` straight away (``/healthz`` is exempt);
-- an admitted request waits at most ``request_timeout`` seconds for the model, else it gets the
-  same 503; waitress's ``channel_timeout`` drops clients that stall while sending.
+- ``threads`` requests are answered at once (decoding in parallel; the model itself takes
+  turns) and at most ``max_queue`` more wait; the next one gets ``503 Service Unavailable``
+  with ``Retry-After`` straight away (``/healthz`` is exempt);
+- a waiting request waits at most ``request_timeout`` seconds for its turn, and again at most
+  that long for the model, else it gets the same 503; waitress's ``channel_timeout`` drops
+  clients that stall while sending.
   A forward pass that has started is not interrupted (PyTorch cannot be), so that bound is on
   waiting, which is where overload shows.
 """
@@ -54,38 +56,76 @@ def busy_response(start_response: Callable, message: str) -> list[bytes]:
 
 
 class AdmissionLimit:
-    """WSGI middleware admitting at most ``limit`` requests at once; the rest get 503."""
+    """WSGI middleware: at most ``threads`` requests are answered at once and ``max_queue``
+    more wait, each for at most ``request_timeout`` seconds; anything beyond gets 503 at once.
 
-    def __init__(self, app: Callable, limit: int) -> None:
+    It is the server's only queue: waitress runs enough threads (see :func:`make_server`) that
+    every request reaches this middleware immediately instead of waiting unseen in waitress's
+    own, unbounded task queue.
+    """
+
+    def __init__(self, app: Callable, limits: Limits) -> None:
         self.app = app
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
+        self.limits = limits
+        self._admitted = threading.BoundedSemaphore(limits.threads + limits.max_queue)
+        self._working = threading.BoundedSemaphore(limits.threads)
+        self._count = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted (answering or waiting) and not yet answered."""
+        return self._count
+
+    def _add(self, n: int) -> None:
+        with self._count_lock:
+            self._count += n
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in _EXEMPT:
             return self.app(environ, start_response)
-        if not self._slots.acquire(blocking=False):
-            return busy_response(start_response, f"server busy ({self.limit} requests in flight)")
+        limits = self.limits
+        if not self._admitted.acquire(blocking=False):
+            return busy_response(
+                start_response,
+                f"server busy ({limits.threads + limits.max_queue} requests in flight)",
+            )
+        self._add(1)
         try:
-            # Buffer the (small, JSON) body so the slot is released only when it is complete.
-            return list(self.app(environ, start_response))
+            if not self._working.acquire(timeout=limits.request_timeout):
+                return busy_response(
+                    start_response, f"server busy (waited {limits.request_timeout:g} s)"
+                )
+            try:
+                # Buffer the (small, JSON) body: the slot is freed only once it is complete.
+                return list(self.app(environ, start_response))
+            finally:
+                self._working.release()
         finally:
-            self._slots.release()
+            self._add(-1)
+            self._admitted.release()
+
+
+# Threads beyond the admitted requests: they only ever answer 503 or /healthz, quickly.
+SPARE_THREADS = 4
 
 
 def make_server(app: Callable, host: str, port: int, limits: Limits):
-    """A bound waitress server (``.run()`` serves; ``.close()`` stops); OSError if the
-    address cannot be bound."""
+    """A bound waitress server (``.run()`` serves; ``.close()`` stops; ``.admission`` is its
+    :class:`AdmissionLimit`); OSError if the address cannot be bound."""
     from waitress import create_server
 
-    return create_server(
-        AdmissionLimit(app, limits.threads + limits.max_queue),
+    admission = AdmissionLimit(app, limits)
+    server = create_server(
+        admission,
         host=host,
         port=port,
-        threads=limits.threads,
+        threads=limits.threads + limits.max_queue + SPARE_THREADS,
         # Connections beyond what is admitted still get their 503 rather than a TCP stall.
         connection_limit=max(100, 4 * (limits.threads + limits.max_queue)),
         channel_timeout=max(1, round(limits.request_timeout)),
         ident="cxr-fast",
         clear_untrusted_proxy_headers=True,
     )
+    server.admission = admission
+    return server
