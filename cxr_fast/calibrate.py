@@ -23,6 +23,7 @@ import torch
 from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
+from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.metrics import binary_metrics, threshold_choice
@@ -89,13 +90,13 @@ def _labelled_sample(data: Path) -> list[Record]:
     records = [r for r in discover(data) if r.label is not None]
     counts = Counter(r.label for r in records)
     if len(records) < MIN_SAMPLE_IMAGES:
-        raise ValueError(
+        raise UserInputError(
             f"{data} holds {len(records)} labelled images: calibration needs at least "
             f"{MIN_SAMPLE_IMAGES} (NORMAL/ and PNEUMONIA/ folders)"
         )
     if len(counts) < 2:
         only = CLASS_NAMES[next(iter(counts))]
-        raise ValueError(f"{data} holds only {only} images: calibration needs both classes")
+        raise UserInputError(f"{data} holds only {only} images: calibration needs both classes")
     return records
 
 
@@ -113,13 +114,13 @@ def run_calibrate(
 ) -> CalibrationResult:
     """Fit temperature and threshold of ``run`` on the labelled sample ``data`` into ``out``."""
     if out.resolve() == run.resolve():
-        raise ValueError("--out must be a new folder: the calibrated run keeps the original")
+        raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
     if (out / MODEL_FILE).exists() and not overwrite:
-        raise ValueError(f"{out} already holds a run: choose another --out or pass --overwrite")
+        raise UserInputError(f"{out} already holds a run: choose another --out or pass --overwrite")
     target = resolve_device(device)
     model, info = load_run(run, target)
     if info.temperature != 1.0:
-        raise ValueError(f"{run} is already calibrated; calibrate the run it came from")
+        raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
     records = _labelled_sample(data)
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
     index, logits, _ = predict_logits(model, loader, inference_precision(target))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sys
@@ -17,6 +15,7 @@ from cxr_fast.choices import (
     ARCHITECTURES,
     BACKENDS,
     CAM_METHODS,
+    CHUNK_SECONDS,
     EXPORT_FORMATS,
     EXPORT_PRECISIONS,
     LOADERS,
@@ -27,7 +26,13 @@ from cxr_fast.choices import (
     THRESHOLD_POLICIES,
     RecipeDefaults,
 )
-from cxr_fast.serve.limits import DEFAULT_MAX_UPLOAD_MB
+from cxr_fast.errors import CxrFastError
+from cxr_fast.serve.limits import (
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_THREADS,
+)
 
 EXISTING = click.Path(exists=True, path_type=Path)
 LOADER_OPTION = click.option(
@@ -57,10 +62,13 @@ def workers_option(minimum: int):
     )
 
 
-class UserError(click.ClickException):
-    """A mistake in what the user asked for: one line, exit code 2."""
+class UserError(CxrFastError):
+    """A mistake in what the user asked for, found by the CLI itself: one line, exit code 2."""
 
-    exit_code = 2
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a decoder's multi-line text included)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _bar(total: int, desc: str, unit: str = "img") -> tqdm:
@@ -215,14 +223,12 @@ def data_check(root, as_json, sample, workers) -> None:
 def data_stream(root, loader, device, batch_size, image_size, workers, train) -> None:
     """Decode and preprocess every image under ROOT once and print images/s."""
     from cxr_fast.contract import PreprocessContract
-    from cxr_fast.data.discover import discover
+    from cxr_fast.data.discover import discover, require_images
     from cxr_fast.data.loaders import make_loader, resolve_loader
     from cxr_fast.data.throughput import stream
     from cxr_fast.device import resolve_device
 
-    records = discover(root)
-    if not records:
-        raise UserError(f"no .jpeg/.jpg/.png/.dcm images under {root}")
+    records = require_images(discover(root), str(root))
     contract = PreprocessContract(image_size=image_size)
     backend = resolve_loader(loader, resolve_device(device), records)
 
@@ -433,9 +439,16 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     "on them.",
 )
 @click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Train without the files that fail the pre-flight decode check (they are listed in "
+    "config.json) instead of refusing to start.",
+)
+@click.option(
     "--resume",
     is_flag=True,
-    help="Continue the run in --out from its last finished epoch, with its saved configuration.",
+    help="Continue the run in --out from its last finished epoch, with its saved configuration "
+    "(refused when the data changed since it started).",
 )
 @click.option(
     "--sync-bn",
@@ -813,14 +826,11 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
 def export(run, fmt, precision, batch_size, out, data, device) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
-    from cxr_fast.export import ExportError, export_run
+    from cxr_fast.export import export_run
 
-    try:
-        result = export_run(
-            run, fmt, precision=precision, batch_size=batch_size, out=out, data=data, device=device
-        )
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = export_run(
+        run, fmt, precision=precision, batch_size=batch_size, out=out, data=data, device=device
+    )
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(
@@ -862,13 +872,12 @@ def explain(run, images, out, layer, method, device) -> None:
     probability and verdict in a caption. Needs the run folder: exported TorchScript, pt2 and
     TensorRT files keep no gradients.
     """
-    from cxr_fast.data.discover import discover
+    from cxr_fast.data.discover import discover, require_images
     from cxr_fast.explain.explainer import Explainer, explain_files
 
     explainer = Explainer(run, device=device, layer=layer, method=method)
-    paths = [record.path for image in images for record in discover(image)]
-    if not paths:
-        raise UserError("no .jpeg/.jpg/.png/.dcm images in " + ", ".join(map(str, images)))
+    records = [record for image in images for record in discover(image)]
+    paths = [r.path for r in require_images(records, ", ".join(map(str, images)))]
     with _bar(len(paths), "explain") as bar:
         outcomes = explain_files(explainer, paths, out, progress=bar.update)
     failed = 0
@@ -969,16 +978,26 @@ def explain(run, images, out, layer, method, device) -> None:
     "--chunk-rows",
     type=click.IntRange(min=1),
     default=ROWS_PER_CHUNK,
-    hidden=True,
-    help="Rows per staged chunk (what --resume can keep).",
+    show_default=True,
+    help="Write the rows scored so far to disk every this many rows (what --resume keeps "
+    "after a kill) ...",
+)
+@click.option(
+    "--chunk-seconds",
+    type=click.FloatRange(min=0),
+    default=CHUNK_SECONDS,
+    show_default=True,
+    help="... or every this many seconds, whichever comes first.",
 )
 def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 
     Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
     (ok/error), error, width, height; the file metadata names the model, its checksum and
-    contract. A file that cannot be read becomes an error row; the run goes on. With labels,
-    PRED.metrics.json gets the same metrics as `cxr-fast evaluate`.
+    contract. A file that cannot be read (or is not a regular file: a FIFO, a device) becomes
+    an error row; the run goes on. With labels, PRED.metrics.json gets the same metrics as
+    `cxr-fast evaluate`. --resume keeps the rows of an interrupted run only when it was made
+    with the same model checksum, contract, threshold, backend, precision and archive.
     """
     from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
 
@@ -997,6 +1016,8 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> No
         f"{summary.out}\n{summary.scored} images in {summary.seconds:.1f} s: "
         f"{summary.images_per_second:.1f} images/s ({summary.backend}, {summary.loader} loader)"
     )
+    if summary.loader_fallback:
+        click.echo(f"warning: {summary.loader_fallback}", err=True)
     if summary.metrics_path:
         click.echo(f"metrics: {summary.metrics_path}")
     if options.get("cam_dir"):
@@ -1026,9 +1047,33 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> No
     show_default=True,
     help="Grad-CAM.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="Worker threads of the WSGI server (waitress); they take turns on the one model.",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_QUEUE,
+    show_default=True,
+    help="Requests admitted beyond those being answered; more get 503 with Retry-After.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_REQUEST_TIMEOUT,
+    show_default=True,
+    help="Seconds a request may wait for the model (else 503) or a client may stall.",
+)
 @DEVICE_OPTION
-def serve(run, host, port, max_upload_mb, layer, method, device) -> None:
-    """Serve RUN on a web page and a JSON API (the model loads once, here).
+def serve(
+    run, host, port, max_upload_mb, layer, method, threads, max_queue, request_timeout, device
+) -> None:
+    """Serve RUN on a web page and a JSON API (the model loads once, here), on the waitress
+    production WSGI server with bounded load (see docs/serving.md).
 
     \b
     GET  /                    upload page: verdict, probability, Grad-CAM beside the X-ray
@@ -1037,27 +1082,29 @@ def serve(run, host, port, max_upload_mb, layer, method, device) -> None:
     GET  /api/model           arch, contract, threshold, the run's validation metrics
     GET  /healthz             liveness
     """
-    from werkzeug.serving import make_server
-
     from cxr_fast.explain.explainer import Explainer
     from cxr_fast.serve.app import create_app
     from cxr_fast.serve.predictor import Predictor
+    from cxr_fast.serve.server import Limits, make_server
 
     explainer = Explainer(run, device=device, layer=layer, method=method)
-    app = create_app(Predictor(explainer), max_upload_mb)
-    # Werkzeug reports a failed bind by printing and exiting 1; say it in our one line instead.
-    said = io.StringIO()
+    app = create_app(Predictor(explainer, wait_timeout=request_timeout), max_upload_mb)
+    limits = Limits(threads=threads, max_queue=max_queue, request_timeout=request_timeout)
     try:
-        with contextlib.redirect_stderr(said):
-            server = make_server(host, port, app, threaded=True)
-    except (OSError, SystemExit) as exc:
-        reason = " ".join(said.getvalue().split()) or str(exc)
-        raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
-    click.echo(f"serving {run} on http://{host}:{server.server_port}/  (Ctrl+C to stop)")
+        server = make_server(app, host, port, limits)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = server.effective_port
+    click.echo(
+        f"serving {run} on http://{host}:{bound}/  (waitress, {threads} threads, "
+        f"queue {max_queue}; Ctrl+C to stop)"
+    )
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         click.echo("stopped")
+    finally:
+        server.close()
 
 
 def main() -> None:
@@ -1072,10 +1119,10 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"cxr-fast: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (ValueError, FileNotFoundError) as exc:
+    except CxrFastError as exc:
         if os.environ.get("CXR_FAST_DEBUG"):
             raise
-        click.echo(f"cxr-fast: error: {exc}", err=True)
+        click.echo(f"cxr-fast: error: {one_line(exc)}", err=True)
         sys.exit(2)
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from cxr_fast.choices import NORMALIZATIONS
+from cxr_fast.errors import UserInputError
 
 CONTRACT_VERSION = 1
 INTERPOLATIONS = ("linear", "cubic", "nearest")
@@ -40,22 +41,22 @@ class PreprocessContract:
 
     def __post_init__(self) -> None:
         if not 8 <= self.image_size <= 4096:
-            raise ValueError(f"image_size must be between 8 and 4096, got {self.image_size}")
+            raise UserInputError(f"image_size must be between 8 and 4096, got {self.image_size}")
         if not self.grayscale:
-            raise ValueError("only grayscale (one-channel) contracts are supported")
+            raise UserInputError("only grayscale (one-channel) contracts are supported")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
+            raise UserInputError(
                 f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
                 f"got {self.interpolation!r}"
             )
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(
+            raise UserInputError(
                 f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}"
             )
         if (self.mean is None) != (self.std is None):
-            raise ValueError("mean and std must be given together")
+            raise UserInputError("mean and std must be given together")
         if self.std is not None and self.std <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
+            raise UserInputError(f"std must be positive, got {self.std}")
 
     @property
     def shift(self) -> float:
@@ -82,11 +83,13 @@ class PreprocessContract:
         data = dict(data)
         version = data.pop("version", CONTRACT_VERSION)
         if version != CONTRACT_VERSION:
-            raise ValueError(f"unsupported preprocessing contract version {version}")
+            raise UserInputError(f"unsupported preprocessing contract version {version}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown preprocessing contract keys: {', '.join(sorted(unknown))}")
+            raise UserInputError(
+                f"unknown preprocessing contract keys: {', '.join(sorted(unknown))}"
+            )
         return cls(**data)
 
     def to_json(self) -> str:

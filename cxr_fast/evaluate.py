@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_fast.data.discover import discover
+from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.preflight import find_bad_files
 from cxr_fast.device import resolve_device
+from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics
 from cxr_fast.plots import save_plots
@@ -54,17 +56,19 @@ def run_evaluate(
     (``threshold`` overrides the run's), and write metrics.json and plots to ``out``."""
     target = resolve_device(device)
     model, info = load_run(run_dir, target)
-    records = discover(data)
+    records = require_images(discover(data), str(data))
     unlabeled = sum(r.label is None for r in records)
-    if not records:
-        raise ValueError(f"no .jpeg/.jpg/.png/.dcm images under {data}")
     if unlabeled:
-        raise ValueError(
+        raise UserInputError(
             f"{unlabeled} of {len(records)} images under {data} have no label: evaluation needs "
             "NORMAL/ and PNEUMONIA/ folders (use `cxr-fast score` for unlabeled archives)"
         )
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        raise UserInputError(f"threshold must be in [0, 1], got {threshold}")
+    # Unreadable files are reported, not fatal: a DALI pipeline would die on the first one.
+    bad = find_bad_files(records, workers or None)
+    dropped = {b.path for b in bad}
+    records = require_images([r for r in records if r.path not in dropped], str(data))
     batches = make_loader(
         records,
         info.contract,
@@ -79,6 +83,9 @@ def run_evaluate(
         inference_precision(target) if precision is None else resolve_precision(precision, target),
         progress,
     )
+    # Files that went bad after the check are left out by the loader: count them too.
+    later = getattr(batches, "skipped", [])
+    skipped = [*(vars(b) for b in bad), *({"path": p, "reason": r} for p, r in later)]
     labels = np.array([records[i].label for i in index])
     probs = sigmoid(logits)
     chosen = info.threshold if threshold is None else threshold
@@ -89,6 +96,8 @@ def run_evaluate(
         "threshold_choice": info.meta.get("threshold_choice") if threshold is None else None,
         "members": info.members,
         "temperature": info.temperature,
+        "n_skipped": len(skipped),
+        "skipped": skipped,
         **binary_metrics(labels, probs, chosen, bootstrap=bootstrap),
     }
     out_dir = out or default_out_dir(run_dir, data)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from cxr_fast.choices import PRECISIONS
+from cxr_fast.errors import UserInputError
 
 _DTYPES = {"amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}
 
@@ -51,14 +52,16 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     """``auto`` -> bf16 autocast on CUDA where supported, else fp16 with a GradScaler; on the CPU
     bf16 autocast where the processor has native bf16 (:func:`cpu_has_native_bf16`), else fp32."""
     if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+        raise UserInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
         if device.type != "cuda":
             name = "amp-bf16" if cpu_has_native_bf16() else "fp32"
         else:
             name = "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
     if name == "amp-fp16" and device.type != "cuda":
-        raise ValueError("--precision amp-fp16 needs a CUDA device; use fp32 or amp-bf16 on CPU")
+        raise UserInputError(
+            "--precision amp-fp16 needs a CUDA device; use fp32 or amp-bf16 on CPU"
+        )
     return Precision(name=name, device_type=device.type)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.errors import NotFoundError, UserInputError
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -118,15 +119,30 @@ class RunInfo:
         return names
 
 
+def _load_checkpoint(path: Path) -> dict:
+    """``model.pt`` as a dict; a truncated or foreign file is the user's to fix, not a bug."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and EOF errors alike: the file is not whole
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserInputError(
+            f"{path} is unreadable (truncated or not a cxr-fast checkpoint: {reason}); "
+            "restore it from a backup or train the run again"
+        ) from exc
+    if not isinstance(checkpoint, dict) or not {"state_dict", "meta"} <= set(checkpoint):
+        raise UserInputError(f"{path} is not a cxr-fast checkpoint (no state_dict and meta)")
+    return checkpoint
+
+
 def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], RunInfo]:
     """State dict and :class:`RunInfo` of a run folder (no model is built)."""
     run_dir = Path(run_dir)
     path = run_dir / MODEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a trained run: {MODEL_FILE} is missing")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        raise NotFoundError(f"{run_dir} is not a trained run: {MODEL_FILE} is missing")
+    checkpoint = _load_checkpoint(path)
     if checkpoint.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise UserInputError(
             f"{path}: unsupported checkpoint format {checkpoint.get('format_version')}"
         )
     meta = checkpoint["meta"]

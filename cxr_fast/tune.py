@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import atomic_write_json
 
 BEST_FILE = "best.json"
@@ -214,12 +215,12 @@ def read_best(path: Path) -> dict[str, Any]:
     """The train options of a best.json (its ``params`` and the fixed epochs/folds)."""
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict) or "params" not in data:
-        raise ValueError(f"{path} is not a best.json written by cxr-fast tune")
+        raise UserInputError(f"{path} is not a best.json written by cxr-fast tune")
     params = dict(data["params"])
     for key in ("epochs", "folds"):
         if key in data.get("fixed", {}):
             params[key] = data["fixed"][key]
     unknown = set(params) - set(SEARCHED) - {"epochs", "folds"}
     if unknown:
-        raise ValueError(f"{path}: unknown training options {', '.join(sorted(unknown))}")
+        raise UserInputError(f"{path}: unknown training options {', '.join(sorted(unknown))}")
     return params

@@ -53,3 +53,31 @@ def write_bad_files(folder: Path, samples_dir: Path) -> dict[str, str]:
         "dangling.jpeg": "error",
         "mono1.dcm": "ok",
     }
+
+
+def twelve_bit_png(path: Path, samples_dir: Path) -> None:
+    """A real film as a 16-bit PNG holding 12-bit data (0..4095), as many modalities write."""
+    film = np.asarray(Image.open(samples_dir / SOURCE).convert("L"), dtype=np.uint16)
+    Image.fromarray((film * 16).astype(np.uint16)).save(path)
+
+
+def awkward_pngs(folder: Path, samples_dir: Path) -> list[Path]:
+    """PNGs DALI and PIL could decode differently: 12-bit data in 16 bits, palette, grey+alpha."""
+    film = Image.open(samples_dir / SOURCE).convert("L").resize((256, 256))
+    twelve_bit_png(folder / "twelve_bit.png", samples_dir)
+    film.convert("P").save(folder / "palette.png")
+    film.convert("LA").save(folder / "grey_alpha.png")
+    return [folder / "twelve_bit.png", folder / "palette.png", folder / "grey_alpha.png"]
+
+
+def write_special_files(folder: Path) -> dict[str, str]:
+    """Files that are not regular files, under image names: a FIFO (opening it blocks until a
+    writer comes), a UNIX socket and a link to a character device that never ends."""
+    import socket
+
+    os.mkfifo(folder / "pipe.jpeg")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "socket.png"))
+    server.close()  # the socket file stays
+    os.symlink("/dev/zero", folder / "zero.jpeg")
+    return {"pipe.jpeg": "error", "socket.png": "error", "zero.jpeg": "error"}

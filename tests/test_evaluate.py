@@ -104,3 +104,45 @@ def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
     assert result.exit_code == 0, result.output
     assert "roc_auc" in result.output and "PNEUMONIA" in result.output
     assert "calibration.png" in result.output
+
+
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_unreadable_files_are_counted_not_fatal(
+    trained_run, kaggle_dir, samples_dir, tmp_path, monkeypatch, loader
+):
+    from cxr_fast.data.dali_pipeline import dali_available
+    from cxr_fast.data.preflight import CACHE_ENV
+    from tests.bad_files import write_special_files
+
+    if loader == "dali" and not dali_available():
+        pytest.skip("NVIDIA DALI is not installed")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_dir, data)
+    normal = data / "train" / "NORMAL"
+    jpeg = (samples_dir / "16747_3_1.jpg").read_bytes()
+    (normal / "IM-9001-0001.jpeg").write_bytes(jpeg[: len(jpeg) // 2])
+    (normal / "IM-9002-0001.jpeg").write_text("not an image\n")
+    write_special_files(normal)
+    result = run_evaluate(
+        trained_run,
+        data,
+        out=tmp_path / "eval",
+        device="cpu",
+        workers=2,
+        bootstrap=0,
+        loader=loader,
+    )
+    assert result.metrics["n_skipped"] == 5
+    assert sorted(s["path"].rsplit("/", 1)[-1] for s in result.metrics["skipped"]) == [
+        "IM-9001-0001.jpeg",
+        "IM-9002-0001.jpeg",
+        "pipe.jpeg",
+        "socket.png",
+        "zero.jpeg",
+    ]
+    assert len(result.probabilities) == len(discover(kaggle_dir))
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["n_skipped"] == 5

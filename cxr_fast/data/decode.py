@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.filecheck import special_file_reason
+from cxr_fast.errors import CxrFastError
 
 _PIL_FILTERS = {
     "linear": Image.Resampling.BILINEAR,
@@ -31,7 +33,7 @@ DICOM_EXTENSION = ".dcm"
 MIN_IMAGE_SIDE = 32
 
 
-class ImageReadError(Exception):
+class ImageReadError(CxrFastError):
     """A file that cannot be turned into an image: ``reason`` says why, for an error row."""
 
     def __init__(self, path: str, reason: str) -> None:
@@ -153,6 +155,8 @@ def _model_pixels(
 def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode ``path`` to a uint8 [S,S] array per the contract; also return the original
     (width, height). Raises :class:`ImageReadError` for anything that is not a readable image."""
+    if (special := special_file_reason(path)) is not None:  # a FIFO would block open() forever
+        raise ImageReadError(path, special)
     try:
         return _model_pixels(path, contract, _is_dicom_path(path))
     except Exception as exc:  # any decoder failure is this file's error, not ours
@@ -199,6 +203,8 @@ def probe(path: str) -> tuple[int, int]:
     JPEGs are decoded at 1/8 scale: every byte of the entropy-coded stream is still read, so a
     truncated or corrupt file fails here as it would in a loader.
     """
+    if (special := special_file_reason(path)) is not None:
+        raise ImageReadError(path, special)
     try:
         if _is_dicom_path(path):
             return _dicom_gray(path).size

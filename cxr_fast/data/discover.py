@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxr_fast.errors import NotFoundError, UserInputError
 from cxr_fast.labels import label_index
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg", ".png", ".dcm"})
+IMAGE_NAMES = ".jpeg/.jpg/.png/.dcm"  # IMAGE_EXTENSIONS as messages spell them
 JPEG_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg"})
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 _SKIPPED_DIRS = frozenset({"__MACOSX"})
@@ -96,7 +98,7 @@ def scan(root: str | os.PathLike[str]) -> Discovery:
     elif root.is_dir():
         paths, skipped = _walk(root)
     else:
-        raise FileNotFoundError(f"no such file or folder: {root}")
+        raise NotFoundError(f"no such file or folder: {root}")
     records = []
     parents: dict[str, tuple[int | None, str | None]] = {}
     for path in paths:
@@ -111,3 +113,15 @@ def scan(root: str | os.PathLike[str]) -> Discovery:
 def discover(root: str | os.PathLike[str]) -> list[Record]:
     """Image records under ``root``, sorted by path."""
     return scan(root).records
+
+
+class NoImagesError(UserInputError):
+    """A folder (or list of inputs) without a single file cxr-fast reads."""
+
+
+def require_images(records: list[Record], where: str, purpose: str = "") -> list[Record]:
+    """``records``, or :class:`NoImagesError` naming ``where`` when there are none: the one
+    "no images" message every command gives."""
+    if not records:
+        raise NoImagesError(f"no {IMAGE_NAMES} images under {where}{purpose}")
+    return records

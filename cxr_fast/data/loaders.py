@@ -12,8 +12,10 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.dali_pipeline import DALI_EXTENSIONS, DaliLoader, dali_available
 from cxr_fast.data.discover import Record
+from cxr_fast.data.filecheck import png_needs_pil
 from cxr_fast.data.torch_loader import TorchLoader
 from cxr_fast.device import resolve_device
+from cxr_fast.errors import UserInputError
 
 # Chosen by measurement (`make bench`, docs/benchmarks.md): on a CPU host the PIL path with JPEG
 # draft decoding beats DALI-CPU on full-resolution films, because DALI decodes every pixel.
@@ -21,19 +23,36 @@ DEFAULT_CPU_LOADER = "torch"
 
 
 def dali_can_read(records: Sequence[Record]) -> bool:
-    """True when every record is a format the DALI decoder takes (DICOM is not)."""
-    return all(os.path.splitext(r.path)[1].lower() in DALI_EXTENSIONS for r in records)
+    """True when DALI decodes every record to the same pixels as PIL: not DICOM, and no PNG
+    that is 16-bit, palette or with alpha (one intensity rule for every loader; see
+    :func:`cxr_fast.data.filecheck.png_needs_pil`)."""
+    return _first_unreadable(records) is None
+
+
+def _first_unreadable(records: Sequence[Record]) -> str | None:
+    """The first record DALI should not decode, or None."""
+    for record in records:
+        extension = os.path.splitext(record.path)[1].lower()
+        if extension not in DALI_EXTENSIONS:
+            return record.path
+        if extension == ".png" and png_needs_pil(record.path):
+            return record.path
+    return None
 
 
 def resolve_loader(loader: str, device: torch.device, records: Sequence[Record]) -> str:
     """The concrete backend (``dali`` or ``torch``) for a request, a device and the files."""
     if loader not in LOADERS:
-        raise ValueError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
+        raise UserInputError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
     if loader == "dali":
         if not dali_available():
-            raise ValueError("--loader dali needs NVIDIA DALI: pip install nvidia-dali-cuda120")
-        if not dali_can_read(records):
-            raise ValueError("--loader dali cannot read DICOM files; use --loader torch")
+            raise UserInputError("--loader dali needs NVIDIA DALI: pip install nvidia-dali-cuda120")
+        first = _first_unreadable(records)
+        if first is not None:
+            raise UserInputError(
+                f"--loader dali cannot read DICOM files nor decode 16-bit, palette or alpha PNGs "
+                f"as PIL does (e.g. {first}); use --loader torch"
+            )
         return "dali"
     if loader == "torch":
         return "torch"
@@ -64,12 +83,12 @@ def make_loader(
     ``workers`` is DALI's thread count or the DataLoader's worker processes.
     """
     if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        raise UserInputError(f"batch size must be at least 1, got {batch_size}")
     if not records:
-        raise ValueError("no images to load")
+        raise UserInputError("no images to load")
     target = resolve_device(device)
     if fp16 and target.type != "cuda":
-        raise ValueError("float16 batches are for CUDA devices only")
+        raise UserInputError("float16 batches are for CUDA devices only")
     dtype = torch.float16 if fp16 else torch.float32
     common = dict(
         batch_size=batch_size,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cxr_fast.data.discover import Record
+from cxr_fast.errors import UserInputError
 
 
 def _patient_label(records: Sequence[Record]) -> int | None:
@@ -40,7 +41,7 @@ def patient_folds(records: Sequence[Record], k: int, seed: int = 0) -> list[int]
     depends only on the records, ``k`` and the seed, never on the input order.
     """
     if k < 2:
-        raise ValueError(f"folds must be at least 2, got {k}")
+        raise UserInputError(f"folds must be at least 2, got {k}")
     strata = _patient_strata(records)
     rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
@@ -64,7 +65,7 @@ def patient_split(
     and the seed, never on the input order.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UserInputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     strata = _patient_strata(records)
     rng = np.random.default_rng(seed)
     val_patients: set[str] = set()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxr_fast.errors import UserInputError
 from cxr_fast.labels import CLASS_NAMES
 
 NORMAL, PNEUMONIA = CLASS_NAMES
@@ -241,7 +242,7 @@ def render_cxr(size: tuple[int, int], pneumonia: bool, rng: np.random.Generator)
     """
     width, height = size
     if width < 1 or height < 1:
-        raise ValueError(f"size must be positive, got {size}")
+        raise UserInputError(f"size must be positive, got {size}")
     k = min(1.0, _RENDER_LONG_SIDE / max(width, height))
     low = (max(1, round(height * k)), max(1, round(width * k)))
     # Separate stream for the opacities keeps the anatomy draws identical across classes.
@@ -347,21 +348,21 @@ def _drain(
 
 def _check_common(n: int, min_size: int, max_size: int, quality: int, workers: int) -> None:
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise UserInputError(f"n must be at least 1, got {n}")
     if not 16 <= min_size <= max_size:
-        raise ValueError(
+        raise UserInputError(
             f"sizes must satisfy 16 <= min_size <= max_size, got min_size={min_size}, "
             f"max_size={max_size}"
         )
     if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be between 1 and 100, got {quality}")
+        raise UserInputError(f"quality must be between 1 and 100, got {quality}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise UserInputError(f"workers must be at least 1, got {workers}")
 
 
 def _check_seed(seed: int) -> None:
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise UserInputError(f"seed must be non-negative, got {seed}")
 
 
 def _patient_sizes(rng: np.random.Generator, count: int) -> list[int]:
@@ -439,7 +440,7 @@ def synth_dataset(
         ("test_fraction", test_fraction),
     ):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be between 0 and 1, got {value}")
+            raise UserInputError(f"{name} must be between 0 and 1, got {value}")
 
     out = Path(out)
     plan_rng = np.random.default_rng(np.random.SeedSequence([seed, _PLAN_STREAM]))
@@ -482,12 +483,12 @@ def upscale_real(
     _check_common(n, min_size, max_size, quality, workers)
     _check_seed(seed)
     if not sources:
-        raise ValueError("sources must not be empty")
+        raise UserInputError("sources must not be empty")
     if grain < 0:
-        raise ValueError(f"grain must be non-negative, got {grain}")
+        raise UserInputError(f"grain must be non-negative, got {grain}")
     bad = sorted({label for _, label in sources if label not in CLASS_NAMES})
     if bad:
-        raise ValueError(f"unknown class names {bad}; expected one of {list(CLASS_NAMES)}")
+        raise UserInputError(f"unknown class names {bad}; expected one of {list(CLASS_NAMES)}")
 
     out = Path(out)
     jobs = []

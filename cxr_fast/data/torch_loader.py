@@ -1,9 +1,14 @@
 """Fallback loader: a PyTorch DataLoader over PIL decoding, for hosts without DALI and for
-formats DALI does not take. It yields the same :class:`Batch` as the DALI loader."""
+formats DALI does not take. It yields the same :class:`Batch` as the DALI loader.
+
+A file that cannot be decoded (one that went bad after the pre-flight check) is left out of
+its batch, logged and listed in :attr:`TorchLoader.skipped`: never a crash in a worker.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -13,10 +18,12 @@ from torch.utils.data import DataLoader, Dataset
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment, augment_image
 from cxr_fast.data.batch import Batch, drops_last, labels_tensor, normalise_uint8
-from cxr_fast.data.decode import read_gray
+from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.discover import Record
 from cxr_fast.data.shard import shard_range
 from cxr_fast.data.workers import steady_memory_worker
+
+log = logging.getLogger(__name__)
 
 
 class _ImageDataset(Dataset):
@@ -32,8 +39,12 @@ class _ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        pixels, _ = read_gray(self.paths[index], self.contract)
+    def __getitem__(self, index: int) -> tuple[np.ndarray | str, int]:
+        """(pixels, index), or (the reason, index) for a file that cannot be decoded."""
+        try:
+            pixels, _ = read_gray(self.paths[index], self.contract)
+        except ImageReadError as exc:
+            return exc.reason, index
         if self.augment is not None:
             # One generator per (seed, epoch, sample): the same sample gets the same transform
             # whatever worker loads it, so runs are reproducible.
@@ -44,17 +55,22 @@ class _ImageDataset(Dataset):
 
 
 def _collate(
-    items: list[tuple[np.ndarray, int]],
+    items: list[tuple[np.ndarray | str, int]],
     contract: PreprocessContract | None,
     dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor | None, torch.Tensor, list[tuple[int, str]]]:
     """Stack uint8 [H,W] images to [N,H,W,1]; normalise them to NCHW floats when a contract is
-    given. (numpy all the way to one tensor per batch: measurably cheaper per image.)"""
-    images, indices = zip(*items, strict=True)
+    given. (numpy all the way to one tensor per batch: measurably cheaper per image.) Files
+    that failed come back as (index, reason) beside the batch (None when none decoded)."""
+    good = [(pixels, i) for pixels, i in items if not isinstance(pixels, str)]
+    failed = [(i, reason) for reason, i in items if isinstance(reason, str)]
+    if not good:
+        return None, torch.zeros(0, dtype=torch.int64), failed
+    images, indices = zip(*good, strict=True)
     batch = torch.from_numpy(np.stack(images)).unsqueeze(-1)
     if contract is not None:
         batch = normalise_uint8(batch, contract, dtype)
-    return batch, torch.tensor(indices, dtype=torch.int64)
+    return batch, torch.tensor(indices, dtype=torch.int64), failed
 
 
 class TorchLoader:
@@ -88,6 +104,7 @@ class TorchLoader:
             [records[i].path for i in positions], contract, augment if train else None, seed
         )
         self._train = train
+        self.skipped: list[tuple[str, str]] = []  # (path, reason) of files left out
         # On the CPU the workers normalise, so the main process (which runs the model) only
         # receives finished batches; for CUDA, uint8 crosses the bus (4x fewer bytes) and the
         # GPU normalises.
@@ -114,7 +131,13 @@ class TorchLoader:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for images, local in self._loader:
+        for images, local, failed in self._loader:
+            for i, reason in failed:
+                path = self._dataset.paths[i]
+                self.skipped.append((path, reason))
+                log.warning("cxr-fast: skipped %s: %s", path, reason)
+            if images is None:
+                continue
             x = images.to(self.device, non_blocking=True)
             if self._on_gpu:
                 x = normalise_uint8(x, self.contract, self.dtype)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxr_fast.choices import CAM_METHODS
+from cxr_fast.errors import UserInputError
 
 _EPS = 1e-7
 
@@ -36,7 +37,7 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     except AttributeError:
         convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
         tail = ", ".join(convs[-4:])
-        raise ValueError(
+        raise UserInputError(
             f"the model has no layer {name!r}; its last convolutions are: {tail}"
         ) from None
 
@@ -60,7 +61,7 @@ def grad_cam(
     With several layers (an ensemble's members), each layer's map is computed from the same
     backward pass of the model's output and the maps are averaged."""
     if method not in CAM_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        raise UserInputError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS)}")
     layers = [layer] if isinstance(layer, str) else list(layer)
     modules = [find_layer(model, name) for name in layers]
     captured: list[dict[str, torch.Tensor]] = [{} for _ in layers]
@@ -85,7 +86,9 @@ def grad_cam(
     cams = []
     for name, store in zip(layers, captured, strict=True):
         if "grads" not in store:
-            raise ValueError(f"layer {name!r} received no gradient: it does not feed the output")
+            raise UserInputError(
+                f"layer {name!r} received no gradient: it does not feed the output"
+            )
         acts, grads = store["acts"].detach().float(), store["grads"].detach().float()
         cam = F.relu((_weights(acts, grads, method) * acts).sum(dim=1, keepdim=True))
         cams.append(F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False))

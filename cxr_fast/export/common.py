@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cxr_fast.choices import EXPORT_FORMATS
 from cxr_fast.choices import EXPORT_PRECISIONS as EXPORT_PRECISIONS  # re-exported
+from cxr_fast.errors import CxrFastError
 
 FORMATS = EXPORT_FORMATS
 # What ``precision=None`` means per format: TensorRT exists to run fast on a GPU, and fp16 is
@@ -39,7 +40,7 @@ SUFFIXES = {"torchscript": ".ts", "pt2": ".pt2", "tensorrt": ".trt.ep"}
 CONTRACT_FILE = "contract.json"
 
 
-class ExportError(Exception):
+class ExportError(CxrFastError):
     """An export or load that cannot go ahead; the message is one line for the user."""
 
 

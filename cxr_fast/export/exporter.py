@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxr_fast.data.discover import Record, discover
+from cxr_fast.data.discover import Record, discover, require_images
 from cxr_fast.device import resolve_device
 from cxr_fast.export.common import (
     DEFAULT_PRECISION,
@@ -122,10 +122,7 @@ def _data_records(run_dir: Path, info: RunInfo, data: Path | None) -> tuple[Path
                 f"the run's training data {root} is gone: pass --data DIR "
                 "(real images to verify the export with)"
             )
-    records = discover(root)
-    if not records:
-        raise ExportError(f"no .jpeg/.jpg/.png/.dcm images under {root} to verify the export")
-    return root, records
+    return root, require_images(discover(root), str(root), " to verify the export")
 
 
 def _verify(

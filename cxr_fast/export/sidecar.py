@@ -1,8 +1,16 @@
 """The JSON sidecar beside every exported file: what the file is, where it came from, and how
-closely it matched the eager model. Scoring reads the contract and threshold from here."""
+closely it matched the eager model. Scoring reads the contract and threshold from here.
+
+The fields a prediction's meaning depends on (contract, threshold, architecture) are sealed by
+``meaning_sha256``, a hash of their canonical JSON written at export: an edited threshold or
+contract is refused at load instead of silently changing every prediction. The seal guards
+against edits by hand, not against forgery. To change the threshold for a site, use
+``cxr-fast calibrate`` and export the calibrated run.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -26,6 +34,17 @@ REQUIRED_KEYS = (
 )
 
 
+# The fields whose edit would change what the model's outputs mean.
+SEALED_KEYS = ("contract", "threshold", "arch")
+SEAL_KEY = "meaning_sha256"
+
+
+def seal(fields: dict) -> str:
+    """SHA-256 of the canonical JSON of the sealed fields."""
+    text = json.dumps({key: fields[key] for key in SEALED_KEYS}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def versions() -> dict:
     """Versions a loader may need to match (TorchScript and pt2 archives are not forward
     compatible across PyTorch releases)."""
@@ -41,6 +60,7 @@ def write_sidecar(path: Path, fields: dict) -> Path:
     data = {
         "sidecar_version": SIDECAR_VERSION,
         **fields,
+        SEAL_KEY: seal(fields),
         **versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -71,4 +91,11 @@ def read_sidecar(path: Path) -> dict:
         raise ExportError(f"{side}: unknown export format {data['format']!r}")
     if data["precision"] not in EXPORT_PRECISIONS:
         raise ExportError(f"{side}: unknown precision {data['precision']!r}")
+    if SEAL_KEY not in data:
+        raise ExportError(f"{side} has no {SEAL_KEY} (written by an older cxr-fast): re-export")
+    if data[SEAL_KEY] != seal(data):
+        raise ExportError(
+            f"{side} was edited: its {', '.join(SEALED_KEYS)} no longer match {SEAL_KEY}; "
+            "re-export the run (to change the threshold, use `cxr-fast calibrate`)"
+        )
     return data

@@ -72,9 +72,17 @@ def iter_images(
     )
     try:
         for batch in loader:
+            _refuse_skipped(loader)  # the loader leaves unreadable files out; checks need all
             yield batch.x, batch.y
     except (ImageReadError, OSError, ValueError) as exc:
         raise ExportError(f"cannot read an image for the export checks: {exc}") from exc
+    _refuse_skipped(loader)  # a last batch of unreadable files yields nothing
+
+
+def _refuse_skipped(loader) -> None:
+    if getattr(loader, "skipped", None):
+        path, reason = loader.skipped[0]
+        raise ExportError(f"cannot read an image for the export checks: {path}: {reason}")
 
 
 def load_images(

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cxr_fast.errors import NotFoundError
+
 IMAGENET = "imagenet"
 # Grey equivalents of ImageNet's per-channel mean/std (their averages): a pretrained model's
 # contract standardises its grey input with these.
@@ -32,7 +34,7 @@ def resolve_weights_file(pretrained: str, url: str) -> Path:
     if pretrained != IMAGENET:
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"no ImageNet weights file at {path}")
+            raise NotFoundError(f"no ImageNet weights file at {path}")
         return path
     path = hub_cache_path(url)
     if not path.is_file():
@@ -49,7 +51,7 @@ def _download(url: str, path: Path) -> None:
         download_url_to_file(url, str(path), match.group(1) if match else None, progress=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
         reason = str(getattr(exc, "reason", exc)).splitlines()[0]
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"could not download ImageNet weights from {url} ({reason}): fetch that file on a "
             f"machine with internet and pass --pretrained FILE, or copy it to {path}"
         ) from None

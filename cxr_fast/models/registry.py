@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cxr_fast.choices import ARCHITECTURES
+from cxr_fast.errors import UserInputError
 from cxr_fast.models.cnn import PneumoniaCNN
 from cxr_fast.models.pretrained import (
     grey_first_conv,
@@ -68,7 +69,9 @@ def default_cam_layer(arch: str) -> str:
     if arch == "cnn":
         return _CNN_CAM_LAYER
     if arch not in _TORCHVISION:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        raise UserInputError(
+            f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
     return _TORCHVISION[arch].cam_layer
 
 
@@ -82,10 +85,12 @@ def build_model(arch: str, pretrained: str | None = None) -> nn.Module:
     """A fresh model of ``arch``; ``pretrained`` (a file, or ``imagenet`` for the torch hub
     cache) starts a torchvision architecture from ImageNet weights."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        raise UserInputError(
+            f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
     if arch == "cnn":
         if pretrained:
-            raise ValueError("the cnn architecture has no ImageNet weights; drop --pretrained")
+            raise UserInputError("the cnn architecture has no ImageNet weights; drop --pretrained")
         return PneumoniaCNN()
     spec = _TORCHVISION[arch]
     model = spec.build()
@@ -95,7 +100,9 @@ def build_model(arch: str, pretrained: str | None = None) -> nn.Module:
             model.load_state_dict(load_state_dict(path))
         except RuntimeError as exc:
             first_line = str(exc).splitlines()[0]
-            raise ValueError(f"{path} does not hold {arch} ImageNet weights: {first_line}") from exc
+            raise UserInputError(
+                f"{path} does not hold {arch} ImageNet weights: {first_line}"
+            ) from exc
     stem = grey_first_conv(model.get_submodule(spec.first_conv))
     if not pretrained:
         stem.reset_parameters()  # summed random kernels would triple the init variance

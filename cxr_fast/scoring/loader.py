@@ -9,11 +9,17 @@ How one bad file is kept from failing a batch:
   passes the header check but fails to decode (truncated data) makes DALI abandon the whole
   pipeline, so that batch's files are decoded one by one with PIL (the bad one becomes an
   error row, the others are scored) and a new pipeline continues with the files after them.
+- Only a decode error is treated that way: DALI names the sample it failed to decode, or PIL
+  finds a bad file in the failed batch. Any other pipeline failure (out of memory, a broken
+  CUDA or DALI installation) is not one file's fault: the run switches to the PIL loader for
+  everything left, once, with a warning, and :class:`LoaderUse` records the switch so the
+  output's metadata names the loader that actually decoded the images.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +32,20 @@ from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.discover import Record
+from cxr_fast.data.filecheck import special_file_reason
 from cxr_fast.data.workers import steady_memory_worker
+
+log = logging.getLogger(__name__)
+# How DALI reports an undecodable sample ("Failed to decode sample #3 : /a/b.jpeg").
+_DECODE_ERROR_MARK = "Failed to decode sample"
+
+
+@dataclass
+class LoaderUse:
+    """The loader that is decoding a run's images, and why it changed (None: it did not)."""
+
+    name: str
+    fallback: str | None = None
 
 
 @dataclass
@@ -97,7 +116,10 @@ def pil_batches(
 
 
 def header_size(path: str) -> tuple[tuple[int, int] | None, bool]:
-    """((width, height), is_jpeg) from the file header alone; (None, False) when unreadable."""
+    """((width, height), is_jpeg) from the file header alone; (None, False) when unreadable
+    or not a regular file (opening a FIFO would block)."""
+    if special_file_reason(path) is not None:
+        return None, False
     try:
         with Image.open(path) as image:
             return image.size, image.format == "JPEG"
@@ -114,8 +136,11 @@ def dali_batches(
     workers: int,
     device: str,
     device_id: int = 0,
+    use: LoaderUse | None = None,
 ) -> Iterator[ScoreBatch]:
-    """Score batches through DALI for header-checked JPEGs, PIL for everything else."""
+    """Score batches through DALI for header-checked JPEGs, PIL for everything else.
+    ``use`` (updated in place) says whether a pipeline failure switched the run to PIL."""
+    use = use if use is not None else LoaderUse("dali")
     sizes: dict[int, tuple[int, int]] = {}
     others: list[int] = []
     for position in positions:
@@ -146,9 +171,29 @@ def dali_batches(
                 done += len(local)
                 yield ScoreBatch(x=batch.x, index=index, sizes=[sizes[p] for p in index], errors=[])
             start = len(jpegs)
-        except RuntimeError:
-            # DALI gives up on the whole pipeline for one undecodable file; eval order is
-            # file order, so the failed batch is the next batch_size files of the segment.
+        except RuntimeError as exc:
+            # Eval order is file order, so the failed batch is the next batch_size files.
             failed = segment[done : done + batch_size]
-            yield from pil_batches(records, failed, contract, batch_size=batch_size, workers=0)
+            decoded = list(pil_batches(records, failed, contract, batch_size=batch_size, workers=0))
+            yield from decoded
             start += done + len(failed)
+            if _is_decode_error(exc) or any(b.errors for b in decoded):
+                continue  # one file's fault: a new pipeline goes on with the files after it
+            use.name = "torch"
+            use.fallback = f"DALI pipeline failed ({_first_line(exc)}); PIL decoded the rest"
+            log.warning("cxr-fast: %s", use.fallback)
+            rest = jpegs[start:]
+            yield from pil_batches(records, rest, contract, batch_size=batch_size, workers=workers)
+            return
+
+
+def _is_decode_error(exc: BaseException) -> bool:
+    """DALI names the sample it could not decode; other failures are the pipeline's own."""
+    return _DECODE_ERROR_MARK in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The telling line of a DALI error (its text repeats the pipeline definition)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if "rror" in line and "Critical error" not in line]
+    return (telling or lines or [type(exc).__name__])[-1][:200]

@@ -10,6 +10,7 @@ import torch
 
 from cxr_fast.choices import BACKENDS
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.errors import NotFoundError, UserInputError
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
 
@@ -27,6 +28,7 @@ class ScoringModel:
     device: torch.device
     # Where the threshold came from: the run's policy, or a site calibration (metadata only).
     threshold_source: dict | None = None
+    precision: str = "fp32"  # what the forward computes in (autocast, or the export's)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N] for a batch (inference mode)."""
@@ -76,6 +78,7 @@ def eager_scoring_model(
         checksum=sha256(run_dir / MODEL_FILE),
         device=device,
         threshold_source=threshold_source(info.meta),
+        precision=precision.name,
     )
 
 
@@ -84,7 +87,7 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
 
     forward, sidecar = load_exported(path, device=str(device))
     if backend not in ("auto", sidecar["format"]):
-        raise ValueError(f"{path} is a {sidecar['format']} export, not {backend}")
+        raise UserInputError(f"{path} is a {sidecar['format']} export, not {backend}")
     return ScoringModel(
         forward=forward,
         contract=PreprocessContract.from_dict(sidecar["contract"]),
@@ -94,20 +97,25 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
         checksum=sidecar["file_sha256"],  # load_exported checked the file against it
         device=device,
         threshold_source=threshold_source(sidecar),
+        precision=sidecar["precision"],
     )
 
 
 def load_scoring_model(ref: Path, backend: str, device: torch.device) -> ScoringModel:
     """``ref`` is a run folder (eager) or an exported file (its sidecar says the format)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise UserInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if ref.is_dir():
         if backend not in ("auto", "eager"):
-            raise ValueError(
+            raise UserInputError(
                 f"--backend {backend} needs an exported file: run `cxr-fast export {ref} "
                 f"--format {backend}` and pass --model with the file it writes"
             )
         return _eager(ref, device)
     if not ref.is_file():
-        raise FileNotFoundError(f"no such model: {ref}")
+        raise NotFoundError(f"no such model: {ref}")
+    if ref.name == MODEL_FILE:
+        raise UserInputError(
+            f"{ref} is a run's checkpoint: pass the run folder itself (--model {ref.parent})"
+        )
     return _exported(ref, backend, device)

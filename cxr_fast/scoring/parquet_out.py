@@ -2,9 +2,11 @@
 
 Rows are buffered and written as small chunk files in a hidden staging folder beside the output
 (``.preds.parquet.parts/chunk-000001.parquet``), each through a temporary name and a rename, so
-a chunk on disk is always whole. When every file is scored the chunks are streamed, one row
-group each, into ``preds.parquet.tmp``, which is renamed to ``preds.parquet``. ``--resume``
-reads back the paths of the chunks already written and scores only the rest.
+a chunk on disk is always whole. A chunk is written every ``rows_per_chunk`` rows or every
+``chunk_seconds`` seconds, whichever comes first, so a kill loses at most that much work. When
+every file is scored the chunks are streamed, one row group each, into ``preds.parquet.tmp``,
+which is renamed to ``preds.parquet``. ``--resume`` reads back the paths of the chunks already
+written and scores only the rest.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import heapq
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cxr_fast.choices import ROWS_PER_CHUNK
+from cxr_fast.choices import CHUNK_SECONDS, ROWS_PER_CHUNK
 
 SCHEMA = pa.schema(
     [
@@ -48,14 +51,26 @@ def staging_dir(out: Path) -> Path:
 class ChunkedParquetWriter:
     """Collects prediction rows; :meth:`finish` publishes the complete file atomically."""
 
-    def __init__(self, out: Path, metadata: dict[str, str], rows_per_chunk: int = ROWS_PER_CHUNK):
+    def __init__(
+        self,
+        out: Path,
+        metadata: dict[str, str],
+        rows_per_chunk: int = ROWS_PER_CHUNK,
+        chunk_seconds: float = CHUNK_SECONDS,
+    ):
         self.out = out
         self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
         self.rows_per_chunk = rows_per_chunk
+        self.chunk_seconds = chunk_seconds
         self.staging = staging_dir(out)
         self.staging.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list] = {name: [] for name in SCHEMA.names}
         self._chunks = len(self._chunk_files())
+        self._flushed_at = time.monotonic()
+
+    def set_metadata(self, key: str, value) -> None:
+        """Set (or replace) one file-level metadata value (JSON) before :meth:`finish`."""
+        self.metadata[key.encode()] = json.dumps(value).encode()
 
     def _chunk_files(self) -> list[Path]:
         return sorted(self.staging.glob("chunk-*.parquet"))
@@ -68,14 +83,19 @@ class ChunkedParquetWriter:
         return done
 
     def add(self, row: dict) -> None:
-        """Buffer one row (keys = schema names); writes a chunk when the buffer is full."""
+        """Buffer one row (keys = schema names); writes a chunk when the buffer is full or
+        the last chunk is ``chunk_seconds`` old."""
         for name in SCHEMA.names:
             self._rows[name].append(row.get(name))
-        if len(self._rows["path"]) >= self.rows_per_chunk:
+        if (
+            len(self._rows["path"]) >= self.rows_per_chunk
+            or time.monotonic() - self._flushed_at >= self.chunk_seconds
+        ):
             self.flush()
 
     def flush(self) -> None:
         """Write buffered rows as one chunk file (temporary name, then rename)."""
+        self._flushed_at = time.monotonic()
         if not self._rows["path"]:
             return
         table = pa.Table.from_pydict(self._rows, schema=SCHEMA)

@@ -16,18 +16,21 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
-from cxr_fast.choices import SCORE_BATCH_SIZE
-from cxr_fast.data.discover import discover
+from cxr_fast.choices import CHUNK_SECONDS, SCORE_BATCH_SIZE
+from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import dali_can_read, resolve_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, device_for, start, stop
+from cxr_fast.errors import UserInputError
 from cxr_fast.explain.explainer import Explainer, explain_files, run_folder_for
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics
+from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import atomic_write_json
-from cxr_fast.scoring.loader import ScoreBatch, dali_batches, pil_batches
+from cxr_fast.scoring import identity
+from cxr_fast.scoring.loader import LoaderUse, ScoreBatch, dali_batches, pil_batches
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 from cxr_fast.scoring.parquet_out import (
     ROWS_PER_CHUNK,
@@ -64,6 +67,7 @@ class ScoreConfig:
     overwrite: bool = False
     shard: tuple[int, int] | None = None
     rows_per_chunk: int = ROWS_PER_CHUNK
+    chunk_seconds: float = CHUNK_SECONDS  # a chunk is written at least this often
     threads: int | None = None  # model threads on the CPU; None: chosen by model_threads
     cam_dir: Path | None = None  # Grad-CAM overlays of the cam_top most suspicious images
     cam_top: int = 20
@@ -85,6 +89,7 @@ class ScoreSummary:
     loader: str
     metrics_path: Path | None
     cams: int = 0  # overlays written by --cam-dir
+    loader_fallback: str | None = None  # why the run left DALI for PIL part-way
 
     @property
     def images_per_second(self) -> float:
@@ -99,7 +104,7 @@ def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+        raise UserInputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
     shard_range(0, index, count)  # validates
     return index, count
 
@@ -115,6 +120,7 @@ def metrics_path_for(out: Path) -> Path:
 
 
 def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
+    writable_file(out)
     partial = staging_dir(out)
     if overwrite:
         shutil.rmtree(partial, ignore_errors=True)
@@ -122,10 +128,10 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         return
     if out.exists():
         if resume:
-            raise ValueError(f"{out} is already complete: nothing to resume")
-        raise ValueError(f"{out} exists: pass --overwrite to replace it")
+            raise UserInputError(f"{out} is already complete: nothing to resume")
+        raise UserInputError(f"{out} exists: pass --overwrite to replace it")
     if partial.exists() and not resume:
-        raise ValueError(
+        raise UserInputError(
             f"{out} has partial results from an interrupted run: pass --resume to finish "
             "them or --overwrite to start over"
         )
@@ -256,15 +262,16 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     model = load_scoring_model(config.model, config.backend, device)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
     cam_run = run_folder_for(config.cam_run or config.model) if config.cam_dir else None
-    records = discover(config.archive)
-    if not records:
-        raise ValueError(f"no .jpeg/.jpg/.png/.dcm images under {config.archive}")
+    records = require_images(discover(config.archive), str(config.archive))
     positions = list(range(len(records)))
     if config.shard is not None:
         positions = list(shard_range(len(records), *config.shard))
     out = output_path(config.out, config.shard)
-    out.parent.mkdir(parents=True, exist_ok=True)
     _prepare(out, config.resume, config.overwrite)
+    made_with = identity.identity(model, config.archive, config.shard)
+    resuming = config.resume and staging_dir(out).exists()
+    if resuming:  # before anything is written: a refused resume leaves the partial output as is
+        identity.check(staging_dir(out), made_with, out)
     if coordinated and ctx.is_main:  # a stale marker must not vouch for this job's parts
         (config.out / SUCCESS_FILE).unlink(missing_ok=True)
         (config.out / JOB_METRICS).unlink(missing_ok=True)
@@ -279,6 +286,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
                 "cxr_fast_threshold": model.threshold,
                 "cxr_fast_threshold_source": model.threshold_source,
                 "cxr_fast_backend": model.backend,
+                "cxr_fast_precision": model.precision,
                 "cxr_fast_archive": str(config.archive.resolve()),
                 "cxr_fast_shard": list(config.shard) if config.shard else None,
                 "cxr_fast_versions": versions(SCORING_PACKAGES),
@@ -286,7 +294,10 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
             }
         ),
         rows_per_chunk=config.rows_per_chunk,
+        chunk_seconds=config.chunk_seconds,
     )
+    if not resuming:
+        identity.record(writer.staging, made_with)
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in positions if records[p].path not in done]
     # The scoring DALI path sends what DALI cannot read to PIL itself, so only the files DALI
@@ -294,6 +305,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     dali_readable = [r for r in (records[p] for p in todo) if dali_can_read([r])]
     loader = resolve_loader(config.loader, device, dali_readable or records[:1])
     batch_size = batch_size_for(config, device)
+    use = LoaderUse(loader)
     if loader == "dali":
         batches = dali_batches(
             records,
@@ -303,6 +315,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
             workers=config.workers,
             device="gpu" if device.type == "cuda" else "cpu",
             device_id=device.index or 0,
+            use=use,
         )
     else:
         batches = pil_batches(
@@ -320,6 +333,9 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     cam_paths = None
     if cam_run is not None and config.cam_dir is not None:
         cam_paths = _write_cams(cam_run, writer.top_k(config.cam_top), config.cam_dir, device)
+    # The loader that decoded this run's images (not the one asked for), and why it changed.
+    writer.set_metadata("cxr_fast_loader", use.name)
+    writer.set_metadata("cxr_fast_loader_fallback", use.fallback)
     writer.finish(cam_paths)
 
     # Counts and metrics from the published file (resumed rows included).
@@ -339,7 +355,8 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         scored=len(todo),
         seconds=scoring_seconds if todo else time.perf_counter() - started,
         backend=model.backend,
-        loader=loader,
+        loader=use.name,
         metrics_path=metrics_file,
         cams=len(cam_paths or {}),
+        loader_fallback=use.fallback,
     )

@@ -15,7 +15,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cxr_fast.data.decode import ImageReadError, ImageTooLargeError
 from cxr_fast.serve.limits import DEFAULT_MAX_UPLOAD_MB
-from cxr_fast.serve.predictor import Predictor
+from cxr_fast.serve.predictor import ModelBusyError, Predictor
+from cxr_fast.serve.server import RETRY_AFTER_S
 
 # The upload's name only ever appears in captions: never used as a path.
 _NAME_LIMIT = 80
@@ -57,6 +58,10 @@ def create_app(predictor: Predictor, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
         except ImageReadError as exc:
             too_large = isinstance(exc.__cause__, ImageTooLargeError | DecompressionBombError)
             return _error(413 if too_large else 422, f"{name[:_NAME_LIMIT]}: {exc.reason}")
+        except ModelBusyError as exc:
+            response, status = _error(503, f"server busy: {exc}")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response, status
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc):

@@ -26,12 +26,23 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+class ModelBusyError(Exception):
+    """The model stayed busy past the request's time limit (the server answers 503)."""
+
+
 class Predictor:
     """The run's model (an :class:`Explainer`'s, loaded once) answering uploads; :meth:`predict`
     is safe to call from several threads."""
 
-    def __init__(self, explainer: Explainer, max_pixels: int = MAX_UPLOAD_PIXELS) -> None:
+    def __init__(
+        self,
+        explainer: Explainer,
+        max_pixels: int = MAX_UPLOAD_PIXELS,
+        wait_timeout: float | None = None,
+    ) -> None:
         self.explainer = explainer
+        # How long a request may wait for the model (None: as long as it takes).
+        self.wait_timeout = wait_timeout
         info = self.explainer.info
         self.scoring = eager_scoring_model(self.explainer.model, info, self.explainer.device)
         self.max_pixels = max_pixels
@@ -68,11 +79,15 @@ class Predictor:
         # Grad-CAM reuses the model's pixels; only the picture for people is decoded anew.
         display = display_gray(data, DISPLAY_SIDE) if cam else None
         explanation = None
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if self.wait_timeout is None else self.wait_timeout):
+            raise ModelBusyError(f"the model stayed busy for {self.wait_timeout:g} s")
+        try:
             # The same preprocessing, batch layout and forward as `cxr-fast score`.
             logits = self.scoring.logits(stack_gray([pixels], contract)).cpu().numpy()
             if display is not None:
                 explanation = self.explainer.explain_pixels(pixels, size, display, name)
+        finally:
+            self._lock.release()
         prob = float(sigmoid(logits)[0])
         answer = {
             "prob_pneumonia": prob,

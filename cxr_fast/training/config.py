@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from cxr_fast.choices import RecipeDefaults
 from cxr_fast.data.augment import Augment
+from cxr_fast.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TrainConfig:
     pretrained: str | None = None
     workers: int = 2
     sync_bn: bool = False  # SyncBatchNorm under DDP on GPUs
+    skip_bad: bool = False  # train without files that fail the pre-flight decode check
     # The recipe (docs/results.md measures each part): an exponential moving average of the
     # weights, evaluated and saved in place of the raw weights (0 = off); target regularisers;
     # per-image intensity standardisation in the contract; the threshold policy.
@@ -75,14 +77,14 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise UserInputError(message)
         if self.pos_weight not in ("auto", "none"):
             try:
                 positive = float(self.pos_weight) > 0
             except ValueError:
                 positive = False
             if not positive:
-                raise ValueError(
+                raise UserInputError(
                     f"pos-weight must be auto, none or a positive number, got {self.pos_weight!r}"
                 )
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cxr_fast.data.discover import Record
 from cxr_fast.data.split import patient_folds, patient_split
+from cxr_fast.errors import UserInputError
 from cxr_fast.labels import CLASS_NAMES
 
 # Kaggle's own val/ holds 16 images: too few to pick a checkpoint or a threshold with.
@@ -30,7 +31,7 @@ def training_records(records: Sequence[Record]) -> list[Record]:
     when the folder has no splits (``val/`` and ``test/`` never)."""
     labeled = [r for r in records if r.label is not None]
     if not labeled:
-        raise ValueError("no labeled images: training needs NORMAL/ and PNEUMONIA/ folders")
+        raise UserInputError("no labeled images: training needs NORMAL/ and PNEUMONIA/ folders")
     has_splits = any(r.split is not None for r in labeled)
     return [r for r in labeled if r.split == "train"] if has_splits else labeled
 
@@ -64,7 +65,7 @@ def select_train_val(
         missing = {0, 1} - {r.label for r in part}
         if missing:
             absent = ", ".join(CLASS_NAMES[i] for i in sorted(missing))
-            raise ValueError(f"the {name} set has no {absent} images; add more data")
+            raise UserInputError(f"the {name} set has no {absent} images; add more data")
     return data
 
 

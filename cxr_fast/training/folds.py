@@ -22,6 +22,7 @@ from cxr_fast import __version__
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
+from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.models.ensemble import Ensemble
@@ -112,7 +113,9 @@ def run_train_folds(
     started = time.perf_counter()
     run_dir = Path(config.out)
     if not resume and (run_dir / MODEL_FILE).exists():
-        raise ValueError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
+        raise UserInputError(
+            f"{run_dir} already holds a run: pass --resume, or choose another --out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_parent_config(config)
     results = []

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cxr_fast.errors import NotFoundError
 from cxr_fast.run_folder import FORMAT_VERSION, LAST_FILE, atomic_torch_save
 
 
@@ -74,7 +75,7 @@ def load_state(
     """Restore ``last.pt`` into the given objects; return the run's :class:`Progress`."""
     path = run_dir / LAST_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"nothing to resume in {run_dir}: {LAST_FILE} is missing")
+        raise NotFoundError(f"nothing to resume in {run_dir}: {LAST_FILE} is missing")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

@@ -18,6 +18,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import num_batches
 from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader, resolve_loader
+from cxr_fast.data.preflight import BadFile, describe
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import (
     DistContext,
@@ -29,6 +30,7 @@ from cxr_fast.distributed import (
     start,
     stop,
 )
+from cxr_fast.errors import NotFoundError, UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.models import build_model
@@ -47,6 +49,8 @@ from cxr_fast.run_folder import (
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, select_train_val
 from cxr_fast.training.loop import Regularisers, train_epoch
+from cxr_fast.training.preflight import checked
+from cxr_fast.training.resume_check import check_same_data
 from cxr_fast.training.schedule import warmup_cosine
 from cxr_fast.training.state import Progress, load_state, save_state
 from cxr_fast.versions import versions
@@ -65,6 +69,7 @@ class Plan:
     contract: PreprocessContract
     data: TrainData
     pos_weight: float | None
+    skipped: tuple[BadFile, ...] = ()  # files left out by --skip-bad
 
     def describe(self) -> dict:
         """The resolved plan as plain JSON (what ``--dry-run`` prints)."""
@@ -77,6 +82,7 @@ class Plan:
             "pos_weight": self.pos_weight,
             "images": {"train": len(self.data.train), "val": len(self.data.val)},
             "val_source": self.data.val_source,
+            **({"skipped_bad_files": [vars(b) for b in self.skipped]} if self.skipped else {}),
         }
 
 
@@ -112,6 +118,7 @@ def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:
     records = discover(config.data)
     fold = None if config.fold is None else (config.fold, config.folds)
     data = select_train_val(records, config.val_fraction, config.seed, fold)
+    data, skipped = checked(data, config.skip_bad)  # every file decodes before epoch 1
     return Plan(
         config=config,
         device=device,
@@ -120,6 +127,7 @@ def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:
         contract=contract_for(config),
         data=data,
         pos_weight=pos_weight_value(config.pos_weight, data.train),
+        skipped=tuple(skipped),
     )
 
 
@@ -127,7 +135,7 @@ def load_config(run_dir: Path) -> TrainConfig:
     """The configuration a run folder was started with."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"nothing to resume in {run_dir}: {CONFIG_FILE} is missing")
+        raise NotFoundError(f"nothing to resume in {run_dir}: {CONFIG_FILE} is missing")
     return TrainConfig.from_dict(read_json(path)["train"])
 
 
@@ -221,12 +229,16 @@ def run_train(
     ctx = ctx or context_from_env()
     run_dir = Path(config.out)
     p = plan(config, ctx)
+    if resume and (run_dir / CONFIG_FILE).is_file():
+        check_same_data(run_dir, fingerprint(config.data, p.data))
     if config.sync_bn and ctx.enabled and p.device.type != "cuda":
         # Checked before anything is written: PyTorch's SyncBatchNorm does not run on CPUs.
-        raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
+        raise UserInputError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
     start(ctx, p.device)
     if not resume and ((run_dir / MODEL_FILE).exists() or (run_dir / LAST_FILE).exists()):
-        raise ValueError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
+        raise UserInputError(
+            f"{run_dir} already holds a run: pass --resume, or choose another --out"
+        )
     barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     if not ctx.is_main:
         log = _silent
@@ -271,6 +283,8 @@ def run_train(
         progress = Progress()
     net = _wrap(model, config, ctx, p.device)
 
+    if p.skipped:
+        log(f"--skip-bad: training without {describe(p.skipped, len(p.skipped))}")
     log(
         f"training {config.arch} on {len(p.data.train)} images, validating on "
         f"{len(p.data.val)} ({p.data.val_source}); {p.device}, {p.precision.name}, "

@@ -67,3 +67,40 @@ def test_gpu_dali_batches_are_fp16_channels_last_on_device(kaggle_dir):
     gpu_x = torch.cat([b.x for b in batches]).float().cpu()
     cpu_x = torch.cat([b.x for b in cpu])
     assert float((gpu_x - cpu_x).abs().mean()) < 0.01  # nvJPEG vs libjpeg-turbo, fp16 rounding
+
+
+@pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed")
+def test_every_loader_sees_the_same_pixels_in_awkward_pngs(tmp_path, samples_dir):
+    """12-bit data in a 16-bit PNG, palette and grey+alpha PNGs: whatever loader a run picks
+    (DALI on a GPU host), the pixels are PIL's, the ones score and serve use."""
+    from tests.bad_files import awkward_pngs
+
+    contract = PreprocessContract(image_size=64)
+    for path in awkward_pngs(tmp_path, samples_dir):
+        records = [Record(str(path), 0, None, path.stem)]
+        pil = next(iter(make_loader(records, contract, batch_size=1, loader="torch"))).x
+        assert float(pil.mean()) > 0.2, path.name  # a real film, not a black frame
+        with pytest.raises(ValueError, match="--loader torch"):
+            resolve_loader("dali", CPU, records)
+        for device in (CPU, torch.device("cuda")):
+            assert resolve_loader("auto", device, records) == "torch"
+        # What DALI would have produced, for the record of why: 12-bit data comes out dark.
+        if path.name == "twelve_bit.png":
+            dali = next(iter(DaliLoader(records, contract, batch_size=1))).x
+            assert float(dali.mean()) < 0.1 < float(pil.mean())
+
+
+@pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed")
+def test_dali_and_pil_agree_on_the_pngs_dali_still_takes(tmp_path, samples_dir):
+    from PIL import Image
+
+    contract = PreprocessContract(image_size=64)
+    film = Image.open(samples_dir / "16747_3_1.jpg")
+    for mode in ("L", "RGB"):
+        path = tmp_path / f"{mode}.png"
+        film.convert(mode).save(path)
+        records = [Record(str(path), 0, None, mode)]
+        assert resolve_loader("dali", CPU, records) == "dali"
+        pil = next(iter(make_loader(records, contract, batch_size=1, loader="torch"))).x
+        dali = next(iter(make_loader(records, contract, batch_size=1, loader="dali"))).x
+        assert float((pil - dali).abs().mean()) < 0.01, mode

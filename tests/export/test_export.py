@@ -393,3 +393,18 @@ def test_int8_names_an_architecture_fx_cannot_trace():
     x = torch.rand(2, 1, 16, 16)
     with pytest.raises(ExportError, match=r"int8: torch\.fx cannot trace the branchy architecture"):
         quantize_int8(Branchy(), x, [x], "branchy")
+
+
+def test_an_edited_threshold_or_contract_in_the_sidecar_is_refused(ts_export, tmp_path):
+    path = tmp_path / "model.ts"
+    shutil.copy(ts_export.path, path)
+    sidecar = read_json(ts_export.sidecar)
+    assert sidecar["meaning_sha256"]
+    for edit in ({"threshold": 0.99}, {"arch": "resnet18"}):
+        sidecar_path(path).write_text(json.dumps({**sidecar, **edit}))
+        with pytest.raises(ExportError, match=r"was edited.*calibrate"):
+            load_exported(path)
+    old = {k: v for k, v in sidecar.items() if k != "meaning_sha256"}
+    sidecar_path(path).write_text(json.dumps(old))
+    with pytest.raises(ExportError, match="re-export"):
+        load_exported(path)

@@ -1,0 +1,68 @@
+"""Cheap checks on a file before any decoder opens it.
+
+``open()`` on a FIFO blocks until a writer appears, and a character device such as
+``/dev/zero`` never ends: only regular files (after resolving symlinks) may reach PIL, pydicom
+or DALI. PNG headers also say which files DALI would decode differently from PIL (see
+:func:`png_needs_pil`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour types DALI decodes to the same grey pixels as PIL at bit depth 8: grey and RGB.
+# Palette (3), grey + alpha (4) and RGBA (6) images, and every other bit depth, go to PIL.
+_DALI_SAFE_PNG_COLOUR_TYPES = frozenset({0, 2})
+
+
+def special_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` must not be opened (it is a FIFO, socket, device or directory), or None
+    for a regular file. A path that cannot be stat'ed (missing, a broken link) is None too:
+    the decoder's own error names that better."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: a link to a FIFO is a FIFO
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    return f"not a regular file ({kind})"
+
+
+def png_header(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or None when ``path`` is not a
+    readable regular PNG file (the first 26 bytes are all it reads)."""
+    if special_file_reason(path) is not None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    depth, colour = struct.unpack(">BB", head[24:26])
+    return depth, colour
+
+
+def png_needs_pil(path: str | os.PathLike[str]) -> bool:
+    """True for a PNG that DALI would decode to other pixels than PIL: 16-bit (PIL stretches
+    the image's own range to 8 bits, DALI divides by 65535: 12-bit data comes out nearly
+    black), 1/2/4-bit, palette, or with alpha. One intensity rule for every loader means these
+    always take the PIL path."""
+    header = png_header(path)
+    if header is None:
+        return False
+    depth, colour = header
+    return depth != 8 or colour not in _DALI_SAFE_PNG_COLOUR_TYPES

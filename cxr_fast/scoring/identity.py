@@ -1,0 +1,64 @@
+"""What a scoring output was made with, kept beside its partial chunks so that ``--resume``
+never mixes rows of two models (or thresholds, contracts, backends, archives) in one file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxr_fast.errors import ResumeMismatchError
+from cxr_fast.run_folder import atomic_write_json
+
+IDENTITY_FILE = "_identity.json"
+# Field -> how a refusal names it. Order: the most telling difference is named first.
+FIELDS = {
+    "model_sha256": "model checksum",
+    "contract": "preprocessing contract",
+    "threshold": "threshold",
+    "backend": "backend",
+    "precision": "precision",
+    "archive": "archive root",
+    "shard": "shard",
+}
+
+
+def identity(model, archive: Path, shard: tuple[int, int] | None) -> dict:
+    """The identity of a scoring run with ``model`` (a ScoringModel) over ``archive``."""
+    return {
+        "model_sha256": model.checksum,
+        "contract": model.contract.to_dict(),
+        "threshold": model.threshold,
+        "backend": model.backend,
+        "precision": model.precision,
+        "archive": str(archive.resolve()),
+        "shard": list(shard) if shard else None,
+    }
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else text[:12] + "…"
+
+
+def record(staging: Path, current: dict) -> None:
+    """Write ``current`` into a new staging folder (before its first chunk)."""
+    atomic_write_json(current, staging / IDENTITY_FILE)
+
+
+def check(staging: Path, current: dict, out: Path) -> None:
+    """ResumeMismatchError unless the partial output in ``staging`` was made like ``current``."""
+    path = staging / IDENTITY_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ResumeMismatchError(
+            f"cannot resume {out}: its partial results do not say which model wrote them "
+            "(an older cxr-fast or a damaged folder); pass --overwrite to start over"
+        ) from None
+    for key, name in FIELDS.items():
+        if saved.get(key) != current[key]:
+            raise ResumeMismatchError(
+                f"cannot resume {out}: its partial results were written with {name} "
+                f"{_short(saved.get(key))}, this run has {_short(current[key])}; resume with "
+                "the same model and options, or pass --overwrite to start over"
+            )

@@ -1,0 +1,164 @@
+"""Every user mistake of issue 11 is one line and exit 2, never a traceback; bugs keep theirs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cxr_fast.errors import CxrFastError, NotFoundError, UserInputError
+
+AS_ROOT = os.geteuid() == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cxr_fast", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _one_line_exit_2(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cxr-fast: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def export_copy(trained_run, tmp_path_factory) -> Path:
+    from cxr_fast.export import export_run
+
+    folder = tmp_path_factory.mktemp("export")
+    return export_run(trained_run, "torchscript", out=folder / "m.ts", device="cpu").path
+
+
+@pytest.fixture(scope="module")
+def truncated_run(trained_run, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("truncated") / "run"
+    shutil.copytree(trained_run, run)
+    data = (run / "model.pt").read_bytes()
+    (run / "model.pt").write_bytes(data[: len(data) // 2])
+    return run
+
+
+def test_the_family_keeps_builtin_catches_working():
+    assert issubclass(UserInputError, ValueError) and issubclass(UserInputError, CxrFastError)
+    assert issubclass(NotFoundError, FileNotFoundError)
+    from cxr_fast.data.decode import ImageReadError
+    from cxr_fast.export import ExportError
+
+    assert issubclass(ImageReadError, CxrFastError) and issubclass(ExportError, CxrFastError)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from cxr_fast import cli
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("a bug, not a user mistake")
+
+    monkeypatch.setattr(cli.cli, "main", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main()
+
+
+def test_score_with_a_model_that_is_not_one(trained_run, kaggle_dir, tmp_path):
+    base = [str(kaggle_dir), "--out", str(tmp_path / "p.parquet"), "--device", "cpu"]
+    _one_line_exit_2(_cli("score", *base, "--model", "README.md"), "README.md", "sidecar")
+    _one_line_exit_2(
+        _cli("score", *base, "--model", str(trained_run / "model.pt")),
+        "pass the run folder itself",
+        f"--model {trained_run}",
+    )
+
+
+def test_exports_with_a_missing_invalid_or_edited_sidecar_or_a_truncated_file(
+    export_copy, kaggle_dir, tmp_path
+):
+    side = export_copy.with_name(export_copy.name + ".json")
+    original = json.loads(side.read_text())
+    base = ["score", str(kaggle_dir), "--out", str(tmp_path / "p.parquet"), "--device", "cpu"]
+    cases = [
+        ("missing", None, "has no sidecar"),
+        ("invalid", "{not json", "not a readable sidecar"),
+        ("edited", json.dumps({**original, "threshold": 0.99}), "was edited"),
+    ]
+    try:
+        for _name, text, needle in cases:
+            side.unlink(missing_ok=True)
+            if text is not None:
+                side.write_text(text)
+            _one_line_exit_2(_cli(*base, "--model", str(export_copy)), needle)
+        side.write_text(json.dumps(original))
+        truncated = tmp_path / "m.ts"
+        truncated.write_bytes(export_copy.read_bytes()[:1000])
+        truncated.with_name("m.ts.json").write_text(json.dumps(original))
+        _one_line_exit_2(_cli(*base, "--model", str(truncated)), "not the file its sidecar")
+    finally:
+        side.write_text(json.dumps(original))
+
+
+def test_a_truncated_checkpoint_in_score_evaluate_and_serve(truncated_run, kaggle_dir, tmp_path):
+    needle = "model.pt is unreadable"
+    _one_line_exit_2(
+        _cli(
+            "score",
+            str(kaggle_dir),
+            "--model",
+            str(truncated_run),
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "p.parquet"),
+        ),
+        needle,
+    )
+    _one_line_exit_2(
+        _cli("evaluate", str(truncated_run), "--data", str(kaggle_dir), "--device", "cpu"),
+        needle,
+    )
+    _one_line_exit_2(_cli("serve", str(truncated_run), "--port", "0", "--device", "cpu"), needle)
+
+
+@pytest.mark.parametrize(
+    "where, needle",
+    [
+        ("dir", "is a folder"),
+        ("under_file", "a file of that name is in the way"),
+        ("/sys/p.parquet", "cannot write in /sys"),
+        ("/proc/p.parquet", "cannot write in /proc"),
+        ("unwritable", "Permission denied"),
+    ],
+)
+def test_outputs_that_cannot_be_written(trained_run, kaggle_dir, tmp_path, where, needle):
+    if where == "unwritable" and AS_ROOT:
+        pytest.skip("root writes anywhere")
+    if where == "dir":
+        out = tmp_path / "existing"
+        out.mkdir()
+    elif where == "under_file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "p.parquet"
+    elif where == "unwritable":
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        out = locked / "p.parquet"
+    else:
+        out = Path(where)
+    result = _cli(
+        "score",
+        str(kaggle_dir),
+        "--model",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--overwrite",
+    )
+    _one_line_exit_2(result, needle)
