@@ -16,3 +16,16 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device} was asked for, but CUDA is not available here")
     return torch.device(device)
+
+
+def cuda_device(device: torch.device) -> torch.device:
+    """``device`` with its index: plain ``cuda`` means the current CUDA device.
+
+    APIs that take a device index (``torch.cuda.device``, TensorRT engines) need the number,
+    and "the current device" is a process-wide setting that can change under them.
+    """
+    if device.type != "cuda":
+        raise ValueError(f"expected a CUDA device, got {device}")
+    if device.index is not None:
+        return device
+    return torch.device("cuda", torch.cuda.current_device())

@@ -56,7 +56,7 @@ def test_fp32_built_on_cuda_loads_on_cpu(tiny_run, synth_small, fmt, tmp_path):
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_tensorrt(tiny_run, synth_small, precision):
     result = export_run(tiny_run, "tensorrt", precision=precision)
-    suffix = ".fp16.trt.ep" if precision == "fp16" else ".trt.ep"
+    suffix = ".fp16.trt.pt2" if precision == "fp16" else ".trt.pt2"
     assert result.path.name == "model" + suffix
     assert result.max_abs_diff <= result.tolerance == TOLERANCES[precision]
     _check(result, tiny_run, synth_small, sizes=(1, 5, 17))
@@ -64,5 +64,5 @@ def test_tensorrt(tiny_run, synth_small, precision):
 
 @needs_trt
 def test_tensorrt_defaults_to_fp16(tiny_run, tmp_path):
-    result = export_run(tiny_run, "tensorrt", out=tmp_path / "m.trt.ep")
+    result = export_run(tiny_run, "tensorrt", out=tmp_path / "m.trt.pt2")
     assert result.precision == "fp16"
