@@ -29,3 +29,14 @@ def cuda_device(device: torch.device) -> torch.device:
     if device.index is not None:
         return device
     return torch.device("cuda", torch.cuda.current_device())
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """True where ``device`` (not merely the current GPU) computes bf16 natively (sm80+).
+
+    ``torch.cuda.is_bf16_supported()`` asks about the current device and, by default, counts
+    emulation: it is True on sm75 (T4), where bf16 convolutions are emulated and slower than
+    fp16, so the question is asked without emulation with ``device`` made current.
+    """
+    with torch.cuda.device(cuda_device(device)):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
