@@ -14,7 +14,7 @@ from cxr_fast.export.common import ExportError
 from cxr_fast.export.engine_target import check_engine_target, engine_target
 from cxr_fast.export.pt2 import load_pt2
 from cxr_fast.export.sidecar import read_sidecar
-from cxr_fast.export.tensorrt import load_tensorrt
+from cxr_fast.export.tensorrt import load_tensorrt, require_tensorrt
 from cxr_fast.export.torchscript import load_torchscript
 from cxr_fast.run_folder import sha256
 
@@ -129,6 +129,7 @@ def load_exported(
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
     if sidecar["format"] == "tensorrt" and target.type == "cuda":
+        require_tensorrt()  # a missing package is the first thing to say
         # Before deserialising: a foreign engine fails there with an error naming nothing.
         check_engine_target(sidecar.get("engine"), engine_target(target), str(path))
     batch_max = (sidecar.get("input") or {}).get("batch_max")

@@ -48,7 +48,7 @@ def test_first_convolution_runs_channels_last_from_the_loader(kaggle_dir):
     device = _gpu(0)
     model = build_model("resnet18").to(device=device, memory_format=torch.channels_last).eval()
     seen = {}
-    model.conv1.register_forward_hook(lambda _m, _i, out: seen.setdefault("out", out))
+    model.conv1.register_forward_hook(lambda _m, _i, out: seen.update(out=out))
     (batch, *_) = list(
         make_loader(discover(kaggle_dir), CONTRACT, batch_size=8, loader="dali", device="cuda")
     )
