@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .cache/demo
 
-.PHONY: demo test test-gpu browser bench bench-quick lint format clean
+.PHONY: demo test test-gpu gpu-check browser bench bench-quick lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,17 @@ browser:
 	fi
 
 # On a GPU host whose Python already has torch (no registry there): make test-gpu PY=python3
+# Installs the `trt` extra (torch-tensorrt) when it can, pinned to the installed torch so pip
+# never swaps torch; without it the TensorRT tests are skipped. docs/gpu.md lists the tests.
+TORCH_VERSION = $(PY) -c "import torch; print(torch.__version__.split('+')[0])"
 test-gpu:
 	$(if $(filter $(VENV)/bin/python,$(PY)),$(MAKE) $(STAMP))
+	@$(PY) -c "import torch_tensorrt" 2>/dev/null || \
+	  $(PY) -m pip install --quiet torch-tensorrt "torch==$$($(TORCH_VERSION))" || \
+	  echo "note: could not install torch-tensorrt: the TensorRT tests will be skipped"
 	$(PY) -m pytest -q -m gpu
+
+gpu-check: test-gpu
 
 bench: $(STAMP)
 	$(PY) -m bench.throughput

@@ -814,7 +814,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.ep}]",
+    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.pt2}]",
 )
 @click.option(
     "--data",

@@ -54,12 +54,25 @@ def device_for(ctx: DistContext, device: torch.device) -> torch.device:
     return device
 
 
+def use_device(ctx: DistContext, device: torch.device) -> torch.device:
+    """This process's device (:func:`device_for`), made the current CUDA device.
+
+    The one place a rank's GPU becomes current. Whatever allocates on "the current device"
+    (a TensorRT engine when it is deserialised and run, ``torch.cuda.is_bf16_supported``,
+    NCCL) would otherwise use GPU 0 on every rank while the model sits on ``cuda:LOCAL_RANK``.
+    """
+    device = device_for(ctx, device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
+
+
 def start(ctx: DistContext, device: torch.device) -> None:
     """Join the process group (NCCL on GPUs, gloo on CPUs) unless already in it."""
     if not ctx.enabled or dist.is_initialized():
         return
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        device = use_device(ctx, device)
         dist.init_process_group("nccl", device_id=device)
     else:
         dist.init_process_group("gloo")

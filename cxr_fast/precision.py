@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from cxr_fast.choices import PRECISIONS
+from cxr_fast.device import cuda_has_native_bf16
 from cxr_fast.errors import UserInputError
 
 _DTYPES = {"amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}
@@ -57,7 +58,7 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         if device.type != "cuda":
             name = "amp-bf16" if cpu_has_native_bf16() else "fp32"
         else:
-            name = "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
+            name = "amp-bf16" if cuda_has_native_bf16(device) else "amp-fp16"
     if name == "amp-fp16" and device.type != "cuda":
         raise UserInputError(
             "--precision amp-fp16 needs a CUDA device; use fp32 or amp-bf16 on CPU"

@@ -83,11 +83,17 @@ def build_pipeline(
     num_shards: int = 1,
     num_threads: int = 2,
     seed: int = 0,
-    fp16: bool = False,
 ):
-    """Build (not yet started) a DALI pipeline yielding ``x`` (NHWC) and ``idx`` (record index).
+    """Build (not yet started) a DALI pipeline yielding ``x`` (NHWC float32) and ``idx``
+    (record index).
 
     ``device`` is ``"cpu"`` or ``"gpu"``; nothing else about the graph changes between them.
+    Batches are float32 on both: the model's precision policy (autocast) decides what the
+    convolutions compute in, and an fp32 model would reject a Half input outright.
+
+    ``random_shuffle`` only shuffles within a buffer of ``initial_fill`` samples after one
+    fixed-seed shuffle of the file list, whatever ``seed`` is: callers that want a different
+    order per epoch and per seed permute the records themselves (the trainer does).
     """
     if fn is None:
         raise RuntimeError("NVIDIA DALI is not installed: pip install nvidia-dali-cuda120")
@@ -113,12 +119,20 @@ def build_pipeline(
             initial_fill=min(1024, max(len(paths), 1)),
             shard_id=shard_id,
             num_shards=num_shards,
+            # Without it the shards rotate every epoch: a reused (validation) loader would read
+            # another rank's shard, of another size, in its second epoch.
+            stick_to_shard=True,
             pad_last_batch=True,
             seed=seed,
             name=_READER,
         )
         images = fn.decoders.image(
-            encoded, device="mixed" if gpu else "cpu", output_type=types.GRAY
+            encoded,
+            device="mixed" if gpu else "cpu",
+            output_type=types.GRAY,
+            # As PIL (and torchvision's decode_jpeg) by default: pixels as stored. DALI would
+            # otherwise rotate by the EXIF tag, and GPU and CPU scores would differ.
+            adjust_orientation=False,
         )
         images = fn.resize(
             images,
@@ -143,8 +157,6 @@ def build_pipeline(
         if contract.normalize == "per-image":
             # Population variance over each image's own pixels plus epsilon, as the torch path.
             images = fn.normalize(images, axes=[0, 1], epsilon=PER_IMAGE_EPSILON)
-        if fp16:
-            images = fn.cast(images, dtype=types.FLOAT16)
         return images, index
 
     return graph()
@@ -169,7 +181,6 @@ class DaliLoader:
         num_shards: int = 1,
         num_threads: int = 2,
         seed: int = 0,
-        dtype: torch.dtype = torch.float32,
     ) -> None:
         if not records:
             raise ValueError("no images to load")
@@ -187,7 +198,6 @@ class DaliLoader:
             num_shards=num_shards,
             num_threads=num_threads,
             seed=seed,
-            fp16=dtype == torch.float16,
         )
         self._pipe.build()
         shard_size = len(shard_range(len(records), shard_id, num_shards))
@@ -199,7 +209,10 @@ class DaliLoader:
             ["x", "idx"],
             reader_name=_READER,
             last_batch_policy=policy,
-            auto_reset=True,
+            # Reset when iterated again (DALIGenericIterator.__iter__), not at the end of an
+            # epoch: an auto-reset pipeline starts prefetching the next epoch at once, wasted
+            # for a training loader that is replaced every epoch.
+            auto_reset=False,
         )
 
     def __len__(self) -> int:
@@ -207,6 +220,10 @@ class DaliLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         for (out,) in self._iterator:
+            if out["idx"].shape[0] == 0:
+                # A shard one record shorter than the longest ends on a batch of padding only
+                # (every shard takes as many steps as the longest): nothing of this shard's.
+                continue
             index = out["idx"].view(-1).to(torch.int64).cpu()
             x = out["x"].permute(0, 3, 1, 2)
             yield Batch(x=x, y=self._labels[index].to(x.device), index=index)

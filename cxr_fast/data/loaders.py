@@ -74,9 +74,9 @@ def make_loader(
     num_shards: int = 1,
     workers: int = 2,
     seed: int = 0,
-    fp16: bool = False,
 ) -> DaliLoader | TorchLoader:
-    """Build the loader for ``records``: batches ``x[N,1,S,S]`` channels_last on ``device``.
+    """Build the loader for ``records``: float32 batches ``x[N,1,S,S]`` channels_last on
+    ``device`` (autocast, not the loader, lowers precision).
 
     Eval mode (``train=False``) keeps file order and the last partial batch; train mode shuffles,
     applies ``augment`` (None: no augmentation) and drops a last partial batch.
@@ -87,9 +87,6 @@ def make_loader(
     if not records:
         raise UserInputError("no images to load")
     target = resolve_device(device)
-    if fp16 and target.type != "cuda":
-        raise UserInputError("float16 batches are for CUDA devices only")
-    dtype = torch.float16 if fp16 else torch.float32
     common = dict(
         batch_size=batch_size,
         train=train,
@@ -97,7 +94,6 @@ def make_loader(
         shard_id=shard_id,
         num_shards=num_shards,
         seed=seed,
-        dtype=dtype,
     )
     if resolve_loader(loader, target, records) == "dali":
         return DaliLoader(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr_fast.choices import EXPORT_FORMATS
+from cxr_fast.choices import EXPORT_FORMATS, SCORE_BATCH_SIZE
 from cxr_fast.choices import EXPORT_PRECISIONS as EXPORT_PRECISIONS  # re-exported
 from cxr_fast.errors import CxrFastError
 
@@ -33,9 +33,12 @@ HELDOUT_IMAGES = 256
 # range, so it stays near what scoring uses.
 PT2_MAX_BATCH = 1024
 TRT_MAX_BATCH = 256
+# The batch a TensorRT engine is tuned for: the one `cxr-fast score` sends on CUDA (kernels are
+# chosen for opt_shape; other batches in the range run, more slowly).
+TRT_OPT_BATCH = SCORE_BATCH_SIZE["cuda"]
 
 EXPORT_DIR = "export"
-SUFFIXES = {"torchscript": ".ts", "pt2": ".pt2", "tensorrt": ".trt.ep"}
+SUFFIXES = {"torchscript": ".ts", "pt2": ".pt2", "tensorrt": ".trt.pt2"}
 # Name of the contract file carried inside every exported archive (TorchScript, pt2, TensorRT).
 CONTRACT_FILE = "contract.json"
 
@@ -58,7 +61,7 @@ class ExportResult:
 
 
 def default_out_path(run_dir: Path, fmt: str, precision: str) -> Path:
-    """``RUN/export/model[.PRECISION].{ts,pt2,trt.ep}``; fp32 files carry no precision tag."""
+    """``RUN/export/model[.PRECISION].{ts,pt2,trt.pt2}``; fp32 files carry no precision tag."""
     tag = "" if precision == "fp32" else f".{precision}"
     return Path(run_dir) / EXPORT_DIR / f"model{tag}{SUFFIXES[fmt]}"
 

@@ -22,10 +22,12 @@ from cxr_fast.export.common import (
     PT2_MAX_BATCH,
     TOLERANCES,
     TRT_MAX_BATCH,
+    TRT_OPT_BATCH,
     ExportError,
     ExportResult,
     default_out_path,
 )
+from cxr_fast.export.engine_target import engine_target
 from cxr_fast.export.int8 import quantize_int8, require_int8_kernels
 from cxr_fast.export.loading import ExportedModel, open_artifact
 from cxr_fast.export.notes import warnings_to_notes
@@ -268,8 +270,10 @@ def _build(
             path,
             contract,
             fp16=precision == "fp16",
-            opt_batch=max(2, batch_size),
+            # Tuned for the batch CUDA scoring sends, not the verification batch.
+            opt_batch=TRT_OPT_BATCH,
             max_batch=max(batch_size, TRT_MAX_BATCH),
+            device=example.device,
         )
 
 
@@ -293,7 +297,7 @@ def export_run(
 ) -> ExportResult:
     """Export the run's model as ``fmt`` ("torchscript", "pt2", "tensorrt") at ``precision``
     ("fp32", "fp16", "int8"; None: fp16 for tensorrt, else fp32) to ``out`` (default
-    ``RUN/export/model[.PRECISION].{ts,pt2,trt.ep}``) with a JSON sidecar.
+    ``RUN/export/model[.PRECISION].{ts,pt2,trt.pt2}``) with a JSON sidecar.
 
     `data` = folder of real images for the verification batch (``batch_size`` images) and int8
     calibration; default: the run's training data root from config.json (clear ExportError if
@@ -331,7 +335,9 @@ def export_run(
                 selection.calibration,
                 info,
             )
-            exported = open_artifact(tmp, fmt, precision, contract, target)
+            exported = open_artifact(
+                tmp, fmt, precision, contract, target, _max_batch(fmt, batch_size)
+            )
             diff = _verify(model, exported, x, target)
             if precision == "int8":
                 int8 = _check_int8(
@@ -368,6 +374,8 @@ def export_run(
         },
         "output": "logits [N, 1] float32; P(PNEUMONIA) = sigmoid(logit)",
         "device": str(target),
+        **({"engine": engine_target(target)} if fmt == "tensorrt" else {}),
+        **({"batch_opt": TRT_OPT_BATCH} if fmt == "tensorrt" else {}),
         "batch_size": batch_size,
         "max_abs_diff": diff,
         "tolerance": tolerance,

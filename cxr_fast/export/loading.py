@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cxr_fast.device import resolve_device
+from cxr_fast.device import cuda_device, resolve_device
 from cxr_fast.export.common import ExportError
+from cxr_fast.export.engine_target import check_engine_target, engine_target
 from cxr_fast.export.pt2 import load_pt2
 from cxr_fast.export.sidecar import read_sidecar
-from cxr_fast.export.tensorrt import load_tensorrt
+from cxr_fast.export.tensorrt import load_tensorrt, require_tensorrt
 from cxr_fast.export.torchscript import load_torchscript
 from cxr_fast.run_folder import sha256
 
@@ -20,17 +22,28 @@ from cxr_fast.run_folder import sha256
 class ExportedModel:
     """An exported model as a function: float32 ``x`` [N,1,S,S] -> float32 logits [N,1].
 
-    Inputs are moved to the model's device; any N the export allows works, in either memory
-    format. ``module`` is the underlying TorchScript / torch.export / TensorRT module.
+    Inputs are moved to the model's device; any N works, in either memory format: a batch above
+    the export's ``batch_max`` (a TensorRT engine's or pt2 program's largest batch) runs in
+    pieces of ``batch_max``. ``module`` is the underlying TorchScript / torch.export / TensorRT
+    module. On CUDA every call runs with the model's GPU current: a TensorRT engine executes
+    on the current device and moves nothing itself.
     """
 
     def __init__(
-        self, module: nn.Module, device: torch.device, image_size: int, contiguous: bool = False
+        self,
+        module: nn.Module,
+        device: torch.device,
+        image_size: int,
+        contiguous: bool = False,
+        batch_max: int | None = None,
     ) -> None:
+        if batch_max is not None and batch_max < 1:
+            raise ValueError(f"batch_max must be at least 1, got {batch_max}")
         self.module = module
-        self.device = device
+        self.device = cuda_device(device) if device.type == "cuda" else device
         self.image_size = image_size
         self.contiguous = contiguous
+        self.batch_max = batch_max
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         size = self.image_size
@@ -43,15 +56,24 @@ class ExportedModel:
         x = x.to(device=self.device, dtype=torch.float32)
         if self.contiguous:
             x = x.contiguous()  # TensorRT engine bindings are dense NCHW
-        with torch.no_grad():
-            return self.module(x).float()
+        on_gpu = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with torch.no_grad(), on_gpu:
+            if self.batch_max is None or len(x) <= self.batch_max:
+                return self.module(x).float()
+            return torch.cat([self.module(part).float() for part in x.split(self.batch_max)])
 
 
 def open_artifact(
-    path: Path, fmt: str, precision: str, contract: dict, device: torch.device
+    path: Path,
+    fmt: str,
+    precision: str,
+    contract: dict,
+    device: torch.device,
+    batch_max: int | None = None,
 ) -> ExportedModel:
     """Load ``path`` as ``fmt`` on ``device``; ExportError unless its embedded contract equals
-    ``contract`` (the sidecar's) and the precision can run on ``device``."""
+    ``contract`` (the sidecar's) and the precision can run on ``device``. Batches above
+    ``batch_max`` are split (see :class:`ExportedModel`)."""
     if precision == "int8" and device.type != "cpu":
         raise ExportError("an int8 export runs on the CPU only: load it with device='cpu'")
     if precision == "fp16" and device.type != "cuda":
@@ -71,7 +93,13 @@ def open_artifact(
             f"{path}: the contract inside the file differs from its sidecar's "
             "(one of them was edited); re-export the run"
         )
-    return ExportedModel(module, device, int(contract["image_size"]), contiguous=fmt == "tensorrt")
+    return ExportedModel(
+        module,
+        device,
+        int(contract["image_size"]),
+        contiguous=fmt == "tensorrt",
+        batch_max=batch_max,
+    )
 
 
 def load_exported(
@@ -82,9 +110,11 @@ def load_exported(
 
     The sidecar holds 'contract' (PreprocessContract.to_dict()), 'threshold', 'arch', 'format',
     'precision', 'source_sha256' (SHA-256 of the run's model.pt), 'batch_size',
-    'max_abs_diff', 'tolerance', 'cxr_fast' and 'torch' versions and 'created'. ExportError for
-    a missing or unknown sidecar, a file changed since export, a contract that differs inside
-    and beside the file, or TensorRT without CUDA/torch_tensorrt.
+    'max_abs_diff', 'tolerance', 'cxr_fast' and 'torch' versions and 'created' (TensorRT:
+    'engine', the GPU and TensorRT it was built for). ExportError for a missing or unknown
+    sidecar, a file changed since export, a contract that differs inside and beside the file,
+    TensorRT without CUDA/torch_tensorrt, or an engine built for another GPU architecture or
+    TensorRT release.
     """
     path = Path(path)
     sidecar = read_sidecar(path)
@@ -98,7 +128,12 @@ def load_exported(
         target = resolve_device(str(device))
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
+    if sidecar["format"] == "tensorrt" and target.type == "cuda":
+        require_tensorrt()  # a missing package is the first thing to say
+        # Before deserialising: a foreign engine fails there with an error naming nothing.
+        check_engine_target(sidecar.get("engine"), engine_target(target), str(path))
+    batch_max = (sidecar.get("input") or {}).get("batch_max")
     model = open_artifact(
-        path, sidecar["format"], sidecar["precision"], sidecar["contract"], target
+        path, sidecar["format"], sidecar["precision"], sidecar["contract"], target, batch_max
     )
     return model, sidecar

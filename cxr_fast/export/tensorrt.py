@@ -14,6 +14,12 @@ Follows the current Torch-TensorRT documentation (looked up, not guessed):
   arg_inputs=[example], dynamic_shapes=...)`` ("Method 1", explicit torch.export.Dim), then
   ``torch.export.load(path).module()`` with torch_tensorrt imported
   https://docs.pytorch.org/TensorRT/user_guide/runtime_performance/saving_models.html
+- devices: the tracer makes its inputs on ``torch.cuda.current_device()`` (``default_device()``
+  in torch_tensorrt/dynamo/_defaults.py), an engine binds to the current device when it is
+  deserialised, and inputs are moved to the engine's GPU only in MULTI_DEVICE_SAFE_MODE (off by
+  default, torch_tensorrt/runtime/_multi_device_safe_mode.py). So compile, save, load (and
+  every call, see loading.py) run inside ``torch.cuda.device(device)``, and compile gets
+  ``device=`` as well: ``--device cuda:1`` then never mixes GPUs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from cxr_fast.device import cuda_device
 from cxr_fast.export.common import CONTRACT_FILE, ExportError
 from cxr_fast.export.pt2 import batch_dim
 
@@ -55,9 +62,13 @@ def save_tensorrt(
     fp16: bool,
     opt_batch: int,
     max_batch: int,
+    device: torch.device,
 ) -> None:
-    """Compile ``module`` (on CUDA) for batch sizes 1..``max_batch`` and save it."""
+    """Compile ``module`` for batch sizes 1..``max_batch``, tuned for ``opt_batch``, and save it.
+
+    ``module`` and ``example`` are already on ``device``, a CUDA device."""
     trt = require_tensorrt()
+    device = cuda_device(device)
     image = tuple(example.shape[1:])
     spec = trt.Input(
         min_shape=(1, *image),
@@ -65,21 +76,23 @@ def save_tensorrt(
         max_shape=(max_batch, *image),
         dtype=torch.float32,  # the HalfPrecision wrapper casts inside the engine
     )
-    compiled = trt.compile(
-        module.eval(),
-        ir="dynamo",
-        arg_inputs=[spec],
-        # fp32 engines otherwise round to TF32 and could not meet the fp32 tolerance.
-        disable_tf32=not fp16,
-    )
-    trt.save(
-        compiled,
-        str(path),
-        output_format="exported_program",
-        arg_inputs=[example.contiguous()],
-        dynamic_shapes=({0: batch_dim(max_batch)},),
-        extra_files={CONTRACT_FILE: json.dumps(contract)},
-    )
+    with torch.cuda.device(device):
+        compiled = trt.compile(
+            module.eval(),
+            ir="dynamo",
+            arg_inputs=[spec],
+            device=device,
+            # fp32 engines otherwise round to TF32 and could not meet the fp32 tolerance.
+            disable_tf32=not fp16,
+        )
+        trt.save(
+            compiled,
+            str(path),
+            output_format="exported_program",
+            arg_inputs=[example.contiguous()],
+            dynamic_shapes=({0: batch_dim(max_batch)},),
+            extra_files={CONTRACT_FILE: json.dumps(contract)},
+        )
 
 
 def load_tensorrt(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
@@ -88,8 +101,9 @@ def load_tensorrt(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
         raise ExportError("a TensorRT export runs on CUDA only: load it with device='cuda'")
     require_tensorrt()  # registers the TensorRT engine ops torch.export.load needs
     extra = {CONTRACT_FILE: ""}
-    program = torch.export.load(str(path), extra_files=extra)
+    with torch.cuda.device(cuda_device(device)):  # the engine binds to the current device
+        module = torch.export.load(str(path), extra_files=extra).module()
     text = extra[CONTRACT_FILE]
     if isinstance(text, bytes):
         text = text.decode()
-    return program.module(), json.loads(text) if text else {}
+    return module, json.loads(text) if text else {}

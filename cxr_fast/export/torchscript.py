@@ -10,6 +10,7 @@ from torch import nn
 
 from cxr_fast.export.common import CONTRACT_FILE
 from cxr_fast.export.notes import quiet_torchscript
+from cxr_fast.fp32 import ieee_fp32
 
 
 def save_torchscript(module: nn.Module, example: torch.Tensor, path: Path, contract: dict) -> None:
@@ -17,7 +18,9 @@ def save_torchscript(module: nn.Module, example: torch.Tensor, path: Path, contr
 
     Call inside :func:`cxr_fast.export.notes.warnings_to_notes`: every step warns in 2.14.
     """
-    with torch.no_grad():
+    # Under ieee_fp32: a trace records the TF32 flag in every aten::_convolution, and the
+    # default (TF32 on CUDA) would make the file round where eager fp32 does not.
+    with torch.no_grad(), ieee_fp32():
         # check_trace re-runs the trace to compare; the export is verified more strictly
         # afterwards (reloaded file, another batch size), so skip the second trace.
         traced = torch.jit.trace(module.eval(), example, check_trace=False)

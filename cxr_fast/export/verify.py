@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +14,7 @@ from cxr_fast.data.decode import ImageReadError
 from cxr_fast.data.discover import Record
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.export.common import CALIBRATION_IMAGES, HELDOUT_IMAGES, ExportError
+from cxr_fast.fp32 import ieee_fp32 as ieee_fp32  # re-exported: the checks' precision
 
 _LOAD_BATCH = 64
 
@@ -104,27 +104,6 @@ def check_sizes(n: int) -> list[int]:
     graph that baked in its batch size fails here rather than in scoring."""
     other = n // 2 + 1
     return [n, other if other != n else 1] if n > 1 else [1]
-
-
-@contextmanager
-def ieee_fp32() -> Iterator[None]:
-    """Full-precision fp32 convolutions and matmuls on CUDA for the duration.
-
-    cuDNN convolutions default to TF32 (10-bit mantissa) in PyTorch 2.14; comparing two fp32
-    models under TF32 would measure TF32 noise (~1e-3), not the export.
-    """
-    settings = [(torch.backends.cudnn, "conv"), (torch.backends.cuda, "matmul")]
-    saved = []
-    for owner, name in settings:
-        target = getattr(owner, name, None)
-        if target is not None and hasattr(target, "fp32_precision"):
-            saved.append((target, target.fp32_precision))
-            target.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        for target, value in saved:
-            target.fp32_precision = value
 
 
 def probabilities(

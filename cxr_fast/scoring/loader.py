@@ -4,8 +4,8 @@ How one bad file is kept from failing a batch:
 
 - The PIL path decodes each file on its own (in DataLoader workers), so a bad file is just an
   error entry beside the good ones of its batch.
-- The DALI path first reads every header (cheap: no pixels) and gives DALI only files whose
-  header says JPEG; PNG, DICOM and anything unreadable go through the PIL path. A JPEG that
+- The DALI path first reads every header (cheap: no pixels; in a thread pool) and gives DALI
+  only files whose header says JPEG of at least the PIL path's minimum size; PNG, DICOM and anything unreadable go through the PIL path. A JPEG that
   passes the header check but fails to decode (truncated data) makes DALI abandon the whole
   pipeline, so that batch's files are decoded one by one with PIL (the bad one becomes an
   error row, the others are scored) and a new pipeline continues with the files after them.
@@ -24,7 +24,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cxr_fast.contract import PreprocessContract
@@ -32,8 +31,8 @@ from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.discover import Record
-from cxr_fast.data.filecheck import special_file_reason
 from cxr_fast.data.workers import steady_memory_worker
+from cxr_fast.scoring.headers import dali_takes, read_headers
 
 log = logging.getLogger(__name__)
 # How DALI reports an undecodable sample ("Failed to decode sample #3 : /a/b.jpeg").
@@ -115,18 +114,6 @@ def pil_batches(
     yield from loader
 
 
-def header_size(path: str) -> tuple[tuple[int, int] | None, bool]:
-    """((width, height), is_jpeg) from the file header alone; (None, False) when unreadable
-    or not a regular file (opening a FIFO would block)."""
-    if special_file_reason(path) is not None:
-        return None, False
-    try:
-        with Image.open(path) as image:
-            return image.size, image.format == "JPEG"
-    except Exception:  # the PIL path will name the problem
-        return None, False
-
-
 def dali_batches(
     records: Sequence[Record],
     positions: Sequence[int],
@@ -143,9 +130,9 @@ def dali_batches(
     use = use if use is not None else LoaderUse("dali")
     sizes: dict[int, tuple[int, int]] = {}
     others: list[int] = []
-    for position in positions:
-        size, is_jpeg = header_size(records[position].path)
-        if is_jpeg and size is not None and min(size) > 0:
+    headers = read_headers([records[p].path for p in positions], workers)
+    for position, (size, is_jpeg) in zip(positions, headers, strict=True):
+        if dali_takes(size, is_jpeg):
             sizes[position] = size
         else:
             others.append(position)

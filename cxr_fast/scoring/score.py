@@ -21,7 +21,7 @@ from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import dali_can_read, resolve_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
-from cxr_fast.distributed import DistContext, barrier, context_from_env, device_for, start, stop
+from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.explain.explainer import Explainer, explain_files, run_folder_for
 from cxr_fast.inference import sigmoid
@@ -257,7 +257,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     # Launched by torchrun with the environment's slice: the ranks finish together (_SUCCESS).
     coordinated = ctx.enabled and config.shard == (ctx.rank, ctx.world_size)
     if coordinated:
-        device = device_for(ctx, device)
+        device = use_device(ctx, device)  # this rank's GPU, current (TensorRT binds to it)
         start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
     model = load_scoring_model(config.model, config.backend, device)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.

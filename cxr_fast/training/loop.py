@@ -53,9 +53,10 @@ def train_step(
     clip_grad: float = 0.0,
     reg: Regularisers | None = None,
     generator: torch.Generator | None = None,
-) -> float:
+) -> torch.Tensor:
     """Forward and loss inside autocast, scaled backward, unscale before clipping, one step,
-    then the EMA update."""
+    then the EMA update. Returns the detached loss on the device: reading it (``float``)
+    waits for the GPU, so callers read it only when they show it."""
     reg = reg or Regularisers()
     optimizer.zero_grad(set_to_none=True)
     x, y = _inputs_and_targets(batch, reg, generator)
@@ -70,7 +71,7 @@ def train_step(
     scaler.update()
     if reg.ema is not None:
         reg.ema.update_parameters(getattr(model, "module", model))  # the bare model under DDP
-    return float(loss.detach())
+    return loss.detach()
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,14 @@ def train_epoch(
     scaler: torch.amp.GradScaler,
     precision: Precision,
     clip_grad: float = 0.0,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
     reg: Regularisers | None = None,
     generator: torch.Generator | None = None,
 ) -> EpochStats:
-    """Train over ``batches`` once; ``on_step(images, loss)`` after every step."""
+    """Train over ``batches`` once; ``on_step(images, loss)`` after every step, ``loss`` a
+    device tensor (the loss is summed on the device and read once, at the end)."""
     model.train()
-    total_loss = 0.0
+    total_loss: torch.Tensor | float = 0.0  # a device tensor after the first step
     images = 0
     start = time.perf_counter()
     for batch in batches:
@@ -110,9 +112,9 @@ def train_epoch(
         )
         scheduler.step()
         n = int(batch.x.shape[0])
-        total_loss += loss * n
+        total_loss = total_loss + loss * n
         images += n
         if on_step is not None:
             on_step(n, loss)
     seconds = time.perf_counter() - start
-    return EpochStats(loss=total_loss / max(1, images), images=images, seconds=seconds)
+    return EpochStats(loss=float(total_loss) / max(1, images), images=images, seconds=seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from torch import nn
 
 from cxr_fast.errors import NotFoundError
 from cxr_fast.run_folder import FORMAT_VERSION, LAST_FILE, atomic_torch_save
+from cxr_fast.training.rng import restore_rng_state, rng_state
 
 
 @dataclass
@@ -55,11 +55,7 @@ def save_state(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": list(random.getstate()[1]),
-        },
+        "rng": rng_state(_device_of(model)),
     }
     atomic_torch_save(state, run_dir / LAST_FILE)
 
@@ -83,8 +79,10 @@ def load_state(
     scaler.load_state_dict(state["scaler"])
     if ema is not None and state.get("ema") is not None:
         ema.load_state_dict(state["ema"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    random.setstate((3, tuple(state["rng"]["python"]), None))
+    restore_rng_state(state["rng"], _device_of(model))
     return Progress(**state["progress"])
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The training device: where the model's parameters are."""
+    return next(model.parameters()).device

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +56,8 @@ from cxr_fast.training.schedule import warmup_cosine
 from cxr_fast.training.state import Progress, load_state, save_state
 from cxr_fast.versions import versions
 
+# Steps between reads of the training loss for the progress bar (each read is a GPU sync).
+LOSS_SHOWN_EVERY = 20
 TRAINING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "numpy", "scikit-learn")
 
 
@@ -180,15 +183,22 @@ def _trim_log(path: Path, epochs_done: int) -> None:
 
 
 def _epoch_records(records: Sequence[Record], seed: int, ctx: DistContext) -> list[Record]:
-    """Under DDP, every rank shuffles the training records the same way (DistributedSampler's
-    idea) and drops the last ``len % world_size``, so that the contiguous shards each rank
-    loads are equal in size: every rank takes the same number of steps and none waits forever
-    in an all-reduce. The dropped records change from epoch to epoch."""
-    if not ctx.enabled:
-        return list(records)
+    """The training records in this epoch's order, the same on every rank.
+
+    DALI's reader shuffles the file list once with a fixed internal seed and then only within
+    its buffer, so without this every seed and epoch would see nearly the same order. Under
+    DDP the last ``len % world_size`` are dropped (DistributedSampler's idea), so that the
+    contiguous shards each rank loads are equal in size: every rank takes the same number of
+    steps and none waits forever in an all-reduce. The dropped records change every epoch."""
     order = np.random.default_rng(seed).permutation(len(records))
     usable = len(records) - len(records) % ctx.world_size
     return [records[i] for i in order[:usable]]
+
+
+def _loader_seed(epoch_seed: int, ctx: DistContext) -> int:
+    """The training loader's seed (augmentation, in-shard shuffle): per epoch and per rank, or
+    every rank would draw the same augmentations for its shard."""
+    return epoch_seed * ctx.world_size + ctx.rank
 
 
 def _gather_predictions(
@@ -317,7 +327,7 @@ def run_train(
             augment=config.augment,
             workers=config.workers,
             # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
-            seed=epoch_seed,
+            seed=_loader_seed(epoch_seed, ctx),
             shard_id=ctx.rank,
             num_shards=ctx.world_size,
         )
@@ -329,10 +339,12 @@ def run_train(
             disable=None if ctx.is_main else True,
             dynamic_ncols=True,
         ) as bar:
+            steps = itertools.count(1)
 
-            def on_step(n: int, loss: float, bar=bar) -> None:
+            def on_step(n: int, loss: torch.Tensor, bar=bar, steps=steps) -> None:
                 bar.update(n)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                if next(steps) % LOSS_SHOWN_EVERY == 0:  # reading the loss waits for the GPU
+                    bar.set_postfix(loss=f"{float(loss):.4f}")
 
             stats = train_epoch(
                 net,

@@ -4,6 +4,7 @@ file, sidecar and contract disagree. GPU-only paths say exactly what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -213,7 +214,7 @@ def test_tensorrt_without_cuda_says_so(tiny_run, monkeypatch):
     with pytest.raises(ExportError) as error:
         export_run(tiny_run, "tensorrt")
     assert str(error.value) == "TensorRT export needs a CUDA GPU; none is visible"
-    assert not list((tiny_run / "export").glob("*.trt.ep*"))
+    assert not list((tiny_run / "export").glob("*.trt.pt2*"))
 
 
 def test_tensorrt_without_the_package_says_so(tiny_run, monkeypatch):
@@ -242,8 +243,24 @@ def test_tensorrt_calls_follow_the_documented_api(monkeypatch, tmp_path):
         calls["save"].update(example=arg_inputs[0], dynamic_shapes=dynamic_shapes)
         calls["save"].update(extra_files=extra_files)
 
-    fake = types.SimpleNamespace(Input=Input, compile=compile, save=save)
+    current = []  # the torch.cuda.device each call ran under
+
+    @contextlib.contextmanager
+    def cuda_device(device):
+        current.append(device)
+        yield
+        current.pop()
+
+    def within(call):
+        def wrapped(*args, **kwargs):
+            calls[f"{call.__name__}_device"] = current[-1] if current else None
+            return call(*args, **kwargs)
+
+        return wrapped
+
+    fake = types.SimpleNamespace(Input=Input, compile=within(compile), save=within(save))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", cuda_device)
     monkeypatch.setitem(sys.modules, "torch_tensorrt", fake)
     from cxr_fast.export.tensorrt import save_tensorrt
     from cxr_fast.export.wrappers import HalfPrecision
@@ -251,9 +268,15 @@ def test_tensorrt_calls_follow_the_documented_api(monkeypatch, tmp_path):
     module = HalfPrecision(torch.nn.Conv2d(1, 1, 3))
     example = torch.zeros(4, 1, 64, 64).contiguous(memory_format=torch.channels_last)
     contract = {"image_size": 64}
-    path = tmp_path / "m.trt.ep"
-    save_tensorrt(module, example, path, contract, fp16=True, opt_batch=32, max_batch=256)
-    assert calls["input"] == ((1, 1, 64, 64), (32, 1, 64, 64), (256, 1, 64, 64), torch.float32)
+    path = tmp_path / "m.trt.pt2"
+    gpu = torch.device("cuda", 1)
+    save_tensorrt(
+        module, example, path, contract, fp16=True, opt_batch=64, max_batch=256, device=gpu
+    )
+    assert calls["input"] == ((1, 1, 64, 64), (64, 1, 64, 64), (256, 1, 64, 64), torch.float32)
+    # --device cuda:1: traced, compiled and saved with GPU 1 current and named.
+    assert calls["compile"]["device"] == gpu
+    assert calls["compile_device"] == gpu and calls["save_device"] == gpu
     assert calls["compile"]["ir"] == "dynamo" and calls["compile"]["module"] is module
     assert "enabled_precisions" not in calls["compile"]  # deprecated: dtypes come from the model
     assert calls["compile"]["disable_tf32"] is False
