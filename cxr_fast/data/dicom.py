@@ -90,17 +90,20 @@ def _infer_transfer_syntax(ds) -> None:
 
 
 def read_dataset(source: str | BinaryIO, *, header_only: bool = False):
-    """The dataset in ``source``; ``force=True`` only when the forced read parses as DICOM."""
+    """The dataset in ``source``; ``force=True`` only when the forced read parses as DICOM.
+    ``header_only``: large values (the pixel data) are left on disk, but still listed, so
+    :func:`skip_reason` can tell images from reports."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     register_decoders()
+    defer = 1024 if header_only else None
     try:
-        ds = pydicom.dcmread(source, stop_before_pixels=header_only)
+        ds = pydicom.dcmread(source, defer_size=defer)
     except InvalidDicomError:
         _rewind(source)
         try:
-            ds = pydicom.dcmread(source, force=True, stop_before_pixels=header_only)
+            ds = pydicom.dcmread(source, force=True, defer_size=defer)
         except Exception:
             ds = None
         if ds is None or not _looks_like_dicom(ds):

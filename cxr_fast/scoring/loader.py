@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import stack_gray
+from cxr_fast.data.dali_dicom import dicom_dali_batches, route
 from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.decode import ImageReadError, ImageSkipped, read_image
 from cxr_fast.data.discover import Record
@@ -138,9 +139,26 @@ def dali_batches(
         else:
             others.append(position)
     jpegs = [p for p in positions if p in sizes]
-    yield from pil_batches(
-        records, others, contract, batch_size=batch_size, workers=workers, skip_views=skip_views
-    )
+    # DICOMs whose frames DALI decodes on this device skip pydicom's decoding (dali_dicom.py).
+    dicoms, others = route({p: records[p].path for p in others}, device, skip_views)
+    pil = functools.partial(pil_batches, records, contract=contract, batch_size=batch_size)
+    yield from pil(others, workers=workers, skip_views=skip_views)
+    for out in dicom_dali_batches(
+        {p: records[p].path for p in dicoms},
+        dicoms,
+        contract,
+        batch_size=batch_size,
+        device=device,
+        device_id=device_id,
+        num_threads=max(1, workers),
+    ):
+        if out.x is None:  # undecodable in DALI: pydicom's path says why
+            yield from pil(out.positions, workers=0, skip_views=skip_views)
+            continue
+        index = out.positions
+        sizes = [dicoms[p].size for p in index]
+        info = {p: dicoms[p].info for p in index}
+        yield ScoreBatch(x=out.x, index=index, sizes=sizes, errors=[], info=info)
     start = 0
     while start < len(jpegs):
         segment = jpegs[start:]

@@ -304,10 +304,11 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     )
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in positions if records[p].path not in done]
-    # The scoring DALI path sends what DALI cannot read to PIL itself, so only the files DALI
-    # can take decide whether DALI is worth using.
+    # The scoring DALI path sends what DALI cannot read to PIL itself (and DICOMs it can decode
+    # to DALI as frames), so only the files DALI can take decide; none (an all-DICOM archive)
+    # does not refuse --loader dali.
     dali_readable = [r for r in (records[p] for p in todo) if dali_can_read([r])]
-    loader = resolve_loader(config.loader, device, dali_readable or records[:1])
+    loader = resolve_loader(config.loader, device, dali_readable)
     batch_size = batch_size_for(config, device)
     if loader == "dali":
         batches = dali_batches(

@@ -77,3 +77,62 @@ def test_pydicom_test_files_print_nothing_but_the_summary(trained_run, tmp_path)
     assert any("padding" in row["warnings"] for row in warned)  # MR_small_padded.dcm
     counts = {s: sum(row["status"] == s for row in rows) for s in ("ok", "skipped", "error")}
     assert counts["ok"] >= 45 and counts["skipped"] >= 20 and counts["error"] <= 10
+
+
+def _windowed_copy(source: Path, out: Path) -> None:
+    """The JPEG Baseline DX with a narrow 8-bit window (clips both ends) as a new instance."""
+    ds = pydicom.dcmread(source)
+    ds.WindowCenter, ds.WindowWidth = 120, 90
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".9"
+    ds.save_as(out)
+
+
+def _truncated_copy(source: Path, out: Path) -> None:
+    """A JPEG Baseline DICOM whose frame lost its second half (a broken transfer)."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(source)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[: len(frame) // 2]])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".8"
+    ds.save_as(out)
+
+
+def test_jpeg_baseline_dicom_through_dali_equals_the_pydicom_path(
+    trained_run, samples_dir, tmp_path
+):
+    from cxr_fast.data.dali_dicom import route
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("dx_jpeg_baseline.dcm", "dx_jpeg_baseline_mono1.dcm", "cr_rle.dcm"):
+        shutil.copy(DICOM / name, archive / name)
+    for name in ("siim_sample.dcm", "Fake_MONOHR1.dcm"):  # real 1024 px films, MONOCHROME1 too
+        shutil.copy(samples_dir / name, archive / name)
+    _windowed_copy(DICOM / "dx_jpeg_baseline.dcm", archive / "windowed.dcm")
+    _truncated_copy(DICOM / "dx_jpeg_baseline.dcm", archive / "truncated.dcm")
+    paths = {i: str(p) for i, p in enumerate(sorted(archive.iterdir()))}
+    plans, rest = route(paths, "cpu")
+    dali_names = sorted(Path(paths[p]).name for p in plans)
+    assert len(dali_names) == 6  # every JPEG Baseline one; RLE is not DALI's
+    assert [Path(paths[p]).name for p in rest] == ["cr_rle.dcm"]
+    rows = {}
+    for loader in ("torch", "dali"):
+        out = tmp_path / f"{loader}.parquet"
+        run_score(
+            ScoreConfig(
+                archive=archive, model=trained_run, out=out, loader=loader, device="cpu",
+                workers=0, batch_size=4,
+            )
+        )  # fmt: skip
+        rows[loader] = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert rows["torch"].keys() == rows["dali"].keys()
+    for name, pil_row in rows["torch"].items():
+        dali_row = rows["dali"][name]
+        assert dali_row["status"] == pil_row["status"], name
+        assert dali_row["sop_instance_uid"] == pil_row["sop_instance_uid"]
+        if pil_row["status"] == "ok":
+            assert abs(dali_row["prob_pneumonia"] - pil_row["prob_pneumonia"]) < 0.01, name
+            assert (dali_row["width"], dali_row["height"]) == (pil_row["width"], pil_row["height"])
+    assert rows["dali"]["truncated.dcm"]["status"] == "error"  # back on pydicom's path
+    assert sum(r["status"] == "ok" for r in rows["dali"].values()) == 6
