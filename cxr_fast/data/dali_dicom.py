@@ -14,6 +14,7 @@ One graph builder, a device argument, as :mod:`cxr_fast.data.dali_pipeline`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -163,14 +164,15 @@ class _Feed:
     """The external source: batches of frames read on demand; remembers what it fed."""
 
     def __init__(self, paths: dict[int, str], plans: dict[int, DicomPlan], todo, batch_size):
-        self.paths, self.plans, self.todo, self.batch_size = paths, plans, list(todo), batch_size
+        self.paths, self.plans, self.batch_size = paths, plans, batch_size
+        self.todo = deque(todo)
         self.fed: list[int] = []
         self.unreadable: list[int] = []
 
     def __call__(self):
         frames, params, index = [], [], []
         while self.todo and len(frames) < self.batch_size:
-            position = self.todo.pop(0)
+            position = self.todo.popleft()
             try:
                 frames.append(frame_bytes(self.paths[position]))
             except Exception:  # pydicom's path reports it
@@ -226,7 +228,7 @@ def dicom_dali_batches(
             lost = [p for p in feed.fed if p not in set(done)]
             if not feed.fed and not feed.unreadable:  # no progress: the pipeline itself failed
                 lost, feed.todo = list(todo), []
-            todo = feed.todo
+            todo = list(feed.todo)
             if lost:
                 yield DicomDaliOutput(None, lost)
         if feed.unreadable:

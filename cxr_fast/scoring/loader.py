@@ -155,10 +155,9 @@ def dali_batches(
         if out.x is None:  # undecodable in DALI: pydicom's path says why
             yield from pil(out.positions, workers=0, skip_views=skip_views)
             continue
-        index = out.positions
-        sizes = [dicoms[p].size for p in index]
-        info = {p: dicoms[p].info for p in index}
-        yield ScoreBatch(x=out.x, index=index, sizes=sizes, errors=[], info=info)
+        info = {p: dicoms[p].info for p in out.positions}
+        originals = [dicoms[p].size for p in out.positions]
+        yield ScoreBatch(x=out.x, index=out.positions, sizes=originals, errors=[], info=info)
     start = 0
     while start < len(jpegs):
         segment = jpegs[start:]
