@@ -975,6 +975,13 @@ def explain(run, images, out, layer, method, device) -> None:
     help="Run folder for the overlays when --model is an export kept outside RUN/export/.",
 )
 @click.option(
+    "--skip-views",
+    default="",
+    metavar="V1,V2",
+    help="DICOM ViewPosition values not to score (e.g. LATERAL,LL): rows with status "
+    "skipped.  [default: score every view; the view_position column records it]",
+)
+@click.option(
     "--chunk-rows",
     type=click.IntRange(min=1),
     default=ROWS_PER_CHUNK,
@@ -989,30 +996,35 @@ def explain(run, images, out, layer, method, device) -> None:
     show_default=True,
     help="... or every this many seconds, whichever comes first.",
 )
-def score(archive, model_ref, shard, fail_on_error, chunk_rows, **options) -> None:
+def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **options) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 
     Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
-    (ok/error), error, width, height; the file metadata names the model, its checksum and
-    contract. A file that cannot be read (or is not a regular file: a FIFO, a device) becomes
-    an error row; the run goes on. With labels, PRED.metrics.json gets the same metrics as
-    `cxr-fast evaluate`. --resume keeps the rows of an interrupted run only when it was made
-    with the same model checksum, contract, threshold, backend, precision and archive.
+    (ok/error/skipped), error (the reason), width, height, warnings (the decoder's, per file),
+    and for DICOM patient_id, study/series/sop_instance_uid, modality, view_position,
+    body_part_examined. The file metadata names the model, its checksum and contract. A file
+    that cannot be read (or is not a regular file: a FIFO, a device) becomes an error row and
+    the run goes on; DICOM reports, plans and waveforms are skipped rows. With labels,
+    PRED.metrics.json gets the same metrics as `cxr-fast evaluate`. --resume keeps the rows of
+    an interrupted run only when it was made with the same model checksum, contract,
+    threshold, backend, precision and archive.
     """
-    from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
+    from cxr_fast.scoring.score import ScoreConfig, parse_shard, parse_views, run_score
 
     config = ScoreConfig(
         archive=archive,
         model=model_ref,
         shard=parse_shard(shard),
         rows_per_chunk=chunk_rows,
+        skip_views=parse_views(skip_views),
         **options,
     )
     with _bar(0, "score") as bar:
         summary = run_score(config, progress=bar.update)
     resumed = f", {summary.resumed} kept from before" if summary.resumed else ""
     click.echo(
-        f"{summary.rows} rows ({summary.ok} ok, {summary.errors} errors{resumed}) -> "
+        f"{summary.rows} rows ({summary.ok} ok, {summary.skipped} skipped, "
+        f"{summary.errors} errors{resumed}) -> "
         f"{summary.out}\n{summary.scored} images in {summary.seconds:.1f} s: "
         f"{summary.images_per_second:.1f} images/s ({summary.backend}, {summary.loader} loader)"
     )

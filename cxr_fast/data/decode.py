@@ -7,14 +7,20 @@ JPEGs much larger than the target are decoded in draft mode: libjpeg scales them
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.captured import capture_native_stderr, capture_warnings
+from cxr_fast.data.dicom import DicomSkipped, read_dicom
+from cxr_fast.data.dicom_intensity import stretch_to_uint8
 from cxr_fast.data.filecheck import special_file_reason
 from cxr_fast.errors import CxrFastError
 
@@ -34,12 +40,27 @@ MIN_IMAGE_SIDE = 32
 
 
 class ImageReadError(CxrFastError):
-    """A file that cannot be turned into an image: ``reason`` says why, for an error row."""
+    """A file that cannot be turned into an image: ``reason`` says why, for an error row;
+    ``info``: what is known of the file all the same (DICOM identifiers, warnings)."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, info: dict | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.info = info or {}
+
+
+class ImageSkipped(ImageReadError):
+    """A file deliberately not scored (a DICOM report, plan, waveform; a skipped view)."""
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """Model pixels uint8 [S,S], original (width, height), and the row's extra columns."""
+
+    pixels: np.ndarray
+    size: tuple[int, int]
+    info: dict
 
 
 class ImageTooLargeError(ValueError):
@@ -68,36 +89,25 @@ def _reason(path: str, exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if isinstance(exc, OSError) else text
 
 
-def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
-    array = array.astype(np.float32, copy=False)
-    low, high = float(array.min()), float(array.max())
-    span = high - low if high > low else 1.0
-    return ((array - low) * (255.0 / span)).round().astype(np.uint8)
-
-
 def _to_gray8(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # Medical 16-bit PNGs seldom use the full range: stretch their own range to 8 bits.
-        return Image.fromarray(_stretch_to_uint8(np.asarray(image)))
+        return Image.fromarray(stretch_to_uint8(np.asarray(image)))
     return image if image.mode == "L" else image.convert("L")
 
 
-def _dicom_gray(source: str | BinaryIO, max_pixels: int | None = None) -> Image.Image:
-    import pydicom
-    from pydicom.pixels import apply_voi_lut
-
-    dataset = pydicom.dcmread(source)
-    _check_pixels((int(dataset.get("Columns", 0)), int(dataset.get("Rows", 0))), max_pixels)
-    pixels = dataset.pixel_array
-    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
-        return Image.fromarray(pixels[..., :3].astype(np.uint8)).convert("L")
-    if pixels.ndim != 2:
-        raise ValueError(f"expected a single 2-D frame, got pixel data of shape {pixels.shape}")
-    # The VOI LUT or window applies when the file carries one; otherwise it returns the input.
-    pixels = _stretch_to_uint8(apply_voi_lut(pixels, dataset))
-    if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
-        pixels = 255 - pixels  # MONOCHROME1 stores bone dark: invert to the usual look
-    return Image.fromarray(pixels)
+def _dicom_gray(
+    source: str | BinaryIO,
+    max_pixels: int | None = None,
+    *,
+    skip_views: Collection[str] = (),
+    info: dict | None = None,
+    notes: list[str] | None = None,
+) -> Image.Image:
+    gray, frame_notes = read_dicom(source, max_pixels=max_pixels, skip_views=skip_views, info=info)
+    if notes is not None:
+        notes.extend(frame_notes)
+    return Image.fromarray(gray)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
@@ -121,16 +131,25 @@ def open_gray(
     dicom: bool,
     draft: int | None = None,
     max_pixels: int | None = None,
+    skip_views: Collection[str] = (),
+    info: dict | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Decode ``source`` (a path or a binary file) to a loaded 8-bit grey image and its original
     (width, height). ``draft``: a JPEG may come out scaled down by a power of two as long as
     both sides stay >= ``draft`` px. ``max_pixels``: refuse larger images from their header,
     before any pixel is decoded (PIL's own bomb limit applies regardless). Errors are the
-    decoders' own; callers name the file."""
+    decoders' own; callers name the file. DICOM only: ``skip_views``, ``info`` (filled with the
+    identifiers) and ``notes`` (appended to), see :func:`cxr_fast.data.dicom.read_dicom`."""
     if dicom:
-        gray = _dicom_gray(source, max_pixels)
+        gray = _dicom_gray(source, max_pixels, skip_views=skip_views, info=info, notes=notes)
         original = gray.size
-        _check_size(original)
+        # The header says it is an image: a small one is scored, with a note (read_dicom
+        # refuses degenerate ones).
+        if min(original) < MIN_IMAGE_SIDE and notes is not None:
+            notes.append(
+                f"small image ({original[0]}x{original[1]} px, under {MIN_IMAGE_SIDE}): scored"
+            )
         return gray, original
     with Image.open(source) as image:
         original = image.size
@@ -144,10 +163,16 @@ def open_gray(
 
 
 def _model_pixels(
-    source: str | BinaryIO, contract: PreprocessContract, dicom: bool, max_pixels: int | None = None
+    source: str | BinaryIO,
+    contract: PreprocessContract,
+    dicom: bool,
+    max_pixels: int | None = None,
+    **dicom_options,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     draft = contract.image_size * DRAFT_OVERSAMPLE
-    gray, original = open_gray(source, dicom=dicom, draft=draft, max_pixels=max_pixels)
+    gray, original = open_gray(
+        source, dicom=dicom, draft=draft, max_pixels=max_pixels, **dicom_options
+    )
     size = contract.image_size
     return np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation])), original
 
@@ -161,6 +186,33 @@ def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tupl
         return _model_pixels(path, contract, _is_dicom_path(path))
     except Exception as exc:  # any decoder failure is this file's error, not ours
         raise ImageReadError(path, _reason(path, exc)) from exc
+
+
+def read_image(
+    path: str, contract: PreprocessContract, skip_views: Collection[str] = ()
+) -> ReadResult:
+    """:func:`read_gray` for a scoring row: also the file's DICOM identifiers and the warnings
+    and notes its decoding raised (captured, never printed). Raises :class:`ImageSkipped` for
+    DICOM objects that are not scored and :class:`ImageReadError` (with ``info``) otherwise."""
+    info: dict = {}
+    notes: list[str] = []
+    dicom = _is_dicom_path(path)
+    # Only DICOM decoders are native libraries that print (and redirecting costs syscalls).
+    native = capture_native_stderr(notes) if dicom else contextlib.nullcontext()
+    try:
+        with capture_warnings(notes), native:
+            pixels, size = _model_pixels(
+                path, contract, dicom, skip_views=skip_views, info=info, notes=notes
+            )
+    except DicomSkipped as exc:
+        raise ImageSkipped(path, exc.reason, _with_notes(info, notes)) from None
+    except Exception as exc:  # any decoder failure is this file's error, not ours
+        raise ImageReadError(path, _reason(path, exc), _with_notes(info, notes)) from exc
+    return ReadResult(pixels, size, _with_notes(info, notes))
+
+
+def _with_notes(info: dict, notes: list[str]) -> dict:
+    return {**info, "warnings": "; ".join(notes) or None}
 
 
 def _is_dicom_path(path: str) -> bool:

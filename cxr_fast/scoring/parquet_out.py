@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cxr_fast.choices import CHUNK_SECONDS, ROWS_PER_CHUNK
+from cxr_fast.scoring.row_info import INFO_FIELDS
 
 SCHEMA = pa.schema(
     [
@@ -35,6 +36,7 @@ SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
+        *INFO_FIELDS,
     ]
 )
 # Only in files scored with --cam-dir: the overlay of the K most suspicious images.

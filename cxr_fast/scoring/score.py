@@ -40,6 +40,7 @@ from cxr_fast.scoring.parquet_out import (
     metadata_json,
     staging_dir,
 )
+from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, info_columns
 from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.versions import versions
 
@@ -48,7 +49,10 @@ SUCCESS_FILE = "_SUCCESS"
 # "_": pyarrow.dataset (and Spark) skip such files, so OUT/ still reads back as the parts alone.
 JOB_METRICS = "_metrics.json"
 METRIC_COLUMNS = ["prob_pneumonia", "label", "status"]
-SCORING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow")
+SCORING_PACKAGES = (
+    *("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow"),
+    *("pydicom", "python-gdcm", "imagecodecs", "pillow"),  # the DICOM decoders
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class ScoreConfig:
     cam_dir: Path | None = None  # Grad-CAM overlays of the cam_top most suspicious images
     cam_top: int = 20
     cam_run: Path | None = None  # the run folder for Grad-CAM when ``model`` is an export
+    skip_views: tuple[str, ...] = ()  # DICOM ViewPosition values not scored (status skipped)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class ScoreSummary:
     metrics_path: Path | None
     cams: int = 0  # overlays written by --cam-dir
     loader_fallback: str | None = None  # why the run left DALI for PIL part-way
+    skipped: int = 0  # non-image DICOM objects and --skip-views views (not errors)
 
     @property
     def images_per_second(self) -> float:
@@ -107,6 +113,11 @@ def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[
         raise UserInputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
     shard_range(0, index, count)  # validates
     return index, count
+
+
+def parse_views(text: str | None) -> tuple[str, ...]:
+    """``--skip-views LATERAL,LL`` -> ('LATERAL', 'LL'): DICOM ViewPosition is upper case."""
+    return tuple(v.strip().upper() for v in (text or "").split(",") if v.strip())
 
 
 def output_path(out: Path, shard: tuple[int, int] | None) -> Path:
@@ -155,17 +166,20 @@ def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
                     "error": None,
                     "width": width,
                     "height": height,
+                    **info_columns(batch.info.get(position)),
                 }
             )
-    for position, reason in batch.errors:
+    failed = [(p, r, STATUS_ERROR) for p, r in batch.errors]
+    for position, reason, status in failed + [(p, r, STATUS_SKIPPED) for p, r in batch.skipped]:
         label = records[position].label
         rows.append(
             {
                 "path": records[position].path,
                 "threshold": threshold,
                 "label": None if label is None else CLASS_NAMES[label],
-                "status": STATUS_ERROR,
+                "status": status,
                 "error": reason,
+                **info_columns(batch.info.get(position)),
             }
         )
     return rows
@@ -219,7 +233,9 @@ def counts_and_metrics(table: pa.Table, model: ScoringModel) -> tuple[int, int, 
     y = pc.equal(scored["label"], CLASS_NAMES[1]).to_numpy(zero_copy_only=False).astype(np.int64)
     probs = scored["prob_pneumonia"].to_numpy(zero_copy_only=False)
     metrics = binary_metrics(y, probs, model.threshold)
-    return table.num_rows, ok, {"errors": table.num_rows - ok, **metrics}
+    skipped = count_skipped(table)
+    errors = table.num_rows - ok - skipped
+    return table.num_rows, ok, {"errors": errors, "skipped": skipped, **metrics}
 
 
 def _finish_job(out: Path, ctx: DistContext, files: int, model: ScoringModel) -> Path | None:
@@ -300,10 +316,11 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         identity.record(writer.staging, made_with)
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in positions if records[p].path not in done]
-    # The scoring DALI path sends what DALI cannot read to PIL itself, so only the files DALI
-    # can take decide whether DALI is worth using.
+    # The scoring DALI path sends what DALI cannot read to PIL itself (and DICOMs it can decode
+    # to DALI as frames), so only the files DALI can take decide; none (an all-DICOM archive)
+    # does not refuse --loader dali.
     dali_readable = [r for r in (records[p] for p in todo) if dali_can_read([r])]
-    loader = resolve_loader(config.loader, device, dali_readable or records[:1])
+    loader = resolve_loader(config.loader, device, dali_readable)
     batch_size = batch_size_for(config, device)
     use = LoaderUse(loader)
     if loader == "dali":
@@ -316,10 +333,16 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
             device="gpu" if device.type == "cuda" else "cpu",
             device_id=device.index or 0,
             use=use,
+            skip_views=config.skip_views,
         )
     else:
         batches = pil_batches(
-            records, todo, model.contract, batch_size=batch_size, workers=config.workers
+            records,
+            todo,
+            model.contract,
+            batch_size=batch_size,
+            workers=config.workers,
+            skip_views=config.skip_views,
         )
     threads = model_threads(config, device, model, [records[p].path for p in todo])
     torch.set_num_threads(threads)
@@ -339,7 +362,9 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     writer.finish(cam_paths)
 
     # Counts and metrics from the published file (resumed rows included).
-    rows, ok, metrics = counts_and_metrics(pq.read_table(out, columns=METRIC_COLUMNS), model)
+    table = pq.read_table(out, columns=METRIC_COLUMNS)
+    rows, ok, metrics = counts_and_metrics(table, model)
+    skipped = count_skipped(table)
     metrics_file = None
     if metrics is not None and config.shard is None:
         metrics_file = metrics_path_for(out)
@@ -350,7 +375,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         out=out,
         rows=rows,
         ok=ok,
-        errors=rows - ok,
+        errors=rows - ok - skipped,
         resumed=len(done),
         scored=len(todo),
         seconds=scoring_seconds if todo else time.perf_counter() - started,
@@ -359,4 +384,5 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         metrics_path=metrics_file,
         cams=len(cam_paths or {}),
         loader_fallback=use.fallback,
+        skipped=skipped,
     )
