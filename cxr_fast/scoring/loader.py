@@ -7,8 +7,9 @@ How one bad file is kept from failing a batch:
 - The DALI path first reads every header (cheap: no pixels; in a thread pool) and gives DALI
   only files whose header says JPEG of at least the PIL path's minimum size; PNG, DICOM and
   anything unreadable go through the PIL path. A JPEG that passes the header check but fails to
-  decode (truncated data) makes DALI abandon the whole pipeline, so that batch's files are decoded one by one with PIL (the bad one becomes an
-  error row, the others are scored) and a new pipeline continues with the files after them.
+  decode (truncated data) makes DALI abandon the whole pipeline, so that batch's files are
+  decoded one by one with PIL (the bad one becomes an error row, the others are scored) and a
+  new pipeline continues with the files after them.
 - Only a decode error is treated that way: DALI names the sample it failed to decode, or PIL
   finds a bad file in the failed batch. Any other pipeline failure (out of memory, a broken
   CUDA or DALI installation) is not one file's fault: the run switches to the PIL loader for
