@@ -28,8 +28,14 @@ class RecipeDefaults:
     mixup = 0.0
     normalize = "none"
     threshold_policy = "margin"
-    aug_strength = 1.0
-    folds = 1
+    # Augmentation ranges x2 (rotation 14 deg, zoom 16%, shift 10%, brightness/contrast 20%):
+    # the one change that moved the external sample (docs/results.md); x3 and EMA/label
+    # smoothing did worse there and on validation.
+    aug_strength = 2.0
+    # Five patient-level folds -> an ensemble and a threshold chosen on 5,216 out-of-fold
+    # predictions instead of one 775-image split; about 30 minutes for Kaggle on 2 CPU cores.
+    folds = 5
+    epochs = 12
 
 
 # Images per model batch when `score --batch-size` is not given. On the CPU small batches stay

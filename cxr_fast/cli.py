@@ -277,7 +277,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     "--epochs",
     type=click.IntRange(min=1),
     default=None,
-    help="Epochs to train.  [default: 10; with --resume: the run's own]",
+    help=f"Epochs to train.  [default: {RecipeDefaults.epochs}; with --resume: the run's own]",
 )
 @click.option(
     "--batch-size",
@@ -490,7 +490,7 @@ def train(
         config = TrainConfig(
             data=str(data),
             out=str(out),
-            epochs=epochs or 10,
+            epochs=epochs or RecipeDefaults.epochs,
             augment=Augment(hflip=hflip).scaled(aug_strength) if augment else None,
             **options,
         )

@@ -16,7 +16,7 @@ class TrainConfig:
     data: str
     out: str
     arch: str = "cnn"
-    epochs: int = 10
+    epochs: int = RecipeDefaults.epochs
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -47,7 +47,9 @@ class TrainConfig:
     # ensemble run folder; ``fold`` is set on each member's own configuration (0-based).
     folds: int = RecipeDefaults.folds
     fold: int | None = None
-    augment: Augment | None = field(default_factory=Augment)
+    augment: Augment | None = field(
+        default_factory=lambda: Augment().scaled(RecipeDefaults.aug_strength)
+    )
 
     def __post_init__(self) -> None:
         checks = [
