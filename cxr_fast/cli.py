@@ -62,6 +62,15 @@ def workers_option(minimum: int):
     )
 
 
+TTA_OPTION = click.option(
+    "--tta/--no-tta",
+    default=False,
+    show_default=True,
+    help="Test-time augmentation: average the logits of the film, a 90% zoom-in and a 90% "
+    "zoom-out (three forward passes: three times the model's cost).",
+)
+
+
 class UserError(CxrFastError):
     """A mistake in what the user asked for, found by the CLI itself: one line, exit code 2."""
 
@@ -690,8 +699,9 @@ def tune(
     show_default=True,
     help="Bootstrap resamples for the 95% confidence intervals (0: none).",
 )
+@TTA_OPTION
 def evaluate(
-    run, data, threshold, out, as_json, batch_size, loader, device, workers, bootstrap
+    run, data, threshold, out, as_json, batch_size, loader, device, workers, bootstrap, tta
 ) -> None:
     """Evaluate a trained RUN on a labeled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
@@ -711,6 +721,7 @@ def evaluate(
             workers=workers,
             bootstrap=bootstrap,
             progress=bar.update,
+            tta=tta,
         )
     if as_json:
         click.echo(json.dumps(result.metrics, indent=2))
@@ -823,13 +834,21 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     help="Images for the check batch and int8 calibration.  [default: the run's training data]",
 )
 @DEVICE_OPTION
-def export(run, fmt, precision, batch_size, out, data, device) -> None:
+@TTA_OPTION
+def export(run, fmt, precision, batch_size, out, data, device, tta) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
     from cxr_fast.export import export_run
 
     result = export_run(
-        run, fmt, precision=precision, batch_size=batch_size, out=out, data=data, device=device
+        run,
+        fmt,
+        precision=precision,
+        batch_size=batch_size,
+        out=out,
+        data=data,
+        device=device,
+        tta=tta,
     )
     for note in result.notes:
         click.echo(f"note: {note}")
@@ -996,6 +1015,7 @@ def explain(run, images, out, layer, method, device) -> None:
     show_default=True,
     help="... or every this many seconds, whichever comes first.",
 )
+@TTA_OPTION
 def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **options) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 

@@ -15,6 +15,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics
+from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.plots import save_plots
 from cxr_fast.precision import inference_precision, resolve_precision
 from cxr_fast.run_folder import METRICS_FILE, atomic_write_json, load_run
@@ -51,11 +52,12 @@ def run_evaluate(
     workers: int = 2,
     bootstrap: int = 1000,
     progress: Callable[[int], None] | None = None,
+    tta: bool = False,
 ) -> EvalResult:
     """Score every labeled image under ``data`` with the run's model, contract and threshold
     (``threshold`` overrides the run's), and write metrics.json and plots to ``out``."""
     target = resolve_device(device)
-    model, info = load_run(run_dir, target)
+    model, info = load_run(run_dir, target, tta=tta)
     records = require_images(discover(data), str(data))
     unlabeled = sum(r.label is None for r in records)
     if unlabeled:
@@ -95,6 +97,7 @@ def run_evaluate(
         "threshold_source": "run" if threshold is None else "--threshold",
         "threshold_choice": info.meta.get("threshold_choice") if threshold is None else None,
         "members": info.members,
+        "tta": list(TTA_VIEWS) if tta else None,
         "temperature": info.temperature,
         "n_skipped": len(skipped),
         "skipped": skipped,

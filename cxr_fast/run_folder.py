@@ -169,7 +169,7 @@ def build_run_model(info: RunInfo) -> nn.Module:
 
 
 def load_run(
-    run_dir: str | os.PathLike[str], device: torch.device | str = "cpu"
+    run_dir: str | os.PathLike[str], device: torch.device | str = "cpu", tta: bool = False
 ) -> tuple[nn.Module, RunInfo]:
     """The trained model (eval mode, channels_last, on ``device``) and its :class:`RunInfo`;
     for an ensemble run, one module averaging its members' logits."""
@@ -181,5 +181,9 @@ def load_run(
         from cxr_fast.models.ensemble import TemperatureScaled
 
         model = TemperatureScaled(model, info.temperature)
+    if tta:
+        from cxr_fast.models.ensemble import TestTimeAugment
+
+        model = TestTimeAugment(model)  # opt-in: three views per image, three times the cost
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     return model, info

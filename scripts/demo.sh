@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default data (make demo): synthesise a Kaggle-layout
-# dataset, check it, stream it through both loaders, train a small CNN on the CPU, evaluate it
-# on the held-out test/ split, export it, and score the test split into Parquet.
+# dataset, check it, stream it through both loaders, train a small cross-validated CNN ensemble
+# on the CPU, evaluate it on the held-out test/ split, calibrate it on that "site" sample,
+# export it, and score the test split into Parquet with the ensemble run folder.
 # Usage: scripts/demo.sh [DIR]
 set -euo pipefail
 dir=${1:-.cache/demo}
 cli=".venv/bin/cxr-fast"
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 
-rm -rf "$dir/data" "$dir/run" "$dir/cams"
-run "$cli" data synth "$dir/data" --n 240 --seed 0
+rm -rf "$dir/data" "$dir/run" "$dir/run-site" "$dir/cams"
+run "$cli" data synth "$dir/data" --n 320 --seed 0
 # data check exits 1 when it finds leakage or unreadable files: the demo must show neither.
 run "$cli" data check "$dir/data"
 run "$cli" data stream "$dir/data" --loader dali --device cpu
 run "$cli" data stream "$dir/data" --loader torch --device cpu
+# --folds 3: three members on patient-level folds, one ensemble run folder, the threshold chosen
+# on out-of-fold predictions (the default is 5 folds at 224 px; small here so the demo is quick).
 run "$cli" train --data "$dir/data" --out "$dir/run" --arch cnn --image-size 128 \
-    --epochs 8 --batch-size 16 --lr 3e-3 --device cpu
+    --epochs 8 --batch-size 16 --lr 3e-3 --device cpu --folds 3
 run "$cli" evaluate "$dir/run" --data "$dir/data/test" --device cpu
+# A deployment site's small labelled sample fits the temperature and threshold (a new run).
+run "$cli" calibrate "$dir/run" --data "$dir/data/test" --out "$dir/run-site" --device cpu
 run "$cli" export "$dir/run" --format torchscript
 run "$cli" export "$dir/run" --format pt2
-run "$cli" score "$dir/data/test" --model "$dir/run/export/model.pt2" --out "$dir/preds.parquet" \
+run "$cli" score "$dir/data/test" --model "$dir/run" --out "$dir/preds.parquet" \
     --overwrite --device cpu --cam-dir "$dir/cams" --cam-top 3
 printf '\nfirst rows of %s:\n' "$dir/preds.parquet"
 .venv/bin/python - "$dir/preds.parquet" <<'PY'

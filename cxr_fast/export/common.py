@@ -60,9 +60,10 @@ class ExportResult:
     notes: list[str]
 
 
-def default_out_path(run_dir: Path, fmt: str, precision: str) -> Path:
-    """``RUN/export/model[.PRECISION].{ts,pt2,trt.pt2}``; fp32 files carry no precision tag."""
-    tag = "" if precision == "fp32" else f".{precision}"
+def default_out_path(run_dir: Path, fmt: str, precision: str, tta: bool = False) -> Path:
+    """``RUN/export/model[.PRECISION][.tta].{ts,pt2,trt.pt2}``; fp32 files carry no precision
+    tag."""
+    tag = ("" if precision == "fp32" else f".{precision}") + (".tta" if tta else "")
     return Path(run_dir) / EXPORT_DIR / f"model{tag}{SUFFIXES[fmt]}"
 
 

@@ -46,6 +46,7 @@ from cxr_fast.export.verify import (
     traceable,
 )
 from cxr_fast.export.wrappers import HalfPrecision
+from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
 
 _CALIBRATION_BATCH = 32
@@ -96,9 +97,9 @@ def _export_device(fmt: str, precision: str, device: str) -> torch.device:
         raise ExportError(str(exc)) from exc
 
 
-def _load(run_dir: Path, device: torch.device) -> tuple[nn.Module, RunInfo]:
+def _load(run_dir: Path, device: torch.device, tta: bool = False) -> tuple[nn.Module, RunInfo]:
     try:
-        return load_run(run_dir, device)
+        return load_run(run_dir, device, tta=tta)
     except (FileNotFoundError, ValueError) as exc:
         raise ExportError(str(exc)) from exc
 
@@ -294,6 +295,7 @@ def export_run(
     out: Path | None = None,
     data: Path | None = None,
     device: str = "auto",
+    tta: bool = False,
 ) -> ExportResult:
     """Export the run's model as ``fmt`` ("torchscript", "pt2", "tensorrt") at ``precision``
     ("fp32", "fp16", "int8"; None: fp16 for tensorrt, else fp32) to ``out`` (default
@@ -308,14 +310,14 @@ def export_run(
     run_dir = Path(run_dir)
     precision = _check_options(fmt, precision, batch_size)
     target = _export_device(fmt, precision, device)
-    model, info = _load(run_dir, target)
+    model, info = _load(run_dir, target, tta)
     source_sha = sha256(run_dir / MODEL_FILE)
     data_root, records = _data_records(run_dir, info, data)
     selection = select_images(records, precision, batch_size)
     x, _ = load_images(selection.verify, info.contract)
     example = traceable(x).to(target)
     contract = info.contract.to_dict()
-    out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision)
+    out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision, tta)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Same suffix as the target (torch.export and Torch-TensorRT look at it); hidden, so a
     # half-written or failed export never sits where a reader looks.
@@ -364,6 +366,7 @@ def export_run(
         "threshold_choice": info.meta.get("threshold_choice"),
         "calibration": info.meta.get("calibration"),
         "members": info.members,
+        "tta": list(TTA_VIEWS) if tta else None,
         "source": str(run_dir.resolve()),
         "source_sha256": source_sha,
         "input": {

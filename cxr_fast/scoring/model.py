@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,9 +53,11 @@ def threshold_source(meta: dict) -> dict:
     }
 
 
-def _eager(run_dir: Path, device: torch.device) -> ScoringModel:
-    model, info = load_run(run_dir, device)
-    return eager_scoring_model(model, info, device)
+def _eager(run_dir: Path, device: torch.device, tta: bool = False) -> ScoringModel:
+    model, info = load_run(run_dir, device, tta=tta)
+    scoring = eager_scoring_model(model, info, device)
+    # The backend name travels into the metadata and the resume check: TTA rows never mix.
+    return replace(scoring, backend="eager-tta") if tta else scoring
 
 
 def eager_scoring_model(
@@ -101,8 +103,12 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
     )
 
 
-def load_scoring_model(ref: Path, backend: str, device: torch.device) -> ScoringModel:
-    """``ref`` is a run folder (eager) or an exported file (its sidecar says the format)."""
+def load_scoring_model(
+    ref: Path, backend: str, device: torch.device, tta: bool = False
+) -> ScoringModel:
+    """``ref`` is a run folder (eager) or an exported file (its sidecar says the format);
+    ``tta`` averages the run's logits over the test-time views (run folders only: an export
+    carries TTA inside when it was exported with ``--tta``)."""
     if backend not in BACKENDS:
         raise UserInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if ref.is_dir():
@@ -111,7 +117,11 @@ def load_scoring_model(ref: Path, backend: str, device: torch.device) -> Scoring
                 f"--backend {backend} needs an exported file: run `cxr-fast export {ref} "
                 f"--format {backend}` and pass --model with the file it writes"
             )
-        return _eager(ref, device)
+        return _eager(ref, device, tta)
+    if tta:
+        raise UserInputError(
+            f"--tta applies to a run folder; {ref} is an export (export it with --tta instead)"
+        )
     if not ref.is_file():
         raise NotFoundError(f"no such model: {ref}")
     if ref.name == MODEL_FILE:

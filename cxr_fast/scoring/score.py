@@ -77,6 +77,7 @@ class ScoreConfig:
     cam_top: int = 20
     cam_run: Path | None = None  # the run folder for Grad-CAM when ``model`` is an export
     skip_views: tuple[str, ...] = ()  # DICOM ViewPosition values not scored (status skipped)
+    tta: bool = False  # test-time augmentation (run folders): three views, three times the cost
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     if coordinated:
         device = use_device(ctx, device)  # this rank's GPU, current (TensorRT binds to it)
         start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
-    model = load_scoring_model(config.model, config.backend, device)
+    model = load_scoring_model(config.model, config.backend, device, config.tta)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
     cam_run = run_folder_for(config.cam_run or config.model) if config.cam_dir else None
     records = require_images(discover(config.archive), str(config.archive))
