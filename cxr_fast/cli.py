@@ -26,7 +26,7 @@ from cxr_fast.choices import (
     THRESHOLD_POLICIES,
     RecipeDefaults,
 )
-from cxr_fast.errors import CxrFastError
+from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
@@ -497,12 +497,23 @@ def train(
     if dry_run:
         click.echo(json.dumps(plan(config).describe(), indent=2))
         return
-    if config.folds > 1:
-        from cxr_fast.training.folds import run_train_folds
+    try:
+        if config.folds > 1:
+            from cxr_fast.training.folds import run_train_folds
 
-        result = run_train_folds(config, resume=resume, log=click.echo)
-    else:
-        result = run_train(config, resume=resume, log=click.echo)
+            result = run_train_folds(config, resume=resume, log=click.echo)
+        else:
+            result = run_train(config, resume=resume, log=click.echo)
+    except KeyboardInterrupt:
+        raise Interrupted(_train_kept(config)) from None
+    if resume and result.epochs_trained == 0:
+        how = "stopped early after" if result.stopped_early else "nothing to do:"
+        click.echo(
+            f"{how} {result.epochs_done} of {_plural(result.epochs_planned, 'epoch')} done "
+            f"(best epoch {result.best_epoch}, ROC-AUC {result.best_auc:.4f}); to train longer: "
+            f"cxr-fast train --out {_quote(result.run_dir)} --resume --epochs N"
+        )
+        return
     if result.best_epoch is None:
         raise UserError("training finished without a validation result")
     from cxr_fast.distributed import context_from_env
@@ -510,11 +521,42 @@ def train(
     if context_from_env().is_main:
         what = "out-of-fold" if config.folds > 1 else "validation"
         click.echo(
-            f"done in {result.seconds:.0f} s: {result.epochs_done} epochs"
+            f"done in {result.seconds:.0f} s: {_plural(result.epochs_done, 'epoch')}"
             f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
             f"with {what} ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
             f"run folder: {result.run_dir}"
         )
+
+
+def _plural(n: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``, ``1,536 rows``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _quote(path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _train_kept(config) -> str:
+    """What an interrupted ``train`` leaves in its run folder and the command to continue."""
+    from cxr_fast.run_folder import CONFIG_FILE, LAST_FILE
+
+    run_dir = Path(config.out)
+    again = f"continue with: cxr-fast train --out {_quote(run_dir)} --resume"
+    if config.folds > 1:
+        members = sorted(run_dir.glob("members/fold-*/last.pt"))
+        return f"{len(members)} of {config.folds} fold members started in {run_dir}; {again}"
+    if (run_dir / LAST_FILE).is_file():
+        import torch
+
+        state = torch.load(run_dir / LAST_FILE, map_location="cpu", weights_only=True)
+        done = int(state["progress"]["epoch"])
+        return f"epoch {done} of {config.epochs} saved in {run_dir}; {again}"
+    if (run_dir / CONFIG_FILE).is_file():
+        return f"no epoch of {run_dir} finished; {again}"
+    return f"nothing was written to {run_dir}; start again with the same command"
 
 
 def _apply_best(path: Path, options: dict, epochs, aug_strength):
@@ -1127,6 +1169,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("cxr-fast: aborted", err=True)
+        sys.exit(130)
+    except Interrupted as exc:
+        click.echo(f"cxr-fast: interrupted: {one_line(exc)}", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         click.echo(f"cxr-fast: error: {exc.format_message()}", err=True)
