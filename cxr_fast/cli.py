@@ -862,16 +862,29 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     "--data",
     type=EXISTING,
     default=None,
-    help="Images for the check batch and int8 calibration.  [default: the run's training data]",
+    help="Images for the check batch and int8 calibration.  [default: the run's own records: "
+    "int8 calibrates on its training records, checks use its validation records; never test/]",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an --out that holds another run's export (or another format or precision).",
 )
 @DEVICE_OPTION
-def export(run, fmt, precision, batch_size, out, data, device) -> None:
+def export(run, fmt, precision, batch_size, out, data, overwrite, device) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
     from cxr_fast.export import export_run
 
     result = export_run(
-        run, fmt, precision=precision, batch_size=batch_size, out=out, data=data, device=device
+        run,
+        fmt,
+        precision=precision,
+        batch_size=batch_size,
+        out=out,
+        data=data,
+        device=device,
+        overwrite=overwrite,
     )
     for note in result.notes:
         click.echo(f"note: {note}")

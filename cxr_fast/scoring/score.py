@@ -23,7 +23,7 @@ from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
 from cxr_fast.errors import UserInputError
-from cxr_fast.explain.explainer import Explainer, explain_files, run_folder_for
+from cxr_fast.explain.explainer import Explainer, cam_run_for, explain_files
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics
@@ -277,7 +277,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
     model = load_scoring_model(config.model, config.backend, device)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
-    cam_run = run_folder_for(config.cam_run or config.model) if config.cam_dir else None
+    cam_run = cam_run_for(config.model, config.cam_run) if config.cam_dir else None
     records = require_images(discover(config.archive), str(config.archive))
     positions = list(range(len(records)))
     if config.shard is not None:
