@@ -139,8 +139,14 @@ def data() -> None:
     show_default="all cores",
     help="Processes rendering images in parallel.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace OUT/train and OUT/test when OUT is not empty (else refused: a merge would mix "
+    "two datasets).",
+)
 def data_synth(
-    out, n, seed, min_size, max_size, pneumonia_fraction, test_fraction, workers
+    out, n, seed, min_size, max_size, pneumonia_fraction, test_fraction, workers, overwrite
 ) -> None:
     """Write a synthetic Kaggle-layout dataset of chest-X-ray-like JPEGs to OUT.
 
@@ -151,6 +157,16 @@ def data_synth(
 
     if min_size > max_size:
         raise UserError(f"--min-size {min_size} is larger than --max-size {max_size}")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"{out} is not empty: pass --overwrite to replace its train/ and test/, or "
+                "choose a new folder"
+            )
+        import shutil
+
+        for split in ("train", "test"):
+            shutil.rmtree(out / split, ignore_errors=True)
     with _bar(n, "synth") as bar:
         paths = synth_dataset(
             out,
@@ -712,9 +728,15 @@ def tune(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for metrics.json and the plots.  [default: RUN/eval/<data name>]",
+    help="Folder for metrics.json and the plots (refused when it holds an evaluation of other "
+    "data or another model, unless --overwrite).  [default: RUN/eval/<data name>-<path hash>]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON instead of a table.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an --out folder that holds an evaluation of other data or another model.",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -733,12 +755,13 @@ def tune(
     help="Bootstrap resamples for the 95% confidence intervals (0: none).",
 )
 def evaluate(
-    run, data, threshold, out, as_json, batch_size, loader, device, workers, bootstrap
+    run, data, threshold, out, as_json, overwrite, batch_size, loader, device, workers, bootstrap
 ) -> None:
     """Evaluate a trained RUN on a labeled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
     intervals, plus ROC, PR, calibration and confusion-matrix plots."""
     from cxr_fast.evaluate import run_evaluate
+    from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import describe_threshold, format_metrics
 
     with _bar(0, "evaluate") as bar:
@@ -753,10 +776,20 @@ def evaluate(
             workers=workers,
             bootstrap=bootstrap,
             progress=bar.update,
+            overwrite=overwrite,
         )
+    warning = leakage_warning(result.metrics.get("leakage"), str(data))
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(result.metrics, indent=2))
         return
+    m = result.metrics
+    click.echo(
+        f"run {run} on {data}: {_plural(m['counts']['n'], 'image')}"
+        + (f" ({m['n_skipped']} unreadable, left out)" if m.get("n_skipped") else "")
+        + "\n"
+    )
     click.echo(format_metrics(result.metrics))
     click.echo(describe_threshold(result.metrics))
     click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
@@ -802,6 +835,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     in-sample (the threshold was fitted on these images): confirm them on other films.
     """
     from cxr_fast.calibrate import run_calibrate
+    from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import format_metrics
 
     result = run_calibrate(
@@ -814,7 +848,10 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
         workers=workers,
         overwrite=overwrite,
     )
-    click.echo(f"site sample: {result.n} images under {data}")
+    warning = leakage_warning(result.leakage, str(data))
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"site sample: {_plural(result.n, 'image')} under {data}")
     click.echo(
         f"temperature {result.temperature:.3f}, threshold {result.before['threshold']:.4f}"
         f" -> {result.threshold:.4f}"
