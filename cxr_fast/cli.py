@@ -1130,6 +1130,40 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
         sys.exit(1)
 
 
+@cli.command("report")
+@click.argument("run", type=EXISTING)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="HTML file to write.  [default: RUN/report.html]",
+)
+@click.option(
+    "--cams",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Grad-CAM overlays of the most suspicious validation films (0: none; needs the run's "
+    "data folder).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an --out that is not a report of this run."
+)
+@DEVICE_OPTION
+def report(run, out, cams, overwrite, device) -> None:
+    """One self-contained HTML page (images inline) for RUN: data and leakage check,
+    configuration and versions, training curves, validation and every evaluation's metrics with
+    95% intervals and plots, the threshold and its source, calibration, and Grad-CAM overlays."""
+    from cxr_fast.report import write_report
+
+    result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
+    click.echo(
+        f"report of {run}: {_plural(result.evaluations, 'evaluation')}, "
+        f"{_plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
+        f"{result.path}"
+    )
+
+
 @cli.command("serve")
 @click.argument("run", type=EXISTING)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
