@@ -26,6 +26,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.labels import CLASS_NAMES
+from cxr_fast.leakage import leakage
 from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
@@ -54,6 +55,7 @@ class CalibrationResult:
     before: dict
     after: dict
     n: int
+    leakage: dict | None = None  # the sample's overlap with the run's training patients
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -141,17 +143,21 @@ def run_calibrate(
         "source_model_sha256": sha256(run / MODEL_FILE),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    found = leakage(info.config, records)
     _write_run(run, out, info.meta, choice, calibration)
     atomic_write_json(
         {
             "split": "site sample (in-sample: fitted here)",
+            "leakage": found,
             "calibration": calibration,
             "before": before,
             "after": after,
         },
         out / METRICS_FILE,
     )
-    return CalibrationResult(out, temperature, choice["threshold"], before, after, len(records))
+    return CalibrationResult(
+        out, temperature, choice["threshold"], before, after, len(records), found
+    )
 
 
 def _write_run(run: Path, out: Path, meta: dict, choice: dict, calibration: dict) -> None:

@@ -26,7 +26,7 @@ from cxr_fast.choices import (
     THRESHOLD_POLICIES,
     RecipeDefaults,
 )
-from cxr_fast.errors import CxrFastError
+from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
@@ -148,8 +148,14 @@ def data() -> None:
     show_default="all cores",
     help="Processes rendering images in parallel.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace OUT/train and OUT/test when OUT is not empty (else refused: a merge would mix "
+    "two datasets).",
+)
 def data_synth(
-    out, n, seed, min_size, max_size, pneumonia_fraction, test_fraction, workers
+    out, n, seed, min_size, max_size, pneumonia_fraction, test_fraction, workers, overwrite
 ) -> None:
     """Write a synthetic Kaggle-layout dataset of chest-X-ray-like JPEGs to OUT.
 
@@ -160,6 +166,16 @@ def data_synth(
 
     if min_size > max_size:
         raise UserError(f"--min-size {min_size} is larger than --max-size {max_size}")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"{out} is not empty: pass --overwrite to replace its train/ and test/, or "
+                "choose a new folder"
+            )
+        import shutil
+
+        for split in ("train", "test"):
+            shutil.rmtree(out / split, ignore_errors=True)
     with _bar(n, "synth") as bar:
         paths = synth_dataset(
             out,
@@ -506,12 +522,23 @@ def train(
     if dry_run:
         click.echo(json.dumps(plan(config).describe(), indent=2))
         return
-    if config.folds > 1:
-        from cxr_fast.training.folds import run_train_folds
+    try:
+        if config.folds > 1:
+            from cxr_fast.training.folds import run_train_folds
 
-        result = run_train_folds(config, resume=resume, log=click.echo)
-    else:
-        result = run_train(config, resume=resume, log=click.echo)
+            result = run_train_folds(config, resume=resume, log=click.echo)
+        else:
+            result = run_train(config, resume=resume, log=click.echo)
+    except KeyboardInterrupt:
+        raise Interrupted(_train_kept(config)) from None
+    if resume and result.epochs_trained == 0:
+        how = "stopped early after" if result.stopped_early else "nothing to do:"
+        click.echo(
+            f"{how} {result.epochs_done} of {_plural(result.epochs_planned, 'epoch')} done "
+            f"(best epoch {result.best_epoch}, ROC-AUC {result.best_auc:.4f}); to train longer: "
+            f"cxr-fast train --out {_quote(result.run_dir)} --resume --epochs N"
+        )
+        return
     if result.best_epoch is None:
         raise UserError("training finished without a validation result")
     from cxr_fast.distributed import context_from_env
@@ -519,11 +546,42 @@ def train(
     if context_from_env().is_main:
         what = "out-of-fold" if config.folds > 1 else "validation"
         click.echo(
-            f"done in {result.seconds:.0f} s: {result.epochs_done} epochs"
+            f"done in {result.seconds:.0f} s: {_plural(result.epochs_done, 'epoch')}"
             f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
             f"with {what} ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
             f"run folder: {result.run_dir}"
         )
+
+
+def _plural(n: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``, ``1,536 rows``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _quote(path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _train_kept(config) -> str:
+    """What an interrupted ``train`` leaves in its run folder and the command to continue."""
+    from cxr_fast.run_folder import CONFIG_FILE, LAST_FILE
+
+    run_dir = Path(config.out)
+    again = f"continue with: cxr-fast train --out {_quote(run_dir)} --resume"
+    if config.folds > 1:
+        members = sorted(run_dir.glob("members/fold-*/last.pt"))
+        return f"{len(members)} of {config.folds} fold members started in {run_dir}; {again}"
+    if (run_dir / LAST_FILE).is_file():
+        import torch
+
+        state = torch.load(run_dir / LAST_FILE, map_location="cpu", weights_only=True)
+        done = int(state["progress"]["epoch"])
+        return f"epoch {done} of {config.epochs} saved in {run_dir}; {again}"
+    if (run_dir / CONFIG_FILE).is_file():
+        return f"no epoch of {run_dir} finished; {again}"
+    return f"nothing was written to {run_dir}; start again with the same command"
 
 
 def _apply_best(path: Path, options: dict, epochs, aug_strength):
@@ -679,9 +737,15 @@ def tune(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for metrics.json and the plots.  [default: RUN/eval/<data name>]",
+    help="Folder for metrics.json and the plots (refused when it holds an evaluation of other "
+    "data or another model, unless --overwrite).  [default: RUN/eval/<data name>-<path hash>]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON instead of a table.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an --out folder that holds an evaluation of other data or another model.",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -701,12 +765,24 @@ def tune(
 )
 @TTA_OPTION
 def evaluate(
-    run, data, threshold, out, as_json, batch_size, loader, device, workers, bootstrap, tta
+    run,
+    data,
+    threshold,
+    out,
+    as_json,
+    overwrite,
+    batch_size,
+    loader,
+    device,
+    workers,
+    bootstrap,
+    tta,
 ) -> None:
     """Evaluate a trained RUN on a labeled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
     intervals, plus ROC, PR, calibration and confusion-matrix plots."""
     from cxr_fast.evaluate import run_evaluate
+    from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import describe_threshold, format_metrics
 
     with _bar(0, "evaluate") as bar:
@@ -722,10 +798,20 @@ def evaluate(
             bootstrap=bootstrap,
             progress=bar.update,
             tta=tta,
+            overwrite=overwrite,
         )
+    warning = leakage_warning(result.metrics.get("leakage"), str(data))
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(result.metrics, indent=2))
         return
+    m = result.metrics
+    click.echo(
+        f"run {run} on {data}: {_plural(m['counts']['n'], 'image')}"
+        + (f" ({m['n_skipped']} unreadable, left out)" if m.get("n_skipped") else "")
+        + "\n"
+    )
     click.echo(format_metrics(result.metrics))
     click.echo(describe_threshold(result.metrics))
     click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
@@ -771,6 +857,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     in-sample (the threshold was fitted on these images): confirm them on other films.
     """
     from cxr_fast.calibrate import run_calibrate
+    from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import format_metrics
 
     result = run_calibrate(
@@ -783,7 +870,10 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
         workers=workers,
         overwrite=overwrite,
     )
-    click.echo(f"site sample: {result.n} images under {data}")
+    warning = leakage_warning(result.leakage, str(data))
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"site sample: {_plural(result.n, 'image')} under {data}")
     click.echo(
         f"temperature {result.temperature:.3f}, threshold {result.before['threshold']:.4f}"
         f" -> {result.threshold:.4f}"
@@ -831,11 +921,17 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     "--data",
     type=EXISTING,
     default=None,
-    help="Images for the check batch and int8 calibration.  [default: the run's training data]",
+    help="Images for the check batch and int8 calibration.  [default: the run's own records: "
+    "int8 calibrates on its training records, checks use its validation records; never test/]",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an --out that holds another run's export (or another format or precision).",
 )
 @DEVICE_OPTION
 @TTA_OPTION
-def export(run, fmt, precision, batch_size, out, data, device, tta) -> None:
+def export(run, fmt, precision, batch_size, out, data, overwrite, device, tta) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
     from cxr_fast.export import export_run
@@ -849,6 +945,7 @@ def export(run, fmt, precision, batch_size, out, data, device, tta) -> None:
         data=data,
         device=device,
         tta=tta,
+        overwrite=overwrite,
     )
     for note in result.notes:
         click.echo(f"note: {note}")
@@ -1058,6 +1155,40 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
         sys.exit(1)
 
 
+@cli.command("report")
+@click.argument("run", type=EXISTING)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="HTML file to write.  [default: RUN/report.html]",
+)
+@click.option(
+    "--cams",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Grad-CAM overlays of the most suspicious validation films (0: none; needs the run's "
+    "data folder).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an --out that is not a report of this run."
+)
+@DEVICE_OPTION
+def report(run, out, cams, overwrite, device) -> None:
+    """One self-contained HTML page (images inline) for RUN: data and leakage check,
+    configuration and versions, training curves, validation and every evaluation's metrics with
+    95% intervals and plots, the threshold and its source, calibration, and Grad-CAM overlays."""
+    from cxr_fast.report import write_report
+
+    result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
+    click.echo(
+        f"report of {run}: {_plural(result.evaluations, 'evaluation')}, "
+        f"{_plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
+        f"{result.path}"
+    )
+
+
 @cli.command("serve")
 @click.argument("run", type=EXISTING)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -1147,6 +1278,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("cxr-fast: aborted", err=True)
+        sys.exit(130)
+    except Interrupted as exc:
+        click.echo(f"cxr-fast: interrupted: {one_line(exc)}", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         click.echo(f"cxr-fast: error: {exc.format_message()}", err=True)

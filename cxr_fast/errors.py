@@ -29,3 +29,8 @@ class OutputError(CxrFastError, OSError):
 
 class ResumeMismatchError(UserInputError):
     """``--resume`` on a partial output or run that was made with something else."""
+
+
+class Interrupted(CxrFastError):
+    """Ctrl-C (SIGINT) during a command: the message says what was kept and how to continue.
+    The CLI prints it on one line and exits 130, like any interrupted program."""

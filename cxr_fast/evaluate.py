@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +16,19 @@ from cxr_fast.data.preflight import find_bad_files
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.leakage import leakage
 from cxr_fast.metrics import binary_metrics
 from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.plots import save_plots
 from cxr_fast.precision import inference_precision, resolve_precision
-from cxr_fast.run_folder import METRICS_FILE, atomic_write_json, load_run
+from cxr_fast.run_folder import (
+    METRICS_FILE,
+    MODEL_FILE,
+    atomic_write_json,
+    load_run,
+    read_json,
+    sha256,
+)
 
 EVAL_DIR = "eval"
 
@@ -35,8 +45,35 @@ class EvalResult:
 
 
 def default_out_dir(run_dir: Path, data: Path) -> Path:
-    """``RUN/eval/<data folder name>``."""
-    return run_dir / EVAL_DIR / (data.resolve().name or "data")
+    """``RUN/eval/<data folder name>-<8 hex of its absolute path>``: two data folders that
+    share a name (site_a/test, site_b/test) never share an evaluation folder."""
+    resolved = data.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    return run_dir / EVAL_DIR / f"{resolved.name or 'data'}-{digest}"
+
+
+def data_sha256(root: Path, records) -> str:
+    """What the evaluated data was: sorted relative paths and sizes."""
+    lines = sorted(f"{os.path.relpath(r.path, root)}\t{os.path.getsize(r.path)}" for r in records)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _refuse_other(out_dir: Path, data_sha: str, model_sha: str) -> None:
+    """UserInputError when ``out_dir`` holds an evaluation of other data or another model."""
+    path = out_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    try:
+        old = read_json(path)
+    except ValueError:
+        old = {}
+    if old.get("data_sha256") == data_sha and old.get("model_sha256") == model_sha:
+        return  # the same evaluation again: rewritten
+    what = "other data" if old.get("data_sha256") != data_sha else "another model"
+    raise UserInputError(
+        f"{out_dir} holds an evaluation of {what} ({old.get('data', '?')}): pass --overwrite "
+        "to replace it, or choose another --out"
+    )
 
 
 def run_evaluate(
@@ -53,6 +90,7 @@ def run_evaluate(
     bootstrap: int = 1000,
     progress: Callable[[int], None] | None = None,
     tta: bool = False,
+    overwrite: bool = False,
 ) -> EvalResult:
     """Score every labeled image under ``data`` with the run's model, contract and threshold
     (``threshold`` overrides the run's), and write metrics.json and plots to ``out``."""
@@ -67,6 +105,10 @@ def run_evaluate(
         )
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UserInputError(f"threshold must be in [0, 1], got {threshold}")
+    out_dir = out or default_out_dir(run_dir, data)
+    data_sha, model_sha = data_sha256(data, records), sha256(run_dir / MODEL_FILE)
+    if not overwrite:
+        _refuse_other(out_dir, data_sha, model_sha)
     # Unreadable files are reported, not fatal: a DALI pipeline would die on the first one.
     bad = find_bad_files(records, workers or None)
     dropped = {b.path for b in bad}
@@ -94,6 +136,9 @@ def run_evaluate(
     metrics = {
         "run": str(run_dir),
         "data": str(data),
+        "data_sha256": data_sha,
+        "model_sha256": model_sha,
+        "leakage": leakage(info.config, records),
         "threshold_source": "run" if threshold is None else "--threshold",
         "threshold_choice": info.meta.get("threshold_choice") if threshold is None else None,
         "members": info.members,
@@ -103,7 +148,6 @@ def run_evaluate(
         "skipped": skipped,
         **binary_metrics(labels, probs, chosen, bootstrap=bootstrap),
     }
-    out_dir = out or default_out_dir(run_dir, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(metrics, out_dir / METRICS_FILE)
     plots = save_plots(labels, probs, chosen, out_dir, title=f"{info.arch} on {data.name}")

@@ -26,6 +26,7 @@ from cxr_fast.export.common import (
     ExportError,
     ExportResult,
     default_out_path,
+    sidecar_path,
 )
 from cxr_fast.export.engine_target import engine_target
 from cxr_fast.export.int8 import quantize_int8, require_int8_kernels
@@ -43,6 +44,7 @@ from cxr_fast.export.verify import (
     probabilities,
     roc_auc,
     select_images,
+    select_run_images,
     traceable,
 )
 from cxr_fast.export.wrappers import HalfPrecision
@@ -102,6 +104,42 @@ def _load(run_dir: Path, device: torch.device, tta: bool = False) -> tuple[nn.Mo
         return load_run(run_dir, device, tta=tta)
     except (FileNotFoundError, ValueError) as exc:
         raise ExportError(str(exc)) from exc
+
+
+def run_records(root: Path, info: RunInfo) -> tuple[list[Record], list[Record]] | None:
+    """The run's own (training, validation) records under ``root``, by the patients its
+    config.json lists for each side (``test/`` never); None when it lists none."""
+    saved = info.config.get("data")
+    patients = saved.get("patients") if isinstance(saved, dict) else None
+    if not isinstance(patients, dict) or not patients.get("train"):
+        return None
+    train_ids, val_ids = set(patients["train"]), set(patients.get("val", []))
+    val_folder = saved.get("val_source") == "val folder"
+    labeled = [r for r in discover(root) if r.label is not None and r.split != "test"]
+    train = [r for r in labeled if r.patient in train_ids and r.split != "val"]
+    val = [
+        r
+        for r in labeled
+        if r.patient in val_ids and ((r.split == "val") if val_folder else (r.split != "val"))
+    ]
+    return (train, val) if train else None
+
+
+def _selection(
+    run_dir: Path, info: RunInfo, data: Path | None, precision: str, batch_size: int
+) -> tuple[Path, list[Record], object, str]:
+    """(data root, all its records, the Selection, where its images came from)."""
+    root, records = _data_records(run_dir, info, data)
+    own = run_records(root, info) if data is None else None
+    if own is None:
+        return root, records, select_images(records, precision, batch_size), f"--data {root}"
+    train, val = own
+    source = (
+        f"the run's validation records ({len(val)}); int8 calibration: its training records"
+        if val
+        else f"the run's training records ({len(train)}; it keeps no validation records)"
+    )
+    return root, records, select_run_images(train, val, precision, batch_size), source
 
 
 def _data_records(run_dir: Path, info: RunInfo, data: Path | None) -> tuple[Path, list[Record]]:
@@ -278,6 +316,34 @@ def _build(
         )
 
 
+def _refuse_other_export(out: Path, fmt: str, precision: str, source_sha: str) -> None:
+    """ExportError when ``out`` holds something other than this run's ``fmt``/``precision``
+    export (another run, another format or precision, or a file without its sidecar): one
+    overwrite policy for every command, ``--overwrite`` replaces it. Re-exporting the same
+    checkpoint the same way rewrites it."""
+    if not out.exists() and not sidecar_path(out).exists():
+        return
+    try:
+        import json
+
+        old = json.loads(sidecar_path(out).read_text())
+        same = (old.get("source_sha256"), old.get("format"), old.get("precision")) == (
+            source_sha,
+            fmt,
+            precision,
+        )
+        what = (
+            f"a {old.get('format')} {old.get('precision')} export of "
+            f"{old.get('source', '?')} (model.pt {str(old.get('source_sha256'))[:12]}…)"
+        )
+    except (OSError, ValueError):
+        same, what = False, "a file that is not a cxr-fast export"
+    if not same:
+        raise ExportError(
+            f"{out} already holds {what}: pass --overwrite to replace it, or choose another --out"
+        )
+
+
 def _max_batch(fmt: str, batch_size: int) -> int | None:
     if fmt == "pt2":
         return PT2_MAX_BATCH
@@ -296,6 +362,7 @@ def export_run(
     data: Path | None = None,
     device: str = "auto",
     tta: bool = False,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export the run's model as ``fmt`` ("torchscript", "pt2", "tensorrt") at ``precision``
     ("fp32", "fp16", "int8"; None: fp16 for tensorrt, else fp32) to ``out`` (default
@@ -312,12 +379,13 @@ def export_run(
     target = _export_device(fmt, precision, device)
     model, info = _load(run_dir, target, tta)
     source_sha = sha256(run_dir / MODEL_FILE)
-    data_root, records = _data_records(run_dir, info, data)
-    selection = select_images(records, precision, batch_size)
+    data_root, _, selection, source = _selection(run_dir, info, data, precision, batch_size)
     x, _ = load_images(selection.verify, info.contract)
     example = traceable(x).to(target)
     contract = info.contract.to_dict()
     out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision, tta)
+    if not overwrite:
+        _refuse_other_export(out, fmt, precision, source_sha)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Same suffix as the target (torch.export and Torch-TensorRT look at it); hidden, so a
     # half-written or failed export never sits where a reader looks.
@@ -384,6 +452,7 @@ def export_run(
         "tolerance": tolerance,
         "verification": {
             "data": str(data_root),
+            "source": source,
             "images": len(x),
             "batch_sizes": check_sizes(len(x)),
             "labels": _label_counts(selection.verify),

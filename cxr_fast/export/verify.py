@@ -62,6 +62,25 @@ def select_images(records: Sequence[Record], precision: str, batch_size: int) ->
     return Selection(verify, calibration, heldout)
 
 
+def select_run_images(
+    train: Sequence[Record], val: Sequence[Record], precision: str, batch_size: int
+) -> Selection:
+    """Picks from a run's own records: int8 calibrates on its training records only and is
+    measured and verified on its validation records (which neither training nor calibration
+    saw); other precisions verify on validation records. A run without validation records (an
+    ensemble: every training image trained some member) falls back to
+    :func:`select_images` over the training records; ``test/`` is never among either."""
+    train, val = list(train), list(val)
+    if not val:
+        return select_images(train, precision, batch_size)
+    if precision != "int8":
+        return Selection([val[i] for i in evenly_spaced(len(val), batch_size)], [], [])
+    calibration = [train[i] for i in evenly_spaced(len(train), CALIBRATION_IMAGES)]
+    heldout = [val[i] for i in evenly_spaced(len(val), HELDOUT_IMAGES)]
+    verify = [heldout[i] for i in evenly_spaced(len(heldout), batch_size)]
+    return Selection(verify, calibration, heldout)
+
+
 def iter_images(
     records: Sequence[Record], contract: PreprocessContract, batch_size: int = _LOAD_BATCH
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -22,8 +22,8 @@ from cxr_fast.data.loaders import dali_can_read, resolve_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
-from cxr_fast.errors import UserInputError
-from cxr_fast.explain.explainer import Explainer, explain_files, run_folder_for
+from cxr_fast.errors import Interrupted, UserInputError
+from cxr_fast.explain.explainer import Explainer, cam_run_for, explain_files
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics
@@ -129,6 +129,29 @@ def output_path(out: Path, shard: tuple[int, int] | None) -> Path:
 def metrics_path_for(out: Path) -> Path:
     """``preds.parquet`` -> ``preds.metrics.json``."""
     return out.with_name(out.stem + ".metrics.json")
+
+
+def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> str:
+    """The command that finishes an interrupted run: the same model, archive and output, and
+    the options the partial output's identity depends on, with ``--resume``."""
+    import shlex
+
+    q = shlex.quote
+    torchrun = int(env.get("WORLD_SIZE", "1")) > 1
+    parts = ["cxr-fast", "score", q(str(config.archive)), "--model", q(str(config.model))]
+    parts += ["--out", q(str(config.out))]
+    if config.backend != "auto":
+        parts += ["--backend", config.backend]
+    if config.shard is not None and not torchrun:
+        parts += ["--shard", f"{config.shard[0]}/{config.shard[1]}"]
+    if config.skip_views:
+        parts += ["--skip-views", ",".join(config.skip_views)]
+    if config.cam_dir is not None:
+        parts += ["--cam-dir", q(str(config.cam_dir)), "--cam-top", str(config.cam_top)]
+        if config.cam_run is not None:
+            parts += ["--cam-run", q(str(config.cam_run))]
+    command = " ".join([*parts, "--resume"])
+    return f"the same torchrun launch of {command}" if torchrun else command
 
 
 def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
@@ -278,7 +301,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
     model = load_scoring_model(config.model, config.backend, device, config.tta)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
-    cam_run = run_folder_for(config.cam_run or config.model) if config.cam_dir else None
+    cam_run = cam_run_for(config.model, config.cam_run) if config.cam_dir else None
     records = require_images(discover(config.archive), str(config.archive))
     positions = list(range(len(records)))
     if config.shard is not None:
@@ -348,11 +371,19 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     threads = model_threads(config, device, model, [records[p].path for p in todo])
     torch.set_num_threads(threads)
     score_started = time.perf_counter()
-    for batch in batches:
-        for row in _rows(batch, records, model):
-            writer.add(row)
-        if progress is not None:
-            progress(len(batch))
+    try:
+        for batch in batches:
+            for row in _rows(batch, records, model):
+                writer.add(row)
+            if progress is not None:
+                progress(len(batch))
+    except KeyboardInterrupt:
+        writer.flush()  # every row scored so far is kept for --resume
+        kept = len(writer.done_paths())
+        raise Interrupted(
+            f"{kept:,} of {len(positions):,} rows kept in {writer.staging}; "
+            f"continue with: {resume_command(config)}"
+        ) from None
     scoring_seconds = time.perf_counter() - score_started
     cam_paths = None
     if cam_run is not None and config.cam_dir is not None:

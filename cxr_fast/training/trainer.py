@@ -100,6 +100,8 @@ class TrainResult:
     threshold: float | None
     stopped_early: bool
     seconds: float
+    epochs_trained: int = -1  # epochs trained by this call (0: a resumed run had nothing to do)
+    epochs_planned: int = 0  # the run's epoch count (config.epochs)
 
 
 def contract_for(config: TrainConfig) -> PreprocessContract:
@@ -272,6 +274,8 @@ def run_train(
     # The model that is validated and saved: the weight average when there is one.
     evaluated = ema.module if ema is not None else model
 
+    if resume and ctx.is_main and (run_dir / CONFIG_FILE).is_file():
+        _persist_resumed_config(run_dir, config)
     if resume and (run_dir / LAST_FILE).exists():
         progress = load_state(run_dir, model, optimizer, scheduler, scaler, ema)
         if ctx.is_main:
@@ -291,6 +295,21 @@ def run_train(
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_config(p, run_dir)
         progress = Progress()
+    if resume and (progress.epoch >= config.epochs or progress.bad_epochs >= config.patience):
+        # A finished run: no loader is built, no epoch is trained, nothing is rewritten.
+        barrier(ctx)
+        stop(ctx)
+        return TrainResult(
+            run_dir=run_dir,
+            epochs_done=progress.epoch,
+            best_epoch=progress.best_epoch,
+            best_auc=progress.best_auc,
+            threshold=_saved_threshold(run_dir),
+            stopped_early=progress.epoch < config.epochs,
+            seconds=time.perf_counter() - started,
+            epochs_trained=0,
+            epochs_planned=config.epochs,
+        )
     net = _wrap(model, config, ctx, p.device)
 
     if p.skipped:
@@ -313,6 +332,7 @@ def run_train(
     )
     val_labels = np.array([r.label for r in p.data.val])
     stopped_early = progress.bad_epochs >= config.patience
+    epochs_before = progress.epoch
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         if stopped_early:
             break
@@ -425,10 +445,8 @@ def run_train(
         if stopped_early and epoch < config.epochs:
             log(f"early stop: no better validation ROC-AUC in {config.patience} epochs")
 
-    threshold = None
     barrier(ctx)
-    if (run_dir / MODEL_FILE).exists():
-        threshold = read_json(run_dir / METRICS_FILE)["threshold"]
+    threshold = _saved_threshold(run_dir)
     stop(ctx)
     return TrainResult(
         run_dir=run_dir,
@@ -438,7 +456,26 @@ def run_train(
         threshold=threshold,
         stopped_early=stopped_early and progress.epoch < config.epochs,
         seconds=time.perf_counter() - started,
+        epochs_trained=progress.epoch - epochs_before,
+        epochs_planned=config.epochs,
     )
+
+
+def _saved_threshold(run_dir: Path) -> float | None:
+    if (run_dir / MODEL_FILE).exists():
+        return read_json(run_dir / METRICS_FILE)["threshold"]
+    return None
+
+
+def _persist_resumed_config(run_dir: Path, config: TrainConfig) -> None:
+    """Write the resumed configuration (this folder, the epoch count asked for now) into
+    config.json, so that a later ``--resume`` finishes at the new count, in the same folder."""
+    saved = read_json(run_dir / CONFIG_FILE)
+    train = saved.get("train", {})
+    if train.get("epochs") == config.epochs and train.get("out") == config.out:
+        return
+    saved["train"] = {**train, "epochs": config.epochs, "out": config.out}
+    atomic_write_json(saved, run_dir / CONFIG_FILE)
 
 
 def _silent(_message: str) -> None:
@@ -446,6 +483,8 @@ def _silent(_message: str) -> None:
 
 
 def resume_config(run_dir: Path, epochs: int | None = None) -> TrainConfig:
-    """The saved configuration of ``run_dir``, optionally with a new epoch count."""
-    config = load_config(run_dir)
+    """The saved configuration of ``run_dir``, in ``run_dir`` itself (a run folder that was
+    copied or moved continues where it is now, not where it was started), optionally with a
+    new epoch count."""
+    config = replace(load_config(run_dir), out=str(run_dir))
     return replace(config, epochs=epochs) if epochs is not None else config

@@ -1,0 +1,94 @@
+"""Issue 15: ``train --resume`` continues the folder it is given, persists a new epoch count,
+says when there is nothing to do, and Ctrl-C says what was kept and how to continue."""
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+from cxr_fast import cli
+from cxr_fast.run_folder import atomic_write_json, read_json
+from cxr_fast.training.trainer import resume_config, run_train
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def _main(monkeypatch, capsys, *args):
+    """``cxr-fast ARGS`` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr("sys.argv", ["cxr-fast", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.fixture
+def own_run(trained_run, tmp_path):
+    """A copy of the session run whose config.json names the copy (so nothing here can touch
+    the shared fixture)."""
+    run = tmp_path / "original"
+    shutil.copytree(trained_run, run)
+    config = read_json(run / "config.json")
+    config["train"]["out"] = str(run)
+    atomic_write_json(config, run / "config.json")
+    return run
+
+
+def test_resume_continues_the_folder_given_and_keeps_the_new_epoch_count(
+    own_run, tmp_path, monkeypatch, capsys
+):
+    moved = tmp_path / "moved"
+    shutil.copytree(own_run, moved)
+    config = resume_config(moved, epochs=4)
+    assert config.out == str(moved)
+    run_train(config, resume=True, log=lambda _: None)
+    assert [e["epoch"] for e in _log(moved)] == [1, 2, 3, 4]
+    assert [e["epoch"] for e in _log(own_run)] == [1, 2, 3]  # the original is untouched
+    saved = read_json(moved / "config.json")["train"]
+    assert saved["epochs"] == 4 and saved["out"] == str(moved)
+    assert resume_config(moved).epochs == 4  # a later plain --resume finishes at 4, not 3
+
+    # A finished run: nothing is trained and the user is told so.
+    code, out, _ = _main(monkeypatch, capsys, "train", "--out", moved, "--resume")
+    assert code == 0
+    assert "nothing to do: 4 of 4 epochs done" in out
+    assert "done in" not in out
+    assert [e["epoch"] for e in _log(moved)] == [1, 2, 3, 4]
+
+
+def test_resume_of_a_moved_run_whose_original_is_gone(own_run, tmp_path):
+    moved = tmp_path / "moved2"
+    shutil.move(own_run, moved)
+    run_train(resume_config(moved, epochs=4), resume=True, log=lambda _: None)
+    assert not own_run.exists()  # not recreated at the old path
+    assert [e["epoch"] for e in _log(moved)] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_during_train_says_what_was_kept_and_how_to_continue(
+    synth_small, tmp_path, monkeypatch, capsys
+):
+    from cxr_fast.training import trainer
+
+    real_save = trainer.save_state
+
+    def save_then_sigint(run_dir, progress, *args):
+        real_save(run_dir, progress, *args)
+        if progress.epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+
+    monkeypatch.setattr(trainer, "save_state", save_then_sigint)
+    out = tmp_path / "r"
+    code, _, err = _main(
+        monkeypatch,
+        capsys,
+        *("train", "--data", synth_small, "--out", out, "--epochs", "3", "--image-size", "64"),
+        *("--batch-size", "16", "--val-fraction", "0.25", "--workers", "0", "--device", "cpu"),
+    )
+    assert code == 130
+    assert f"epoch 1 of 3 saved in {out}; continue with: cxr-fast train --out {out} --resume" in err
+    assert len(err.strip().splitlines()) == 1
