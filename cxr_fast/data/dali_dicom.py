@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cxr_fast.contract import PER_IMAGE_EPSILON, PreprocessContract
+from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.captured import capture_warnings
-from cxr_fast.data.dali_pipeline import _interp
+from cxr_fast.data.dali_pipeline import contract_normalize, contract_resize
 from cxr_fast.data.decode import MIN_IMAGE_SIDE
 from cxr_fast.data.dicom import frame_count, identifiers, read_dataset, skip_reason
 from cxr_fast.data.dicom_intensity import LinearIntensity, linear_intensity
@@ -114,7 +114,6 @@ def build_dicom_pipeline(
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = device == "gpu"
-    size = contract.image_size
 
     @pipeline_def(
         batch_size=batch_size,
@@ -133,20 +132,8 @@ def build_dicom_pipeline(
             encoded, device="mixed" if gpu else "cpu", output_type=types.GRAY
         )
         images = _intensity(images, params.gpu() if gpu else params)
-        # The eval tail of dali_pipeline.build_pipeline: the contract's resize and affine.
-        images = fn.resize(
-            images,
-            resize_x=size,
-            resize_y=size,
-            interp_type=_interp(contract.interpolation),
-            antialias=True,
-        )
-        a, b = contract.affine
-        images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT, output_layout="HWC", mean=[-b / a], std=[1 / a]
-        )
-        if contract.normalize == "per-image":
-            images = fn.normalize(images, axes=[0, 1], epsilon=PER_IMAGE_EPSILON)
+        # The eval tail of dali_pipeline.build_pipeline: the contract's resize and normalisation.
+        images = contract_normalize(contract_resize(images, contract), contract)
         return images, index
 
     return graph()

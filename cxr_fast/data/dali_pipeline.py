@@ -42,6 +42,31 @@ def _interp(name: str):
     }[name]
 
 
+def contract_resize(images, contract: PreprocessContract):
+    """The contract's resize, as a DALI graph step (any device)."""
+    size = contract.image_size
+    return fn.resize(
+        images,
+        resize_x=size,
+        resize_y=size,
+        interp_type=_interp(contract.interpolation),
+        antialias=True,
+    )
+
+
+def contract_normalize(images, contract: PreprocessContract, mirror=0):
+    """The contract's affine and per-image standardisation, as a DALI graph step: HWC float."""
+    # a * x + b == (x - (-b / a)) / (1 / a): the contract's affine as DALI's mean and std
+    a, b = contract.affine
+    images = fn.crop_mirror_normalize(
+        images, dtype=types.FLOAT, output_layout="HWC", mean=[-b / a], std=[1 / a], mirror=mirror
+    )
+    if contract.normalize == "per-image":
+        # Population variance over each image's own pixels plus epsilon, as the torch path.
+        images = fn.normalize(images, axes=[0, 1], epsilon=PER_IMAGE_EPSILON)
+    return images
+
+
 def _uniform(center: float, spread: float, shape: list[int] | None = None):
     """A per-sample uniform draw in [center - spread, center + spread]; a constant at zero
     spread (DALI rejects an empty range)."""
@@ -134,30 +159,11 @@ def build_pipeline(
             # otherwise rotate by the EXIF tag, and GPU and CPU scores would differ.
             adjust_orientation=False,
         )
-        images = fn.resize(
-            images,
-            resize_x=size,
-            resize_y=size,
-            interp_type=_interp(contract.interpolation),
-            antialias=True,
-        )
+        images = contract_resize(images, contract)
         if train and augment is not None:
             images = _augment(images, size, augment)
         mirror = fn.random.coin_flip() if train and augment is not None and augment.hflip else 0
-        # a * x + b == (x - (-b / a)) / (1 / a): the contract's affine as DALI's mean and std
-        a, b = contract.affine
-        images = fn.crop_mirror_normalize(
-            images,
-            dtype=types.FLOAT,
-            output_layout="HWC",
-            mean=[-b / a],
-            std=[1 / a],
-            mirror=mirror,
-        )
-        if contract.normalize == "per-image":
-            # Population variance over each image's own pixels plus epsilon, as the torch path.
-            images = fn.normalize(images, axes=[0, 1], epsilon=PER_IMAGE_EPSILON)
-        return images, index
+        return contract_normalize(images, contract, mirror), index
 
     return graph()
 

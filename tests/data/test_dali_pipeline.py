@@ -74,3 +74,19 @@ def test_shards_are_disjoint_and_cover_everything(records):
         loader = DaliLoader(records, CONTRACT, batch_size=4, shard_id=shard, num_shards=3)
         seen += _all(loader)[2].tolist()
     assert sorted(seen) == list(range(len(records)))
+
+
+def test_per_image_standardisation_agrees_with_the_pil_path(records):
+    from cxr_fast.data.torch_loader import TorchLoader
+
+    contract = PreprocessContract(image_size=64, normalize="per-image")
+    _, dali_x, dali_index = _all(DaliLoader(records, contract, batch_size=8))
+    pil = list(TorchLoader(records, contract, batch_size=8, num_workers=0))
+    pil_x = torch.cat([b.x for b in pil])[torch.cat([b.index for b in pil]).argsort()]
+    dali_x = dali_x[dali_index.argsort()]
+    per_image_mean = dali_x.mean(dim=(1, 2, 3))
+    per_image_std = dali_x.std(dim=(1, 2, 3), unbiased=False)
+    assert float(per_image_mean.abs().max()) < 1e-4
+    assert float((per_image_std - 1).abs().max()) < 0.01
+    # The DALI/PIL agreement bound of the plain contract, scaled by a film's std (about 5x).
+    assert float((dali_x - pil_x).abs().mean()) < 0.05
