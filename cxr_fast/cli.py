@@ -519,6 +519,7 @@ def train(
             augment=Augment(hflip=hflip).scaled(aug_strength) if augment else None,
             **options,
         )
+    config = _folds_under_torchrun(config)
     if dry_run:
         click.echo(json.dumps(plan(config).describe(), indent=2))
         return
@@ -582,6 +583,25 @@ def _train_kept(config) -> str:
     if (run_dir / CONFIG_FILE).is_file():
         return f"no epoch of {run_dir} finished; {again}"
     return f"nothing was written to {run_dir}; start again with the same command"
+
+
+def _folds_under_torchrun(config):
+    """Under torchrun one model trains with DDP: the default 5-fold ensemble becomes one run
+    (said on rank 0); an explicit --folds K > 1 is refused (members are trained one after
+    another; launch them without torchrun)."""
+    from dataclasses import replace
+
+    from cxr_fast.distributed import context_from_env
+
+    ctx = context_from_env()
+    if not ctx.enabled or config.folds == 1:
+        return config
+    source = click.get_current_context().get_parameter_source("folds")
+    if source is not None and source.name != "DEFAULT":
+        raise UserError("--folds > 1 does not run under torchrun: train the ensemble without it")
+    if ctx.is_main:
+        click.echo(f"torchrun: training one model with DDP (--folds {config.folds} -> 1)")
+    return replace(config, folds=1)
 
 
 def _apply_best(path: Path, options: dict, epochs, aug_strength):

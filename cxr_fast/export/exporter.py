@@ -366,7 +366,8 @@ def export_run(
 ) -> ExportResult:
     """Export the run's model as ``fmt`` ("torchscript", "pt2", "tensorrt") at ``precision``
     ("fp32", "fp16", "int8"; None: fp16 for tensorrt, else fp32) to ``out`` (default
-    ``RUN/export/model[.PRECISION].{ts,pt2,trt.pt2}``) with a JSON sidecar.
+    ``RUN/export/model[.PRECISION][.tta].{ts,pt2,trt.pt2}``) with a JSON sidecar; ``tta``
+    exports the test-time-augmented model (three views per image).
 
     `data` = folder of real images for the verification batch (``batch_size`` images) and int8
     calibration; default: the run's training data root from config.json (clear ExportError if

@@ -146,6 +146,8 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
         parts += ["--shard", f"{config.shard[0]}/{config.shard[1]}"]
     if config.skip_views:
         parts += ["--skip-views", ",".join(config.skip_views)]
+    if config.tta:
+        parts.append("--tta")
     if config.cam_dir is not None:
         parts += ["--cam-dir", q(str(config.cam_dir)), "--cam-top", str(config.cam_top)]
         if config.cam_run is not None:

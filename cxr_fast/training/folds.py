@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from cxr_fast import __version__
 from cxr_fast.data.discover import discover
@@ -29,10 +30,12 @@ from cxr_fast.models.ensemble import Ensemble
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
     CONFIG_FILE,
+    LAST_FILE,
     METRICS_FILE,
     MODEL_FILE,
     atomic_write_json,
     load_run,
+    read_json,
     save_model,
 )
 from cxr_fast.training.config import TrainConfig
@@ -100,6 +103,32 @@ def _write_oof(path: Path, records: list, folds: np.ndarray, probs: np.ndarray) 
     pq.write_table(table, path)
 
 
+def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
+    """The result of an ensemble run whose members have all finished, else None."""
+    epochs, best = 0, 0
+    for k in range(config.folds):
+        state = member_dir(run_dir, k) / LAST_FILE
+        if not state.is_file():
+            return None
+        progress = torch.load(state, map_location="cpu", weights_only=True)["progress"]
+        if progress["epoch"] < config.epochs and progress["bad_epochs"] < config.patience:
+            return None
+        epochs += progress["epoch"]
+        best = max(best, progress["best_epoch"] or 0)
+    metrics = read_json(run_dir / METRICS_FILE)
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=epochs,
+        best_epoch=best,
+        best_auc=float(metrics["roc_auc"]),
+        threshold=float(metrics["threshold"]),
+        stopped_early=False,
+        seconds=0.0,
+        epochs_trained=0,
+        epochs_planned=config.epochs * config.folds,
+    )
+
+
 def run_train_folds(
     config: TrainConfig,
     *,
@@ -112,10 +141,15 @@ def run_train_folds(
     mean_auc)`` is called after each member with the mean best validation AUC so far."""
     started = time.perf_counter()
     run_dir = Path(config.out)
-    if not resume and (run_dir / MODEL_FILE).exists():
+    if not resume and ((run_dir / MODEL_FILE).exists() or (run_dir / CONFIG_FILE).exists()):
         raise UserInputError(
             f"{run_dir} already holds a run: pass --resume, or choose another --out"
         )
+    if resume and (run_dir / MODEL_FILE).exists():
+        done = _finished(run_dir, config)
+        if done is not None:
+            log(f"nothing to do: all {config.folds} members of {run_dir} are trained")
+            return replace(done, seconds=time.perf_counter() - started)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_parent_config(config)
     results = []

@@ -98,7 +98,14 @@ def test_resume_keeps_finished_members(ensemble_run):
     messages = []
     again = run_train_folds(config, resume=True, log=messages.append)
     assert (member_dir(result.run_dir, 0) / "model.pt").stat().st_mtime_ns == before
+    assert messages == [f"nothing to do: all 3 members of {result.run_dir} are trained"]
+    assert again.best_auc == pytest.approx(result.best_auc) and again.epochs_trained == 0
+    # A run killed after its members but before the ensemble: resume rebuilds only that.
+    (result.run_dir / "model.pt").unlink()
+    messages.clear()
+    rebuilt = run_train_folds(config, resume=True, log=messages.append)
+    assert (member_dir(result.run_dir, 0) / "model.pt").stat().st_mtime_ns == before
     assert sum("resuming" in m for m in messages) == config.folds
-    assert again.best_auc == pytest.approx(result.best_auc)
+    assert rebuilt.best_auc == pytest.approx(result.best_auc)
     with pytest.raises(ValueError, match="already holds a run"):
         run_train_folds(config, log=lambda _: None)
