@@ -27,6 +27,7 @@ from cxr_fast.data.dali_pipeline import contract_normalize, contract_resize
 from cxr_fast.data.decode import MIN_IMAGE_SIDE
 from cxr_fast.data.dicom import frame_count, identifiers, read_dataset, skip_reason
 from cxr_fast.data.dicom_intensity import LinearIntensity, linear_intensity
+from cxr_fast.data.filecheck import special_file_reason
 
 _BASELINE = "1.2.840.10008.1.2.4.50"
 _GPU_ONLY = (
@@ -53,6 +54,8 @@ class DicomPlan:
 def plan(path: str, device: str, skip_views: Collection[str] = ()) -> DicomPlan | None:
     """A plan when DALI can take ``path`` on ``device``, else None (pydicom's path, which
     also reports every problem and skip)."""
+    if special_file_reason(path) is not None:  # a FIFO would block; the PIL path names it
+        return None
     notes: list[str] = []
     try:
         with capture_warnings(notes):

@@ -194,6 +194,8 @@ def read_image(
     """:func:`read_gray` for a scoring row: also the file's DICOM identifiers and the warnings
     and notes its decoding raised (captured, never printed). Raises :class:`ImageSkipped` for
     DICOM objects that are not scored and :class:`ImageReadError` (with ``info``) otherwise."""
+    if (special := special_file_reason(path)) is not None:  # a FIFO would block open() forever
+        raise ImageReadError(path, special)
     info: dict = {}
     notes: list[str] = []
     dicom = _is_dicom_path(path)
