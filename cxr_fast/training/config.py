@@ -45,7 +45,7 @@ class TrainConfig:
     threshold_policy: str = RecipeDefaults.threshold_policy
     # Cross-validation: ``folds`` > 1 trains that many members on patient-level folds into one
     # ensemble run folder; ``fold`` is set on each member's own configuration (0-based).
-    folds: int = RecipeDefaults.folds
+    folds: int = 1  # the library trains one model; `cxr-fast train` defaults to RecipeDefaults
     fold: int | None = None
     augment: Augment | None = field(
         default_factory=lambda: Augment().scaled(RecipeDefaults.aug_strength)

@@ -44,6 +44,8 @@ def test_unreadable_files_are_refused_in_one_line_before_any_epoch(with_bad_file
             "-m",
             "cxr_fast",
             "train",
+            "--folds",
+            "1",
             "--data",
             str(with_bad_files),
             "--out",

@@ -83,6 +83,8 @@ def _train_command(data, out, *extra):
         "-m",
         "cxr_fast",
         "train",
+        "--folds",
+        "1",
         "--data",
         str(data),
         "--out",
