@@ -75,7 +75,7 @@ class Explainer:
     def heat_maps(self, pixels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities [N], heat maps [N,S,S]) for uint8 [S,S] arrays from the contract."""
         x = stack_gray(pixels, self.info.contract).to(self.device)
-        result = grad_cam(self.model, x, self.layers, self.method)
+        result = grad_cam(self.model, x, self.layers, self.method, self.threshold)
         return sigmoid(result.logits.cpu().numpy()), result.heat.cpu().numpy()
 
     def explain_pixels(

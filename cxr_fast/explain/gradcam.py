@@ -8,6 +8,7 @@ from the checkpoint's contract alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -54,10 +55,15 @@ def _weights(acts: torch.Tensor, grads: torch.Tensor, method: str) -> torch.Tens
 
 
 def grad_cam(
-    model: nn.Module, x: torch.Tensor, layer: str | list[str], method: str = "gradcam"
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | list[str],
+    method: str = "gradcam",
+    threshold: float = 0.5,
 ) -> CamResult:
     """Heat maps of ``layer`` for a batch ``x`` [N,1,S,S] (already preprocessed). Each map
-    explains the predicted class: the logit itself when it is positive, its negative otherwise.
+    explains the predicted class at the run's decision ``threshold`` (a probability): the logit
+    itself when the film is called PNEUMONIA, its negative otherwise.
     With several layers (an ensemble's members), each layer's map is computed from the same
     backward pass of the model's output and the maps are averaged."""
     if method not in CAM_METHODS:
@@ -77,7 +83,10 @@ def grad_cam(
     try:
         with torch.enable_grad():
             logits = model(x).reshape(-1)
-            target = torch.where(logits >= 0, 1.0, -1.0).to(logits.dtype)
+            # The verdict's own boundary: with a threshold of 0.74 a film at p = 0.6 is NORMAL,
+            # and its map must show the evidence for NORMAL.
+            boundary = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else 0.0
+            target = torch.where(logits >= boundary, 1.0, -1.0).to(logits.dtype)
             # Each image's map depends only on its own logit: summing keeps one backward pass.
             (logits * target).sum().backward()
     finally:

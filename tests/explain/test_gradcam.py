@@ -45,6 +45,15 @@ def test_negative_logit_explains_normal_and_a_flat_map_is_zero():
     assert float(result.heat.abs().max()) == 0.0
 
 
+def test_the_map_explains_the_verdict_at_the_runs_threshold():
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 2:6, 2:6] = 1.0  # logit 0.0625 * 1.5 - 0.01 > 0: p about 0.52
+    model = _BrightIsPneumonia().eval()
+    assert grad_cam(model, x, "features").target.tolist() == [1.0]
+    # At a threshold of 0.74 (a calibrated run's) the same film is NORMAL: explain NORMAL.
+    assert grad_cam(model, x, "features", threshold=0.74).target.tolist() == [-1.0]
+
+
 def test_unknown_layer_and_method_are_clear_errors():
     model = _BrightIsPneumonia()
     with pytest.raises(ValueError, match="last convolutions are: features"):
