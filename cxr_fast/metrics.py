@@ -235,6 +235,12 @@ def _bootstrap(
     return acc, auc[~np.isnan(auc)]
 
 
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """ROC-AUC alone (None with one class): what training reads every epoch."""
+    y, p = _check_inputs(labels, probs)
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else None
+
+
 def binary_metrics(
     labels: np.ndarray,
     probs: np.ndarray,

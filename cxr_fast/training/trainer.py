@@ -33,7 +33,7 @@ from cxr_fast.distributed import (
 )
 from cxr_fast.errors import NotFoundError, UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import binary_metrics, threshold_choice
+from cxr_fast.metrics import binary_metrics, roc_auc, threshold_choice
 from cxr_fast.models import build_model
 from cxr_fast.models.pretrained import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
 from cxr_fast.precision import Precision, resolve_precision
@@ -257,44 +257,17 @@ def run_train(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    model = build_model(config.arch, config.pretrained)
-    model = model.to(device=p.device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    shard_size = len(p.data.train) // ctx.world_size
-    steps_per_epoch = num_batches(shard_size, config.batch_size, train=True)
-    scheduler = warmup_cosine(
-        optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
-    )
-    scaler = p.precision.scaler()
+    model, optimizer, scheduler, scaler, ema = _training_objects(p, ctx)
     loss_fn = _loss(p.pos_weight, p.device)
-    ema = _ema(model, config.ema_decay)
     reg = Regularisers(label_smoothing=config.label_smoothing, mixup=config.mixup, ema=ema)
     # The model that is validated and saved: the weight average when there is one.
     evaluated = ema.module if ema is not None else model
 
     if resume and ctx.is_main and (run_dir / CONFIG_FILE).is_file():
         _persist_resumed_config(run_dir, config)
-    if resume and (run_dir / LAST_FILE).exists():
-        progress = load_state(run_dir, model, optimizer, scheduler, scaler, ema)
-        if ctx.is_main:
-            _trim_log(run_dir / LOG_FILE, progress.epoch)
-        log(
-            f"resuming {run_dir} after epoch {progress.epoch} "
-            f"(best so far: epoch {progress.best_epoch}, ROC-AUC {progress.best_auc:.4f})"
-        )
-    elif resume:
-        # Killed before its first epoch was saved: nothing to keep but the configuration.
-        progress = Progress()
-        if ctx.is_main:
-            _trim_log(run_dir / LOG_FILE, 0)
-        log(f"resuming {run_dir}: no finished epoch was saved, starting from epoch 1")
-    else:
-        if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _write_config(p, run_dir)
-        progress = Progress()
+    progress = _start_progress(
+        p, run_dir, resume, ctx, log, (model, optimizer, scheduler, scaler, ema)
+    )
     if resume and (progress.epoch >= config.epochs or progress.bad_epochs >= config.patience):
         # A finished run: no loader is built, no epoch is trained, nothing is rewritten.
         barrier(ctx)
@@ -320,16 +293,7 @@ def run_train(
         f"{p.loader} loader" + (f"; DDP over {ctx.world_size} processes" if ctx.enabled else "")
     )
     # Each rank validates a contiguous shard; the logits are gathered before any metric.
-    val_loader = make_loader(
-        p.data.val,
-        p.contract,
-        batch_size=config.batch_size,
-        loader=p.loader,
-        device=str(p.device),
-        workers=config.workers,
-        shard_id=ctx.rank,
-        num_shards=ctx.world_size,
-    )
+    val_loader = _loader(p, ctx, p.data.val)
     val_labels = np.array([r.label for r in p.data.val])
     stopped_early = progress.bad_epochs >= config.patience
     epochs_before = progress.epoch
@@ -337,91 +301,24 @@ def run_train(
         if stopped_early:
             break
         epoch_seed = config.seed * 100_003 + epoch
-        train_loader = make_loader(
-            _epoch_records(p.data.train, epoch_seed, ctx),
-            p.contract,
-            batch_size=config.batch_size,
-            loader=p.loader,
-            device=str(p.device),
-            train=True,
-            augment=config.augment,
-            workers=config.workers,
-            # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
-            seed=_loader_seed(epoch_seed, ctx),
-            shard_id=ctx.rank,
-            num_shards=ctx.world_size,
+        # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
+        train_loader = _loader(
+            p, ctx, _epoch_records(p.data.train, epoch_seed, ctx), _loader_seed(epoch_seed, ctx)
         )
-        with tqdm(
-            total=len(train_loader) * config.batch_size,
-            desc=f"epoch {epoch}",
-            unit="img",
-            leave=False,
-            disable=None if ctx.is_main else True,
-            dynamic_ncols=True,
-        ) as bar:
-            steps = itertools.count(1)
-
-            def on_step(n: int, loss: torch.Tensor, bar=bar, steps=steps) -> None:
-                bar.update(n)
-                if next(steps) % LOSS_SHOWN_EVERY == 0:  # reading the loss waits for the GPU
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
-
-            stats = train_epoch(
-                net,
-                train_loader,
-                loss_fn,
-                optimizer,
-                scheduler,
-                scaler,
-                p.precision,
-                config.clip_grad,
-                on_step,
-                reg,
-            )
+        stats = _train_one_epoch(
+            net, train_loader, epoch, p, ctx, (loss_fn, optimizer, scheduler, scaler, reg)
+        )
         average_buffers(ctx, evaluated)  # one model on every rank: the one rank 0 saves
-        # The bare model: validation needs no gradient sync, and shards may differ by one batch.
-        index, logits = _gather_predictions(
-            ctx, *predict_logits(evaluated, val_loader, p.precision)[:2]
-        )
-        labels = val_labels[index]
-        probs = sigmoid(logits)
-        val_loss = float(
-            loss_fn(
-                torch.from_numpy(logits).to(p.device), torch.from_numpy(labels).float().to(p.device)
-            )
-        )
-        auc = binary_metrics(labels, probs, 0.5, bootstrap=0)["roc_auc"]
+        val = _validate(evaluated, val_loader, val_labels, loss_fn, p, ctx)
+        auc = val.roc_auc
         improved = progress.record(epoch, auc)
-        if improved:
-            choice = threshold_choice(
-                labels,
-                probs,
-                policy=config.threshold_policy,
-                target_sensitivity=config.target_sensitivity,
-            )
-            threshold = choice["threshold"]
-            metrics = binary_metrics(labels, probs, threshold, seed=config.seed)
-            metrics["threshold_choice"] = choice
-            meta = {
-                "arch": config.arch,
-                "contract": p.contract.to_dict(),
-                "threshold": threshold,
-                "threshold_rule": choice["policy"],
-                "threshold_choice": choice,
-                "epoch": epoch,
-                "val_roc_auc": auc,
-                "cxr_fast": __version__,
-            }
-            if ctx.is_main:
-                save_model(run_dir, evaluated, meta)
-                atomic_write_json(
-                    {"split": "validation", "epoch": epoch, **metrics}, run_dir / METRICS_FILE
-                )
+        if improved and ctx.is_main:
+            _save_best(run_dir, evaluated, p, epoch, val)
         rates = gather_objects(ctx, stats.images_per_second)
         entry = {
             "epoch": epoch,
             "train_loss": stats.loss,
-            "val_loss": val_loss,
+            "val_loss": val.loss,
             "val_roc_auc": auc,
             "lr": scheduler.get_last_lr()[0],
             "train_images_per_s": float(sum(rates)),
@@ -435,7 +332,7 @@ def run_train(
             save_state(run_dir, progress, model, optimizer, scheduler, scaler, ema)
         barrier(ctx)  # a resumed job restarts every rank from the same saved epoch
         log(
-            f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val_loss:.4f}, "
+            f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val.loss:.4f}, "
             f"val ROC-AUC {auc:.4f}{' (best)' if improved else ''}, "
             f"{sum(rates):.0f} img/s, {stats.seconds:.0f} s"
         )
@@ -459,6 +356,152 @@ def run_train(
         epochs_trained=progress.epoch - epochs_before,
         epochs_planned=config.epochs,
     )
+
+
+def _training_objects(p: Plan, ctx: DistContext):
+    """Model (channels_last on the device), AdamW, warm-up + cosine schedule, GradScaler, EMA."""
+    config = p.config
+    model = build_model(config.arch, config.pretrained)
+    model = model.to(device=p.device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    shard_size = len(p.data.train) // ctx.world_size
+    steps_per_epoch = num_batches(shard_size, config.batch_size, train=True)
+    scheduler = warmup_cosine(
+        optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
+    )
+    return model, optimizer, scheduler, p.precision.scaler(), _ema(model, config.ema_decay)
+
+
+def _loader(p: Plan, ctx: DistContext, records, train_seed: int | None = None):
+    """This rank's shard of ``records``: the validation loader, or (with ``train_seed``) one
+    epoch's shuffled and augmented training loader."""
+    config = p.config
+    train = train_seed is not None
+    return make_loader(
+        records,
+        p.contract,
+        batch_size=config.batch_size,
+        loader=p.loader,
+        device=str(p.device),
+        train=train,
+        augment=config.augment if train else None,
+        workers=config.workers,
+        seed=train_seed or 0,
+        shard_id=ctx.rank,
+        num_shards=ctx.world_size,
+    )
+
+
+@dataclass(frozen=True)
+class ValResult:
+    """One validation pass over the whole validation set (gathered from every rank)."""
+
+    labels: np.ndarray
+    probs: np.ndarray
+    loss: float
+    roc_auc: float
+
+
+def _validate(
+    evaluated: nn.Module,
+    val_loader,
+    val_labels: np.ndarray,
+    loss_fn: nn.Module,
+    p: Plan,
+    ctx: DistContext,
+) -> ValResult:
+    # The bare model: validation needs no gradient sync, and shards may differ by one batch.
+    index, logits = _gather_predictions(
+        ctx, *predict_logits(evaluated, val_loader, p.precision)[:2]
+    )
+    labels = val_labels[index]
+    target = torch.from_numpy(labels).float().to(p.device)
+    loss = float(loss_fn(torch.from_numpy(logits).to(p.device), target))
+    return ValResult(labels, sigmoid(logits), loss, roc_auc(labels, sigmoid(logits)))
+
+
+def _save_best(run_dir: Path, evaluated: nn.Module, p: Plan, epoch: int, val: ValResult) -> None:
+    """model.pt and metrics.json of a new best epoch, with the threshold chosen on it."""
+    config = p.config
+    choice = threshold_choice(
+        val.labels,
+        val.probs,
+        policy=config.threshold_policy,
+        target_sensitivity=config.target_sensitivity,
+    )
+    metrics = binary_metrics(val.labels, val.probs, choice["threshold"], seed=config.seed)
+    metrics["threshold_choice"] = choice
+    meta = {
+        "arch": config.arch,
+        "contract": p.contract.to_dict(),
+        "threshold": choice["threshold"],
+        "threshold_rule": choice["policy"],
+        "threshold_choice": choice,
+        "epoch": epoch,
+        "val_roc_auc": val.roc_auc,
+        "cxr_fast": __version__,
+    }
+    save_model(run_dir, evaluated, meta)
+    atomic_write_json({"split": "validation", "epoch": epoch, **metrics}, run_dir / METRICS_FILE)
+
+
+def _train_one_epoch(net, train_loader, epoch: int, p: Plan, ctx: DistContext, parts):
+    """One epoch of ``train_epoch`` behind rank 0's progress bar."""
+    loss_fn, optimizer, scheduler, scaler, reg = parts
+    config = p.config
+    with tqdm(
+        total=len(train_loader) * config.batch_size,
+        desc=f"epoch {epoch}",
+        unit="img",
+        leave=False,
+        disable=None if ctx.is_main else True,
+        dynamic_ncols=True,
+    ) as bar:
+        steps = itertools.count(1)
+
+        def on_step(n: int, loss: torch.Tensor) -> None:
+            bar.update(n)
+            if next(steps) % LOSS_SHOWN_EVERY == 0:  # reading the loss waits for the GPU
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+
+        return train_epoch(
+            net,
+            train_loader,
+            loss_fn,
+            optimizer,
+            scheduler,
+            scaler,
+            p.precision,
+            config.clip_grad,
+            on_step,
+            reg,
+        )
+
+
+def _start_progress(p: Plan, run_dir: Path, resume: bool, ctx: DistContext, log, state) -> Progress:
+    """The progress to continue from: a resumed run's saved state, or a fresh run folder."""
+    model, optimizer, scheduler, scaler, ema = state
+    if resume and (run_dir / LAST_FILE).exists():
+        progress = load_state(run_dir, model, optimizer, scheduler, scaler, ema)
+        if ctx.is_main:
+            _trim_log(run_dir / LOG_FILE, progress.epoch)
+        log(
+            f"resuming {run_dir} after epoch {progress.epoch} "
+            f"(best so far: epoch {progress.best_epoch}, ROC-AUC {progress.best_auc:.4f})"
+        )
+        return progress
+    if resume:
+        # Killed before its first epoch was saved: nothing to keep but the configuration.
+        if ctx.is_main:
+            _trim_log(run_dir / LOG_FILE, 0)
+        log(f"resuming {run_dir}: no finished epoch was saved, starting from epoch 1")
+        return Progress()
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(p, run_dir)
+    return Progress()
 
 
 def _saved_threshold(run_dir: Path) -> float | None:
