@@ -585,6 +585,20 @@ def _train_kept(config) -> str:
     return f"nothing was written to {run_dir}; start again with the same command"
 
 
+def _headline(metrics: dict) -> str:
+    """One line of the numbers a user looks for first, from a metrics dict."""
+
+    def value(key: str) -> str:
+        v = metrics.get(key)
+        return "n/a" if v is None else f"{v:.4f}"
+
+    n = (metrics.get("counts") or {}).get("n", "?")
+    return (
+        f"on {n} labelled images: accuracy {value('accuracy')}, ROC-AUC {value('roc_auc')}, "
+        f"sensitivity {value('sensitivity')}, specificity {value('specificity')}"
+    )
+
+
 def _folds_under_torchrun(config):
     """Under torchrun one model trains with DDP: the default 5-fold ensemble becomes one run
     (said on rank 0); an explicit --folds K > 1 is refused (members are trained one after
@@ -1168,6 +1182,7 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
     if summary.loader_fallback:
         click.echo(f"warning: {summary.loader_fallback}", err=True)
     if summary.metrics_path:
+        click.echo(_headline(json.loads(summary.metrics_path.read_text())))
         click.echo(f"metrics: {summary.metrics_path}")
     if options.get("cam_dir"):
         click.echo(f"Grad-CAM overlays: {summary.cams} in {options['cam_dir']} (column cam_path)")

@@ -78,6 +78,8 @@ def test_score_names_the_calibration_in_its_metadata(calibrated, synth_small, tm
         ["score", str(synth_small), "--model", str(out), "--out", str(preds), "--workers", "0"],
     )
     assert result.exit_code == 0, result.output
+    # Labelled data: the headline numbers are printed, not only the metrics file's path.
+    assert "on 160 labelled images: accuracy " in result.output and "ROC-AUC" in result.output
     meta = pq.read_schema(preds).metadata
     source = json.loads(meta[b"cxr_fast_threshold_source"])
     assert source["calibration"]["sample"]["n"] > 0
