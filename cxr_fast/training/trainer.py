@@ -270,19 +270,7 @@ def run_train(
     )
     if resume and (progress.epoch >= config.epochs or progress.bad_epochs >= config.patience):
         # A finished run: no loader is built, no epoch is trained, nothing is rewritten.
-        barrier(ctx)
-        stop(ctx)
-        return TrainResult(
-            run_dir=run_dir,
-            epochs_done=progress.epoch,
-            best_epoch=progress.best_epoch,
-            best_auc=progress.best_auc,
-            threshold=_saved_threshold(run_dir),
-            stopped_early=progress.epoch < config.epochs,
-            seconds=time.perf_counter() - started,
-            epochs_trained=0,
-            epochs_planned=config.epochs,
-        )
+        return _finish(ctx, run_dir, progress, config, started, progress.epoch)
     net = _wrap(model, config, ctx, p.device)
 
     if p.skipped:
@@ -342,6 +330,18 @@ def run_train(
         if stopped_early and epoch < config.epochs:
             log(f"early stop: no better validation ROC-AUC in {config.patience} epochs")
 
+    return _finish(ctx, run_dir, progress, config, started, epochs_before)
+
+
+def _finish(
+    ctx: DistContext,
+    run_dir: Path,
+    progress: Progress,
+    config: TrainConfig,
+    started: float,
+    epochs_before: int,
+) -> TrainResult:
+    """Wait for every rank, end the process group and say how the run stands."""
     barrier(ctx)
     threshold = _saved_threshold(run_dir)
     stop(ctx)
@@ -351,7 +351,8 @@ def run_train(
         best_epoch=progress.best_epoch,
         best_auc=progress.best_auc,
         threshold=threshold,
-        stopped_early=stopped_early and progress.epoch < config.epochs,
+        # Stopped by the patience rule before the planned epochs (not by running out of them).
+        stopped_early=progress.bad_epochs >= config.patience and progress.epoch < config.epochs,
         seconds=time.perf_counter() - started,
         epochs_trained=progress.epoch - epochs_before,
         epochs_planned=config.epochs,
