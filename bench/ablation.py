@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.discover import discover
@@ -69,14 +70,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
 def _probs(run: Path, records, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     model, info = load_run(run)
     loader = make_loader(records, info.contract, batch_size=batch_size, device="cpu")
-    index, logits, _ = predict_logits(model, loader, inference_precision(model_device()))
+    index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
     return np.array([records[i].label for i in index]), sigmoid(logits)
-
-
-def model_device():
-    import torch
-
-    return torch.device("cpu")
 
 
 def _summary(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:

@@ -10,8 +10,6 @@ holds the same state dict with the calibration in its metadata.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -20,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_fast.data.discover import Record, discover
+from cxr_fast.choices import THRESHOLD_POLICIES, RecipeDefaults
+from cxr_fast.data.discover import Record, discover, paths_sha256
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
@@ -77,14 +76,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def sample_fingerprint(root: Path, records: list[Record]) -> dict:
     """Size, class counts, patients and a hash of the sorted relative paths of a sample."""
-    paths = sorted(os.path.relpath(r.path, root) for r in records)
     counts = Counter(CLASS_NAMES[r.label] for r in records)
     return {
         "root": str(root.resolve()),
         "n": len(records),
         "counts": {name: counts.get(name, 0) for name in CLASS_NAMES},
         "patients": len({r.patient for r in records}),
-        "paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+        "paths_sha256": paths_sha256(root, records),
     }
 
 
@@ -130,8 +128,8 @@ def run_calibrate(
     temperature = fit_temperature(logits, labels)
     probs = sigmoid(logits / temperature)
     policy = policy or info.meta.get("threshold_choice", {}).get("policy", "margin")
-    if policy not in ("margin", "youden"):
-        policy = "margin"
+    if policy not in THRESHOLD_POLICIES:  # e.g. a target-sensitivity run: its default policy
+        policy = RecipeDefaults.threshold_policy
     choice = threshold_choice(labels, probs, policy=policy, target_sensitivity=target_sensitivity)
     before = binary_metrics(labels, sigmoid(logits), info.threshold, bootstrap=bootstrap)
     after = binary_metrics(labels, probs, choice["threshold"], bootstrap=bootstrap)

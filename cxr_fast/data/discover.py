@@ -8,8 +8,10 @@ tree is an unlabeled archive.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,3 +127,10 @@ def require_images(records: list[Record], where: str, purpose: str = "") -> list
     if not records:
         raise NoImagesError(f"no {IMAGE_NAMES} images under {where}{purpose}")
     return records
+
+
+def paths_sha256(root: str | os.PathLike[str], records: Sequence[Record]) -> str:
+    """SHA-256 of the records' sorted paths relative to ``root``: which files a run or a
+    calibration saw, independent of where the folder is mounted."""
+    paths = sorted(os.path.relpath(r.path, root) for r in records)
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()

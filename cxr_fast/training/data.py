@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cxr_fast.data.discover import Record
+from cxr_fast.data.discover import Record, paths_sha256
 from cxr_fast.data.split import patient_folds, patient_split
 from cxr_fast.errors import UserInputError
 from cxr_fast.labels import CLASS_NAMES
@@ -76,8 +75,7 @@ def _counts(records: Sequence[Record]) -> dict[str, int]:
 
 def fingerprint(root: str, data: TrainData) -> dict:
     """Counts, a hash of the sorted relative paths, and each side's patients."""
-    paths = sorted(os.path.relpath(r.path, root) for r in (*data.train, *data.val))
-    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    digest = paths_sha256(root, (*data.train, *data.val))
     return {
         "root": os.path.abspath(root),
         "paths_sha256": digest,

@@ -40,7 +40,13 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
-from cxr_fast.training.trainer import TRAINING_PACKAGES, TrainResult, plan, run_train
+from cxr_fast.training.trainer import (
+    TRAINING_PACKAGES,
+    TrainResult,
+    contract_for,
+    plan,
+    run_train,
+)
 from cxr_fast.versions import versions
 
 MEMBERS_DIR = "members"
@@ -65,7 +71,7 @@ def _write_parent_config(config: TrainConfig) -> None:
             "arch": config.arch,
             "seed": config.seed,
             "members": config.folds,
-            "contract": plan(_member_config(config, 0)).contract.to_dict(),
+            "contract": contract_for(config).to_dict(),
             "versions": versions(TRAINING_PACKAGES),
             "data": fingerprint(config.data, data),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -74,20 +80,22 @@ def _write_parent_config(config: TrainConfig) -> None:
     )
 
 
-def _out_of_fold(config: TrainConfig, workers: int) -> tuple[list, np.ndarray, np.ndarray]:
-    """(records, fold of each, logit of each) from every member on its own validation fold."""
+def _out_of_fold(config: TrainConfig, workers: int):
+    """(members, records, fold of each, logit of each): every member loaded once, each
+    scoring its own validation fold."""
     device = resolve_device(config.device)
-    rows, folds, logits = [], [], []
+    members, rows, folds, logits = [], [], [], []
     for k in range(config.folds):
         member = _member_config(config, k)
         model, info = load_run(member.out, device)
         val = plan(member).data.val
         loader = make_loader(val, info.contract, batch_size=64, device=str(device), workers=workers)
         index, out, _ = predict_logits(model, loader, inference_precision(device))
+        members.append(model)
         rows += [val[i] for i in index]
         folds += [k] * len(index)
         logits.append(out)
-    return rows, np.array(folds), np.concatenate(logits)
+    return members, rows, np.array(folds), np.concatenate(logits)
 
 
 def _write_oof(path: Path, records: list, folds: np.ndarray, probs: np.ndarray) -> None:
@@ -157,7 +165,7 @@ def run_train_folds(
         member = _member_config(config, k)
         log(f"fold {k + 1} of {config.folds} -> {member.out}")
         results.append(run_train(member, resume=(Path(member.out) / CONFIG_FILE).exists(), log=log))
-    records, folds, logits = _out_of_fold(config, config.workers)
+    members, records, folds, logits = _out_of_fold(config, config.workers)
     labels = np.array([r.label for r in records])
     probs = sigmoid(logits)
     choice = threshold_choice(
@@ -169,14 +177,12 @@ def run_train_folds(
         {"split": "out-of-fold", "members": config.folds, **metrics}, run_dir / METRICS_FILE
     )
     _write_oof(run_dir / OOF_FILE, records, folds, probs)
-    members = [load_run(_member_config(config, k).out)[0] for k in range(config.folds)]
-    _, info = load_run(_member_config(config, 0).out)
     save_model(
         run_dir,
         Ensemble(members),
         {
             "arch": config.arch,
-            "contract": info.contract.to_dict(),
+            "contract": contract_for(config).to_dict(),
             "members": config.folds,
             "threshold": choice["threshold"],
             "threshold_rule": choice["policy"],
