@@ -64,6 +64,30 @@ RECIPES: dict[str, tuple[str, dict]] = {
         {"augment": Augment().scaled(2.0), "epochs": 20},
     ),
     "fp32": ("base in fp32 (precision check)", {"precision": "fp32"}),
+    "aug2-s128": (
+        "+ augmentation ranges x2, 128 px",
+        {"augment": Augment().scaled(2.0), "image_size": 128},
+    ),
+    "aug2-s160": (
+        "+ augmentation ranges x2, 160 px",
+        {"augment": Augment().scaled(2.0), "image_size": 160},
+    ),
+    "aug2-acq-s160": (
+        "+ augmentation ranges x2 and acquisition (blur, gamma, noise), 160 px",
+        {"augment": Augment(blur=1.0, gamma=0.25, noise=4.0).scaled(2.0), "image_size": 160},
+    ),
+    "aug2-acq-r18-s128": (
+        "resnet18, augmentation ranges x2 and acquisition (blur, gamma, noise), 128 px",
+        {
+            "augment": Augment(blur=1.0, gamma=0.25, noise=4.0).scaled(2.0),
+            "image_size": 128,
+            "arch": "resnet18",
+        },
+    ),
+    "aug2-r18-s128": (
+        "resnet18 (from scratch), augmentation ranges x2, 128 px",
+        {"augment": Augment().scaled(2.0), "image_size": 128, "arch": "resnet18"},
+    ),
 }
 
 

@@ -294,7 +294,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 @click.option(
     "--arch",
     type=click.Choice(ARCHITECTURES),
-    default="cnn",
+    default=RecipeDefaults.arch,
     show_default=True,
     help="Model architecture (one grey channel in, one logit out).",
 )
@@ -328,7 +328,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 @click.option(
     "--image-size",
     type=click.IntRange(min=32, max=4096),
-    default=224,
+    default=RecipeDefaults.image_size,
     show_default=True,
     help="Square input size in pixels (stored in the contract).",
 )
@@ -417,6 +417,15 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     help="Multiply every augmentation range (rotation, zoom, shift, brightness, contrast).",
 )
 @click.option(
+    "--site-aug",
+    type=click.FloatRange(min=0),
+    default=RecipeDefaults.site_aug,
+    show_default=True,
+    help="Acquisition augmentation: blur up to sigma 1 px, gamma 0.8-1.25 and grain up to 4 "
+    "grey levels, times this (0: off). Teaches the model that sharpness, exposure curve and "
+    "detector noise are the site's, not the disease's.",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=RecipeDefaults.ema_decay,
@@ -490,7 +499,17 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 )
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
 def train(
-    data, out, epochs, resume, dry_run, augment, hflip, aug_strength, config_file, **options
+    data,
+    out,
+    epochs,
+    resume,
+    dry_run,
+    augment,
+    hflip,
+    aug_strength,
+    site_aug,
+    config_file,
+    **options,
 ) -> None:
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
@@ -516,7 +535,9 @@ def train(
             data=str(data),
             out=str(out),
             epochs=epochs or RecipeDefaults.epochs,
-            augment=Augment(hflip=hflip).scaled(aug_strength) if augment else None,
+            augment=Augment(hflip=hflip).scaled(aug_strength).with_site(site_aug)
+            if augment
+            else None,
             **options,
         )
     config = _folds_under_torchrun(config)

@@ -73,12 +73,14 @@ def suggest(trial: Any, config: TuneConfig) -> dict[str, Any]:
 
 def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     """The :class:`TrainConfig` that a dict of train options (best.json's) describes."""
+    from cxr_fast.choices import RecipeDefaults
     from cxr_fast.data.augment import Augment
     from cxr_fast.training.config import TrainConfig
 
     values = dict(params)
-    strength = values.pop("aug_strength", 1.0)
-    return TrainConfig(data=data, out=out, augment=Augment().scaled(strength), **values, **fixed)
+    augment = Augment().scaled(values.pop("aug_strength", 1.0))
+    augment = augment.with_site(values.pop("site_aug", RecipeDefaults.site_aug))
+    return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)
 
 
 def _objective(config: TuneConfig, log: Callable[[str], None]):

@@ -53,6 +53,7 @@ def trained_run(synth_small, tmp_path_factory) -> Path:
     config = TrainConfig(
         data=str(synth_small),
         out=str(out),
+        arch="cnn",
         epochs=3,
         image_size=64,
         batch_size=16,

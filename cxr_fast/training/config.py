@@ -15,12 +15,12 @@ class TrainConfig:
 
     data: str
     out: str
-    arch: str = "cnn"
+    arch: str = RecipeDefaults.arch
     epochs: int = RecipeDefaults.epochs
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    image_size: int = 224
+    image_size: int = RecipeDefaults.image_size
     loader: str = "auto"
     device: str = "auto"
     precision: str = "auto"
@@ -48,7 +48,9 @@ class TrainConfig:
     folds: int = 1  # the library trains one model; `cxr-fast train` defaults to RecipeDefaults
     fold: int | None = None
     augment: Augment | None = field(
-        default_factory=lambda: Augment().scaled(RecipeDefaults.aug_strength)
+        default_factory=lambda: (
+            Augment().scaled(RecipeDefaults.aug_strength).with_site(RecipeDefaults.site_aug)
+        )
     )
 
     def __post_init__(self) -> None:

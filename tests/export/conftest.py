@@ -11,7 +11,15 @@ from cxr_fast.training.trainer import run_train
 
 # Trained long enough (val ROC-AUC ~0.85) that its probabilities are not bunched together: the
 # int8 ROC-AUC check ranks held-out images, and near-ties would make it measure noise.
-TINY = dict(epochs=4, image_size=64, batch_size=16, val_fraction=0.25, lr=3e-3, warmup_epochs=0.5)
+TINY = dict(
+    arch="cnn",
+    epochs=4,
+    image_size=64,
+    batch_size=16,
+    val_fraction=0.25,
+    lr=3e-3,
+    warmup_epochs=0.5,
+)
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 def ddp_run(synth_small, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("ddp") / "run"
     result = _torchrun(
-        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "2",
+        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "2", "--arch", "cnn",
         "--image-size", "64", "--batch-size", "16", "--lr", "0.003", "--workers", "0",
         "--device", "cpu", "--loader", "torch", "--val-fraction", "0.25",
     )  # fmt: skip
@@ -69,7 +69,7 @@ def test_validation_auc_equals_single_process_evaluation(ddp_run, synth_small):
 def test_dali_readers_shard_under_ddp(synth_small, tmp_path):
     out = tmp_path / "run"
     _torchrun(
-        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "1",
+        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "1", "--arch", "cnn",
         "--image-size", "64", "--batch-size", "16", "--workers", "1", "--device", "cpu",
         "--loader", "dali", "--val-fraction", "0.25",
         # fp32: the check below evaluates through the PIL loader, and bf16 rounding would turn
@@ -123,7 +123,18 @@ def test_two_rank_score_writes_every_file_once_then_success(trained_run, synth_s
 def test_resume_under_torchrun(synth_small, tmp_path):
     out = tmp_path / "run"
     common = ["--image-size", "48", "--batch-size", "16", "--workers", "0", "--device", "cpu"]
-    _torchrun("train", "--data", str(synth_small), "--out", str(out), "--epochs", "1", *common)
+    _torchrun(
+        "train",
+        "--data",
+        str(synth_small),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--arch",
+        "cnn",
+        *common,
+    )
     resumed = _torchrun("train", "--resume", "--out", str(out), "--epochs", "2")
     assert "resuming" in resumed.stdout and resumed.stdout.count("epoch 2/2:") == 1
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

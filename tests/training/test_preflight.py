@@ -17,7 +17,7 @@ from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.preflight import BadTrainingFilesError
 from cxr_fast.training.trainer import run_train
 
-TINY = dict(image_size=32, batch_size=8, val_fraction=0.25, lr=3e-3, workers=2)
+TINY = dict(arch="cnn", image_size=32, batch_size=8, val_fraction=0.25, lr=3e-3, workers=2)
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +44,8 @@ def test_unreadable_files_are_refused_in_one_line_before_any_epoch(with_bad_file
             "-m",
             "cxr_fast",
             "train",
+            "--arch",
+            "cnn",
             "--folds",
             "1",
             "--data",

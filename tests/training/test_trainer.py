@@ -20,7 +20,15 @@ from cxr_fast.run_folder import load_run, read_json
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.trainer import run_train
 
-TINY = dict(image_size=64, batch_size=16, val_fraction=0.25, lr=3e-3, warmup_epochs=0.5, workers=0)
+TINY = dict(
+    arch="cnn",
+    image_size=64,
+    batch_size=16,
+    val_fraction=0.25,
+    lr=3e-3,
+    warmup_epochs=0.5,
+    workers=0,
+)
 
 
 def _log(run_dir):
@@ -83,6 +91,8 @@ def _train_command(data, out, *extra):
         "-m",
         "cxr_fast",
         "train",
+        "--arch",
+        "cnn",
         "--folds",
         "1",
         "--data",

@@ -32,6 +32,7 @@ def test_resume_on_cuda_with_fp16_scaler_state(synth_small, tmp_path):
     common = dict(
         data=str(synth_small),
         out=str(out),
+        arch="cnn",
         image_size=64,
         batch_size=16,
         workers=2,
@@ -54,7 +55,7 @@ def test_nccl_ddp_with_sync_bn_bf16_and_dali(synth_small, tmp_path):
     _needs_gpus(2)
     out = tmp_path / "run"
     _torchrun(
-        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "2",
+        "train", "--data", str(synth_small), "--out", str(out), "--epochs", "2", "--arch", "cnn",
         "--image-size", "64", "--batch-size", "16", "--workers", "2", "--device", "cuda",
         "--loader", "dali", "--precision", "amp-bf16", "--sync-bn", "--val-fraction", "0.25",
     )  # fmt: skip

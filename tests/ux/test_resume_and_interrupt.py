@@ -86,7 +86,19 @@ def test_ctrl_c_during_train_says_what_was_kept_and_how_to_continue(
     code, _, err = _main(
         monkeypatch,
         capsys,
-        *("train", "--folds", "1", "--data", synth_small, "--out", out, "--epochs", "3"),
+        *(
+            "train",
+            "--folds",
+            "1",
+            "--arch",
+            "cnn",
+            "--data",
+            synth_small,
+            "--out",
+            out,
+            "--epochs",
+            "3",
+        ),
         *("--image-size", "64"),
         *("--batch-size", "16", "--val-fraction", "0.25", "--workers", "0", "--device", "cpu"),
     )
