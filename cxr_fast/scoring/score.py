@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast.choices import CHUNK_SECONDS, SCORE_BATCH_SIZE
+from cxr_fast.data.batch import Batch
 from cxr_fast.data.discover import discover, require_images
-from cxr_fast.data.loaders import dali_can_read, resolve_loader
+from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
@@ -30,7 +31,6 @@ from cxr_fast.metrics import binary_metrics
 from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.scoring import identity
-from cxr_fast.scoring.loader import LoaderUse, ScoreBatch, dali_batches, pil_batches
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 from cxr_fast.scoring.parquet_out import (
     ROWS_PER_CHUNK,
@@ -174,12 +174,13 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
+def _rows(batch: Batch, records, model: ScoringModel) -> list[dict]:
     rows = []
     threshold = model.threshold
     if batch.x is not None:
         probs = sigmoid(model.logits(batch.x).cpu().numpy())
-        for position, prob, (width, height) in zip(batch.index, probs, batch.sizes, strict=True):
+        index = batch.index.tolist()
+        for position, prob, (width, height) in zip(index, probs, batch.sizes, strict=True):
             label = records[position].label
             rows.append(
                 {
@@ -342,34 +343,18 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         identity.record(writer.staging, made_with)
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in positions if records[p].path not in done]
-    # The scoring DALI path sends what DALI cannot read to PIL itself (and DICOMs it can decode
-    # to DALI as frames), so only the files DALI can take decide; none (an all-DICOM archive)
-    # does not refuse --loader dali.
-    dali_readable = [r for r in (records[p] for p in todo) if dali_can_read([r])]
-    loader = resolve_loader(config.loader, device, dali_readable)
-    batch_size = batch_size_for(config, device)
-    use = LoaderUse(loader)
-    if loader == "dali":
-        batches = dali_batches(
-            records,
-            todo,
-            model.contract,
-            batch_size=batch_size,
-            workers=config.workers,
-            device="gpu" if device.type == "cuda" else "cpu",
-            device_id=device.index or 0,
-            use=use,
-            skip_views=config.skip_views,
-        )
-    else:
-        batches = pil_batches(
-            records,
-            todo,
-            model.contract,
-            batch_size=batch_size,
-            workers=config.workers,
-            skip_views=config.skip_views,
-        )
+    batches = make_loader(
+        records,
+        model.contract,
+        batch_size=batch_size_for(config, device),
+        loader=config.loader,
+        device=str(device),
+        workers=config.workers,
+        on_error="collect",
+        positions=todo,
+        skip_views=config.skip_views,
+    )
+    use = batches.use
     threads = model_threads(config, device, model, [records[p].path for p in todo])
     torch.set_num_threads(threads)
     score_started = time.perf_counter()
@@ -378,7 +363,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
             for row in _rows(batch, records, model):
                 writer.add(row)
             if progress is not None:
-                progress(len(batch))
+                progress(batch.files)
     except KeyboardInterrupt:
         writer.flush()  # every row scored so far is kept for --resume
         kept = len(writer.done_paths())
