@@ -24,12 +24,11 @@ from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
 from cxr_fast.errors import Interrupted, UserInputError
-from cxr_fast.explain.explainer import Explainer, cam_run_for, explain_files
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics
 from cxr_fast.outputs import writable_file
-from cxr_fast.run_folder import atomic_write_json
+from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 from cxr_fast.scoring.parquet_out import (
@@ -216,6 +215,9 @@ def _write_cams(
     run: Path, top: list[tuple[str, float]], cam_dir: Path, device: torch.device
 ) -> dict[str, str]:
     """Overlays for ``top`` (path, prob) into ``cam_dir``; path -> overlay file."""
+    # Imported here: the explain stage brings matplotlib, which a run without --cam-dir skips.
+    from cxr_fast.explain.explainer import Explainer, explain_files
+
     explainer = Explainer(run, device=str(device))
     outcomes = explain_files(explainer, [path for path, _ in top], cam_dir)
     return {o.source: str(o.out) for o in outcomes if o.out is not None}
