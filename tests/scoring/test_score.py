@@ -292,14 +292,6 @@ def test_cam_dir_finds_the_run_of_an_export_or_says_what_to_pass(
 
 def test_scoring_does_not_load_the_explain_stage():
     """A score run without --cam-dir imports neither explain/ nor matplotlib."""
-    import subprocess
-    import sys
+    from tests.loaded_modules import loaded_by
 
-    code = (
-        "import sys, cxr_fast.scoring.score; "
-        "print(sorted(m for m in sys.modules if m.startswith(('cxr_fast.explain', 'matplotlib'))))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert loaded_by("cxr_fast.scoring.score", ("cxr_fast.explain", "matplotlib")) == []
