@@ -120,6 +120,7 @@ def run_evaluate(
         loader=loader,
         device=str(target),
         workers=workers,
+        on_error="collect",  # the pixels score sees, and every file accounted for
     )
     index, logits, _ = predict_logits(
         model,
@@ -128,7 +129,7 @@ def run_evaluate(
         progress,
     )
     # Files that went bad after the check are left out by the loader: count them too.
-    later = getattr(batches, "skipped", [])
+    later = batches.skipped
     skipped = [*(vars(b) for b in bad), *({"path": p, "reason": r} for p, r in later)]
     labels = np.array([records[i].label for i in index])
     probs = sigmoid(logits)

@@ -18,11 +18,14 @@ def predict_logits(
     precision: Precision,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(record index int64, logit float32, label int64) for every sample, in batch order."""
+    """(record index int64, logit float32, label int64) for every sample, in batch order
+    (a collecting loader's files that did not decode have none)."""
     model.eval()
     indices, logits, labels = [], [], []
     with torch.inference_mode():
         for batch in batches:
+            if batch.x is None:
+                continue
             with precision.autocast():
                 out = model(batch.x)
             logits.append(out.float().reshape(-1).cpu())

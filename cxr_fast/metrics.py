@@ -48,7 +48,7 @@ _SCALAR_KEYS = (
 )
 
 
-def _check_inputs(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate labels/probs and return them as (int64 labels, float64 probs) 1-D arrays."""
     y = np.asarray(labels)
     p = np.asarray(probs, dtype=np.float64)
@@ -80,7 +80,7 @@ def _roc_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _checked_classes(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
-    y, p = _check_inputs(labels, probs)
+    y, p = check_inputs(labels, probs)
     if y.sum() == 0 or y.sum() == y.size:
         raise ValueError("choose_threshold needs both classes in labels, got only one")
     return y, p
@@ -237,7 +237,7 @@ def _bootstrap(
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """ROC-AUC alone (None with one class): what training reads every epoch."""
-    y, p = _check_inputs(labels, probs)
+    y, p = check_inputs(labels, probs)
     return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else None
 
 
@@ -257,7 +257,7 @@ def binary_metrics(
     ``bootstrap=0``), class_names. With one class in labels, roc_auc, pr_auc and their CIs are
     None, as are recall/sensitivity (no positives) or specificity (no negatives).
     """
-    y, p = _check_inputs(labels, probs)
+    y, p = check_inputs(labels, probs)
     threshold = float(threshold)
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")

@@ -23,7 +23,7 @@ from sklearn.metrics import (
 )
 
 from cxr_fast.labels import CLASS_NAMES
-from cxr_fast.metrics import _check_inputs
+from cxr_fast.metrics import check_inputs
 
 PLOT_FILES = {
     "confusion_matrix": "confusion_matrix.png",
@@ -187,7 +187,7 @@ def save_plots(
     Names and files are those of PLOT_FILES. With one class in labels, ROC and PR are
     undefined and skipped: only the confusion matrix and calibration plots are written.
     """
-    y, p = _check_inputs(labels, probs)
+    y, p = check_inputs(labels, probs)
     threshold = float(threshold)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -187,3 +187,56 @@ def load_run(
         model = TestTimeAugment(model)  # opt-in: three views per image, three times the cost
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     return model, info
+
+
+def needs_run_folder(ref: Path, hint: str = "") -> UserInputError:
+    """The error for Grad-CAM asked of an exported file (exports keep no gradients)."""
+    return UserInputError(
+        f"{ref} is an exported file: TorchScript, pt2 and TensorRT exports keep no gradients, so "
+        "Grad-CAM needs the run folder the export came from (the folder holding model.pt)" + hint
+    )
+
+
+def run_folder_for(model_ref: Path) -> Path:
+    """The run folder behind ``model_ref``: itself, or for an export written to its default
+    place (RUN/export/FILE) that run, when its model.pt is the export's source."""
+    if model_ref.is_dir():
+        return model_ref
+    from cxr_fast.export.sidecar import read_sidecar
+
+    candidate = model_ref.resolve().parent.parent
+    source = read_sidecar(model_ref)["source_sha256"]
+    if (candidate / MODEL_FILE).is_file() and sha256(candidate / MODEL_FILE) == source:
+        return candidate
+    raise needs_run_folder(model_ref)
+
+
+def cam_run_for(model_ref: Path, cam_run: Path | None) -> Path:
+    """The run folder for ``score --cam-dir``: ``cam_run`` when given, but only when its
+    ``model.pt`` is the very checkpoint ``model_ref`` is (a run folder) or was exported from (the
+    sidecar's ``source_sha256``), so the overlays always explain the model that scored the rows;
+    else :func:`run_folder_for`."""
+    from cxr_fast.export.sidecar import read_sidecar
+
+    if cam_run is None:
+        if model_ref.is_dir():
+            return model_ref
+        try:
+            return run_folder_for(model_ref)
+        except UserInputError:
+            raise needs_run_folder(
+                model_ref, ": pass it with --cam-run RUN, or drop --cam-dir"
+            ) from None
+    if not (Path(cam_run) / MODEL_FILE).is_file():
+        raise NotFoundError(f"--cam-run {cam_run} is not a trained run: {MODEL_FILE} is missing")
+    if model_ref.is_dir():
+        want, what = sha256(model_ref / MODEL_FILE), f"--model {model_ref}"
+    else:
+        want, what = read_sidecar(model_ref)["source_sha256"], f"the source of {model_ref}"
+    got = sha256(Path(cam_run) / MODEL_FILE)
+    if got != want:
+        raise UserInputError(
+            f"--cam-run {cam_run} is not the model that scores: its model.pt has checksum "
+            f"{got[:12]}…, {what} has {want[:12]}…; pass the run the export was made from"
+        )
+    return Path(cam_run)

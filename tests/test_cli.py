@@ -100,14 +100,7 @@ def test_check_exits_1_on_unreadable_files(tmp_path, kaggle_dir):
 
 def test_help_does_not_load_pytorch():
     """`cxr-fast --help` answers at once: the CLI module imports no torch, DALI or Flask."""
-    import subprocess
-    import sys
+    from tests.loaded_modules import loaded_by
 
-    code = (
-        "import sys, cxr_fast.cli; "
-        "print(sorted({'torch', 'nvidia.dali', 'flask', 'torchvision'} & set(sys.modules)))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    heavy = {"torch", "nvidia.dali", "flask", "torchvision"}
+    assert heavy.isdisjoint(loaded_by("cxr_fast.cli", tuple(heavy)))

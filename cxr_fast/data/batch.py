@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -13,11 +14,28 @@ from cxr_fast.contract import PER_IMAGE_EPSILON, PreprocessContract
 
 class Batch(NamedTuple):
     """``x`` [N,1,H,W] channels_last floats, ``y`` [N] int64 labels (-1 unknown), ``index`` [N]
-    int64 positions in the record list the loader was built from."""
+    int64 positions in the record list the loader was built from.
 
-    x: torch.Tensor
+    A collecting loader (``make_loader(..., on_error="collect")``) accounts for every file it
+    was given: ``sizes`` holds each decoded image's original (width, height); ``errors``
+    (position, reason) the files that could not be decoded, ``skipped`` (position, reason)
+    those deliberately not decoded (DICOM objects that are not images, ``skip_views``), and
+    ``info`` position -> extra columns (DICOM identifiers, decoder warnings) of any of them.
+    ``x`` is None when no file of the batch decoded.
+    """
+
+    x: torch.Tensor | None
     y: torch.Tensor
     index: torch.Tensor
+    sizes: Sequence[tuple[int, int]] | None = None
+    errors: Sequence[tuple[int, str]] = ()
+    skipped: Sequence[tuple[int, str]] = ()
+    info: Mapping[int, dict] = MappingProxyType({})
+
+    @property
+    def files(self) -> int:
+        """How many files the batch accounts for: decoded, failed and skipped."""
+        return len(self.index) + len(self.errors) + len(self.skipped)
 
 
 def labels_tensor(labels: list[int | None]) -> torch.Tensor:

@@ -27,7 +27,6 @@ try:
 except ImportError:  # pragma: no cover - exercised only on hosts without DALI
     fn = None
 
-DALI_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
 _READER = "reader"
 
 

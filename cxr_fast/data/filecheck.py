@@ -19,6 +19,8 @@ _KINDS = (
     (stat.S_ISBLK, "a block device"),
 )
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_HEAD_BYTES = 26  # a PNG's signature and IHDR bit depth and colour type
 # PNG colour types DALI decodes to the same grey pixels as PIL at bit depth 8: grey and RGB.
 # Palette (3), grey + alpha (4) and RGBA (6) images, and every other bit depth, go to PIL.
 _DALI_SAFE_PNG_COLOUR_TYPES = frozenset({0, 2})
@@ -40,20 +42,44 @@ def special_file_reason(path: str | os.PathLike[str]) -> str | None:
     return f"not a regular file ({kind})"
 
 
-def png_header(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG's IHDR chunk, or None when ``path`` is not a
-    readable regular PNG file (the first 26 bytes are all it reads)."""
+def _head(path: str | os.PathLike[str]) -> bytes:
+    """The first :data:`_HEAD_BYTES` bytes of a regular file; b"" when it cannot be read."""
     if special_file_reason(path) is not None:
-        return None
+        return b""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(26)
+            return handle.read(_HEAD_BYTES)
     except OSError:
-        return None
+        return b""
+
+
+def _png_ihdr(head: bytes) -> tuple[int, int] | None:
     if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return None
     depth, colour = struct.unpack(">BB", head[24:26])
     return depth, colour
+
+
+def png_header(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or None when ``path`` is not a
+    readable regular PNG file (the first 26 bytes are all it reads)."""
+    return _png_ihdr(_head(path))
+
+
+def dali_decodes(path: str | os.PathLike[str]) -> bool:
+    """True when the file's header (not its name) says DALI decodes it to PIL's pixels: a
+    JPEG, or an 8-bit grey or RGB PNG (see :func:`png_needs_pil`). DICOM, other PNGs and
+    anything unreadable are False."""
+    head = _head(path)
+    if head.startswith(_JPEG_SIGNATURE):
+        return True
+    header = _png_ihdr(head)
+    return header is not None and _dali_safe(header)
+
+
+def _dali_safe(header: tuple[int, int]) -> bool:
+    depth, colour = header
+    return depth == 8 and colour in _DALI_SAFE_PNG_COLOUR_TYPES
 
 
 def png_needs_pil(path: str | os.PathLike[str]) -> bool:
@@ -62,7 +88,4 @@ def png_needs_pil(path: str | os.PathLike[str]) -> bool:
     black), 1/2/4-bit, palette, or with alpha. One intensity rule for every loader means these
     always take the PIL path."""
     header = png_header(path)
-    if header is None:
-        return False
-    depth, colour = header
-    return depth != 8 or colour not in _DALI_SAFE_PNG_COLOUR_TYPES
+    return header is not None and not _dali_safe(header)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -10,12 +9,16 @@ import torch
 from cxr_fast.choices import LOADERS
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment
-from cxr_fast.data.dali_pipeline import DALI_EXTENSIONS, DaliLoader, dali_available
+from cxr_fast.data.collecting_loader import CollectingLoader
+from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import Record
-from cxr_fast.data.filecheck import png_needs_pil
+from cxr_fast.data.filecheck import dali_decodes
+from cxr_fast.data.shard import shard_range
 from cxr_fast.data.torch_loader import TorchLoader
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
+
+ON_ERROR = ("skip", "collect")
 
 # Chosen by measurement (`make bench`, docs/benchmarks.md): on a CPU host the PIL path with JPEG
 # draft decoding beats DALI-CPU on full-resolution films, because DALI decodes every pixel.
@@ -23,21 +26,15 @@ DEFAULT_CPU_LOADER = "torch"
 
 
 def dali_can_read(records: Sequence[Record]) -> bool:
-    """True when DALI decodes every record to the same pixels as PIL: not DICOM, and no PNG
-    that is 16-bit, palette or with alpha (one intensity rule for every loader; see
-    :func:`cxr_fast.data.filecheck.png_needs_pil`)."""
+    """True when DALI decodes every record to the same pixels as PIL, by each file's header
+    (not its name): JPEG, or PNG that is not 16-bit, palette or with alpha (one intensity rule
+    for every loader; see :func:`cxr_fast.data.filecheck.dali_decodes`)."""
     return _first_unreadable(records) is None
 
 
 def _first_unreadable(records: Sequence[Record]) -> str | None:
     """The first record DALI should not decode, or None."""
-    for record in records:
-        extension = os.path.splitext(record.path)[1].lower()
-        if extension not in DALI_EXTENSIONS:
-            return record.path
-        if extension == ".png" and png_needs_pil(record.path):
-            return record.path
-    return None
+    return next((r.path for r in records if not dali_decodes(r.path)), None)
 
 
 def resolve_loader(loader: str, device: torch.device, records: Sequence[Record]) -> str:
@@ -74,19 +71,49 @@ def make_loader(
     num_shards: int = 1,
     workers: int = 2,
     seed: int = 0,
-) -> DaliLoader | TorchLoader:
+    on_error: str = "skip",
+    positions: Sequence[int] | None = None,
+    skip_views: Sequence[str] = (),
+) -> DaliLoader | TorchLoader | CollectingLoader:
     """Build the loader for ``records``: float32 batches ``x[N,1,S,S]`` channels_last on
-    ``device`` (autocast, not the loader, lowers precision).
+    ``device`` (autocast, not the loader, lowers precision), each a :class:`Batch`.
 
     Eval mode (``train=False``) keeps file order and the last partial batch; train mode shuffles,
     applies ``augment`` (None: no augmentation) and drops a last partial batch.
     ``workers`` is DALI's thread count or the DataLoader's worker processes.
+
+    ``on_error``: ``"skip"`` (training and the pre-flight-checked stages) leaves a file that
+    fails to decode out of its batch and lists it in the loader's ``skipped``. ``"collect"``
+    (eval mode only) accounts for every file in the batches themselves (``Batch.errors``,
+    ``skipped``, ``sizes``, ``info``), routes each file by its header (JPEGs to DALI, the rest
+    to PIL) and reads ``records[positions]`` (default: this shard's records), skipping DICOM
+    views in ``skip_views``: see :mod:`cxr_fast.data.collecting_loader`.
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_size < 1:
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
     if not records:
         raise UserInputError("no images to load")
     target = resolve_device(device)
+    if on_error == "collect":
+        if train:
+            raise ValueError("a collecting loader is for inference: train must be False")
+        if positions is None:
+            positions = list(shard_range(len(records), shard_id, num_shards))
+        # The collecting loader sends what DALI cannot read to PIL itself, so only the files
+        # DALI can take decide; none (an all-DICOM archive) does not refuse --loader dali.
+        readable = [records[p] for p in positions if dali_decodes(records[p].path)]
+        return CollectingLoader(
+            records,
+            positions,
+            contract,
+            backend=resolve_loader(loader, target, readable),
+            batch_size=batch_size,
+            workers=workers,
+            device=target,
+            skip_views=skip_views,
+        )
     common = dict(
         batch_size=batch_size,
         train=train,

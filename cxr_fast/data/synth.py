@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -76,14 +77,21 @@ def _rotated(
     return du * c + dv * s, -du * s + dv * c
 
 
-def _render_lowres(
-    shape: tuple[int, int], rng: np.random.Generator, disease_rng: np.random.Generator | None
-) -> np.ndarray:
-    """Float32 image in roughly [0, 1] of the given (height, width); opacities if disease_rng.
+# Width of the soft edges of the body outline and mediastinum (in short-side units).
+_EDGE = 0.006
 
-    Coordinates (u right, v down) are in short-side units divided by the patient's scale, with
-    the origin near mid-chest, so all anatomy constants below are resolution independent.
-    """
+
+class _Torso(NamedTuple):
+    body: np.ndarray  # 1 inside the patient, 0 in the air around
+    tissue: np.ndarray  # soft-tissue brightness
+    half_width: np.ndarray  # the torso's half width at each row
+    shoulder_v: float
+    torso_hw: float
+
+
+def _coordinates(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(u right [1,W], v down [H,1]) in short-side units divided by the patient's scale, with
+    the origin near mid-chest, so all anatomy constants are resolution independent."""
     h, w = shape
     m = float(min(h, w))
     scale = rng.uniform(0.92, 1.1)
@@ -91,24 +99,29 @@ def _render_lowres(
     v = ((np.arange(h, dtype=np.float32) + 0.5 - h / 2) / m)[:, None]
     u = (u - rng.uniform(-0.04, 0.04)) / scale
     v = (v - rng.uniform(-0.05, 0.05)) / scale
-    au = np.abs(u)
-    edge = 0.006
+    return u, v
 
-    # Torso: a narrow neck widening into the shoulders, slightly wider towards the abdomen.
+
+def _torso(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> _Torso:
+    """A narrow neck widening into the shoulders, slightly wider towards the abdomen."""
+    au = np.abs(u)
     shoulder_v = rng.uniform(-0.44, -0.36)
     torso_hw = rng.uniform(0.39, 0.45)
     half_width = 0.11 + (torso_hw - 0.11) * _sigmoid((v - shoulder_v) / 0.035) + 0.04 * v
-    body = _sigmoid((half_width - au) / edge)
+    body = _sigmoid((half_width - au) / _EDGE)
     if rng.random() < 0.5:
         # Arms hanging beside the chest, separated from it by a thin gap of air.
         arm_c = torso_hw + rng.uniform(0.08, 0.11)
-        arm = _sigmoid((0.055 - np.abs(au - arm_c)) / edge) * _sigmoid((v - shoulder_v) / 0.03)
+        arm = _sigmoid((0.055 - np.abs(au - arm_c)) / _EDGE) * _sigmoid((v - shoulder_v) / 0.03)
         body = np.maximum(body, 0.8 * arm)
     # Soft tissue looks brighter where the beam crosses more of it (centre) than at the flanks.
     tissue = body * (0.5 + 0.12 * np.clip(1.0 - (u / (torso_hw + 0.05)) ** 2, 0.0, 1.0))
+    return _Torso(body, tissue, half_width, shoulder_v, torso_hw)
 
-    # Heart: a tilted ellipse bulging to the image's right (the patient's left), aortic knob,
-    # and the mediastinum as a band that widens towards the heart.
+
+def _heart(u: np.ndarray, v: np.ndarray, shoulder_v: float, rng: np.random.Generator) -> np.ndarray:
+    """Heart, aortic knob and mediastinum: a tilted ellipse bulging to the image's right (the
+    patient's left), and a band that widens towards the heart."""
     ru, rv = _rotated(
         u, v, rng.uniform(0.04, 0.08), rng.uniform(0.15, 0.2), rng.uniform(-0.5, -0.2)
     )
@@ -118,15 +131,20 @@ def _render_lowres(
     knob = _sigmoid((1.0 - ((u - 0.06) ** 2 + (v + 0.12) ** 2) / 0.032**2) / 0.4)
     mediastinum_hw = 0.05 + 0.025 * _sigmoid((v + 0.05) / 0.05)
     mediastinum = (
-        _sigmoid((mediastinum_hw - np.abs(u - 0.01)) / edge)
+        _sigmoid((mediastinum_hw - np.abs(u - 0.01)) / _EDGE)
         * _sigmoid((0.35 - v) / 0.03)
         * _sigmoid((v - shoulder_v - 0.05) / 0.04)
     )
-    central = np.maximum(np.maximum(heart, knob), mediastinum)
+    return np.maximum(np.maximum(heart, knob), mediastinum)
 
-    # Lungs: ellipses widening towards the base, cut from below by the diaphragm domes.
-    lungs = np.zeros((h, w), dtype=np.float32)
-    warp = 0.12 * _smooth_noise(rng, (h, w), 4)
+
+def _lungs(
+    u: np.ndarray, v: np.ndarray, shape: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[float, float, float, float]], float, list[np.ndarray]]:
+    """(lungs, each lung's (centre u, centre v, half axes), the lower dome, the diaphragms):
+    ellipses widening towards the base, cut from below by the diaphragm domes."""
+    lungs = np.zeros(shape, dtype=np.float32)
+    warp = 0.12 * _smooth_noise(rng, shape, 4)
     lung_geom: list[tuple[float, float, float, float]] = []
     dome_low = -1.0
     diaphragms = []
@@ -145,35 +163,45 @@ def _render_lowres(
         lung_geom.append((lc_u, lc_v, la, lb))
         dome_low = max(dome_low, dome)
         diaphragms.append(diaphragm)
-    lungs *= body * (1.0 - central)
-    # Below the diaphragm the abdomen is as dense as the heart, so the two merge.
-    abdomen = _sigmoid((v - np.minimum(diaphragms[0], diaphragms[1])) / 0.012)
-    dense = np.maximum(central, abdomen) * body
-    top = min(g[1] - g[3] for g in lung_geom)
-    # Bases are denser (more overlying soft tissue); vessels fan out from the hila.
+    return lungs, lung_geom, dome_low, diaphragms
+
+
+def _lung_air(
+    u: np.ndarray, v: np.ndarray, lungs: np.ndarray, top: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Air in the lungs: bases are denser (more overlying soft tissue); vessels fan out from
+    the hila."""
+    shape = lungs.shape
     depth = rng.uniform(0.3, 0.38) * (1.0 - 0.25 * np.clip((v - top) / 0.6, 0.0, 1.0))
-    hilum = np.exp(-((au - 0.13) ** 2 + (v + 0.02) ** 2) / 0.03)
-    markings = _smooth_noise(rng, (h, w), 28) * (0.012 + 0.03 * hilum) - 0.05 * hilum
-    air = lungs * (depth + markings)
+    hilum = np.exp(-((np.abs(u) - 0.13) ** 2 + (v + 0.02) ** 2) / 0.03)
+    markings = _smooth_noise(rng, shape, 28) * (0.012 + 0.03 * hilum) - 0.05 * hilum
+    return lungs * (depth + markings)
 
-    # Trachea: an air column down the neck to the carina.
-    trachea = 0.1 * _sigmoid((0.02 - np.abs(u - 0.005)) / 0.006) * _sigmoid((-0.1 - v) / 0.02)
 
-    # Spine with vertebral bodies, seen faintly through the mediastinum.
-    period = rng.uniform(0.055, 0.07)
-    vertebrae = 0.75 + 0.25 * np.cos(np.pi * v / period) ** 2
-    spine = 0.06 * _sigmoid((0.035 - np.abs(u - 0.005)) / 0.008) * vertebrae * body
-
-    # Clavicles: gently S-shaped bars from the sternal notch to the shoulders.
-    clav_v0 = shoulder_v + rng.uniform(0.07, 0.1)
+def _clavicles(u: np.ndarray, v: np.ndarray, torso: _Torso, rng: np.random.Generator) -> np.ndarray:
+    """Gently S-shaped bars from the sternal notch to the shoulders."""
+    au = np.abs(u)
+    clav_v0 = torso.shoulder_v + rng.uniform(0.07, 0.1)
     d = np.clip(au - 0.03, 0.0, None)
     clav_center = clav_v0 - 0.25 * d + 0.35 * d**2
-    clav_mask = _sigmoid((torso_hw - 0.08 - au) / 0.01) * _sigmoid((au - 0.03) / 0.005)
-    clavicles = 0.12 * _band((v - clav_center) / 0.016) * clav_mask
+    clav_mask = _sigmoid((torso.torso_hw - 0.08 - au) / 0.01) * _sigmoid((au - 0.03) / 0.005)
+    return 0.12 * _band((v - clav_center) / 0.016) * clav_mask
 
-    # Ribs: posterior arcs (rising from the spine then sweeping down laterally) and fainter
-    # anterior arcs sloping down towards the midline, all stopping at the chest wall, fading
-    # below the diaphragm and behind the heart.
+
+def _ribs(
+    u: np.ndarray,
+    v: np.ndarray,
+    half_width: np.ndarray,
+    top: float,
+    dome_low: float,
+    behind: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Posterior arcs (rising from the spine then sweeping down laterally) and fainter
+    anterior arcs sloping down towards the midline, all stopping at the chest wall, fading
+    below the diaphragm and behind the heart (``behind``: central, abdomen)."""
+    au = np.abs(u)
+    d = np.clip(au - 0.03, 0.0, None)
     n_ribs = int(rng.integers(9, 12))
     spacing = rng.uniform(0.055, 0.068)
     curve = rng.uniform(1.6, 2.2)
@@ -181,28 +209,60 @@ def _render_lowres(
     post_profile = -0.45 * d + curve * d**2
     ant_profile = rng.uniform(0.4, 0.55) * (0.42 - d)
     ant_fade = np.clip((au - 0.1) / 0.15, 0.0, 1.0)
-    ribs = np.zeros((h, w), dtype=np.float32)
+    ribs = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=np.float32)
     for i in range(n_ribs):
         v0 = top - 0.02 + i * spacing + rng.normal(0.0, 0.004)
         post = _band((v - v0 - post_profile) / thickness)
         ant = _band((v - v0 + 0.06 - ant_profile) / (0.8 * thickness))
         ribs = np.maximum(ribs, np.maximum(post, 0.5 * ant * ant_fade))
+    central, abdomen = behind
     inside = _sigmoid((half_width - 0.015 - au) / 0.01) * _sigmoid((au - 0.03) / 0.005)
     ribs *= inside * _sigmoid((dome_low + 0.15 - v) / 0.03) * (1.0 - 0.6 * central - 0.3 * abdomen)
-    ribs *= rng.uniform(0.07, 0.11)
+    return ribs * rng.uniform(0.07, 0.11)
 
-    img = tissue + 0.2 * dense + spine + clavicles + ribs - air - trachea
 
-    if disease_rng is not None:
-        img += _opacities(disease_rng, (h, w), u, v, lungs, lung_geom)
-
-    # Exposure: brightness, contrast and gamma vary between machines and technicians.
+def _expose(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast and gamma vary between machines and technicians."""
+    h, w = img.shape
     x = (np.arange(w, dtype=np.float32) - w / 2) / (w / 2)
     y = (np.arange(h, dtype=np.float32) - h / 2) / (h / 2)
     img *= 1.0 - rng.uniform(0.05, 0.2) * (x[None, :] ** 2 + y[:, None] ** 2)
     img = np.clip(img + rng.uniform(0.0, 0.06), 0.0, 1.0) ** rng.uniform(0.8, 1.25)
     img = rng.uniform(0.85, 1.1) * img + 0.01 * rng.standard_normal((h, w), dtype=np.float32)
     return img.astype(np.float32)
+
+
+def _render_lowres(
+    shape: tuple[int, int], rng: np.random.Generator, disease_rng: np.random.Generator | None
+) -> np.ndarray:
+    """Float32 image in roughly [0, 1] of the given (height, width); opacities if disease_rng.
+
+    Each anatomical part has its function; they draw from ``rng`` in a fixed order, so a seed
+    gives the same film.
+    """
+    u, v = _coordinates(shape, rng)
+    torso = _torso(u, v, rng)
+    body = torso.body
+    central = _heart(u, v, torso.shoulder_v, rng)
+    lungs, lung_geom, dome_low, diaphragms = _lungs(u, v, shape, rng)
+    lungs *= body * (1.0 - central)
+    # Below the diaphragm the abdomen is as dense as the heart, so the two merge.
+    abdomen = _sigmoid((v - np.minimum(diaphragms[0], diaphragms[1])) / 0.012)
+    dense = np.maximum(central, abdomen) * body
+    top = min(g[1] - g[3] for g in lung_geom)
+    air = _lung_air(u, v, lungs, top, rng)
+    # Trachea: an air column down the neck to the carina.
+    trachea = 0.1 * _sigmoid((0.02 - np.abs(u - 0.005)) / 0.006) * _sigmoid((-0.1 - v) / 0.02)
+    # Spine with vertebral bodies, seen faintly through the mediastinum.
+    period = rng.uniform(0.055, 0.07)
+    vertebrae = 0.75 + 0.25 * np.cos(np.pi * v / period) ** 2
+    spine = 0.06 * _sigmoid((0.035 - np.abs(u - 0.005)) / 0.008) * vertebrae * body
+    clavicles = _clavicles(u, v, torso, rng)
+    ribs = _ribs(u, v, torso.half_width, top, dome_low, (central, abdomen), rng)
+    img = torso.tissue + 0.2 * dense + spine + clavicles + ribs - air - trachea
+    if disease_rng is not None:
+        img += _opacities(disease_rng, shape, u, v, lungs, lung_geom)
+    return _expose(img, rng)
 
 
 def _opacities(

@@ -13,13 +13,12 @@ from PIL import Image
 from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import ImageReadError, display_gray, read_gray
 from cxr_fast.device import resolve_device
-from cxr_fast.errors import NotFoundError, UserInputError
 from cxr_fast.explain.gradcam import find_layer, grad_cam
 from cxr_fast.explain.overlay import blend, caption_lines, compose
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import verdict
 from cxr_fast.models.registry import default_cam_layer
-from cxr_fast.run_folder import MODEL_FILE, load_run
+from cxr_fast.run_folder import load_run, needs_run_folder
 
 # Longest side of the pictures for people (each of the two panels).
 DISPLAY_SIDE = 512
@@ -40,13 +39,6 @@ class Explanation:
     picture: Image.Image  # both side by side with the caption: what `explain` saves
 
 
-def _needs_run_folder(ref: Path, hint: str = "") -> UserInputError:
-    return UserInputError(
-        f"{ref} is an exported file: TorchScript, pt2 and TensorRT exports keep no gradients, so "
-        "Grad-CAM needs the run folder the export came from (the folder holding model.pt)" + hint
-    )
-
-
 class Explainer:
     """A run's eager model on a device, ready to explain images one batch at a time."""
 
@@ -58,7 +50,7 @@ class Explainer:
         method: str = "gradcam",
     ) -> None:
         if not run.is_dir():
-            raise _needs_run_folder(run)
+            raise needs_run_folder(run)
         self.device = resolve_device(device)
         self.model, self.info = load_run(run, self.device)
         self.layer = layer or default_cam_layer(self.info.arch)
@@ -146,50 +138,3 @@ def explain_files(
         if progress is not None:
             progress(1)
     return outcomes
-
-
-def run_folder_for(model_ref: Path) -> Path:
-    """The run folder behind ``model_ref``: itself, or for an export written to its default
-    place (RUN/export/FILE) that run, when its model.pt is the export's source."""
-    if model_ref.is_dir():
-        return model_ref
-    from cxr_fast.export.sidecar import read_sidecar
-    from cxr_fast.run_folder import sha256
-
-    candidate = model_ref.resolve().parent.parent
-    source = read_sidecar(model_ref)["source_sha256"]
-    if (candidate / MODEL_FILE).is_file() and sha256(candidate / MODEL_FILE) == source:
-        return candidate
-    raise _needs_run_folder(model_ref)
-
-
-def cam_run_for(model_ref: Path, cam_run: Path | None) -> Path:
-    """The run folder for ``score --cam-dir``: ``cam_run`` when given, but only when its
-    ``model.pt`` is the very checkpoint ``model_ref`` is (a run folder) or was exported from (the
-    sidecar's ``source_sha256``), so the overlays always explain the model that scored the rows;
-    else :func:`run_folder_for`."""
-    from cxr_fast.export.sidecar import read_sidecar
-    from cxr_fast.run_folder import sha256
-
-    if cam_run is None:
-        if model_ref.is_dir():
-            return model_ref
-        try:
-            return run_folder_for(model_ref)
-        except UserInputError:
-            raise _needs_run_folder(
-                model_ref, ": pass it with --cam-run RUN, or drop --cam-dir"
-            ) from None
-    if not (Path(cam_run) / MODEL_FILE).is_file():
-        raise NotFoundError(f"--cam-run {cam_run} is not a trained run: {MODEL_FILE} is missing")
-    if model_ref.is_dir():
-        want, what = sha256(model_ref / MODEL_FILE), f"--model {model_ref}"
-    else:
-        want, what = read_sidecar(model_ref)["source_sha256"], f"the source of {model_ref}"
-    got = sha256(Path(cam_run) / MODEL_FILE)
-    if got != want:
-        raise UserInputError(
-            f"--cam-run {cam_run} is not the model that scores: its model.pt has checksum "
-            f"{got[:12]}…, {what} has {want[:12]}…; pass the run the export was made from"
-        )
-    return Path(cam_run)

@@ -17,20 +17,20 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast.choices import CHUNK_SECONDS, SCORE_BATCH_SIZE
+from cxr_fast.data.batch import Batch
+from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import discover, require_images
-from cxr_fast.data.loaders import dali_can_read, resolve_loader
+from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
 from cxr_fast.errors import Interrupted, UserInputError
-from cxr_fast.explain.explainer import Explainer, cam_run_for, explain_files
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics
 from cxr_fast.outputs import writable_file
-from cxr_fast.run_folder import atomic_write_json
+from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
-from cxr_fast.scoring.loader import LoaderUse, ScoreBatch, dali_batches, pil_batches
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 from cxr_fast.scoring.parquet_out import (
     ROWS_PER_CHUNK,
@@ -174,12 +174,13 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _rows(batch: ScoreBatch, records, model: ScoringModel) -> list[dict]:
+def _rows(batch: Batch, records, model: ScoringModel) -> list[dict]:
     rows = []
     threshold = model.threshold
     if batch.x is not None:
         probs = sigmoid(model.logits(batch.x).cpu().numpy())
-        for position, prob, (width, height) in zip(batch.index, probs, batch.sizes, strict=True):
+        index = batch.index.tolist()
+        for position, prob, (width, height) in zip(index, probs, batch.sizes, strict=True):
             label = records[position].label
             rows.append(
                 {
@@ -215,6 +216,9 @@ def _write_cams(
     run: Path, top: list[tuple[str, float]], cam_dir: Path, device: torch.device
 ) -> dict[str, str]:
     """Overlays for ``top`` (path, prob) into ``cam_dir``; path -> overlay file."""
+    # Imported here: the explain stage brings matplotlib, which a run without --cam-dir skips.
+    from cxr_fast.explain.explainer import Explainer, explain_files
+
     explainer = Explainer(run, device=str(device))
     outcomes = explain_files(explainer, [path for path, _ in top], cam_dir)
     return {o.source: str(o.out) for o in outcomes if o.out is not None}
@@ -292,15 +296,85 @@ def _finish_job(out: Path, ctx: DistContext, files: int, model: ScoringModel) ->
     return metrics_file
 
 
-def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
+def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> ChunkedParquetWriter:
+    """The Parquet writer for ``out``, its file metadata naming model, contract and archive."""
+    metadata = {
+        "cxr_fast_model_id": model.model_id,
+        "cxr_fast_model_sha256": model.checksum,
+        "cxr_fast_contract": model.contract.to_dict(),
+        "cxr_fast_threshold": model.threshold,
+        "cxr_fast_threshold_source": model.threshold_source,
+        "cxr_fast_backend": model.backend,
+        "cxr_fast_precision": model.precision,
+        "cxr_fast_archive": str(config.archive.resolve()),
+        "cxr_fast_shard": list(config.shard) if config.shard else None,
+        "cxr_fast_versions": versions(SCORING_PACKAGES),
+        "cxr_fast_created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return ChunkedParquetWriter(
+        out,
+        metadata_json(metadata),
+        rows_per_chunk=config.rows_per_chunk,
+        chunk_seconds=config.chunk_seconds,
+    )
+
+
+def _batch_source(
+    config: ScoreConfig, records, todo: list[int], model: ScoringModel, device: torch.device
+) -> CollectingLoader:
+    """The collecting loader over the files still to score, with the model's contract."""
+    return make_loader(
+        records,
+        model.contract,
+        batch_size=batch_size_for(config, device),
+        loader=config.loader,
+        device=str(device),
+        workers=config.workers,
+        on_error="collect",
+        positions=todo,
+        skip_views=config.skip_views,
+    )
+
+
+def _score_batches(
+    batches: CollectingLoader,
+    records,
+    model: ScoringModel,
+    writer: ChunkedParquetWriter,
+    progress: Callable[[int], None] | None,
+    interrupted: Callable[[int], str],
+) -> float:
+    """Rows for every batch into ``writer``; the seconds it took. On Ctrl-C the rows so far
+    are flushed for --resume and :class:`Interrupted` says ``interrupted(rows kept)``."""
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    try:
+        for batch in batches:
+            for row in _rows(batch, records, model):
+                writer.add(row)
+            if progress is not None:
+                progress(batch.files)
+    except KeyboardInterrupt:
+        writer.flush()  # every row scored so far is kept for --resume
+        raise Interrupted(interrupted(len(writer.done_paths()))) from None
+    return time.perf_counter() - started
+
+
+def _coordinate(
+    config: ScoreConfig, device: torch.device
+) -> tuple[DistContext, bool, torch.device]:
+    """(context, whether this run is one rank of a torchrun job, the device to score on).
+    Launched by torchrun with the environment's slice, the ranks finish together (_SUCCESS)."""
     ctx = context_from_env()
-    # Launched by torchrun with the environment's slice: the ranks finish together (_SUCCESS).
     coordinated = ctx.enabled and config.shard == (ctx.rank, ctx.world_size)
     if coordinated:
         device = use_device(ctx, device)  # this rank's GPU, current (TensorRT binds to it)
         start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
+    return ctx, coordinated, device
+
+
+def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
+    started = time.perf_counter()
+    ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
     model = load_scoring_model(config.model, config.backend, device, config.tta)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
     cam_run = cam_run_for(config.model, config.cam_run) if config.cam_dir else None
@@ -318,79 +392,29 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         (config.out / SUCCESS_FILE).unlink(missing_ok=True)
         (config.out / JOB_METRICS).unlink(missing_ok=True)
 
-    writer = ChunkedParquetWriter(
-        out,
-        metadata_json(
-            {
-                "cxr_fast_model_id": model.model_id,
-                "cxr_fast_model_sha256": model.checksum,
-                "cxr_fast_contract": model.contract.to_dict(),
-                "cxr_fast_threshold": model.threshold,
-                "cxr_fast_threshold_source": model.threshold_source,
-                "cxr_fast_backend": model.backend,
-                "cxr_fast_precision": model.precision,
-                "cxr_fast_archive": str(config.archive.resolve()),
-                "cxr_fast_shard": list(config.shard) if config.shard else None,
-                "cxr_fast_versions": versions(SCORING_PACKAGES),
-                "cxr_fast_created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-        ),
-        rows_per_chunk=config.rows_per_chunk,
-        chunk_seconds=config.chunk_seconds,
-    )
+    writer = _open_writer(config, model, out)
     if not resuming:
         identity.record(writer.staging, made_with)
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in positions if records[p].path not in done]
-    # The scoring DALI path sends what DALI cannot read to PIL itself (and DICOMs it can decode
-    # to DALI as frames), so only the files DALI can take decide; none (an all-DICOM archive)
-    # does not refuse --loader dali.
-    dali_readable = [r for r in (records[p] for p in todo) if dali_can_read([r])]
-    loader = resolve_loader(config.loader, device, dali_readable)
-    batch_size = batch_size_for(config, device)
-    use = LoaderUse(loader)
-    if loader == "dali":
-        batches = dali_batches(
-            records,
-            todo,
-            model.contract,
-            batch_size=batch_size,
-            workers=config.workers,
-            device="gpu" if device.type == "cuda" else "cpu",
-            device_id=device.index or 0,
-            use=use,
-            skip_views=config.skip_views,
-        )
-    else:
-        batches = pil_batches(
-            records,
-            todo,
-            model.contract,
-            batch_size=batch_size,
-            workers=config.workers,
-            skip_views=config.skip_views,
-        )
-    threads = model_threads(config, device, model, [records[p].path for p in todo])
-    torch.set_num_threads(threads)
-    score_started = time.perf_counter()
-    try:
-        for batch in batches:
-            for row in _rows(batch, records, model):
-                writer.add(row)
-            if progress is not None:
-                progress(len(batch))
-    except KeyboardInterrupt:
-        writer.flush()  # every row scored so far is kept for --resume
-        kept = len(writer.done_paths())
-        raise Interrupted(
+    batches = _batch_source(config, records, todo, model, device)
+    torch.set_num_threads(model_threads(config, device, model, [records[p].path for p in todo]))
+    scoring_seconds = _score_batches(
+        batches,
+        records,
+        model,
+        writer,
+        progress,
+        lambda kept: (
             f"{kept:,} of {len(positions):,} rows kept in {writer.staging}; "
             f"continue with: {resume_command(config)}"
-        ) from None
-    scoring_seconds = time.perf_counter() - score_started
+        ),
+    )
     cam_paths = None
     if cam_run is not None and config.cam_dir is not None:
         cam_paths = _write_cams(cam_run, writer.top_k(config.cam_top), config.cam_dir, device)
     # The loader that decoded this run's images (not the one asked for), and why it changed.
+    use = batches.use
     writer.set_metadata("cxr_fast_loader", use.name)
     writer.set_metadata("cxr_fast_loader_fallback", use.fallback)
     writer.finish(cam_paths)

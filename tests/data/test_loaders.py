@@ -1,15 +1,18 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import Record, discover
-from cxr_fast.data.loaders import DEFAULT_CPU_LOADER, make_loader, resolve_loader
+from cxr_fast.data.loaders import DEFAULT_CPU_LOADER, dali_can_read, make_loader, resolve_loader
 from cxr_fast.data.torch_loader import TorchLoader
 
 CPU = torch.device("cpu")
-JPEG = [Record("/a/x.jpeg", 0, "train", "x")]
-DICOM = [*JPEG, Record("/a/y.dcm", None, None, "y")]
+SAMPLES = Path(__file__).parent / "images" / "samples"
+JPEG = [Record(str(SAMPLES / "16747_3_1.jpg"), 0, "train", "x")]
+DICOM = [*JPEG, Record(str(SAMPLES / "siim_sample.dcm"), None, None, "y")]
 
 
 def test_auto_picks_the_measured_cpu_default_and_torch_for_dicom():
@@ -27,6 +30,17 @@ def test_explicit_choices_and_their_errors():
         resolve_loader("dali", CPU, DICOM)
     with pytest.raises(ValueError, match="loader"):
         resolve_loader("opencv", CPU, JPEG)
+
+
+def test_files_go_to_dali_by_their_header_not_their_name(tmp_path):
+    """A DICOM named .jpg is not DALI's; a JPEG named .png is."""
+    dicom_as_jpeg = tmp_path / "film.jpg"
+    dicom_as_jpeg.write_bytes((SAMPLES / "siim_sample.dcm").read_bytes())
+    jpeg_as_png = tmp_path / "film.png"
+    jpeg_as_png.write_bytes((SAMPLES / "16747_3_1.jpg").read_bytes())
+    assert not dali_can_read([Record(str(dicom_as_jpeg), None, None, "a")])
+    assert dali_can_read([Record(str(jpeg_as_png), None, None, "b")])
+    assert not dali_can_read([Record(str(tmp_path / "missing.jpeg"), None, None, "c")])
 
 
 def test_make_loader_builds_each_backend(kaggle_dir):
@@ -103,3 +117,24 @@ def test_dali_and_pil_agree_on_the_pngs_dali_still_takes(tmp_path, samples_dir):
         pil = next(iter(make_loader(records, contract, batch_size=1, loader="torch"))).x
         dali = next(iter(make_loader(records, contract, batch_size=1, loader="dali"))).x
         assert float((pil - dali).abs().mean()) < 0.01, mode
+
+
+def test_a_collecting_loader_accounts_for_every_file_with_the_same_pixels(kaggle_dir, tmp_path):
+    """on_error="collect" (score, evaluate) names the file that failed beside the batch and
+    gives the other files the pixels the training loader gives them."""
+    import shutil
+
+    for path in sorted((kaggle_dir / "train" / "NORMAL").glob("*.jpeg"))[:5]:
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "broken.jpeg").write_text("not an image\n")
+    records = discover(tmp_path)
+    contract = PreprocessContract(image_size=32)
+    common = dict(batch_size=4, loader="torch", device="cpu", workers=0)
+    collected = list(make_loader(records, contract, on_error="collect", **common))
+    assert sum(b.files for b in collected) == len(records) == 6
+    failed = [records[p].path for b in collected for p, _ in b.errors]
+    assert failed == [str(tmp_path / "broken.jpeg")]
+    assert all(len(b.sizes) == len(b.index) for b in collected)
+    good = [r for r in records if r.path not in failed]
+    expected = torch.cat([b.x for b in make_loader(good, contract, **common)])
+    assert torch.equal(torch.cat([b.x for b in collected if b.x is not None]), expected)

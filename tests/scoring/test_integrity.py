@@ -12,10 +12,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cxr_fast.data import collecting_loader
 from cxr_fast.data.dali_pipeline import dali_available
 from cxr_fast.data.discover import discover
 from cxr_fast.errors import ResumeMismatchError
-from cxr_fast.scoring import loader as scoring_loader
 from cxr_fast.scoring.parquet_out import staging_dir
 from cxr_fast.scoring.score import ScoreConfig, run_score
 from tests.bad_files import awkward_pngs, write_bad_files, write_special_files
@@ -212,7 +212,7 @@ def test_a_failing_dali_pipeline_switches_to_pil_once_and_says_so(
             built.append(1)
             raise RuntimeError("Critical error in pipeline:\nCUDA error: out of memory")
 
-    monkeypatch.setattr(scoring_loader, "DaliLoader", BrokenDali)
+    monkeypatch.setattr(collecting_loader, "DaliLoader", BrokenDali)
     out = tmp_path / "p.parquet"
     summary = run_score(
         ScoreConfig(

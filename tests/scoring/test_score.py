@@ -288,3 +288,10 @@ def test_cam_dir_finds_the_run_of_an_export_or_says_what_to_pass(
     run_score(
         ScoreConfig(model=elsewhere, out=tmp_path / "b.parquet", cam_run=trained_run, **common)
     )
+
+
+def test_scoring_does_not_load_the_explain_stage():
+    """A score run without --cam-dir imports neither explain/ nor matplotlib."""
+    from tests.loaded_modules import loaded_by
+
+    assert loaded_by("cxr_fast.scoring.score", ("cxr_fast.explain", "matplotlib")) == []

@@ -1,5 +1,5 @@
-"""File headers read in a thread pool: which files the DALI scoring path may take, and their
-original sizes, before the first GPU batch."""
+"""File headers read in a thread pool: which files the collecting loader's DALI path may take,
+and their original sizes, before the first GPU batch."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The DALI scoring path's header check: in a thread pool, in order, and routing to PIL what
-PIL alone would refuse, so DALI and PIL scoring give the same rows."""
+"""The collecting loader's header check: in a thread pool, in order, and routing to PIL what
+PIL alone would refuse, so its DALI and PIL paths give the same rows."""
 
 import shutil
 from pathlib import Path
@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.collecting_loader import dali_batches, pil_batches
 from cxr_fast.data.dali_pipeline import dali_available
 from cxr_fast.data.discover import discover
-from cxr_fast.scoring.headers import header_size, read_headers
-from cxr_fast.scoring.loader import dali_batches, pil_batches
+from cxr_fast.data.headers import header_size, read_headers
 
 
 def _archive(kaggle_dir: Path, root: Path) -> Path:
@@ -34,7 +34,7 @@ def test_headers_in_a_pool_are_the_sequential_ones_in_order(kaggle_dir, tmp_path
 def _rows(batches) -> dict[int, tuple]:
     rows = {}
     for batch in batches:
-        for position, size in zip(batch.index, batch.sizes, strict=True):
+        for position, size in zip(batch.index.tolist(), batch.sizes, strict=True):
             rows[position] = ("ok", size)
         for position, reason in batch.errors:
             rows[position] = ("error", reason)

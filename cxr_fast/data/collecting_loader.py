@@ -1,0 +1,307 @@
+"""The collecting loader (``make_loader(..., on_error="collect")``): batches that never lose a
+file. Decodable images become tensors, the rest error entries of the same :class:`Batch`.
+
+How one bad file is kept from failing a batch:
+
+- The PIL path decodes each file on its own (in DataLoader workers), so a bad file is just an
+  error entry beside the good ones of its batch.
+- The DALI path first reads every header (:mod:`cxr_fast.data.headers`; cheap: no pixels;
+  in a thread pool) and gives DALI only files whose header says JPEG of at least the PIL
+  path's minimum size; PNG, DICOM and anything unreadable go through the PIL path. A JPEG
+  that passes the header check but fails to decode (truncated data) makes DALI abandon the
+  whole pipeline, so that batch's files are decoded one by one with PIL (the bad one becomes
+  an error row, the others are scored) and a new pipeline continues with the files after
+  them.
+- Only a decode error is treated that way: DALI names the sample it failed to decode, or PIL
+  finds a bad file in the failed batch. Any other pipeline failure (out of memory, a broken
+  CUDA or DALI installation) is not one file's fault: the run switches to the PIL loader for
+  everything left, once, with a warning, and :class:`LoaderUse` records the switch so the
+  output's metadata names the loader that actually decoded the images.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.batch import Batch, labels_tensor, stack_gray
+from cxr_fast.data.dali_dicom import dicom_dali_batches, route
+from cxr_fast.data.dali_pipeline import DaliLoader
+from cxr_fast.data.decode import ImageReadError, ImageSkipped, read_image
+from cxr_fast.data.discover import Record
+from cxr_fast.data.headers import dali_takes, read_headers
+from cxr_fast.data.workers import steady_memory_worker
+
+log = logging.getLogger(__name__)
+# How DALI reports an undecodable sample ("Failed to decode sample #3 : /a/b.jpeg").
+_DECODE_ERROR_MARK = "Failed to decode sample"
+
+
+@dataclass
+class LoaderUse:
+    """The loader that is decoding a run's images, and why it changed (None: it did not)."""
+
+    name: str
+    fallback: str | None = None
+
+
+class CollectingLoader:
+    """Iterable of :class:`Batch` (with ``sizes``, ``errors``, ``skipped`` and ``info``) over
+    ``records[positions]``, in file order, ``x`` on ``device``.
+
+    Built by :func:`cxr_fast.data.loaders.make_loader`; ``use`` names the backend that is
+    decoding (it changes to ``torch`` if a DALI pipeline fails, see the module docstring) and
+    ``skipped`` lists (path, reason) of the files that could not be decoded so far, as
+    :attr:`cxr_fast.data.torch_loader.TorchLoader.skipped` does.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        positions: Sequence[int],
+        contract: PreprocessContract,
+        *,
+        backend: str,
+        batch_size: int,
+        workers: int,
+        device: torch.device,
+        skip_views: Sequence[str] = (),
+    ) -> None:
+        self.records, self.positions, self.contract = records, list(positions), contract
+        self.batch_size, self.workers, self.device = batch_size, workers, device
+        self.skip_views = tuple(skip_views)
+        self.use = LoaderUse(backend)
+        self.skipped: list[tuple[str, str]] = []
+
+    def __iter__(self) -> Iterator[Batch]:
+        common = dict(batch_size=self.batch_size, workers=self.workers, skip_views=self.skip_views)
+        if self.use.name == "dali":
+            batches = dali_batches(
+                self.records,
+                self.positions,
+                self.contract,
+                device="gpu" if self.device.type == "cuda" else "cpu",
+                device_id=self.device.index or 0,
+                use=self.use,
+                **common,
+            )
+        else:
+            batches = pil_batches(self.records, self.positions, self.contract, **common)
+        for batch in batches:
+            self.skipped += [(self.records[p].path, reason) for p, reason in batch.errors]
+            if batch.x is not None and batch.x.device != self.device:
+                batch = batch._replace(x=batch.x.to(self.device, non_blocking=True))
+            yield batch
+
+
+class _Item(NamedTuple):
+    """One file as a DataLoader worker read it: pixels and size, or the reason it has none."""
+
+    position: int
+    label: int | None
+    pixels: np.ndarray | None
+    size: tuple[int, int] | None
+    error: str | None
+    info: dict
+    skipped: bool
+
+
+class _Files(Dataset):
+    def __init__(
+        self, records: Sequence[Record], positions: Sequence[int], contract, skip_views=()
+    ) -> None:
+        self.paths = [records[p].path for p in positions]
+        self.labels = [records[p].label for p in positions]
+        self.positions, self.contract = list(positions), contract
+        self.skip_views = frozenset(skip_views)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> _Item:
+        position, label = self.positions[i], self.labels[i]
+        try:
+            read = read_image(self.paths[i], self.contract, self.skip_views)
+            return _Item(position, label, read.pixels, read.size, None, read.info, False)
+        except ImageReadError as exc:  # ImageSkipped included
+            skipped = isinstance(exc, ImageSkipped)
+            return _Item(position, label, None, None, exc.reason, exc.info, skipped)
+        except Exception as exc:  # never let one file stop the run
+            return _Item(position, label, None, None, f"{type(exc).__name__}: {exc}", {}, False)
+
+
+def _batch(
+    x: torch.Tensor | None,
+    index: Sequence[int],
+    labels: Sequence[int | None],
+    sizes: Sequence[tuple[int, int]],
+    **rest,
+) -> Batch:
+    """A :class:`Batch` from record positions and labels given as lists."""
+    index_tensor = torch.tensor(list(index), dtype=torch.int64)
+    return Batch(x=x, y=labels_tensor(list(labels)), index=index_tensor, sizes=list(sizes), **rest)
+
+
+def _collate(items: list[_Item], contract: PreprocessContract, dtype: torch.dtype) -> Batch:
+    good = [item for item in items if item.error is None]
+    x = stack_gray([g.pixels for g in good], contract, dtype) if good else None
+    return _batch(
+        x,
+        [g.position for g in good],
+        [g.label for g in good],
+        [g.size for g in good],
+        errors=[(i.position, i.error) for i in items if i.error is not None and not i.skipped],
+        skipped=[(i.position, i.error) for i in items if i.skipped],
+        info={i.position: i.info for i in items if i.info},
+    )
+
+
+def pil_batches(
+    records: Sequence[Record],
+    positions: Sequence[int],
+    contract: PreprocessContract,
+    *,
+    batch_size: int,
+    workers: int,
+    skip_views: Sequence[str] = (),
+) -> Iterator[Batch]:
+    """Batches decoded by PIL in ``workers`` processes (normalised there too)."""
+    if not positions:
+        return
+    loader = DataLoader(
+        _Files(records, positions, contract, skip_views),
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_init_fn=steady_memory_worker,
+        collate_fn=functools.partial(_collate, contract=contract, dtype=torch.float32),
+        prefetch_factor=4 if workers else None,
+    )
+    yield from loader
+
+
+def dali_batches(
+    records: Sequence[Record],
+    positions: Sequence[int],
+    contract: PreprocessContract,
+    *,
+    batch_size: int,
+    workers: int,
+    device: str,
+    device_id: int = 0,
+    use: LoaderUse | None = None,
+    skip_views: Sequence[str] = (),
+) -> Iterator[Batch]:
+    """Batches through DALI for header-checked JPEGs, PIL for everything else. ``use``
+    (updated in place) says whether a pipeline failure switched the run to PIL."""
+    use = use if use is not None else LoaderUse("dali")
+    sizes: dict[int, tuple[int, int]] = {}
+    others: list[int] = []
+    headers = read_headers([records[p].path for p in positions], workers)
+    for position, (size, is_jpeg) in zip(positions, headers, strict=True):
+        if dali_takes(size, is_jpeg):
+            sizes[position] = size
+        else:
+            others.append(position)
+    jpegs = [p for p in positions if p in sizes]
+    # DICOMs whose frames DALI decodes on this device skip pydicom's decoding (dali_dicom.py).
+    dicoms, others = route({p: records[p].path for p in others}, device, skip_views)
+    pil = functools.partial(pil_batches, records, contract=contract, batch_size=batch_size)
+    yield from pil(others, workers=workers, skip_views=skip_views)
+    for out in dicom_dali_batches(
+        {p: records[p].path for p in dicoms},
+        dicoms,
+        contract,
+        batch_size=batch_size,
+        device=device,
+        device_id=device_id,
+        num_threads=max(1, workers),
+    ):
+        if out.x is None:  # undecodable in DALI: pydicom's path says why
+            yield from pil(out.positions, workers=0, skip_views=skip_views)
+            continue
+        labels = [records[p].label for p in out.positions]
+        originals = [dicoms[p].size for p in out.positions]
+        info = {p: dicoms[p].info for p in out.positions}
+        yield _batch(out.x, out.positions, labels, originals, info=info)
+    yield from _dali_jpeg_batches(
+        records,
+        jpegs,
+        sizes,
+        contract,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        device_id=device_id,
+        use=use,
+    )
+
+
+def _dali_jpeg_batches(
+    records: Sequence[Record],
+    jpegs: list[int],
+    sizes: dict[int, tuple[int, int]],
+    contract: PreprocessContract,
+    *,
+    batch_size: int,
+    workers: int,
+    device: str,
+    device_id: int,
+    use: LoaderUse,
+) -> Iterator[Batch]:
+    """The header-checked JPEGs through DALI pipelines: a decode error sends the failed batch
+    to PIL and a new pipeline goes on after it; any other failure sends the rest to PIL."""
+    start = 0
+    while start < len(jpegs):
+        segment = jpegs[start:]
+        done = 0
+        try:
+            # Inside the try: the iterator decodes its first batch while it is built.
+            loader = DaliLoader(
+                [records[p] for p in segment],
+                contract,
+                batch_size=batch_size,
+                device=device,
+                device_id=device_id,
+                num_threads=max(1, workers),
+            )
+            for batch in loader:
+                local = batch.index.tolist()
+                index = [segment[i] for i in local]
+                done += len(local)
+                labels = [records[p].label for p in index]
+                yield _batch(batch.x, index, labels, [sizes[p] for p in index])
+            start = len(jpegs)
+        except RuntimeError as exc:
+            # Eval order is file order, so the failed batch is the next batch_size files.
+            failed = segment[done : done + batch_size]
+            decoded = list(pil_batches(records, failed, contract, batch_size=batch_size, workers=0))
+            yield from decoded
+            start += done + len(failed)
+            if _is_decode_error(exc) or any(b.errors for b in decoded):
+                continue  # one file's fault: a new pipeline goes on with the files after it
+            use.name = "torch"
+            use.fallback = f"DALI pipeline failed ({_first_line(exc)}); PIL decoded the rest"
+            log.warning("cxr-fast: %s", use.fallback)
+            rest = jpegs[start:]
+            yield from pil_batches(records, rest, contract, batch_size=batch_size, workers=workers)
+            return
+
+
+def _is_decode_error(exc: BaseException) -> bool:
+    """DALI names the sample it could not decode; other failures are the pipeline's own."""
+    return _DECODE_ERROR_MARK in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The telling line of a DALI error (its text repeats the pipeline definition)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if "rror" in line and "Critical error" not in line]
+    return (telling or lines or [type(exc).__name__])[-1][:200]
