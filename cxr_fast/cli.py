@@ -1024,6 +1024,7 @@ def explain(run, images, out, layer, method, device) -> None:
     """
     from cxr_fast.data.discover import discover, require_images
     from cxr_fast.explain.explainer import Explainer, explain_files
+    from cxr_fast.text import format_probability
 
     explainer = Explainer(run, device=device, layer=layer, method=method)
     records = [record for image in images for record in discover(image)]
@@ -1037,9 +1038,12 @@ def explain(run, images, out, layer, method, device) -> None:
             click.echo(f"error: {outcome.source}: {outcome.error}", err=True)
         else:
             e = outcome.explanation
-            click.echo(f"{e.pred:9s} p={e.prob:.3f}  {outcome.source} -> {outcome.out}")
+            prob, threshold = format_probability(e.prob, e.threshold)
+            click.echo(
+                f"{e.pred:9s} p={prob} (threshold {threshold})  {outcome.source} -> {outcome.out}"
+            )
     click.echo(
-        f"{len(outcomes) - failed} overlays in {out} ({method} on {explainer.layer})"
+        f"{plural(len(outcomes) - failed, 'overlay')} in {out} ({method} on {explainer.layer})"
         + (f", {failed} unreadable" if failed else "")
     )
     if failed == len(outcomes):
