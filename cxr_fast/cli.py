@@ -33,6 +33,7 @@ from cxr_fast.serve.limits import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_THREADS,
 )
+from cxr_fast.text import plural, rate
 
 EXISTING = click.Path(exists=True, path_type=Path)
 LOADER_OPTION = click.option(
@@ -535,7 +536,7 @@ def train(
     if resume and result.epochs_trained == 0:
         how = "stopped early after" if result.stopped_early else "nothing to do:"
         click.echo(
-            f"{how} {result.epochs_done} of {_plural(result.epochs_planned, 'epoch')} done "
+            f"{how} {result.epochs_done} of {plural(result.epochs_planned, 'epoch')} done "
             f"(best epoch {result.best_epoch}, ROC-AUC {result.best_auc:.4f}); to train longer: "
             f"cxr-fast train --out {_quote(result.run_dir)} --resume --epochs N"
         )
@@ -547,16 +548,11 @@ def train(
     if context_from_env().is_main:
         what = "out-of-fold" if config.folds > 1 else "validation"
         click.echo(
-            f"done in {result.seconds:.0f} s: {_plural(result.epochs_done, 'epoch')}"
+            f"done in {result.seconds:.0f} s: {plural(result.epochs_done, 'epoch')}"
             f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
             f"with {what} ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
             f"run folder: {result.run_dir}"
         )
-
-
-def _plural(n: int, noun: str) -> str:
-    """``1 epoch``, ``3 epochs``, ``1,536 rows``."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _quote(path) -> str:
@@ -842,12 +838,11 @@ def evaluate(
         return
     m = result.metrics
     click.echo(
-        f"run {run} on {data}: {_plural(m['counts']['n'], 'image')}"
+        f"run {run} on {data}: {plural(m['counts']['n'], 'image')}"
         + (f" ({m['n_skipped']} unreadable, left out)" if m.get("n_skipped") else "")
-        + "\n"
     )
-    click.echo(format_metrics(result.metrics))
-    click.echo(describe_threshold(result.metrics))
+    click.echo(describe_threshold(m) + "\n")
+    click.echo(format_metrics(m))
     click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
     for path in result.plots.values():
         click.echo(f"plot:    {path}")
@@ -907,7 +902,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     warning = leakage_warning(result.leakage, str(data))
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"site sample: {_plural(result.n, 'image')} under {data}")
+    click.echo(f"site sample: {plural(result.n, 'image')} under {data}")
     click.echo(
         f"temperature {result.temperature:.3f}, threshold {result.before['threshold']:.4f}"
         f" -> {result.threshold:.4f}"
@@ -1120,13 +1115,27 @@ def explain(run, images, out, layer, method, device) -> None:
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
-    help="How many overlays --cam-dir gets (per part when sharded).",
+    help="How many overlays --cam-dir gets (of the whole archive under torchrun; per part "
+    "with --shard).",
 )
 @click.option(
     "--cam-run",
     type=EXISTING,
     default=None,
     help="Run folder for the overlays when --model is an export kept outside RUN/export/.",
+)
+@click.option(
+    "--cam-layer",
+    default=None,
+    help="Grad-CAM target layer for --cam-dir, as explain's --layer.  [default: the "
+    "architecture's last convolutional block]",
+)
+@click.option(
+    "--cam-method",
+    type=click.Choice(CAM_METHODS),
+    default="gradcam",
+    show_default=True,
+    help="Grad-CAM method for --cam-dir, as explain's --method.",
 )
 @click.option(
     "--skip-views",
@@ -1176,12 +1185,14 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
     )
     with _bar(0, "score") as bar:
         summary = run_score(config, progress=bar.update)
-    resumed = f", {summary.resumed} kept from before" if summary.resumed else ""
+    if not summary.is_main:
+        return  # under torchrun rank 0 prints the whole job's summary
+    resumed = f", {summary.resumed:,} kept from before" if summary.resumed else ""
     click.echo(
-        f"{summary.rows} rows ({summary.ok} ok, {summary.skipped} skipped, "
-        f"{summary.errors} errors{resumed}) -> "
-        f"{summary.out}\n{summary.scored} images in {summary.seconds:.1f} s: "
-        f"{summary.images_per_second:.1f} images/s ({summary.backend}, {summary.loader} loader)"
+        f"{plural(summary.rows, 'row')} ({summary.ok:,} ok, {summary.skipped:,} skipped, "
+        f"{plural(summary.errors, 'error')}{resumed}) -> {summary.out}\n"
+        f"{plural(summary.scored, 'image')} in {summary.seconds:.1f} s: "
+        f"{rate(summary.scored, summary.seconds)} ({summary.backend}, {summary.loader} loader)"
     )
     if summary.loader_fallback:
         click.echo(f"warning: {summary.loader_fallback}", err=True)
@@ -1222,8 +1233,8 @@ def report(run, out, cams, overwrite, device) -> None:
 
     result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
     click.echo(
-        f"report of {run}: {_plural(result.evaluations, 'evaluation')}, "
-        f"{_plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
+        f"report of {run}: {plural(result.evaluations, 'evaluation')}, "
+        f"{plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
         f"{result.path}"
     )
 
