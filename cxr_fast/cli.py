@@ -189,7 +189,7 @@ def data_synth(
             workers=workers,
             progress=bar.update,
         )
-    click.echo(f"wrote {len(paths)} images to {out}")
+    click.echo(f"wrote {plural(len(paths), 'image')} to {out}")
 
 
 @data.command("check")
@@ -210,14 +210,21 @@ def data_synth(
 )
 def data_check(root, as_json, sample, workers) -> None:
     """Report counts per split and class, patients, leakage between splits, image sizes and
-    unreadable files under ROOT. Exits 1 when it finds leakage or unreadable files."""
-    from cxr_fast.data.check import check_dataset, format_report
+    unreadable files under ROOT. Exits 1 when it finds leakage, unreadable files or no images."""
+    from cxr_fast.data.check import check_dataset, format_report, none_readable, nothing_to_check
 
     with _bar(0, "decode") as bar:
         report = check_dataset(root, sample=sample, workers=workers, progress=bar.update)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
-    if report.leaked_patients or report.unreadable:
-        sys.exit(1)
+    empty = nothing_to_check(report)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif not empty:
+        click.echo(format_report(report))
+    hint = empty or none_readable(report)
+    if hint:
+        click.echo(f"cxr-fast: {hint}", err=True)
+    if report.leaked_patients or report.unreadable or empty:
+        sys.exit(1)  # the check ran and found a problem in the data (see the README's exit codes)
 
 
 @data.command("stream")
@@ -272,8 +279,8 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     with _bar(len(records), f"stream ({backend})") as bar:
         stats = stream(build, progress=bar.update)
     click.echo(
-        f"{stats.images} images in {stats.seconds:.2f} s: "
-        f"{stats.images_per_second:.1f} images/s ({backend}, {workers} workers, "
+        f"{plural(stats.images, 'image')} in {stats.seconds:.2f} s: "
+        f"{rate(stats.images, stats.seconds)} ({backend}, {plural(workers, 'worker')}, "
         f"batch {batch_size}, {image_size} px)"
     )
 
@@ -588,9 +595,10 @@ def _headline(metrics: dict) -> str:
         v = metrics.get(key)
         return "n/a" if v is None else f"{v:.4f}"
 
-    n = (metrics.get("counts") or {}).get("n", "?")
+    n = (metrics.get("counts") or {}).get("n")
+    images = "?" if n is None else plural(n, "labelled image")
     return (
-        f"on {n} labelled images: accuracy {value('accuracy')}, ROC-AUC {value('roc_auc')}, "
+        f"on {images}: accuracy {value('accuracy')}, ROC-AUC {value('roc_auc')}, "
         f"sensitivity {value('sensitivity')}, specificity {value('specificity')}"
     )
 
@@ -808,7 +816,7 @@ def evaluate(
     bootstrap,
     tta,
 ) -> None:
-    """Evaluate a trained RUN on a labeled folder: accuracy, precision, sensitivity,
+    """Evaluate a trained RUN on a labelled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
     intervals, plus ROC, PR, calibration and confusion-matrix plots."""
     from cxr_fast.evaluate import run_evaluate
