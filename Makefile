@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .cache/demo
 
-.PHONY: demo test test-gpu gpu-check browser bench bench-quick lint format clean
+.PHONY: demo test test-gpu gpu-check browser bench bench-quick lint format clean readme-examples
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.throughput --quick
+
+# Run the README's marked examples (<!-- example -->) on the demo run and write their output
+# back, so the docs show what the commands print today (scripts/readme_examples.py).
+readme-examples: $(STAMP)
+	test -f $(DEMO_DIR)/run/model.pt || $(MAKE) demo
+	$(PY) scripts/readme_examples.py README.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

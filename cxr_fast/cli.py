@@ -33,6 +33,7 @@ from cxr_fast.serve.limits import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_THREADS,
 )
+from cxr_fast.text import plural, rate
 
 EXISTING = click.Path(exists=True, path_type=Path)
 LOADER_OPTION = click.option(
@@ -188,7 +189,7 @@ def data_synth(
             workers=workers,
             progress=bar.update,
         )
-    click.echo(f"wrote {len(paths)} images to {out}")
+    click.echo(f"wrote {plural(len(paths), 'image')} to {out}")
 
 
 @data.command("check")
@@ -209,14 +210,21 @@ def data_synth(
 )
 def data_check(root, as_json, sample, workers) -> None:
     """Report counts per split and class, patients, leakage between splits, image sizes and
-    unreadable files under ROOT. Exits 1 when it finds leakage or unreadable files."""
-    from cxr_fast.data.check import check_dataset, format_report
+    unreadable files under ROOT. Exits 1 when it finds leakage, unreadable files or no images."""
+    from cxr_fast.data.check import check_dataset, format_report, none_readable, nothing_to_check
 
     with _bar(0, "decode") as bar:
         report = check_dataset(root, sample=sample, workers=workers, progress=bar.update)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
-    if report.leaked_patients or report.unreadable:
-        sys.exit(1)
+    empty = nothing_to_check(report)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif not empty:
+        click.echo(format_report(report))
+    hint = empty or none_readable(report)
+    if hint:
+        click.echo(f"cxr-fast: {hint}", err=True)
+    if report.leaked_patients or report.unreadable or empty:
+        sys.exit(1)  # the check ran and found a problem in the data (see the README's exit codes)
 
 
 @data.command("stream")
@@ -271,8 +279,8 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     with _bar(len(records), f"stream ({backend})") as bar:
         stats = stream(build, progress=bar.update)
     click.echo(
-        f"{stats.images} images in {stats.seconds:.2f} s: "
-        f"{stats.images_per_second:.1f} images/s ({backend}, {workers} workers, "
+        f"{plural(stats.images, 'image')} in {stats.seconds:.2f} s: "
+        f"{rate(stats.images, stats.seconds)} ({backend}, {plural(workers, 'worker')}, "
         f"batch {batch_size}, {image_size} px)"
     )
 
@@ -556,7 +564,7 @@ def train(
     if resume and result.epochs_trained == 0:
         how = "stopped early after" if result.stopped_early else "nothing to do:"
         click.echo(
-            f"{how} {result.epochs_done} of {_plural(result.epochs_planned, 'epoch')} done "
+            f"{how} {result.epochs_done} of {plural(result.epochs_planned, 'epoch')} done "
             f"(best epoch {result.best_epoch}, ROC-AUC {result.best_auc:.4f}); to train longer: "
             f"cxr-fast train --out {_quote(result.run_dir)} --resume --epochs N"
         )
@@ -568,16 +576,11 @@ def train(
     if context_from_env().is_main:
         what = "out-of-fold" if config.folds > 1 else "validation"
         click.echo(
-            f"done in {result.seconds:.0f} s: {_plural(result.epochs_done, 'epoch')}"
+            f"done in {result.seconds:.0f} s: {plural(result.epochs_done, 'epoch')}"
             f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
             f"with {what} ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
             f"run folder: {result.run_dir}"
         )
-
-
-def _plural(n: int, noun: str) -> str:
-    """``1 epoch``, ``3 epochs``, ``1,536 rows``."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _quote(path) -> str:
@@ -613,9 +616,10 @@ def _headline(metrics: dict) -> str:
         v = metrics.get(key)
         return "n/a" if v is None else f"{v:.4f}"
 
-    n = (metrics.get("counts") or {}).get("n", "?")
+    n = (metrics.get("counts") or {}).get("n")
+    images = "?" if n is None else plural(n, "labelled image")
     return (
-        f"on {n} labelled images: accuracy {value('accuracy')}, ROC-AUC {value('roc_auc')}, "
+        f"on {images}: accuracy {value('accuracy')}, ROC-AUC {value('roc_auc')}, "
         f"sensitivity {value('sensitivity')}, specificity {value('specificity')}"
     )
 
@@ -833,7 +837,7 @@ def evaluate(
     bootstrap,
     tta,
 ) -> None:
-    """Evaluate a trained RUN on a labeled folder: accuracy, precision, sensitivity,
+    """Evaluate a trained RUN on a labelled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
     intervals, plus ROC, PR, calibration and confusion-matrix plots."""
     from cxr_fast.evaluate import run_evaluate
@@ -863,12 +867,11 @@ def evaluate(
         return
     m = result.metrics
     click.echo(
-        f"run {run} on {data}: {_plural(m['counts']['n'], 'image')}"
+        f"run {run} on {data}: {plural(m['counts']['n'], 'image')}"
         + (f" ({m['n_skipped']} unreadable, left out)" if m.get("n_skipped") else "")
-        + "\n"
     )
-    click.echo(format_metrics(result.metrics))
-    click.echo(describe_threshold(result.metrics))
+    click.echo(describe_threshold(m) + "\n")
+    click.echo(format_metrics(m))
     click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
     for path in result.plots.values():
         click.echo(f"plot:    {path}")
@@ -928,7 +931,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     warning = leakage_warning(result.leakage, str(data))
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"site sample: {_plural(result.n, 'image')} under {data}")
+    click.echo(f"site sample: {plural(result.n, 'image')} under {data}")
     click.echo(
         f"temperature {result.temperature:.3f}, threshold {result.before['threshold']:.4f}"
         f" -> {result.threshold:.4f}"
@@ -1045,6 +1048,7 @@ def explain(run, images, out, layer, method, device) -> None:
     """
     from cxr_fast.data.discover import discover, require_images
     from cxr_fast.explain.explainer import Explainer, explain_files
+    from cxr_fast.text import format_probability
 
     explainer = Explainer(run, device=device, layer=layer, method=method)
     records = [record for image in images for record in discover(image)]
@@ -1058,9 +1062,12 @@ def explain(run, images, out, layer, method, device) -> None:
             click.echo(f"error: {outcome.source}: {outcome.error}", err=True)
         else:
             e = outcome.explanation
-            click.echo(f"{e.pred:9s} p={e.prob:.3f}  {outcome.source} -> {outcome.out}")
+            prob, threshold = format_probability(e.prob, e.threshold)
+            click.echo(
+                f"{e.pred:9s} p={prob} (threshold {threshold})  {outcome.source} -> {outcome.out}"
+            )
     click.echo(
-        f"{len(outcomes) - failed} overlays in {out} ({method} on {explainer.layer})"
+        f"{plural(len(outcomes) - failed, 'overlay')} in {out} ({method} on {explainer.layer})"
         + (f", {failed} unreadable" if failed else "")
     )
     if failed == len(outcomes):
@@ -1137,13 +1144,27 @@ def explain(run, images, out, layer, method, device) -> None:
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
-    help="How many overlays --cam-dir gets (per part when sharded).",
+    help="How many overlays --cam-dir gets (of the whole archive under torchrun; per part "
+    "with --shard).",
 )
 @click.option(
     "--cam-run",
     type=EXISTING,
     default=None,
     help="Run folder for the overlays when --model is an export kept outside RUN/export/.",
+)
+@click.option(
+    "--cam-layer",
+    default=None,
+    help="Grad-CAM target layer for --cam-dir, as explain's --layer.  [default: the "
+    "architecture's last convolutional block]",
+)
+@click.option(
+    "--cam-method",
+    type=click.Choice(CAM_METHODS),
+    default="gradcam",
+    show_default=True,
+    help="Grad-CAM method for --cam-dir, as explain's --method.",
 )
 @click.option(
     "--skip-views",
@@ -1193,12 +1214,14 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
     )
     with _bar(0, "score") as bar:
         summary = run_score(config, progress=bar.update)
-    resumed = f", {summary.resumed} kept from before" if summary.resumed else ""
+    if not summary.is_main:
+        return  # under torchrun rank 0 prints the whole job's summary
+    resumed = f", {summary.resumed:,} kept from before" if summary.resumed else ""
     click.echo(
-        f"{summary.rows} rows ({summary.ok} ok, {summary.skipped} skipped, "
-        f"{summary.errors} errors{resumed}) -> "
-        f"{summary.out}\n{summary.scored} images in {summary.seconds:.1f} s: "
-        f"{summary.images_per_second:.1f} images/s ({summary.backend}, {summary.loader} loader)"
+        f"{plural(summary.rows, 'row')} ({summary.ok:,} ok, {summary.skipped:,} skipped, "
+        f"{plural(summary.errors, 'error')}{resumed}) -> {summary.out}\n"
+        f"{plural(summary.scored, 'image')} in {summary.seconds:.1f} s: "
+        f"{rate(summary.scored, summary.seconds)} ({summary.backend}, {summary.loader} loader)"
     )
     if summary.loader_fallback:
         click.echo(f"warning: {summary.loader_fallback}", err=True)
@@ -1239,8 +1262,8 @@ def report(run, out, cams, overwrite, device) -> None:
 
     result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
     click.echo(
-        f"report of {run}: {_plural(result.evaluations, 'evaluation')}, "
-        f"{_plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
+        f"report of {run}: {plural(result.evaluations, 'evaluation')}, "
+        f"{plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
         f"{result.path}"
     )
 

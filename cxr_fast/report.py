@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cxr_fast import __version__
 from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import LOG_FILE, METRICS_FILE, MODEL_FILE, RunInfo, read_run, sha256
 
 REPORT_FILE = "report.html"
+# Longest side of a Grad-CAM picture inline in the page (both panels and the caption).
+REPORT_PICTURE_SIDE = 1600
 SECTIONS = (
     ("summary", "Summary"),
     ("data", "Data"),
@@ -365,6 +368,9 @@ def _gradcam(run: Path, info: RunInfo, top: int, device: str) -> tuple[str, int]
     for i in order:
         record = records[int(index[i])]
         picture = explainer.explain_file(record.path).picture
+        # A page, not the archive: overlays inline at REPORT_PICTURE_SIDE (the explain PNGs keep
+        # the films' resolution; full size, three 2000 px films made an 18 MB page).
+        picture.thumbnail((REPORT_PICTURE_SIDE, REPORT_PICTURE_SIDE), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         picture.save(buf, format="PNG")
         truth = "unknown" if record.label is None else ("PNEUMONIA", "NORMAL")[1 - record.label]

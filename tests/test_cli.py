@@ -98,6 +98,23 @@ def test_check_exits_1_on_unreadable_files(tmp_path, kaggle_dir):
     assert "unreadable: 1 of 1" in result.output
 
 
+def test_check_of_an_empty_or_unreadable_tree_exits_1_with_a_hint(tmp_path):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    result = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"cxr-fast: no .jpeg/.jpg/.png/.dcm images under {tmp_path / 'empty'} (1 other file): "
+        "expected the Kaggle layout ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ or any folder "
+        "of images"
+    ]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jpeg").write_bytes(b"not a jpeg")
+    result = CliRunner().invoke(cli, ["data", "check", str(tmp_path / "bad")])
+    assert result.exit_code == 1 and "1 image\n" in result.output
+    assert "none of the 1 decoded image could be read" in result.output
+
+
 def test_help_does_not_load_pytorch():
     """`cxr-fast --help` answers at once: the CLI module imports no torch, DALI or Flask."""
     from tests.loaded_modules import loaded_by

@@ -9,8 +9,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from cxr_fast.data.decode import ImageReadError, probe
-from cxr_fast.data.discover import Record, scan
+from cxr_fast.data.discover import IMAGE_NAMES, Record, scan
 from cxr_fast.labels import CLASS_NAMES
+from cxr_fast.text import plural
 
 UNLABELED = "unlabeled"
 NO_SPLIT = "-"
@@ -125,7 +126,7 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
     """Human-readable text of a :class:`CheckReport`."""
     columns = [*CLASS_NAMES, UNLABELED]
     present = [c for c in columns if any(c in counts for counts in report.counts.values())]
-    lines = [f"{report.root}: {report.images} images", ""]
+    lines = [f"{report.root}: {plural(report.images, 'image')}", ""]
     header = (
         f"{'split':<8}" + "".join(f"{c:>12}" for c in present) + f"{'total':>10}{'patients':>10}"
     )
@@ -137,7 +138,7 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
     if report.leaked_patients:
         for splits, ids in report.leaked_patients.items():
             shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
-            lines.append(f"LEAKAGE: {len(ids)} patients in {splits}: {shown}")
+            lines.append(f"LEAKAGE: {plural(len(ids), 'patient')} in {splits}: {shown}")
     else:
         lines.append("leakage: no patient appears in more than one split")
     if report.width_range and report.height_range:
@@ -149,5 +150,27 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
     if len(report.unreadable) > max_listed:
         lines.append(f"  ... and {len(report.unreadable) - max_listed} more (see --json)")
     if report.skipped_files:
-        lines.append(f"skipped: {report.skipped_files} files that are not .jpeg/.jpg/.png/.dcm")
+        lines.append(f"skipped: {plural(report.skipped_files, 'file')} that are not {IMAGE_NAMES}")
     return "\n".join(lines)
+
+
+def nothing_to_check(report: CheckReport) -> str | None:
+    """The one line ``data check`` prints instead of a report when ROOT holds no images, with
+    the layout it expects; None when there are some."""
+    if report.images:
+        return None
+    skipped = f" ({plural(report.skipped_files, 'other file')})" if report.skipped_files else ""
+    return (
+        f"no {IMAGE_NAMES} images under {report.root}{skipped}: expected the Kaggle layout "
+        "ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ or any folder of images"
+    )
+
+
+def none_readable(report: CheckReport) -> str | None:
+    """A hint when every decoded image was unreadable; None otherwise."""
+    if not report.checked or len(report.unreadable) < report.checked:
+        return None
+    return (
+        f"none of the {plural(report.checked, 'decoded image')} could be read: see the "
+        "reasons above (a wrong folder, or files that are not X-ray images?)"
+    )

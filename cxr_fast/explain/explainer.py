@@ -14,14 +14,21 @@ from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import ImageReadError, display_gray, read_gray
 from cxr_fast.device import resolve_device
 from cxr_fast.explain.gradcam import find_layer, grad_cam
-from cxr_fast.explain.overlay import blend, caption_lines, compose
+from cxr_fast.explain.overlay import (
+    DISPLAY_MAX_SIDE,
+    HEAT_FLOOR,
+    blend,
+    caption_lines,
+    compose,
+    for_display,
+)
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import verdict
 from cxr_fast.models.registry import default_cam_layer
 from cxr_fast.run_folder import load_run, needs_run_folder
 
-# Longest side of the pictures for people (each of the two panels).
-DISPLAY_SIDE = 512
+# Largest side decoded for the pictures for people (overlay.display_size sizes the panels).
+DISPLAY_SIDE = DISPLAY_MAX_SIDE
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class Explanation:
     heat: np.ndarray
     width: int
     height: int
-    display: Image.Image  # the X-ray for people (grey, longest side DISPLAY_SIDE)
+    display: Image.Image  # the X-ray for people (grey, sized by overlay.display_size)
     overlay: Image.Image  # the same with the heat map blended in (RGB)
     picture: Image.Image  # both side by side with the caption: what `explain` saves
 
@@ -75,11 +82,16 @@ class Explainer:
     ) -> Explanation:
         """Explain one image already decoded per the contract (``pixels``, from
         :func:`read_gray` or :func:`read_gray_bytes`); ``size`` is its original (width, height),
-        ``display`` the picture for people, ``name`` what the caption calls it."""
+        ``display`` the picture for people (resized here to overlay.display_size), ``name``
+        what the caption calls it."""
         probs, heats = self.heat_maps([pixels])
         prob = float(probs[0])
         pred = verdict(prob, self.threshold)
-        detail = f"{self.method} on {self.info.arch}.{self.layer}  |  {name}  {size[0]}x{size[1]}"
+        display = for_display(display)
+        detail = (
+            f"{self.method} on {self.info.arch}.{self.layer}, drawn above {HEAT_FLOOR:g} of its "
+            f"maximum  |  {name}  {size[0]}x{size[1]}"
+        )
         overlay = blend(display, heats[0])
         lines = caption_lines(prob, self.threshold, pred, detail)
         return Explanation(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,7 @@ from cxr_fast.metrics import binary_metrics
 from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
+from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 from cxr_fast.scoring.parquet_out import (
     ROWS_PER_CHUNK,
@@ -43,6 +45,9 @@ from cxr_fast.scoring.parquet_out import (
 from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, info_columns
 from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.versions import versions
+
+if TYPE_CHECKING:
+    from cxr_fast.explain.explainer import Explainer
 
 # Written by rank 0 of a torchrun job into OUT/ once every part is complete.
 SUCCESS_FILE = "_SUCCESS"
@@ -76,6 +81,8 @@ class ScoreConfig:
     cam_dir: Path | None = None  # Grad-CAM overlays of the cam_top most suspicious images
     cam_top: int = 20
     cam_run: Path | None = None  # the run folder for Grad-CAM when ``model`` is an export
+    cam_layer: str | None = None  # Grad-CAM target layer (None: the architecture's default)
+    cam_method: str = "gradcam"  # or gradcam++
     skip_views: tuple[str, ...] = ()  # DICOM ViewPosition values not scored (status skipped)
     tta: bool = False  # test-time augmentation (run folders): three views, three times the cost
 
@@ -97,6 +104,8 @@ class ScoreSummary:
     cams: int = 0  # overlays written by --cam-dir
     loader_fallback: str | None = None  # why the run left DALI for PIL part-way
     skipped: int = 0  # non-image DICOM objects and --skip-views views (not errors)
+    # False on torchrun ranks other than 0: rank 0's summary is the whole job's.
+    is_main: bool = True
 
     @property
     def images_per_second(self) -> float:
@@ -152,6 +161,10 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
         parts += ["--cam-dir", q(str(config.cam_dir)), "--cam-top", str(config.cam_top)]
         if config.cam_run is not None:
             parts += ["--cam-run", q(str(config.cam_run))]
+        if config.cam_layer is not None:
+            parts += ["--cam-layer", q(config.cam_layer)]
+        if config.cam_method != "gradcam":
+            parts += ["--cam-method", config.cam_method]
     command = " ".join([*parts, "--resume"])
     return f"the same torchrun launch of {command}" if torchrun else command
 
@@ -213,13 +226,11 @@ def _rows(batch: Batch, records, model: ScoringModel) -> list[dict]:
 
 
 def _write_cams(
-    run: Path, top: list[tuple[str, float]], cam_dir: Path, device: torch.device
+    explainer: Explainer, top: list[tuple[str, float]], cam_dir: Path
 ) -> dict[str, str]:
     """Overlays for ``top`` (path, prob) into ``cam_dir``; path -> overlay file."""
-    # Imported here: the explain stage brings matplotlib, which a run without --cam-dir skips.
-    from cxr_fast.explain.explainer import Explainer, explain_files
+    from cxr_fast.explain.explainer import explain_files
 
-    explainer = Explainer(run, device=str(device))
     outcomes = explain_files(explainer, [path for path, _ in top], cam_dir)
     return {o.source: str(o.out) for o in outcomes if o.out is not None}
 
@@ -268,19 +279,25 @@ def counts_and_metrics(table: pa.Table, model: ScoringModel) -> tuple[int, int, 
     return table.num_rows, ok, {"errors": errors, "skipped": skipped, **metrics}
 
 
-def _finish_job(out: Path, ctx: DistContext, files: int, model: ScoringModel) -> Path | None:
+def _finish_job(
+    out: Path, ctx: DistContext, files: int, model: ScoringModel, part: PartStats
+) -> tuple[Path | None, PartStats, tuple[int, int, int]]:
     """After every rank's part is published (a barrier), rank 0 checks that the parts hold
     exactly the archive's files and writes the merged metrics.json, then _SUCCESS, last: a
-    reader that sees _SUCCESS sees a whole result."""
+    reader that sees _SUCCESS sees a whole result. Returns the metrics file, every rank's
+    ``part`` merged and, on rank 0, the job's (rows, ok, skipped)."""
+    job = merge_parts(ctx, part)
     barrier(ctx)
     metrics_file = None
+    counts = (0, 0, 0)
     if ctx.is_main:
         parts = [output_path(out, (rank, ctx.world_size)) for rank in range(ctx.world_size)]
         missing = [str(part) for part in parts if not part.is_file()]
         if missing:
             raise ValueError(f"parts missing after every rank finished: {', '.join(missing)}")
         table = ds.dataset([str(p) for p in parts], format="parquet").to_table(METRIC_COLUMNS)
-        rows, _, metrics = counts_and_metrics(table, model)
+        rows, ok, metrics = counts_and_metrics(table, model)
+        counts = (rows, ok, count_skipped(table))
         if rows != files:
             raise ValueError(f"the parts hold {rows} rows for the archive's {files} files")
         if metrics is not None:
@@ -293,7 +310,7 @@ def _finish_job(out: Path, ctx: DistContext, files: int, model: ScoringModel) ->
             out / SUCCESS_FILE,
         )
     stop(ctx)
-    return metrics_file
+    return metrics_file, job, counts
 
 
 def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> ChunkedParquetWriter:
@@ -376,9 +393,23 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     started = time.perf_counter()
     ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
     model = load_scoring_model(config.model, config.backend, device, config.tta)
-    # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
-    cam_run = cam_run_for(config.model, config.cam_run) if config.cam_dir else None
-    records = require_images(discover(config.archive), str(config.archive))
+    # Before any scoring, so a wrong --cam-run or --cam-layer fails in a second, not after the
+    # archive.
+    explainer = None
+    if config.cam_dir is not None:
+        # Imported here: the explain stage brings matplotlib, which a run without --cam-dir
+        # skips.
+        from cxr_fast.explain.explainer import Explainer
+
+        explainer = Explainer(
+            cam_run_for(config.model, config.cam_run),
+            device=str(device),
+            layer=config.cam_layer,
+            method=config.cam_method,
+        )
+    # Rows name files by absolute path under the resolved root, however ARCHIVE was typed: the
+    # same file is the same row in every run, part and resume (the README's Parquet policy).
+    records = require_images(discover(config.archive.resolve()), str(config.archive))
     positions = list(range(len(records)))
     if config.shard is not None:
         positions = list(shard_range(len(records), *config.shard))
@@ -411,8 +442,11 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         ),
     )
     cam_paths = None
-    if cam_run is not None and config.cam_dir is not None:
-        cam_paths = _write_cams(cam_run, writer.top_k(config.cam_top), config.cam_dir, device)
+    if explainer is not None and config.cam_dir is not None:
+        top = writer.top_k(config.cam_top)
+        if coordinated:  # the most suspicious of the whole archive, not of each part
+            top = global_top(ctx, top, config.cam_top)
+        cam_paths = _write_cams(explainer, top, config.cam_dir)
     # The loader that decoded this run's images (not the one asked for), and why it changed.
     use = batches.use
     writer.set_metadata("cxr_fast_loader", use.name)
@@ -427,20 +461,32 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     if metrics is not None and config.shard is None:
         metrics_file = metrics_path_for(out)
         atomic_write_json({"predictions": str(out), **metrics}, metrics_file)
-    if coordinated:
-        metrics_file = _finish_job(config.out, ctx, len(records), model)
+    part = PartStats(
+        scored=len(todo),
+        resumed=len(done),
+        seconds=scoring_seconds if todo else time.perf_counter() - started,
+        cams=len(cam_paths or {}),
+        loader=use.name,
+        loader_fallback=use.fallback,
+    )
+    if coordinated:  # rank 0 reports the whole job: every part, one summary
+        metrics_file, part, (rows, ok, skipped) = _finish_job(
+            config.out, ctx, len(records), model, part
+        )
+        out = config.out
     return ScoreSummary(
         out=out,
         rows=rows,
         ok=ok,
         errors=rows - ok - skipped,
-        resumed=len(done),
-        scored=len(todo),
-        seconds=scoring_seconds if todo else time.perf_counter() - started,
+        resumed=part.resumed,
+        scored=part.scored,
+        seconds=part.seconds,
         backend=model.backend,
-        loader=use.name,
+        loader=part.loader,
         metrics_path=metrics_file,
-        cams=len(cam_paths or {}),
-        loader_fallback=use.fallback,
+        cams=part.cams,
+        loader_fallback=part.loader_fallback,
         skipped=skipped,
+        is_main=not coordinated or ctx.is_main,
     )

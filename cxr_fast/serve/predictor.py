@@ -17,6 +17,7 @@ from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.run_folder import METRICS_FILE, read_json
 from cxr_fast.scoring.model import eager_scoring_model
 from cxr_fast.serve.limits import MAX_UPLOAD_PIXELS
+from cxr_fast.text import format_probability
 
 
 def png_base64(image: Image.Image) -> str:
@@ -89,10 +90,14 @@ class Predictor:
         finally:
             self._lock.release()
         prob = float(sigmoid(logits)[0])
+        # The same digits as the overlays and `explain`: enough to tell p from the threshold.
+        prob_text, threshold_text = format_probability(prob, self.scoring.threshold)
         answer = {
             "prob_pneumonia": prob,
             "pred": verdict(prob, self.scoring.threshold),
             "threshold": self.scoring.threshold,
+            "prob_text": prob_text,
+            "threshold_text": threshold_text,
             "model": self.model_id,
             "width": size[0],
             "height": size[1],

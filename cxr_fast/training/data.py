@@ -30,7 +30,7 @@ def training_records(records: Sequence[Record]) -> list[Record]:
     when the folder has no splits (``val/`` and ``test/`` never)."""
     labeled = [r for r in records if r.label is not None]
     if not labeled:
-        raise UserInputError("no labeled images: training needs NORMAL/ and PNEUMONIA/ folders")
+        raise UserInputError("no labelled images: training needs NORMAL/ and PNEUMONIA/ folders")
     has_splits = any(r.split is not None for r in labeled)
     return [r for r in labeled if r.split == "train"] if has_splits else labeled
 

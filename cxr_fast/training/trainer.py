@@ -322,7 +322,7 @@ def run_train(
         log(
             f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val.loss:.4f}, "
             f"val ROC-AUC {auc:.4f}{' (best)' if improved else ''}, "
-            f"{sum(rates):.0f} img/s, {stats.seconds:.0f} s"
+            f"{sum(rates):.0f} images/s, {stats.seconds:.0f} s"
         )
         if on_epoch is not None:
             on_epoch(epoch, auc)

@@ -41,6 +41,34 @@ def test_overlay_of_a_pneumonia_film(explainer, pneumonia_film, tmp_path):
     assert np.abs(np.asarray(e.overlay, dtype=np.int16) - plain).max() > 50
 
 
+def test_overlay_is_readable(explainer, pneumonia_film):
+    """A 224 px film makes 1024 px panels; where the map is cold the film is untouched."""
+    from cxr_fast.explain.overlay import DISPLAY_MIN_SIDE, HEAT_FLOOR, blend, colour_bar
+
+    e = explainer.explain_file(pneumonia_film)
+    assert (e.width, e.height) == (224, 224) and e.display.size == (DISPLAY_MIN_SIDE,) * 2
+    # A map hot on the left, cold on the right: the right of the film is left as it is.
+    heat = np.tile(np.linspace(1.0, 0.0, 64, dtype=np.float32), (64, 1))
+    plain = np.asarray(e.display.convert("RGB"), dtype=np.int16)
+    tinted = np.asarray(blend(e.display, heat), dtype=np.int16)
+    cold = slice(int(DISPLAY_MIN_SIDE * (1 - HEAT_FLOOR)) + 16, None)
+    assert np.abs(tinted - plain)[:, cold].max() <= 1
+    assert np.abs(tinted - plain)[:, :64].max(axis=-1).min() > 20
+    # The colour bar: red at the top, plain grey under the floor.
+    bar = np.asarray(colour_bar(200, 10), dtype=np.int16)
+    assert bar[0, 0, 0] > bar[0, 0, 2] + 50
+    assert (bar[-int(200 * HEAT_FLOOR) + 2 :] == 128).all()
+    assert e.picture.width > 2 * e.display.width + 10  # both panels and the bar
+
+
+def test_small_and_large_films_get_inspectable_panels():
+    from cxr_fast.explain.overlay import display_size
+
+    assert display_size(472, 284) == (1024, 616)
+    assert display_size(1036, 885) == (1036, 885)
+    assert display_size(3000, 2500) == (2048, 1707)
+
+
 def test_probability_is_the_scorers(explainer, trained_run, pneumonia_film):
     e = explainer.explain_file(pneumonia_film)
     model = load_scoring_model(trained_run, "eager", torch.device("cpu"))

@@ -1,5 +1,6 @@
 """Batch scoring: one row per file whatever the file, equal to evaluate, resumable, shardable."""
 
+import json
 import os
 import shutil
 import signal
@@ -203,6 +204,8 @@ def test_shard_from_option_or_torchrun_environment():
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(ValueError):
             parse_shard(bad)
+    with pytest.raises(ValueError, match=r"--shard 2/2: I counts from 0, .* must be 0 to 1$"):
+        parse_shard("2/2")
 
 
 def test_sigkill_mid_run_then_resume(trained_run, synth_small, tmp_path):
@@ -295,3 +298,46 @@ def test_scoring_does_not_load_the_explain_stage():
     from tests.loaded_modules import loaded_by
 
     assert loaded_by("cxr_fast.scoring.score", ("cxr_fast.explain", "matplotlib")) == []
+
+
+def test_cam_layer_and_method_choose_the_map_as_explain_does(trained_run, synth_small, tmp_path):
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from cxr_fast.cli import cli
+    from cxr_fast.explain.explainer import Explainer
+
+    out, cams = tmp_path / "preds.parquet", tmp_path / "cams"
+    common = ["score", str(synth_small), "--model", str(trained_run), "--out", str(out)]
+    common += ["--device", "cpu", "--workers", "0", "--cam-dir", str(cams), "--cam-top", "1"]
+    bad = CliRunner().invoke(cli, [*common, "--cam-layer", "nope"])
+    assert bad.exit_code != 0 and "no layer 'nope'" in str(bad.exception or bad.output)
+    assert not out.exists() and not staging_dir(out).exists()  # refused before scoring
+    options = ["--cam-layer", "features.5.2", "--cam-method", "gradcam++"]
+    result = CliRunner().invoke(cli, [*common, *options])
+    assert result.exit_code == 0, result.output
+    [row] = [r for r in pq.read_table(out).to_pylist() if r["cam_path"]]
+    explainer = Explainer(trained_run, device="cpu", layer="features.5.2", method="gradcam++")
+    expected = explainer.explain_file(row["path"]).picture
+    assert np.array_equal(np.asarray(Image.open(row["cam_path"])), np.asarray(expected))
+
+
+def test_paths_are_absolute_however_the_archive_is_typed(
+    trained_run, synth_small, tmp_path, monkeypatch
+):
+    """One Parquet path policy: absolute paths under the resolved archive root, so a resume
+    typed differently keeps its rows instead of scoring them twice."""
+    monkeypatch.chdir(synth_small.parent)
+    out = tmp_path / "p.parquet"
+    config = ScoreConfig(
+        archive=Path(synth_small.name) / "train" / "NORMAL", model=trained_run, out=out,
+        device="cpu", workers=0, rows_per_chunk=8, chunk_seconds=0,
+    )  # fmt: skip
+    run_score(config)
+    paths = pq.read_table(out)["path"].to_pylist()
+    root = (synth_small / "train" / "NORMAL").resolve()
+    assert all(Path(p).is_absolute() and Path(p).parent == root for p in paths)
+    assert json.loads(pq.read_schema(out).metadata[b"cxr_fast_archive"]) == str(root)
+    again = run_score(replace(config, archive=root, out=tmp_path / "q.parquet"))
+    assert sorted(pq.read_table(again.out)["path"].to_pylist()) == sorted(paths)

@@ -58,7 +58,11 @@ def test_predict_equals_score_for_the_same_files(client, trained_run, kaggle_dir
         assert answer["prob_pneumonia"] == pytest.approx(row["prob_pneumonia"], abs=1e-6)
         assert answer["pred"] == row["pred"]
         assert (answer["width"], answer["height"]) == (row["width"], row["height"])
-        assert set(answer) == {"prob_pneumonia", "pred", "threshold", "model", "width", "height"}
+        assert set(answer) == {
+            *("prob_pneumonia", "pred", "threshold", "model", "width", "height"),
+            *("prob_text", "threshold_text"),
+        }
+        assert float(answer["prob_text"]) == pytest.approx(answer["prob_pneumonia"], abs=1e-3)
 
 
 def test_cam_adds_png_overlay_and_original(client, samples_dir):
@@ -68,7 +72,8 @@ def test_cam_adds_png_overlay_and_original(client, samples_dir):
     overlay = Image.open(io.BytesIO(base64.b64decode(body["cam_png"])))
     original = Image.open(io.BytesIO(base64.b64decode(body["image_png"])))
     assert overlay.format == "PNG" and overlay.size == original.size
-    assert max(overlay.size) == 512 and overlay.mode == "RGB"
+    # The film's own resolution (1036x885): between DISPLAY_MIN_SIDE and DISPLAY_MAX_SIDE.
+    assert overlay.size == (1036, 885) and overlay.mode == "RGB"
 
 
 def test_formats_are_sniffed_not_taken_from_the_name(client, samples_dir):

@@ -39,7 +39,7 @@ def test_folder_without_splits_and_missing_classes():
     assert len(select_train_val(flat, 0.2, seed=0).train) == 16
     with pytest.raises(ValueError, match="no NORMAL"):
         select_train_val(_records("train", 0, 10), 0.2, seed=0)
-    with pytest.raises(ValueError, match="no labeled"):
+    with pytest.raises(ValueError, match="no labelled"):
         select_train_val([Record("/a.jpeg", None, None, "a")], 0.2, seed=0)
 
 

@@ -95,10 +95,10 @@ def _check_validation_against_one_process(out: Path, synth_small: Path) -> None:
 
 
 def test_two_rank_score_writes_every_file_once_then_success(trained_run, synth_small, tmp_path):
-    out = tmp_path / "preds"
-    _torchrun(
+    out, cams = tmp_path / "preds", tmp_path / "cams"
+    result = _torchrun(
         "score", str(synth_small), "--model", str(trained_run), "--out", str(out),
-        "--workers", "0", "--device", "cpu",
+        "--workers", "0", "--device", "cpu", "--cam-dir", str(cams), "--cam-top", "3",
     )  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == [
         "_SUCCESS",
@@ -118,6 +118,16 @@ def test_two_rank_score_writes_every_file_once_then_success(trained_run, synth_s
     assert merged["roc_auc"] == pytest.approx(alone["roc_auc"], abs=1e-6)
     assert merged["counts"] == alone["counts"] and merged["parts"] == 2
     assert np.isclose(merged["accuracy"], alone["accuracy"])
+    # One summary, from rank 0, of the whole job.
+    files = len(paths)
+    assert result.stdout.count(" rows (") == 1, result.stdout
+    assert f"{files} rows ({files} ok" in result.stdout and f"-> {out}\n" in result.stdout
+    assert f"{files} images in" in result.stdout and "Grad-CAM overlays: 3 in" in result.stdout
+    # The 3 most suspicious films of the whole archive, not 3 per part.
+    table = ds.dataset(str(out), format="parquet").to_table().to_pylist()
+    top = sorted(table, key=lambda r: (-r["prob_pneumonia"], r["path"]))[:3]
+    drawn = {r["path"] for r in table if r["cam_path"]}
+    assert drawn == {r["path"] for r in top} and len(list(cams.glob("*.cam.png"))) == 3
 
 
 def test_resume_under_torchrun(synth_small, tmp_path):

@@ -62,7 +62,10 @@ def test_evaluate_and_calibrate_on_training_patients_warn(
     )  # fmt: skip
     assert code == 0, err
     assert "warning:" in err and "were in the run's training data" in err
-    assert f"run {trained_run} on {synth_small}: 160 images" in out
+    # The run, the data and where the threshold came from, before the numbers.
+    header = out.splitlines()[:2]
+    assert header[0] == f"run {trained_run} on {synth_small}: 160 images", out
+    assert header[1].startswith("threshold ") and " from the run (" in header[1], out
     import json
 
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
