@@ -625,7 +625,7 @@ def _headline(metrics: dict) -> str:
 
 
 def _folds_under_torchrun(config):
-    """Under torchrun one model trains with DDP: the default 5-fold ensemble becomes one run
+    """Under torchrun one model trains with DDP: the default fold ensemble becomes one run
     (said on rank 0); an explicit --folds K > 1 is refused (members are trained one after
     another; launch them without torchrun)."""
     from dataclasses import replace
