@@ -16,6 +16,9 @@ from cxr_fast.choices import (
     BACKENDS,
     CAM_METHODS,
     CHUNK_SECONDS,
+    DEFAULT_WORKERS,
+    EVAL_BATCH_SIZE,
+    EXPORT_BATCH_SIZE,
     EXPORT_FORMATS,
     EXPORT_PRECISIONS,
     LOADERS,
@@ -57,7 +60,7 @@ def workers_option(minimum: int):
     return click.option(
         "--workers",
         type=click.IntRange(min=minimum),
-        default=os.cpu_count() or 1,
+        default=DEFAULT_WORKERS,
         show_default="all cores",
         help="DALI threads or DataLoader worker processes.",
     )
@@ -145,7 +148,7 @@ def data() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
+    default=DEFAULT_WORKERS,
     show_default="all cores",
     help="Processes rendering images in parallel.",
 )
@@ -204,7 +207,7 @@ def data_synth(
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
+    default=DEFAULT_WORKERS,
     show_default="all cores",
     help="Processes decoding images in parallel.",
 )
@@ -315,21 +318,21 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 @click.option(
     "--batch-size",
     type=click.IntRange(min=2),
-    default=32,
+    default=RecipeDefaults.batch_size,
     show_default=True,
     help="Images per training step.",
 )
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    default=1e-3,
+    default=RecipeDefaults.lr,
     show_default=True,
     help="Peak learning rate (AdamW).",
 )
 @click.option(
     "--weight-decay",
     type=click.FloatRange(min=0),
-    default=1e-4,
+    default=RecipeDefaults.weight_decay,
     show_default=True,
     help="AdamW weight decay.",
 )
@@ -359,28 +362,28 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 @click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.15,
+    default=RecipeDefaults.val_fraction,
     show_default=True,
     help="Share of each class's patients held out for validation.",
 )
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
-    default=5,
+    default=RecipeDefaults.patience,
     show_default=True,
     help="Stop after this many epochs without a better validation ROC-AUC.",
 )
 @click.option(
     "--warmup-epochs",
     type=click.FloatRange(min=0),
-    default=1.0,
+    default=RecipeDefaults.warmup_epochs,
     show_default=True,
     help="Linear learning-rate warm-up before the cosine decay.",
 )
 @click.option(
     "--clip-grad",
     type=click.FloatRange(min=0),
-    default=1.0,
+    default=RecipeDefaults.clip_grad,
     show_default=True,
     help="Clip the gradient norm to this (0: off).",
 )
@@ -808,7 +811,7 @@ def tune(
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=64,
+    default=EVAL_BATCH_SIZE,
     show_default=True,
     help="Images per batch.",
 )
@@ -965,7 +968,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
 @click.option(
     "--batch-size",
     type=click.IntRange(min=2),
-    default=32,
+    default=EXPORT_BATCH_SIZE,
     show_default=True,
     help="Batch used to trace and to check the export against the eager model.",
 )

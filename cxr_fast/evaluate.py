@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr_fast.choices import DEFAULT_WORKERS, EVAL_BATCH_SIZE
 from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.preflight import find_bad_files
@@ -85,8 +86,8 @@ def run_evaluate(
     loader: str = "auto",
     device: str = "auto",
     precision: str | None = None,
-    batch_size: int = 64,
-    workers: int = 2,
+    batch_size: int = EVAL_BATCH_SIZE,
+    workers: int = DEFAULT_WORKERS,
     bootstrap: int = 1000,
     progress: Callable[[int], None] | None = None,
     tta: bool = False,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxr_fast.choices import DEFAULT_WORKERS
 from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import atomic_write_json
 
@@ -52,7 +53,7 @@ class TuneConfig:
     storage: str | None = None
     study_name: str = "cxr-fast"
     seed: int = 0
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     device: str = "auto"
 
 

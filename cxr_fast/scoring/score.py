@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
-from cxr_fast.choices import CHUNK_SECONDS, SCORE_BATCH_SIZE
+from cxr_fast.choices import CHUNK_SECONDS, DEFAULT_WORKERS, SCORE_BATCH_SIZE
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import discover, require_images
@@ -71,7 +71,7 @@ class ScoreConfig:
     batch_size: int | None = None  # None: SCORE_BATCH_SIZE for the device
     loader: str = "auto"
     device: str = "auto"
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     resume: bool = False
     overwrite: bool = False
     shard: tuple[int, int] | None = None
@@ -115,8 +115,8 @@ class ScoreSummary:
 def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
     """``I/N`` from ``--shard``, else RANK/WORLD_SIZE when launched by torchrun with N > 1."""
     if text is None:
-        world = int(env.get("WORLD_SIZE", "1"))
-        return (int(env.get("RANK", "0")), world) if world > 1 else None
+        ctx = context_from_env(env)
+        return (ctx.rank, ctx.world_size) if ctx.enabled else None
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
@@ -146,7 +146,7 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
     import shlex
 
     q = shlex.quote
-    torchrun = int(env.get("WORLD_SIZE", "1")) > 1
+    torchrun = context_from_env(env).enabled
     parts = ["cxr-fast", "score", q(str(config.archive)), "--model", q(str(config.model))]
     parts += ["--out", q(str(config.out))]
     if config.backend != "auto":
