@@ -88,7 +88,7 @@ def _objective(config: TuneConfig, log: Callable[[str], None]):
     import optuna
 
     from cxr_fast.training.folds import run_train_folds
-    from cxr_fast.training.trainer import run_train
+    from cxr_fast.training.trainer import train_model
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, config)
@@ -113,7 +113,7 @@ def _objective(config: TuneConfig, log: Callable[[str], None]):
         if config.folds > 1:
             result = run_train_folds(train, log=quiet, on_member=report)
         else:
-            result = run_train(train, log=quiet, on_epoch=report)
+            result = train_model(train, log=quiet, on_epoch=report)
         return result.best_auc
 
     return objective
