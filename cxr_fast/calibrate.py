@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_fast.choices import THRESHOLD_POLICIES, RecipeDefaults
+from cxr_fast.choices import DEFAULT_WORKERS, THRESHOLD_POLICIES, RecipeDefaults
 from cxr_fast.data.discover import Record, discover, paths_sha256
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
@@ -108,7 +108,7 @@ def run_calibrate(
     target_sensitivity: float | None = None,
     policy: str | None = None,
     device: str = "auto",
-    workers: int = 2,
+    workers: int = DEFAULT_WORKERS,
     bootstrap: int = 1000,
     overwrite: bool = False,
 ) -> CalibrationResult:

@@ -6,6 +6,8 @@ purpose: `cxr-fast --help` (and every option check) must not wait for PyTorch to
 
 from __future__ import annotations
 
+import os
+
 LOADERS = ("auto", "dali", "torch")
 ARCHITECTURES = ("cnn", "resnet18", "resnet50", "efficientnet_b0", "densenet121")
 PRECISIONS = ("auto", "fp32", "amp-bf16", "amp-fp16")
@@ -20,9 +22,16 @@ NORMALIZATIONS = ("none", "per-image")
 
 
 class RecipeDefaults:
-    """Defaults of the training recipe, chosen by the measurements in docs/results.md (the
-    CLI's defaults and TrainConfig's are these)."""
+    """Defaults of the training recipe (the CLI's defaults and TrainConfig's are these); the
+    comments say which were chosen by the measurements in docs/results.md."""
 
+    batch_size = 32
+    lr = 1e-3
+    weight_decay = 1e-4
+    val_fraction = 0.15
+    patience = 5
+    warmup_epochs = 1.0
+    clip_grad = 1.0
     ema_decay = 0.0
     label_smoothing = 0.0
     mixup = 0.0
@@ -48,6 +57,13 @@ class RecipeDefaults:
     epochs = 12
 
 
+# DataLoader worker processes (or DALI threads, or decoding processes) of every stage that
+# loads images, when not given: all cores. The CLI's --workers shows it as "all cores".
+DEFAULT_WORKERS = os.cpu_count() or 1
+
+# Images per batch of `evaluate` and of the batch `export` traces and checks with.
+EVAL_BATCH_SIZE = 64
+EXPORT_BATCH_SIZE = 32
 # Images per model batch when `score --batch-size` is not given. On the CPU small batches stay
 # in cache: the cnn ran 1,116 (int8) and 355 (TorchScript fp32) images/s at 16 against 846 and
 # 216 at 64, and workers hand over their first batch sooner (docs/benchmarks.md). GPUs want

@@ -16,6 +16,9 @@ from cxr_fast.choices import (
     BACKENDS,
     CAM_METHODS,
     CHUNK_SECONDS,
+    DEFAULT_WORKERS,
+    EVAL_BATCH_SIZE,
+    EXPORT_BATCH_SIZE,
     EXPORT_FORMATS,
     EXPORT_PRECISIONS,
     LOADERS,
@@ -27,12 +30,14 @@ from cxr_fast.choices import (
     RecipeDefaults,
 )
 from cxr_fast.errors import CxrFastError, Interrupted
+from cxr_fast.explain.stage import DEFAULT_OUT as DEFAULT_CAM_OUT
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_THREADS,
 )
+from cxr_fast.serve.stage import DEFAULT_HOST, DEFAULT_PORT
 from cxr_fast.text import plural, rate
 
 EXISTING = click.Path(exists=True, path_type=Path)
@@ -57,7 +62,7 @@ def workers_option(minimum: int):
     return click.option(
         "--workers",
         type=click.IntRange(min=minimum),
-        default=os.cpu_count() or 1,
+        default=DEFAULT_WORKERS,
         show_default="all cores",
         help="DALI threads or DataLoader worker processes.",
     )
@@ -79,6 +84,13 @@ class UserError(CxrFastError):
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (a decoder's multi-line text included)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _echo_summary(result) -> None:
+    """Print a stage result's summary (ranks other than 0 and quiet endings have none)."""
+    text = result.summary()
+    if text:
+        click.echo(text)
 
 
 def _bar(total: int, desc: str, unit: str = "img") -> tqdm:
@@ -145,7 +157,7 @@ def data() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
+    default=DEFAULT_WORKERS,
     show_default="all cores",
     help="Processes rendering images in parallel.",
 )
@@ -204,7 +216,7 @@ def data_synth(
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
+    default=DEFAULT_WORKERS,
     show_default="all cores",
     help="Processes decoding images in parallel.",
 )
@@ -315,21 +327,21 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 @click.option(
     "--batch-size",
     type=click.IntRange(min=2),
-    default=32,
+    default=RecipeDefaults.batch_size,
     show_default=True,
     help="Images per training step.",
 )
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    default=1e-3,
+    default=RecipeDefaults.lr,
     show_default=True,
     help="Peak learning rate (AdamW).",
 )
 @click.option(
     "--weight-decay",
     type=click.FloatRange(min=0),
-    default=1e-4,
+    default=RecipeDefaults.weight_decay,
     show_default=True,
     help="AdamW weight decay.",
 )
@@ -359,28 +371,28 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 @click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.15,
+    default=RecipeDefaults.val_fraction,
     show_default=True,
     help="Share of each class's patients held out for validation.",
 )
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
-    default=5,
+    default=RecipeDefaults.patience,
     show_default=True,
     help="Stop after this many epochs without a better validation ROC-AUC.",
 )
 @click.option(
     "--warmup-epochs",
     type=click.FloatRange(min=0),
-    default=1.0,
+    default=RecipeDefaults.warmup_epochs,
     show_default=True,
     help="Linear learning-rate warm-up before the cosine decay.",
 )
 @click.option(
     "--clip-grad",
     type=click.FloatRange(min=0),
-    default=1.0,
+    default=RecipeDefaults.clip_grad,
     show_default=True,
     help="Clip the gradient norm to this (0: off).",
 )
@@ -530,6 +542,7 @@ def train(
     """
     from cxr_fast.data.augment import Augment
     from cxr_fast.training.config import TrainConfig
+    from cxr_fast.training.folds import folds_under_torchrun
     from cxr_fast.training.trainer import plan, resume_config, run_train
 
     if config_file is not None:
@@ -548,111 +561,28 @@ def train(
             else None,
             **options,
         )
-    config = _folds_under_torchrun(config)
+    config = folds_under_torchrun(config, explicit=_given("folds"), log=click.echo)
     if dry_run:
         click.echo(json.dumps(plan(config).describe(), indent=2))
         return
-    try:
-        if config.folds > 1:
-            from cxr_fast.training.folds import run_train_folds
-
-            result = run_train_folds(config, resume=resume, log=click.echo)
-        else:
-            result = run_train(config, resume=resume, log=click.echo)
-    except KeyboardInterrupt:
-        raise Interrupted(_train_kept(config)) from None
-    if resume and result.epochs_trained == 0:
-        how = "stopped early after" if result.stopped_early else "nothing to do:"
-        click.echo(
-            f"{how} {result.epochs_done} of {plural(result.epochs_planned, 'epoch')} done "
-            f"(best epoch {result.best_epoch}, ROC-AUC {result.best_auc:.4f}); to train longer: "
-            f"cxr-fast train --out {_quote(result.run_dir)} --resume --epochs N"
-        )
-        return
-    if result.best_epoch is None:
-        raise UserError("training finished without a validation result")
-    from cxr_fast.distributed import context_from_env
-
-    if context_from_env().is_main:
-        what = "out-of-fold" if config.folds > 1 else "validation"
-        click.echo(
-            f"done in {result.seconds:.0f} s: {plural(result.epochs_done, 'epoch')}"
-            f"{' (early stop)' if result.stopped_early else ''}, best epoch {result.best_epoch} "
-            f"with {what} ROC-AUC {result.best_auc:.4f}, threshold {result.threshold:.4f}\n"
-            f"run folder: {result.run_dir}"
-        )
+    _echo_summary(run_train(config, resume=resume, log=click.echo))
 
 
-def _quote(path) -> str:
-    import shlex
+def _given(name: str) -> bool:
+    """Whether option ``name`` was given (on the command line or by the environment)."""
+    from click.core import ParameterSource
 
-    return shlex.quote(str(path))
-
-
-def _train_kept(config) -> str:
-    """What an interrupted ``train`` leaves in its run folder and the command to continue."""
-    from cxr_fast.run_folder import CONFIG_FILE, LAST_FILE
-
-    run_dir = Path(config.out)
-    again = f"continue with: cxr-fast train --out {_quote(run_dir)} --resume"
-    if config.folds > 1:
-        members = sorted(run_dir.glob("members/fold-*/last.pt"))
-        return f"{len(members)} of {config.folds} fold members started in {run_dir}; {again}"
-    if (run_dir / LAST_FILE).is_file():
-        import torch
-
-        state = torch.load(run_dir / LAST_FILE, map_location="cpu", weights_only=True)
-        done = int(state["progress"]["epoch"])
-        return f"epoch {done} of {config.epochs} saved in {run_dir}; {again}"
-    if (run_dir / CONFIG_FILE).is_file():
-        return f"no epoch of {run_dir} finished; {again}"
-    return f"nothing was written to {run_dir}; start again with the same command"
-
-
-def _headline(metrics: dict) -> str:
-    """One line of the numbers a user looks for first, from a metrics dict."""
-
-    def value(key: str) -> str:
-        v = metrics.get(key)
-        return "n/a" if v is None else f"{v:.4f}"
-
-    n = (metrics.get("counts") or {}).get("n")
-    images = "?" if n is None else plural(n, "labelled image")
-    return (
-        f"on {images}: accuracy {value('accuracy')}, ROC-AUC {value('roc_auc')}, "
-        f"sensitivity {value('sensitivity')}, specificity {value('specificity')}"
-    )
-
-
-def _folds_under_torchrun(config):
-    """Under torchrun one model trains with DDP: the default fold ensemble becomes one run
-    (said on rank 0); an explicit --folds K > 1 is refused (members are trained one after
-    another; launch them without torchrun)."""
-    from dataclasses import replace
-
-    from cxr_fast.distributed import context_from_env
-
-    ctx = context_from_env()
-    if not ctx.enabled or config.folds == 1:
-        return config
-    source = click.get_current_context().get_parameter_source("folds")
-    if source is not None and source.name != "DEFAULT":
-        raise UserError("--folds > 1 does not run under torchrun: train the ensemble without it")
-    if ctx.is_main:
-        click.echo(f"torchrun: training one model with DDP (--folds {config.folds} -> 1)")
-    return replace(config, folds=1)
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source != ParameterSource.DEFAULT
 
 
 def _apply_best(path: Path, options: dict, epochs, aug_strength):
     """Fill the train options still at their defaults from a tune best.json."""
-    from click.core import ParameterSource
-
     from cxr_fast.tune import read_best
 
-    ctx = click.get_current_context()
     best = read_best(path)
     for name, value in best.items():
-        if ctx.get_parameter_source(name) != ParameterSource.DEFAULT:
+        if _given(name):
             continue
         if name == "epochs":
             epochs = value
@@ -808,7 +738,7 @@ def tune(
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=64,
+    default=EVAL_BATCH_SIZE,
     show_default=True,
     help="Images per batch.",
 )
@@ -823,58 +753,18 @@ def tune(
     help="Bootstrap resamples for the 95% confidence intervals (0: none).",
 )
 @TTA_OPTION
-def evaluate(
-    run,
-    data,
-    threshold,
-    out,
-    as_json,
-    overwrite,
-    batch_size,
-    loader,
-    device,
-    workers,
-    bootstrap,
-    tta,
-) -> None:
+def evaluate(run, data, as_json, **options) -> None:
     """Evaluate a trained RUN on a labelled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
     intervals, plus ROC, PR, calibration and confusion-matrix plots."""
-    from cxr_fast.evaluate import run_evaluate
-    from cxr_fast.leakage import leakage_warning
-    from cxr_fast.metrics import describe_threshold, format_metrics
+    from cxr_fast.evaluate import EvalConfig, run_evaluate
 
     with _bar(0, "evaluate") as bar:
-        result = run_evaluate(
-            run,
-            data,
-            threshold=threshold,
-            out=out,
-            loader=loader,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            bootstrap=bootstrap,
-            progress=bar.update,
-            tta=tta,
-            overwrite=overwrite,
-        )
-    warning = leakage_warning(result.metrics.get("leakage"), str(data))
+        result = run_evaluate(EvalConfig(run, data, **options), progress=bar.update)
+    warning = result.warning()
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    if as_json:
-        click.echo(json.dumps(result.metrics, indent=2))
-        return
-    m = result.metrics
-    click.echo(
-        f"run {run} on {data}: {plural(m['counts']['n'], 'image')}"
-        + (f" ({m['n_skipped']} unreadable, left out)" if m.get("n_skipped") else "")
-    )
-    click.echo(describe_threshold(m) + "\n")
-    click.echo(format_metrics(m))
-    click.echo(f"\nmetrics: {result.out_dir / 'metrics.json'}")
-    for path in result.plots.values():
-        click.echo(f"plot:    {path}")
+    click.echo(result.summary(as_json))
 
 
 @cli.command("calibrate")
@@ -965,7 +855,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
 @click.option(
     "--batch-size",
     type=click.IntRange(min=2),
-    default=32,
+    default=EXPORT_BATCH_SIZE,
     show_default=True,
     help="Batch used to trace and to check the export against the eager model.",
 )
@@ -989,30 +879,12 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
 )
 @DEVICE_OPTION
 @TTA_OPTION
-def export(run, fmt, precision, batch_size, out, data, overwrite, device, tta) -> None:
+def export(run, fmt, **options) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
-    from cxr_fast.export import export_run
+    from cxr_fast.export.stage import ExportConfig, run_export
 
-    result = export_run(
-        run,
-        fmt,
-        precision=precision,
-        batch_size=batch_size,
-        out=out,
-        data=data,
-        device=device,
-        tta=tta,
-        overwrite=overwrite,
-    )
-    for note in result.notes:
-        click.echo(f"note: {note}")
-    click.echo(
-        f"exported {result.format} ({result.precision}) -> {result.path}\n"
-        f"sidecar: {result.sidecar}\n"
-        f"max |probability - eager| on a real batch: {result.max_abs_diff:.2e} "
-        f"(tolerance {result.tolerance:g})"
-    )
+    click.echo(run_export(ExportConfig(run, fmt, **options)).summary())
 
 
 @cli.command("explain")
@@ -1021,7 +893,7 @@ def export(run, fmt, precision, batch_size, out, data, overwrite, device, tta) -
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("cam"),
+    default=DEFAULT_CAM_OUT,
     show_default=True,
     help="Folder for the overlay PNGs (NAME.HASH.cam.png, one per image).",
 )
@@ -1039,38 +911,21 @@ def export(run, fmt, precision, batch_size, out, data, overwrite, device, tta) -
     help="gradcam++ weighs gradients per location; sharper when one region dominates.",
 )
 @DEVICE_OPTION
-def explain(run, images, out, layer, method, device) -> None:
+def explain(run, images, **options) -> None:
     """Grad-CAM overlays for IMAGES (files or folders) under the eager model of RUN.
 
     Each PNG shows the X-ray and the X-ray with the heat map of the predicted class, with the
     probability and verdict in a caption. Needs the run folder: exported TorchScript, pt2 and
     TensorRT files keep no gradients.
     """
-    from cxr_fast.data.discover import discover, require_images
-    from cxr_fast.explain.explainer import Explainer, explain_files
-    from cxr_fast.text import format_probability
+    from cxr_fast.explain.stage import ExplainConfig, run_explain
 
-    explainer = Explainer(run, device=device, layer=layer, method=method)
-    records = [record for image in images for record in discover(image)]
-    paths = [r.path for r in require_images(records, ", ".join(map(str, images)))]
-    with _bar(len(paths), "explain") as bar:
-        outcomes = explain_files(explainer, paths, out, progress=bar.update)
-    failed = 0
-    for outcome in outcomes:
-        if outcome.explanation is None:
-            failed += 1
-            click.echo(f"error: {outcome.source}: {outcome.error}", err=True)
-        else:
-            e = outcome.explanation
-            prob, threshold = format_probability(e.prob, e.threshold)
-            click.echo(
-                f"{e.pred:9s} p={prob} (threshold {threshold})  {outcome.source} -> {outcome.out}"
-            )
-    click.echo(
-        f"{plural(len(outcomes) - failed, 'overlay')} in {out} ({method} on {explainer.layer})"
-        + (f", {failed} unreadable" if failed else "")
-    )
-    if failed == len(outcomes):
+    with _bar(0, "explain") as bar:
+        result = run_explain(ExplainConfig(run, images, **options), progress=bar.update)
+    for line, is_error in result.lines():
+        click.echo(line, err=is_error)
+    click.echo(result.summary())
+    if result.all_failed:
         sys.exit(1)
 
 
@@ -1214,23 +1069,10 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
     )
     with _bar(0, "score") as bar:
         summary = run_score(config, progress=bar.update)
-    if not summary.is_main:
-        return  # under torchrun rank 0 prints the whole job's summary
-    resumed = f", {summary.resumed:,} kept from before" if summary.resumed else ""
-    click.echo(
-        f"{plural(summary.rows, 'row')} ({summary.ok:,} ok, {summary.skipped:,} skipped, "
-        f"{plural(summary.errors, 'error')}{resumed}) -> {summary.out}\n"
-        f"{plural(summary.scored, 'image')} in {summary.seconds:.1f} s: "
-        f"{rate(summary.scored, summary.seconds)} ({summary.backend}, {summary.loader} loader)"
-    )
-    if summary.loader_fallback:
+    _echo_summary(summary)
+    if summary.is_main and summary.loader_fallback:
         click.echo(f"warning: {summary.loader_fallback}", err=True)
-    if summary.metrics_path:
-        click.echo(_headline(json.loads(summary.metrics_path.read_text())))
-        click.echo(f"metrics: {summary.metrics_path}")
-    if options.get("cam_dir"):
-        click.echo(f"Grad-CAM overlays: {summary.cams} in {options['cam_dir']} (column cam_path)")
-    if fail_on_error and summary.errors:
+    if summary.is_main and fail_on_error and summary.errors:
         sys.exit(1)
 
 
@@ -1270,9 +1112,13 @@ def report(run, out, cams, overwrite, device) -> None:
 
 @cli.command("serve")
 @click.argument("run", type=EXISTING)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="TCP port.",
 )
 @click.option(
     "--max-upload-mb",
@@ -1311,9 +1157,7 @@ def report(run, out, cams, overwrite, device) -> None:
     help="Seconds a request may wait for the model (else 503) or a client may stall.",
 )
 @DEVICE_OPTION
-def serve(
-    run, host, port, max_upload_mb, layer, method, threads, max_queue, request_timeout, device
-) -> None:
+def serve(run, **options) -> None:
     """Serve RUN on a web page and a JSON API (the model loads once, here), on the waitress
     production WSGI server with bounded load (see docs/serving.md).
 
@@ -1324,29 +1168,9 @@ def serve(
     GET  /api/model           arch, contract, threshold, the run's validation metrics
     GET  /healthz             liveness
     """
-    from cxr_fast.explain.explainer import Explainer
-    from cxr_fast.serve.app import create_app
-    from cxr_fast.serve.predictor import Predictor
-    from cxr_fast.serve.server import Limits, make_server
+    from cxr_fast.serve.stage import ServeConfig, run_serve
 
-    explainer = Explainer(run, device=device, layer=layer, method=method)
-    app = create_app(Predictor(explainer, wait_timeout=request_timeout), max_upload_mb)
-    limits = Limits(threads=threads, max_queue=max_queue, request_timeout=request_timeout)
-    try:
-        server = make_server(app, host, port, limits)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound = server.effective_port
-    click.echo(
-        f"serving {run} on http://{host}:{bound}/  (waitress, {threads} threads, "
-        f"queue {max_queue}; Ctrl+C to stop)"
-    )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        click.echo("stopped")
-    finally:
-        server.close()
+    _echo_summary(run_serve(ServeConfig(run, **options), log=click.echo))
 
 
 def main() -> None:

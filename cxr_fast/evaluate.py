@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr_fast.choices import DEFAULT_WORKERS, EVAL_BATCH_SIZE
 from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.preflight import find_bad_files
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.leakage import leakage
-from cxr_fast.metrics import binary_metrics
+from cxr_fast.leakage import leakage, leakage_warning
+from cxr_fast.metrics import binary_metrics, describe_threshold, format_metrics
 from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.plots import save_plots
 from cxr_fast.precision import inference_precision, resolve_precision
@@ -29,6 +31,7 @@ from cxr_fast.run_folder import (
     read_json,
     sha256,
 )
+from cxr_fast.text import plural
 
 EVAL_DIR = "eval"
 
@@ -42,6 +45,23 @@ class EvalResult:
     out_dir: Path
     plots: dict[str, Path]
     probabilities: dict[str, float]
+
+    def warning(self) -> str | None:
+        """The leakage warning, when the evaluated data overlaps the run's training data."""
+        return leakage_warning(self.metrics.get("leakage"), self.metrics["data"])
+
+    def summary(self, as_json: bool = False) -> str:
+        """The metrics table with the threshold's source and where files went (or the JSON)."""
+        m = self.metrics
+        if as_json:
+            return json.dumps(m, indent=2)
+        skipped = f" ({m['n_skipped']} unreadable, left out)" if m.get("n_skipped") else ""
+        plots = "".join(f"\nplot:    {path}" for path in self.plots.values())
+        return (
+            f"run {m['run']} on {m['data']}: {plural(m['counts']['n'], 'image')}{skipped}\n"
+            f"{describe_threshold(m)}\n\n{format_metrics(m)}\n"
+            f"\nmetrics: {self.out_dir / METRICS_FILE}{plots}"
+        )
 
 
 def default_out_dir(run_dir: Path, data: Path) -> Path:
@@ -76,26 +96,30 @@ def _refuse_other(out_dir: Path, data_sha: str, model_sha: str) -> None:
     )
 
 
-def run_evaluate(
-    run_dir: Path,
-    data: Path,
-    *,
-    threshold: float | None = None,
-    out: Path | None = None,
-    loader: str = "auto",
-    device: str = "auto",
-    precision: str | None = None,
-    batch_size: int = 64,
-    workers: int = 2,
-    bootstrap: int = 1000,
-    progress: Callable[[int], None] | None = None,
-    tta: bool = False,
-    overwrite: bool = False,
-) -> EvalResult:
-    """Score every labeled image under ``data`` with the run's model, contract and threshold
-    (``threshold`` overrides the run's), and write metrics.json and plots to ``out``."""
-    target = resolve_device(device)
-    model, info = load_run(run_dir, target, tta=tta)
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``cxr-fast evaluate`` was asked to do."""
+
+    run: Path
+    data: Path  # a labelled folder
+    threshold: float | None = None  # None: the run's own
+    out: Path | None = None  # None: default_out_dir(run, data)
+    loader: str = "auto"
+    device: str = "auto"
+    precision: str | None = None  # None: inference_precision of the device
+    batch_size: int = EVAL_BATCH_SIZE
+    workers: int = DEFAULT_WORKERS
+    bootstrap: int = 1000
+    tta: bool = False
+    overwrite: bool = False
+
+
+def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Score every labeled image under ``config.data`` with the run's model, contract and
+    threshold (``config.threshold`` overrides the run's), and write metrics.json and plots."""
+    run_dir, data, threshold = config.run, config.data, config.threshold
+    target = resolve_device(config.device)
+    model, info = load_run(run_dir, target, tta=config.tta)
     records = require_images(discover(data), str(data))
     unlabeled = sum(r.label is None for r in records)
     if unlabeled:
@@ -105,27 +129,29 @@ def run_evaluate(
         )
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UserInputError(f"threshold must be in [0, 1], got {threshold}")
-    out_dir = out or default_out_dir(run_dir, data)
+    out_dir = config.out or default_out_dir(run_dir, data)
     data_sha, model_sha = data_sha256(data, records), sha256(run_dir / MODEL_FILE)
-    if not overwrite:
+    if not config.overwrite:
         _refuse_other(out_dir, data_sha, model_sha)
     # Unreadable files are reported, not fatal: a DALI pipeline would die on the first one.
-    bad = find_bad_files(records, workers or None)
+    bad = find_bad_files(records, config.workers or None)
     dropped = {b.path for b in bad}
     records = require_images([r for r in records if r.path not in dropped], str(data))
     batches = make_loader(
         records,
         info.contract,
-        batch_size=batch_size,
-        loader=loader,
+        batch_size=config.batch_size,
+        loader=config.loader,
         device=str(target),
-        workers=workers,
+        workers=config.workers,
         on_error="collect",  # the pixels score sees, and every file accounted for
     )
     index, logits, _ = predict_logits(
         model,
         batches,
-        inference_precision(target) if precision is None else resolve_precision(precision, target),
+        inference_precision(target)
+        if config.precision is None
+        else resolve_precision(config.precision, target),
         progress,
     )
     # Files that went bad after the check are left out by the loader: count them too.
@@ -143,14 +169,14 @@ def run_evaluate(
         "threshold_source": "run" if threshold is None else "--threshold",
         "threshold_choice": info.meta.get("threshold_choice") if threshold is None else None,
         "members": info.members,
-        "tta": list(TTA_VIEWS) if tta else None,
+        "tta": list(TTA_VIEWS) if config.tta else None,
         "temperature": info.temperature,
         "n_skipped": len(skipped),
         "skipped": skipped,
-        **binary_metrics(labels, probs, chosen, bootstrap=bootstrap),
+        **binary_metrics(labels, probs, chosen, bootstrap=config.bootstrap),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(metrics, out_dir / METRICS_FILE)
-    plots = save_plots(labels, probs, chosen, out_dir, title=f"{info.arch} on {data.name}")
+    plots = save_plots(labels, probs, metrics, out_dir, title=f"{info.arch} on {data.name}")
     probabilities = {records[i].path: float(p) for i, p in zip(index, probs, strict=True)}
     return EvalResult(metrics=metrics, out_dir=out_dir, plots=plots, probabilities=probabilities)

@@ -24,6 +24,7 @@ from sklearn.metrics import (
 
 from cxr_fast.choices import THRESHOLD_POLICIES
 from cxr_fast.labels import CLASS_NAMES
+from cxr_fast.text import plural
 
 YOUDEN = "youden"
 MARGIN = "margin"
@@ -332,6 +333,21 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         lines += ["", "  ".join(f"{k} {v}" for k, v in counts.items())]
     lines.append(f"threshold {_fmt(metrics.get('threshold'))}")
     return "\n".join(lines)
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """One line of the numbers a user looks for first, from a metrics dict."""
+
+    def value(key: str) -> str:
+        v = metrics.get(key)
+        return "n/a" if v is None else f"{v:.4f}"
+
+    n = (metrics.get("counts") or {}).get("n")
+    images = "?" if n is None else plural(n, "labelled image")
+    return (
+        f"on {images}: accuracy {value('accuracy')}, ROC-AUC {value('roc_auc')}, "
+        f"sensitivity {value('sensitivity')}, specificity {value('specificity')}"
+    )
 
 
 def describe_threshold(metrics: dict[str, Any]) -> str:

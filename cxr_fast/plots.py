@@ -13,14 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    confusion_matrix,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.metrics import check_inputs
@@ -53,8 +46,9 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _confusion(y: np.ndarray, pred: np.ndarray, threshold: float, title: str) -> Figure:
-    cm = confusion_matrix(y, pred, labels=[0, 1])
+def _confusion(metrics: dict, title: str) -> Figure:
+    cm = np.array(metrics["confusion_matrix"])
+    threshold = metrics["threshold"]
     fig = _new_figure()
     ax = fig.add_subplot()
     image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
@@ -88,12 +82,10 @@ def _mark_operating_point(ax, x: float, y: float, threshold: float) -> None:
     )
 
 
-def _roc(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float, title: str) -> Figure:
+def _roc(y: np.ndarray, p: np.ndarray, metrics: dict, title: str) -> Figure:
     fpr, tpr, _ = roc_curve(y, p)
-    auc = roc_auc_score(y, p)
-    # The operating point from the thresholded predictions themselves, as binary_metrics does.
-    op_tpr = pred[y == 1].mean()
-    op_fpr = pred[y == 0].mean()
+    auc, threshold = metrics["roc_auc"], metrics["threshold"]
+    op_tpr, op_fpr = metrics["sensitivity"], 1 - metrics["specificity"]
     fig = _new_figure()
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, lw=2, label=f"ROC (AUC = {auc:.3f})")
@@ -110,19 +102,17 @@ def _roc(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float, title
     return fig
 
 
-def _pr(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float, title: str) -> Figure:
+def _pr(y: np.ndarray, p: np.ndarray, metrics: dict, title: str) -> Figure:
     precision, recall, _ = precision_recall_curve(y, p)
-    ap = average_precision_score(y, p)
-    prevalence = y.mean()
+    ap, threshold, counts = metrics["pr_auc"], metrics["threshold"], metrics["counts"]
+    prevalence = counts["positives"] / counts["n"]
     fig = _new_figure()
     ax = fig.add_subplot()
     # Step drawing matches how average precision sums the curve.
     ax.step(recall, precision, where="post", lw=2, label=f"PR (AP = {ap:.3f})")
     ax.axhline(prevalence, ls="--", color="grey", lw=1, label=f"Prevalence ({prevalence:.3f})")
-    if pred.any():  # precision is undefined when nothing is predicted positive
-        op_recall = pred[y == 1].mean()
-        op_precision = y[pred == 1].mean()
-        _mark_operating_point(ax, op_recall, op_precision, threshold)
+    if counts["predicted_positive"]:  # precision is undefined when nothing is predicted positive
+        _mark_operating_point(ax, metrics["sensitivity"], metrics["precision"], threshold)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel(f"Recall (sensitivity, {CLASS_NAMES[1]})")
@@ -146,9 +136,8 @@ def _reliability(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return frac, mean
 
 
-def _calibration(y: np.ndarray, p: np.ndarray, title: str) -> Figure:
+def _calibration(y: np.ndarray, p: np.ndarray, brier: float, title: str) -> Figure:
     frac_pos, mean_pred = _reliability(y, p)
-    brier = brier_score_loss(y, p, labels=[0, 1])
     fig = _new_figure((_FIGSIZE[0], _FIGSIZE[1] + 1.0))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="Perfectly calibrated")
@@ -177,25 +166,25 @@ def _calibration(y: np.ndarray, p: np.ndarray, title: str) -> Figure:
 def save_plots(
     labels: np.ndarray,
     probs: np.ndarray,
-    threshold: float,
+    metrics: dict,
     out_dir: Path,
     *,
     title: str = "",
 ) -> dict[str, Path]:
     """Write the evaluation PNGs into ``out_dir`` (created if needed) and return {name: path}.
 
-    Names and files are those of PLOT_FILES. With one class in labels, ROC and PR are
-    undefined and skipped: only the confusion matrix and calibration plots are written.
+    ``metrics`` is :func:`cxr_fast.metrics.binary_metrics` of the same labels and
+    probabilities: the numbers drawn (threshold, confusion matrix, AUCs, Brier score, operating
+    point) are its own, never recomputed; ``labels`` and ``probs`` draw the curves. Names and
+    files are those of PLOT_FILES. With one class in labels, ROC and PR are undefined and
+    skipped: only the confusion matrix and calibration plots are written.
     """
     y, p = check_inputs(labels, probs)
-    threshold = float(threshold)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pred = (p >= threshold).astype(np.int64)
-
-    figures = {"confusion_matrix": _confusion(y, pred, threshold, title)}
-    if 0 < y.sum() < y.size:
-        figures["roc"] = _roc(y, p, pred, threshold, title)
-        figures["pr"] = _pr(y, p, pred, threshold, title)
-    figures["calibration"] = _calibration(y, p, title)
+    figures = {"confusion_matrix": _confusion(metrics, title)}
+    if metrics["roc_auc"] is not None:
+        figures["roc"] = _roc(y, p, metrics, title)
+        figures["pr"] = _pr(y, p, metrics, title)
+    figures["calibration"] = _calibration(y, p, metrics["brier"], title)
     return {name: _save(fig, out_dir / PLOT_FILES[name]) for name, fig in figures.items()}

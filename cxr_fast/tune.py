@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxr_fast.choices import DEFAULT_WORKERS
 from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import atomic_write_json
 
@@ -52,7 +53,7 @@ class TuneConfig:
     storage: str | None = None
     study_name: str = "cxr-fast"
     seed: int = 0
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     device: str = "auto"
 
 
@@ -87,7 +88,7 @@ def _objective(config: TuneConfig, log: Callable[[str], None]):
     import optuna
 
     from cxr_fast.training.folds import run_train_folds
-    from cxr_fast.training.trainer import run_train
+    from cxr_fast.training.trainer import train_model
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, config)
@@ -112,7 +113,7 @@ def _objective(config: TuneConfig, log: Callable[[str], None]):
         if config.folds > 1:
             result = run_train_folds(train, log=quiet, on_member=report)
         else:
-            result = run_train(train, log=quiet, on_epoch=report)
+            result = train_model(train, log=quiet, on_epoch=report)
         return result.best_auc
 
     return objective

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from cxr_fast.calibrate import fit_temperature, run_calibrate
 from cxr_fast.cli import cli
 from cxr_fast.data.discover import discover
-from cxr_fast.evaluate import run_evaluate
+from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.models.ensemble import TemperatureScaled
 from cxr_fast.run_folder import load_run, read_json, sha256
 
@@ -57,8 +57,8 @@ def test_calibrated_probabilities_are_the_tempered_logits(calibrated, trained_ru
     result, out = calibrated
     # fp32: bf16 autocast would round the logits before and after the division differently.
     common = dict(workers=0, bootstrap=0, precision="fp32")
-    before = run_evaluate(trained_run, synth_small, out=out.parent / "a", **common)
-    after = run_evaluate(out, synth_small, out=out.parent / "b", **common)
+    before = run_evaluate(EvalConfig(trained_run, synth_small, out=out.parent / "a", **common))
+    after = run_evaluate(EvalConfig(out, synth_small, out=out.parent / "b", **common))
     path = next(iter(before.probabilities))
     p = before.probabilities[path]
     logit = np.log(p / (1 - p))

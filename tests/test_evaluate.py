@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 from cxr_fast.cli import cli
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
-from cxr_fast.evaluate import run_evaluate
+from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run
@@ -31,7 +31,7 @@ def _independent_probs(run_dir, data):
 
 def test_metrics_equal_scikit_learn_with_the_runs_threshold(trained_run, synth_small, tmp_path):
     result = run_evaluate(
-        trained_run, synth_small, out=tmp_path, device="cpu", workers=0, bootstrap=200
+        EvalConfig(trained_run, synth_small, out=tmp_path, device="cpu", workers=0, bootstrap=200)
     )
     labels, probs, info = _independent_probs(trained_run, synth_small)
     predicted = (probs >= info.threshold).astype(int)
@@ -55,12 +55,20 @@ def test_metrics_equal_scikit_learn_with_the_runs_threshold(trained_run, synth_s
 
 def test_threshold_override_and_unlabeled_data(trained_run, synth_small, tmp_path, samples_dir):
     everything_positive = run_evaluate(
-        trained_run, synth_small, threshold=0.0, out=tmp_path, device="cpu", workers=0, bootstrap=0
+        EvalConfig(
+            trained_run,
+            synth_small,
+            threshold=0.0,
+            out=tmp_path,
+            device="cpu",
+            workers=0,
+            bootstrap=0,
+        )
     )
     assert everything_positive.metrics["recall"] == 1.0
     assert everything_positive.metrics["threshold_source"] == "--threshold"
     with pytest.raises(ValueError, match="no label"):
-        run_evaluate(trained_run, samples_dir, device="cpu", workers=0)
+        run_evaluate(EvalConfig(trained_run, samples_dir, device="cpu", workers=0))
 
 
 def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
@@ -127,13 +135,15 @@ def test_unreadable_files_are_counted_not_fatal(
     (normal / "IM-9002-0001.jpeg").write_text("not an image\n")
     write_special_files(normal)
     result = run_evaluate(
-        trained_run,
-        data,
-        out=tmp_path / "eval",
-        device="cpu",
-        workers=2,
-        bootstrap=0,
-        loader=loader,
+        EvalConfig(
+            trained_run,
+            data,
+            out=tmp_path / "eval",
+            device="cpu",
+            workers=2,
+            bootstrap=0,
+            loader=loader,
+        )
     )
     assert result.metrics["n_skipped"] == 5
     assert sorted(s["path"].rsplit("/", 1)[-1] for s in result.metrics["skipped"]) == [

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxr_fast.metrics import binary_metrics
 from cxr_fast.plots import PLOT_FILES, save_plots
+
+
+def _plots(labels, probs, threshold: float, out: Path, **kwargs) -> dict[str, Path]:
+    """save_plots with the metrics evaluate computes for the same inputs."""
+    metrics = binary_metrics(labels, probs, threshold, bootstrap=0)
+    return save_plots(labels, probs, metrics, out, **kwargs)
 
 
 def _check_png(path: Path) -> None:
@@ -28,7 +35,7 @@ def test_writes_four_pngs(tmp_path: Path) -> None:
     probs = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1)
     out = tmp_path / "nested" / "plots"  # created on demand
 
-    paths = save_plots(labels, probs, 0.5, out, title="test split")
+    paths = _plots(labels, probs, 0.5, out, title="test split")
 
     assert set(paths) == set(PLOT_FILES)
     for name, path in paths.items():
@@ -38,7 +45,7 @@ def test_writes_four_pngs(tmp_path: Path) -> None:
 
 
 def test_single_class_writes_confusion_and_calibration_only(tmp_path: Path) -> None:
-    paths = save_plots(np.ones(5, int), np.array([0.2, 0.6, 0.7, 0.9, 0.95]), 0.5, tmp_path)
+    paths = _plots(np.ones(5, int), np.array([0.2, 0.6, 0.7, 0.9, 0.95]), 0.5, tmp_path)
 
     assert set(paths) == {"confusion_matrix", "calibration"}
     for path in paths.values():
@@ -59,7 +66,7 @@ def test_single_class_writes_confusion_and_calibration_only(tmp_path: Path) -> N
 def test_tiny_inputs_do_not_crash(
     tmp_path: Path, labels: list, probs: list, threshold: float
 ) -> None:
-    paths = save_plots(np.array(labels), np.array(probs), threshold, tmp_path)
+    paths = _plots(np.array(labels), np.array(probs), threshold, tmp_path)
     assert {"confusion_matrix", "calibration"} <= set(paths)
     for path in paths.values():
         _check_png(path)
@@ -68,4 +75,4 @@ def test_tiny_inputs_do_not_crash(
 
 def test_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="labels"):
-        save_plots(np.array([0, 3]), np.array([0.1, 0.2]), 0.5, tmp_path)
+        save_plots(np.array([0, 3]), np.array([0.1, 0.2]), {"threshold": 0.5}, tmp_path)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
+from cxr_fast.choices import DEFAULT_WORKERS
 from cxr_fast.data.decode import ImageReadError, probe
 from cxr_fast.data.discover import IMAGE_NAMES, Record, scan
 from cxr_fast.labels import CLASS_NAMES
@@ -78,7 +79,7 @@ def check_dataset(
     root: str | os.PathLike[str],
     *,
     sample: int | None = None,
-    workers: int = 2,
+    workers: int = DEFAULT_WORKERS,
     progress: Callable[[int], None] | None = None,
 ) -> CheckReport:
     """Scan ``root`` and decode every image (or an evenly spaced ``sample`` of them)."""

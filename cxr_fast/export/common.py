@@ -59,6 +59,16 @@ class ExportResult:
     tolerance: float
     notes: list[str]
 
+    def summary(self) -> str:
+        """The notes, the files written and the check against the eager model."""
+        notes = "".join(f"note: {note}\n" for note in self.notes)
+        return (
+            f"{notes}exported {self.format} ({self.precision}) -> {self.path}\n"
+            f"sidecar: {self.sidecar}\n"
+            f"max |probability - eager| on a real batch: {self.max_abs_diff:.2e} "
+            f"(tolerance {self.tolerance:g})"
+        )
+
 
 def default_out_path(run_dir: Path, fmt: str, precision: str, tta: bool = False) -> Path:
     """``RUN/export/model[.PRECISION][.tta].{ts,pt2,trt.pt2}``; fp32 files carry no precision

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxr_fast.choices import EXPORT_BATCH_SIZE
 from cxr_fast.data.discover import Record, discover, require_images
 from cxr_fast.device import resolve_device
 from cxr_fast.export.common import (
@@ -357,7 +358,7 @@ def export_run(
     fmt: str,
     *,
     precision: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = EXPORT_BATCH_SIZE,
     out: Path | None = None,
     data: Path | None = None,
     device: str = "auto",

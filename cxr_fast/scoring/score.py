@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -17,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
-from cxr_fast.choices import CHUNK_SECONDS, SCORE_BATCH_SIZE
+from cxr_fast.choices import CHUNK_SECONDS, DEFAULT_WORKERS, SCORE_BATCH_SIZE
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import discover, require_images
@@ -28,7 +29,7 @@ from cxr_fast.distributed import DistContext, barrier, context_from_env, start, 
 from cxr_fast.errors import Interrupted, UserInputError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
-from cxr_fast.metrics import binary_metrics
+from cxr_fast.metrics import binary_metrics, headline
 from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
@@ -44,6 +45,7 @@ from cxr_fast.scoring.parquet_out import (
 )
 from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, info_columns
 from cxr_fast.scoring.threads import choose_threads, measure_costs
+from cxr_fast.text import plural, rate
 from cxr_fast.versions import versions
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ class ScoreConfig:
     batch_size: int | None = None  # None: SCORE_BATCH_SIZE for the device
     loader: str = "auto"
     device: str = "auto"
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     resume: bool = False
     overwrite: bool = False
     shard: tuple[int, int] | None = None
@@ -106,6 +108,26 @@ class ScoreSummary:
     skipped: int = 0  # non-image DICOM objects and --skip-views views (not errors)
     # False on torchrun ranks other than 0: rank 0's summary is the whole job's.
     is_main: bool = True
+    cam_dir: Path | None = None  # where --cam-dir overlays went
+
+    def summary(self) -> str:
+        """Rows by status, speed, the metrics' headline and the overlays ("" on ranks other
+        than 0: rank 0 prints the whole job's)."""
+        if not self.is_main:
+            return ""
+        resumed = f", {self.resumed:,} kept from before" if self.resumed else ""
+        lines = [
+            f"{plural(self.rows, 'row')} ({self.ok:,} ok, {self.skipped:,} skipped, "
+            f"{plural(self.errors, 'error')}{resumed}) -> {self.out}",
+            f"{plural(self.scored, 'image')} in {self.seconds:.1f} s: "
+            f"{rate(self.scored, self.seconds)} ({self.backend}, {self.loader} loader)",
+        ]
+        if self.metrics_path:
+            lines.append(headline(json.loads(self.metrics_path.read_text())))
+            lines.append(f"metrics: {self.metrics_path}")
+        if self.cam_dir is not None:
+            lines.append(f"Grad-CAM overlays: {self.cams} in {self.cam_dir} (column cam_path)")
+        return "\n".join(lines)
 
     @property
     def images_per_second(self) -> float:
@@ -115,8 +137,8 @@ class ScoreSummary:
 def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
     """``I/N`` from ``--shard``, else RANK/WORLD_SIZE when launched by torchrun with N > 1."""
     if text is None:
-        world = int(env.get("WORLD_SIZE", "1"))
-        return (int(env.get("RANK", "0")), world) if world > 1 else None
+        ctx = context_from_env(env)
+        return (ctx.rank, ctx.world_size) if ctx.enabled else None
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
@@ -146,7 +168,7 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
     import shlex
 
     q = shlex.quote
-    torchrun = int(env.get("WORLD_SIZE", "1")) > 1
+    torchrun = context_from_env(env).enabled
     parts = ["cxr-fast", "score", q(str(config.archive)), "--model", q(str(config.model))]
     parts += ["--out", q(str(config.out))]
     if config.backend != "auto":
@@ -489,4 +511,5 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         loader_fallback=part.loader_fallback,
         skipped=skipped,
         is_main=not coordinated or ctx.is_main,
+        cam_dir=config.cam_dir,
     )

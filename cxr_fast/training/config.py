@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from cxr_fast.choices import RecipeDefaults
+from cxr_fast.choices import DEFAULT_WORKERS, RecipeDefaults
 from cxr_fast.data.augment import Augment
 from cxr_fast.errors import UserInputError
 
@@ -17,22 +17,22 @@ class TrainConfig:
     out: str
     arch: str = RecipeDefaults.arch
     epochs: int = RecipeDefaults.epochs
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    batch_size: int = RecipeDefaults.batch_size
+    lr: float = RecipeDefaults.lr
+    weight_decay: float = RecipeDefaults.weight_decay
     image_size: int = RecipeDefaults.image_size
     loader: str = "auto"
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
-    val_fraction: float = 0.15
-    patience: int = 5
-    warmup_epochs: float = 1.0
-    clip_grad: float = 1.0
+    val_fraction: float = RecipeDefaults.val_fraction
+    patience: int = RecipeDefaults.patience
+    warmup_epochs: float = RecipeDefaults.warmup_epochs
+    clip_grad: float = RecipeDefaults.clip_grad
     pos_weight: str = "auto"
     target_sensitivity: float | None = None
     pretrained: str | None = None
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     sync_bn: bool = False  # SyncBatchNorm under DDP on GPUs
     skip_bad: bool = False  # train without files that fail the pre-flight decode check
     # The recipe (docs/results.md measures each part): an exponential moving average of the

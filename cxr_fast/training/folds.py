@@ -23,6 +23,7 @@ from cxr_fast import __version__
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
+from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
@@ -40,13 +41,8 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
-from cxr_fast.training.trainer import (
-    TRAINING_PACKAGES,
-    TrainResult,
-    contract_for,
-    plan,
-    run_train,
-)
+from cxr_fast.training.trainer import TrainResult, contract_for, plan, train_model
+from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions
 
 MEMBERS_DIR = "members"
@@ -134,6 +130,7 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
         seconds=0.0,
         epochs_trained=0,
         epochs_planned=config.epochs * config.folds,
+        folds=config.folds,
     )
 
 
@@ -164,7 +161,9 @@ def run_train_folds(
     for k in range(config.folds):
         member = _member_config(config, k)
         log(f"fold {k + 1} of {config.folds} -> {member.out}")
-        results.append(run_train(member, resume=(Path(member.out) / CONFIG_FILE).exists(), log=log))
+        results.append(
+            train_model(member, resume=(Path(member.out) / CONFIG_FILE).exists(), log=log)
+        )
     members, records, folds, logits = _out_of_fold(config, config.workers)
     labels = np.array([r.label for r in records])
     probs = sigmoid(logits)
@@ -205,4 +204,26 @@ def run_train_folds(
         threshold=choice["threshold"],
         stopped_early=False,
         seconds=time.perf_counter() - started,
+        folds=config.folds,
     )
+
+
+def folds_under_torchrun(
+    config: TrainConfig,
+    explicit: bool,
+    log: Callable[[str], None] = print,
+    ctx: DistContext | None = None,
+) -> TrainConfig:
+    """Under torchrun one model trains with DDP: the default K-fold ensemble becomes one run
+    (said on rank 0); an ``explicit`` --folds K > 1 is refused (members are trained one after
+    another; launch them without torchrun)."""
+    ctx = ctx or context_from_env()
+    if not ctx.enabled or config.folds == 1:
+        return config
+    if explicit:
+        raise UserInputError(
+            "--folds > 1 does not run under torchrun: train the ensemble without it"
+        )
+    if ctx.is_main:
+        log(f"torchrun: training one model with DDP (--folds {config.folds} -> 1)")
+    return replace(config, folds=1)

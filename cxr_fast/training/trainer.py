@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import json
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cxr_fast import __version__
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import num_batches
 from cxr_fast.data.discover import Record, discover
@@ -31,34 +30,29 @@ from cxr_fast.distributed import (
     start,
     stop,
 )
-from cxr_fast.errors import NotFoundError, UserInputError
+from cxr_fast.errors import Interrupted, NotFoundError, UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import binary_metrics, roc_auc, threshold_choice
+from cxr_fast.metrics import roc_auc
 from cxr_fast.models import build_model
 from cxr_fast.models.pretrained import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
 from cxr_fast.precision import Precision, resolve_precision
 from cxr_fast.run_folder import (
     CONFIG_FILE,
     LAST_FILE,
-    LOG_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
-    atomic_write_json,
     read_json,
-    save_model,
 )
+from cxr_fast.text import plural
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, select_train_val
 from cxr_fast.training.loop import Regularisers, train_epoch
 from cxr_fast.training.preflight import checked
 from cxr_fast.training.resume_check import check_same_data
 from cxr_fast.training.schedule import warmup_cosine
-from cxr_fast.training.state import Progress, load_state, save_state
-from cxr_fast.versions import versions
+from cxr_fast.training.state import Progress, load_state
+from cxr_fast.training.writer import RunWriter, kept_after_interrupt
 
 # Steps between reads of the training loss for the progress bar (each read is a GPU sync).
 LOSS_SHOWN_EVERY = 20
-TRAINING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "numpy", "scikit-learn")
 
 
 @dataclass(frozen=True)
@@ -102,6 +96,27 @@ class TrainResult:
     seconds: float
     epochs_trained: int = -1  # epochs trained by this call (0: a resumed run had nothing to do)
     epochs_planned: int = 0  # the run's epoch count (config.epochs)
+    folds: int = 1  # > 1: an ensemble, its best_auc out-of-fold
+    is_main: bool = True  # False on torchrun ranks other than 0 (rank 0 reports the run)
+
+    def summary(self) -> str:
+        """How the run ended and where it is, for the user ("" on ranks other than 0)."""
+        if self.epochs_trained == 0:
+            how = "stopped early after" if self.stopped_early else "nothing to do:"
+            return (
+                f"{how} {self.epochs_done} of {plural(self.epochs_planned, 'epoch')} done "
+                f"(best epoch {self.best_epoch}, ROC-AUC {self.best_auc:.4f}); to train longer: "
+                f"cxr-fast train --out {shlex.quote(str(self.run_dir))} --resume --epochs N"
+            )
+        if not self.is_main:
+            return ""
+        what = "out-of-fold" if self.folds > 1 else "validation"
+        return (
+            f"done in {self.seconds:.0f} s: {plural(self.epochs_done, 'epoch')}"
+            f"{' (early stop)' if self.stopped_early else ''}, best epoch {self.best_epoch} "
+            f"with {what} ROC-AUC {self.best_auc:.4f}, threshold {self.threshold:.4f}\n"
+            f"run folder: {self.run_dir}"
+        )
 
 
 def contract_for(config: TrainConfig) -> PreprocessContract:
@@ -144,20 +159,6 @@ def load_config(run_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict(read_json(path)["train"])
 
 
-def _write_config(p: Plan, run_dir: Path) -> None:
-    atomic_write_json(
-        {
-            **p.describe(),
-            "arch": p.config.arch,
-            "seed": p.config.seed,
-            "versions": versions(TRAINING_PACKAGES),
-            "data": fingerprint(p.config.data, p.data),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-        run_dir / CONFIG_FILE,
-    )
-
-
 def _ema(model: nn.Module, decay: float) -> nn.Module | None:
     """An exponential moving average of ``model``'s weights and buffers (0: none)."""
     if not decay:
@@ -170,18 +171,6 @@ def _ema(model: nn.Module, decay: float) -> nn.Module | None:
 def _loss(pos_weight: float | None, device: torch.device) -> nn.Module:
     weight = None if pos_weight is None else torch.tensor(pos_weight, device=device)
     return nn.BCEWithLogitsLoss(pos_weight=weight)
-
-
-def _trim_log(path: Path, epochs_done: int) -> None:
-    """Drop log lines of epochs after the saved state (a kill between the two writes)."""
-    if not path.is_file():
-        return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["epoch"] <= epochs_done
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _epoch_records(records: Sequence[Record], seed: int, ctx: DistContext) -> list[Record]:
@@ -226,6 +215,26 @@ def _wrap(model: nn.Module, config: TrainConfig, ctx: DistContext, device: torch
 
 
 def run_train(
+    config: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print
+) -> TrainResult:
+    """The train stage: one model (:func:`train_model`), or with ``config.folds`` > 1 an
+    ensemble of fold members (:func:`run_train_folds`), new or resumed. Ctrl-C becomes
+    :class:`Interrupted` saying what was kept and how to continue."""
+    try:
+        if config.folds > 1:
+            from cxr_fast.training.folds import run_train_folds
+
+            result = run_train_folds(config, resume=resume, log=log)
+        else:
+            result = train_model(config, resume=resume, log=log)
+    except KeyboardInterrupt:
+        raise Interrupted(kept_after_interrupt(config)) from None
+    if result.epochs_trained != 0 and result.best_epoch is None:
+        raise UserInputError("training finished without a validation result")
+    return result
+
+
+def train_model(
     config: TrainConfig,
     *,
     resume: bool = False,
@@ -233,46 +242,27 @@ def run_train(
     ctx: DistContext | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) a run into ``config.out`` and return how it ended. Under torchrun
+    """Train (or resume) one model into ``config.out`` and return how it ended. Under torchrun
     (``ctx`` from the environment by default) every rank trains its shard with DDP and only
     rank 0 writes the run folder, logs and shows progress. ``on_epoch(epoch, val_auc)`` is
     called after every finished epoch (a tuner's pruner raises from it to stop the run)."""
     started = time.perf_counter()
     ctx = ctx or context_from_env()
-    run_dir = Path(config.out)
     p = plan(config, ctx)
-    if resume and (run_dir / CONFIG_FILE).is_file():
-        check_same_data(run_dir, fingerprint(config.data, p.data))
-    if config.sync_bn and ctx.enabled and p.device.type != "cuda":
-        # Checked before anything is written: PyTorch's SyncBatchNorm does not run on CPUs.
-        raise UserInputError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
-    start(ctx, p.device)
-    if not resume and ((run_dir / MODEL_FILE).exists() or (run_dir / LAST_FILE).exists()):
-        raise UserInputError(
-            f"{run_dir} already holds a run: pass --resume, or choose another --out"
-        )
-    barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
+    writer = RunWriter(Path(config.out), enabled=ctx.is_main)
+    _start(p, ctx, writer, resume)
     if not ctx.is_main:
         log = _silent
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    model, optimizer, scheduler, scaler, ema = _training_objects(p, ctx)
-    loss_fn = _loss(p.pos_weight, p.device)
-    reg = Regularisers(label_smoothing=config.label_smoothing, mixup=config.mixup, ema=ema)
-    # The model that is validated and saved: the weight average when there is one.
-    evaluated = ema.module if ema is not None else model
-
-    if resume and ctx.is_main and (run_dir / CONFIG_FILE).is_file():
-        _persist_resumed_config(run_dir, config)
-    progress = _start_progress(
-        p, run_dir, resume, ctx, log, (model, optimizer, scheduler, scaler, ema)
-    )
+    state = _training_objects(p, ctx)
+    if resume:
+        writer.resumed(config)
+    progress = _start_progress(p, writer, resume, log, state)
     if resume and (progress.epoch >= config.epochs or progress.bad_epochs >= config.patience):
         # A finished run: no loader is built, no epoch is trained, nothing is rewritten.
-        return _finish(ctx, run_dir, progress, config, started, progress.epoch)
-    net = _wrap(model, config, ctx, p.device)
-
+        return _finish(ctx, writer, progress, config, started, progress.epoch)
     if p.skipped:
         log(f"--skip-bad: training without {describe(p.skipped, len(p.skipped))}")
     log(
@@ -280,62 +270,91 @@ def run_train(
         f"{len(p.data.val)} ({p.data.val_source}); {p.device}, {p.precision.name}, "
         f"{p.loader} loader" + (f"; DDP over {ctx.world_size} processes" if ctx.enabled else "")
     )
-    # Each rank validates a contiguous shard; the logits are gathered before any metric.
-    val_loader = _loader(p, ctx, p.data.val)
-    val_labels = np.array([r.label for r in p.data.val])
-    stopped_early = progress.bad_epochs >= config.patience
+    epochs = _Epochs(p, ctx, writer, state, log)
     epochs_before = progress.epoch
+    stopped_early = progress.bad_epochs >= config.patience
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         if stopped_early:
             break
-        epoch_seed = config.seed * 100_003 + epoch
-        # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
-        train_loader = _loader(
-            p, ctx, _epoch_records(p.data.train, epoch_seed, ctx), _loader_seed(epoch_seed, ctx)
-        )
-        stats = _train_one_epoch(
-            net, train_loader, epoch, p, ctx, (loss_fn, optimizer, scheduler, scaler, reg)
-        )
-        average_buffers(ctx, evaluated)  # one model on every rank: the one rank 0 saves
-        val = _validate(evaluated, val_loader, val_labels, loss_fn, p, ctx)
-        auc = val.roc_auc
-        improved = progress.record(epoch, auc)
-        if improved and ctx.is_main:
-            _save_best(run_dir, evaluated, p, epoch, val)
-        rates = gather_objects(ctx, stats.images_per_second)
-        entry = {
-            "epoch": epoch,
-            "train_loss": stats.loss,
-            "val_loss": val.loss,
-            "val_roc_auc": auc,
-            "lr": scheduler.get_last_lr()[0],
-            "train_images_per_s": float(sum(rates)),
-            "processes": ctx.world_size,
-            "seconds": stats.seconds,
-            "best": improved,
-        }
-        if ctx.is_main:
-            with (run_dir / LOG_FILE).open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-            save_state(run_dir, progress, model, optimizer, scheduler, scaler, ema)
-        barrier(ctx)  # a resumed job restarts every rank from the same saved epoch
-        log(
-            f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val.loss:.4f}, "
-            f"val ROC-AUC {auc:.4f}{' (best)' if improved else ''}, "
-            f"{sum(rates):.0f} images/s, {stats.seconds:.0f} s"
-        )
+        auc = epochs.run(epoch, progress)
         if on_epoch is not None:
             on_epoch(epoch, auc)
         stopped_early = progress.bad_epochs >= config.patience
         if stopped_early and epoch < config.epochs:
             log(f"early stop: no better validation ROC-AUC in {config.patience} epochs")
+    return _finish(ctx, writer, progress, config, started, epochs_before)
 
-    return _finish(ctx, run_dir, progress, config, started, epochs_before)
+
+def _start(p: Plan, ctx: DistContext, writer: RunWriter, resume: bool) -> None:
+    """Checks before anything is written, then join the process group."""
+    config = p.config
+    if resume and (writer.run_dir / CONFIG_FILE).is_file():
+        check_same_data(writer.run_dir, fingerprint(config.data, p.data))
+    if config.sync_bn and ctx.enabled and p.device.type != "cuda":
+        # Checked before anything is written: PyTorch's SyncBatchNorm does not run on CPUs.
+        raise UserInputError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
+    start(ctx, p.device)
+    writer.refuse_existing(resume)
+    barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
+
+
+class _Epochs:
+    """One epoch after another: train, validate, write (rank 0) and log."""
+
+    def __init__(self, p: Plan, ctx: DistContext, writer: RunWriter, state: tuple, log) -> None:
+        model, ema = state[0], state[4]
+        self.p, self.ctx, self.writer, self.state, self.log = p, ctx, writer, state, log
+        self.loss_fn = _loss(p.pos_weight, p.device)
+        config = p.config
+        self.reg = Regularisers(label_smoothing=config.label_smoothing, mixup=config.mixup, ema=ema)
+        # The model that is validated and saved: the weight average when there is one.
+        self.evaluated = ema.module if ema is not None else model
+        self.net = _wrap(model, config, ctx, p.device)
+        # Each rank validates a contiguous shard; the logits are gathered before any metric.
+        self.val_loader = _loader(p, ctx, p.data.val)
+        self.val_labels = np.array([r.label for r in p.data.val])
+
+    def run(self, epoch: int, progress: Progress) -> float:
+        """Train and validate ``epoch``; returns its validation ROC-AUC."""
+        p, ctx, config = self.p, self.ctx, self.p.config
+        _, optimizer, scheduler, scaler, _ = self.state
+        epoch_seed = config.seed * 100_003 + epoch
+        # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
+        train_loader = _loader(
+            p, ctx, _epoch_records(p.data.train, epoch_seed, ctx), _loader_seed(epoch_seed, ctx)
+        )
+        parts = (self.loss_fn, optimizer, scheduler, scaler, self.reg)
+        stats = _train_one_epoch(self.net, train_loader, epoch, p, ctx, parts)
+        average_buffers(ctx, self.evaluated)  # one model on every rank: the one rank 0 saves
+        val = _validate(self.evaluated, self.val_loader, self.val_labels, self.loss_fn, p, ctx)
+        improved = progress.record(epoch, val.roc_auc)
+        if improved:
+            self.writer.best(self.evaluated, p, epoch, val)
+        rate = float(sum(gather_objects(ctx, stats.images_per_second)))
+        entry = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "val_loss": val.loss,
+            "val_roc_auc": val.roc_auc,
+            "lr": scheduler.get_last_lr()[0],
+            "train_images_per_s": rate,
+            "processes": ctx.world_size,
+            "seconds": stats.seconds,
+            "best": improved,
+        }
+        self.writer.epoch(entry, progress, self.state)
+        barrier(ctx)  # a resumed job restarts every rank from the same saved epoch
+        self.log(
+            f"epoch {epoch}/{config.epochs}: loss {stats.loss:.4f}, val loss {val.loss:.4f}, "
+            f"val ROC-AUC {val.roc_auc:.4f}{' (best)' if improved else ''}, "
+            f"{rate:.0f} images/s, {stats.seconds:.0f} s"
+        )
+        return val.roc_auc
 
 
 def _finish(
     ctx: DistContext,
-    run_dir: Path,
+    writer: RunWriter,
     progress: Progress,
     config: TrainConfig,
     started: float,
@@ -343,10 +362,10 @@ def _finish(
 ) -> TrainResult:
     """Wait for every rank, end the process group and say how the run stands."""
     barrier(ctx)
-    threshold = _saved_threshold(run_dir)
+    threshold = writer.threshold()
     stop(ctx)
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=writer.run_dir,
         epochs_done=progress.epoch,
         best_epoch=progress.best_epoch,
         best_auc=progress.best_auc,
@@ -356,6 +375,7 @@ def _finish(
         seconds=time.perf_counter() - started,
         epochs_trained=progress.epoch - epochs_before,
         epochs_planned=config.epochs,
+        is_main=ctx.is_main,
     )
 
 
@@ -423,31 +443,6 @@ def _validate(
     return ValResult(labels, sigmoid(logits), loss, roc_auc(labels, sigmoid(logits)))
 
 
-def _save_best(run_dir: Path, evaluated: nn.Module, p: Plan, epoch: int, val: ValResult) -> None:
-    """model.pt and metrics.json of a new best epoch, with the threshold chosen on it."""
-    config = p.config
-    choice = threshold_choice(
-        val.labels,
-        val.probs,
-        policy=config.threshold_policy,
-        target_sensitivity=config.target_sensitivity,
-    )
-    metrics = binary_metrics(val.labels, val.probs, choice["threshold"], seed=config.seed)
-    metrics["threshold_choice"] = choice
-    meta = {
-        "arch": config.arch,
-        "contract": p.contract.to_dict(),
-        "threshold": choice["threshold"],
-        "threshold_rule": choice["policy"],
-        "threshold_choice": choice,
-        "epoch": epoch,
-        "val_roc_auc": val.roc_auc,
-        "cxr_fast": __version__,
-    }
-    save_model(run_dir, evaluated, meta)
-    atomic_write_json({"split": "validation", "epoch": epoch, **metrics}, run_dir / METRICS_FILE)
-
-
 def _train_one_epoch(net, train_loader, epoch: int, p: Plan, ctx: DistContext, parts):
     """One epoch of ``train_epoch`` behind rank 0's progress bar."""
     loss_fn, optimizer, scheduler, scaler, reg = parts
@@ -481,13 +476,12 @@ def _train_one_epoch(net, train_loader, epoch: int, p: Plan, ctx: DistContext, p
         )
 
 
-def _start_progress(p: Plan, run_dir: Path, resume: bool, ctx: DistContext, log, state) -> Progress:
+def _start_progress(p: Plan, writer: RunWriter, resume: bool, log, state) -> Progress:
     """The progress to continue from: a resumed run's saved state, or a fresh run folder."""
-    model, optimizer, scheduler, scaler, ema = state
+    run_dir = writer.run_dir
     if resume and (run_dir / LAST_FILE).exists():
-        progress = load_state(run_dir, model, optimizer, scheduler, scaler, ema)
-        if ctx.is_main:
-            _trim_log(run_dir / LOG_FILE, progress.epoch)
+        progress = load_state(run_dir, *state)
+        writer.trim_log(progress.epoch)
         log(
             f"resuming {run_dir} after epoch {progress.epoch} "
             f"(best so far: epoch {progress.best_epoch}, ROC-AUC {progress.best_auc:.4f})"
@@ -495,31 +489,11 @@ def _start_progress(p: Plan, run_dir: Path, resume: bool, ctx: DistContext, log,
         return progress
     if resume:
         # Killed before its first epoch was saved: nothing to keep but the configuration.
-        if ctx.is_main:
-            _trim_log(run_dir / LOG_FILE, 0)
+        writer.trim_log(0)
         log(f"resuming {run_dir}: no finished epoch was saved, starting from epoch 1")
         return Progress()
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_config(p, run_dir)
+    writer.start(p)
     return Progress()
-
-
-def _saved_threshold(run_dir: Path) -> float | None:
-    if (run_dir / MODEL_FILE).exists():
-        return read_json(run_dir / METRICS_FILE)["threshold"]
-    return None
-
-
-def _persist_resumed_config(run_dir: Path, config: TrainConfig) -> None:
-    """Write the resumed configuration (this folder, the epoch count asked for now) into
-    config.json, so that a later ``--resume`` finishes at the new count, in the same folder."""
-    saved = read_json(run_dir / CONFIG_FILE)
-    train = saved.get("train", {})
-    if train.get("epochs") == config.epochs and train.get("out") == config.out:
-        return
-    saved["train"] = {**train, "epochs": config.epochs, "out": config.out}
-    atomic_write_json(saved, run_dir / CONFIG_FILE)
 
 
 def _silent(_message: str) -> None:

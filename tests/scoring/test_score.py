@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cxr_fast.data.discover import discover
-from cxr_fast.evaluate import run_evaluate
+from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.scoring.parquet_out import staging_dir
 from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
 from tests.bad_files import write_bad_files
@@ -131,7 +131,9 @@ def test_cli_exit_codes_with_bad_files(trained_run, bad_archive, tmp_path):
 
 def test_score_probabilities_equal_evaluate(trained_run, synth_small, tmp_path):
     evaluated = run_evaluate(
-        trained_run, synth_small, out=tmp_path / "eval", device="cpu", workers=0, bootstrap=0
+        EvalConfig(
+            trained_run, synth_small, out=tmp_path / "eval", device="cpu", workers=0, bootstrap=0
+        )
     )
     out = tmp_path / "preds.parquet"
     summary = run_score(

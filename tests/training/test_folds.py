@@ -9,7 +9,7 @@ import torch
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.split import patient_folds
-from cxr_fast.evaluate import run_evaluate
+from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.explain.explainer import Explainer
 from cxr_fast.models.ensemble import Ensemble
 from cxr_fast.run_folder import load_run, read_json
@@ -81,7 +81,7 @@ def test_ensemble_run_is_the_mean_of_member_logits(ensemble_run, synth_small):
 def test_every_stage_takes_the_ensemble_run(ensemble_run, synth_small, tmp_path):
     _, result, _ = ensemble_run
     evaluation = run_evaluate(
-        result.run_dir, synth_small, out=tmp_path / "eval", workers=0, bootstrap=0
+        EvalConfig(result.run_dir, synth_small, out=tmp_path / "eval", workers=0, bootstrap=0)
     )
     assert evaluation.metrics["members"] == 3 and evaluation.metrics["counts"]["n"] > 0
     explainer = Explainer(result.run_dir, device="cpu")

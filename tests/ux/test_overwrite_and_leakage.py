@@ -7,7 +7,7 @@ import pytest
 
 from cxr_fast import cli
 from cxr_fast.calibrate import run_calibrate
-from cxr_fast.evaluate import default_out_dir, run_evaluate
+from cxr_fast.evaluate import EvalConfig, default_out_dir, run_evaluate
 
 
 def _main(monkeypatch, capsys, *args):
@@ -40,15 +40,16 @@ def test_evaluate_folders_never_collide_and_other_data_is_not_overwritten(
     (b / "NORMAL" / sorted(p.name for p in (b / "NORMAL").iterdir())[0]).unlink()
     assert default_out_dir(trained_run, a) != default_out_dir(trained_run, b)
     out = tmp_path / "eval"
-    run_evaluate(trained_run, a, out=out, device="cpu", workers=0, bootstrap=0)
-    run_evaluate(trained_run, a, out=out, device="cpu", workers=0, bootstrap=0)  # same: fine
+    config = EvalConfig(trained_run, a, out=out, device="cpu", workers=0, bootstrap=0)
+    run_evaluate(config)
+    run_evaluate(config)  # the same evaluation again: fine
     code, _, err = _main(
         monkeypatch, capsys, "evaluate", trained_run, "--data", b, "--out", out,
         "--device", "cpu", "--workers", "0", "--bootstrap", "0",
     )  # fmt: skip
     assert code == 2 and "holds an evaluation of other data" in err
     result = run_evaluate(
-        trained_run, b, out=out, device="cpu", workers=0, bootstrap=0, overwrite=True
+        EvalConfig(trained_run, b, out=out, device="cpu", workers=0, bootstrap=0, overwrite=True)
     )
     assert result.metrics["data"] == str(b)
 

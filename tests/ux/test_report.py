@@ -9,7 +9,7 @@ import pytest
 
 from cxr_fast.calibrate import run_calibrate
 from cxr_fast.errors import UserInputError
-from cxr_fast.evaluate import run_evaluate
+from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.report import SECTIONS, write_report
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.folds import run_train_folds
@@ -23,7 +23,7 @@ TINY = dict(arch="cnn", image_size=64, batch_size=16, val_fraction=0.25, lr=3e-3
 def single(trained_run, kaggle_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("rep") / "single"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval", "export", "*.html"))
-    run_evaluate(run, kaggle_dir, device="cpu", workers=0, bootstrap=50)
+    run_evaluate(EvalConfig(run, kaggle_dir, device="cpu", workers=0, bootstrap=50))
     return run
 
 

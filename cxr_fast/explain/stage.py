@@ -1,0 +1,82 @@
+"""The explain stage's entry point: ``run_explain(ExplainConfig)`` writes one Grad-CAM overlay
+per image and returns what happened to each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxr_fast.text import plural
+
+DEFAULT_OUT = Path("cam")
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """What ``cxr-fast explain`` was asked to do."""
+
+    run: Path
+    images: tuple[Path, ...]  # files or folders
+    out: Path = DEFAULT_OUT
+    layer: str | None = None  # Grad-CAM target layer (None: the architecture's default)
+    method: str = "gradcam"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """One outcome per input image, and the layer and method that drew the maps."""
+
+    outcomes: list  # of explainer.ExplainOutcome, in input order
+    out: Path
+    method: str
+    layer: str
+
+    @property
+    def failed(self) -> int:
+        return sum(outcome.explanation is None for outcome in self.outcomes)
+
+    @property
+    def all_failed(self) -> bool:
+        return self.failed == len(self.outcomes)
+
+    def lines(self) -> list[tuple[str, bool]]:
+        """(line, is an error) per outcome, in input order: errors go to stderr."""
+        from cxr_fast.text import format_probability
+
+        lines = []
+        for outcome in self.outcomes:
+            e = outcome.explanation
+            if e is None:
+                lines.append((f"error: {outcome.source}: {outcome.error}", True))
+                continue
+            prob, threshold = format_probability(e.prob, e.threshold)
+            line = (
+                f"{e.pred:9s} p={prob} (threshold {threshold})  {outcome.source} -> {outcome.out}"
+            )
+            lines.append((line, False))
+        return lines
+
+    def summary(self) -> str:
+        """The closing line: overlays written, where, how, and how many were unreadable."""
+        failed = self.failed
+        unreadable = f", {failed} unreadable" if failed else ""
+        written = plural(len(self.outcomes) - failed, "overlay")
+        return f"{written} in {self.out} ({self.method} on {self.layer}){unreadable}"
+
+
+def run_explain(
+    config: ExplainConfig, progress: Callable[[int], None] | None = None
+) -> ExplainResult:
+    """Explain every image under ``config.images`` with the eager model of ``config.run``."""
+    from cxr_fast.data.discover import discover, require_images
+    from cxr_fast.explain.explainer import Explainer, explain_files
+
+    explainer = Explainer(
+        config.run, device=config.device, layer=config.layer, method=config.method
+    )
+    records = [record for image in config.images for record in discover(image)]
+    paths = [r.path for r in require_images(records, ", ".join(map(str, config.images)))]
+    outcomes = explain_files(explainer, paths, config.out, progress=progress)
+    return ExplainResult(outcomes, config.out, config.method, explainer.layer)
