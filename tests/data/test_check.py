@@ -27,7 +27,7 @@ def test_leakage_unreadable_and_sampling(kaggle_dir, tmp_path):
     assert report.counts["val"] == {"PNEUMONIA": 2}
     assert report.leaked_patients == {"train+val": ["person1"]}
     assert [bad["path"].rsplit("/", 1)[-1] for bad in report.unreadable] == ["person2_virus_1.jpeg"]
-    assert "LEAKAGE: 1 patients in train+val: person1" in format_report(report)
+    assert "LEAKAGE: 1 patient in train+val: person1" in format_report(report)
 
     sampled = check_dataset(root, sample=10, workers=1)
     assert sampled.checked == 10 and sampled.images == 41
