@@ -50,6 +50,15 @@ DEVICE_OPTION = click.option(
     help="auto (CUDA when present), cpu, cuda or cuda:N.",
 )
 
+PRECISION_OPTION = click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA where "
+    "supported (else fp16 with GradScaler when training), fp32 on other CPUs.",
+)
+
 
 def workers_option(minimum: int):
     """``--workers``: DALI threads or DataLoader processes (0: load in the main process)."""
@@ -334,13 +343,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 )
 @LOADER_OPTION
 @DEVICE_OPTION
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 autocast on CUDA where supported (else fp16 with GradScaler), fp32 on CPU.",
-)
+@PRECISION_OPTION
 @click.option(
     "--seed",
     type=int,
@@ -798,6 +801,7 @@ def tune(
     help="Bootstrap resamples for the 95% confidence intervals (0: none).",
 )
 @TTA_OPTION
+@PRECISION_OPTION
 def evaluate(
     run,
     data,
@@ -808,6 +812,7 @@ def evaluate(
     batch_size,
     loader,
     device,
+    precision,
     workers,
     bootstrap,
     tta,
@@ -827,6 +832,7 @@ def evaluate(
             out=out,
             loader=loader,
             device=device,
+            precision=precision,
             batch_size=batch_size,
             workers=workers,
             bootstrap=bootstrap,
@@ -926,17 +932,19 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(EXPORT_FORMATS),
+    type=click.Choice(("auto", *EXPORT_FORMATS)),
     required=True,
     help="torchscript: traced and frozen; pt2: torch.export program with a dynamic "
-    "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra).",
+    "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra); onnx: ONNX for ONNX "
+    "Runtime (the onnx extra); auto: the fastest for this host (int8 on a CPU, TensorRT fp16 "
+    "on CUDA), which `score --model RUN` then uses by itself.",
 )
 @click.option(
     "--precision",
     type=click.Choice(EXPORT_PRECISIONS),
     default=None,
-    help="fp32; fp16 (CUDA); int8 (CPU, TorchScript: post-training quantisation "
-    "calibrated on training images).  [default: fp16 for tensorrt, else fp32]",
+    help="fp32; fp16 (CUDA); int8 (CPU, TorchScript or ONNX: post-training quantisation "
+    "calibrated on training images).  [default: fp16 for tensorrt, else fp32; auto chooses]",
 )
 @click.option(
     "--batch-size",
@@ -949,7 +957,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.pt2}]",
+    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.pt2,onnx}]",
 )
 @click.option(
     "--data",
@@ -989,6 +997,12 @@ def export(run, fmt, precision, batch_size, out, data, overwrite, device, tta) -
         f"max |probability - eager| on a real batch: {result.max_abs_diff:.2e} "
         f"(tolerance {result.tolerance:g})"
     )
+    if result.speed:
+        speed = result.speed
+        click.echo(
+            f"speed: {speed['images_per_second']:.0f} images/s, {speed['speedup_vs_eager']:.2f}x "
+            f"the eager model ({speed['eager_precision']}) on this host, batch {speed['batch']}"
+        )
 
 
 @cli.command("explain")
@@ -1015,7 +1029,8 @@ def export(run, fmt, precision, batch_size, out, data, overwrite, device, tta) -
     help="gradcam++ weighs gradients per location; sharper when one region dominates.",
 )
 @DEVICE_OPTION
-def explain(run, images, out, layer, method, device) -> None:
+@PRECISION_OPTION
+def explain(run, images, out, layer, method, device, precision) -> None:
     """Grad-CAM overlays for IMAGES (files or folders) under the eager model of RUN.
 
     Each PNG shows the X-ray and the X-ray with the heat map of the predicted class, with the
@@ -1025,7 +1040,7 @@ def explain(run, images, out, layer, method, device) -> None:
     from cxr_fast.data.discover import discover, require_images
     from cxr_fast.explain.explainer import Explainer, explain_files
 
-    explainer = Explainer(run, device=device, layer=layer, method=method)
+    explainer = Explainer(run, device=device, layer=layer, method=method, precision=precision)
     records = [record for image in images for record in discover(image)]
     paths = [r.path for r in require_images(records, ", ".join(map(str, images)))]
     with _bar(len(paths), "explain") as bar:
@@ -1147,6 +1162,7 @@ def explain(run, images, out, layer, method, device) -> None:
     help="... or every this many seconds, whichever comes first.",
 )
 @TTA_OPTION
+@PRECISION_OPTION
 def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **options) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 
@@ -1267,8 +1283,19 @@ def report(run, out, cams, overwrite, device) -> None:
     help="Seconds a request may wait for the model (else 503) or a client may stall.",
 )
 @DEVICE_OPTION
+@PRECISION_OPTION
 def serve(
-    run, host, port, max_upload_mb, layer, method, threads, max_queue, request_timeout, device
+    run,
+    host,
+    port,
+    max_upload_mb,
+    layer,
+    method,
+    threads,
+    max_queue,
+    request_timeout,
+    device,
+    precision,
 ) -> None:
     """Serve RUN on a web page and a JSON API (the model loads once, here), on the waitress
     production WSGI server with bounded load (see docs/serving.md).
@@ -1285,7 +1312,7 @@ def serve(
     from cxr_fast.serve.predictor import Predictor
     from cxr_fast.serve.server import Limits, make_server
 
-    explainer = Explainer(run, device=device, layer=layer, method=method)
+    explainer = Explainer(run, device=device, layer=layer, method=method, precision=precision)
     app = create_app(Predictor(explainer, wait_timeout=request_timeout), max_upload_mb)
     limits = Limits(threads=threads, max_queue=max_queue, request_timeout=request_timeout)
     try:

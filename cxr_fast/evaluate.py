@@ -20,7 +20,7 @@ from cxr_fast.leakage import leakage
 from cxr_fast.metrics import binary_metrics
 from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.plots import save_plots
-from cxr_fast.precision import inference_precision, resolve_precision
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
     METRICS_FILE,
     MODEL_FILE,
@@ -84,7 +84,7 @@ def run_evaluate(
     out: Path | None = None,
     loader: str = "auto",
     device: str = "auto",
-    precision: str | None = None,
+    precision: str = "auto",
     batch_size: int = 64,
     workers: int = 2,
     bootstrap: int = 1000,
@@ -124,7 +124,7 @@ def run_evaluate(
     index, logits, _ = predict_logits(
         model,
         batches,
-        inference_precision(target) if precision is None else resolve_precision(precision, target),
+        inference_precision(target, precision),
         progress,
     )
     # Files that went bad after the check are left out by the loader: count them too.

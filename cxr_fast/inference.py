@@ -23,7 +23,7 @@ def predict_logits(
     indices, logits, labels = [], [], []
     with torch.inference_mode():
         for batch in batches:
-            with precision.autocast():
+            with precision.autocast(model):
                 out = model(batch.x)
             logits.append(out.float().reshape(-1).cpu())
             indices.append(batch.index.cpu())

@@ -53,22 +53,25 @@ def threshold_source(meta: dict) -> dict:
     }
 
 
-def _eager(run_dir: Path, device: torch.device, tta: bool = False) -> ScoringModel:
+def _eager(
+    run_dir: Path, device: torch.device, tta: bool = False, precision: str = "auto"
+) -> ScoringModel:
     model, info = load_run(run_dir, device, tta=tta)
-    scoring = eager_scoring_model(model, info, device)
+    scoring = eager_scoring_model(model, info, device, precision)
     # The backend name travels into the metadata and the resume check: TTA rows never mix.
     return replace(scoring, backend="eager-tta") if tta else scoring
 
 
 def eager_scoring_model(
-    model: torch.nn.Module, info: RunInfo, device: torch.device
+    model: torch.nn.Module, info: RunInfo, device: torch.device, precision: str = "auto"
 ) -> ScoringModel:
-    """Wrap a run's already loaded eager model (from :func:`load_run`) for scoring."""
+    """Wrap a run's already loaded eager model (from :func:`load_run`) for scoring at
+    ``precision`` (a ``--precision`` name, see :func:`inference_precision`)."""
     run_dir = info.path
-    precision = inference_precision(device)
+    resolved = inference_precision(device, precision)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with precision.autocast():
+        with resolved.autocast(model):
             return model(x)
 
     return ScoringModel(
@@ -80,7 +83,7 @@ def eager_scoring_model(
         checksum=sha256(run_dir / MODEL_FILE),
         device=device,
         threshold_source=threshold_source(info.meta),
-        precision=precision.name,
+        precision=resolved.name,
     )
 
 
@@ -104,7 +107,7 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
 
 
 def load_scoring_model(
-    ref: Path, backend: str, device: torch.device, tta: bool = False
+    ref: Path, backend: str, device: torch.device, tta: bool = False, precision: str = "auto"
 ) -> ScoringModel:
     """``ref`` is a run folder (eager) or an exported file (its sidecar says the format);
     ``tta`` averages the run's logits over the test-time views (run folders only: an export
@@ -117,7 +120,7 @@ def load_scoring_model(
                 f"--backend {backend} needs an exported file: run `cxr-fast export {ref} "
                 f"--format {backend}` and pass --model with the file it writes"
             )
-        return _eager(ref, device, tta)
+        return _eager(ref, device, tta, precision)
     if tta:
         raise UserInputError(
             f"--tta applies to a run folder; {ref} is an export (export it with --tta instead)"

@@ -78,6 +78,7 @@ class ScoreConfig:
     cam_run: Path | None = None  # the run folder for Grad-CAM when ``model`` is an export
     skip_views: tuple[str, ...] = ()  # DICOM ViewPosition values not scored (status skipped)
     tta: bool = False  # test-time augmentation (run folders): three views, three times the cost
+    precision: str = "auto"  # eager models: a --precision name (inference_precision)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,8 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
         parts += ["--skip-views", ",".join(config.skip_views)]
     if config.tta:
         parts.append("--tta")
+    if config.precision != "auto":
+        parts += ["--precision", config.precision]
     if config.cam_dir is not None:
         parts += ["--cam-dir", q(str(config.cam_dir)), "--cam-top", str(config.cam_top)]
         if config.cam_run is not None:
@@ -301,7 +304,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     if coordinated:
         device = use_device(ctx, device)  # this rank's GPU, current (TensorRT binds to it)
         start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
-    model = load_scoring_model(config.model, config.backend, device, config.tta)
+    model = load_scoring_model(config.model, config.backend, device, config.tta, config.precision)
     # Before any scoring, so a wrong --cam-run fails in a second, not after the archive.
     cam_run = cam_run_for(config.model, config.cam_run) if config.cam_dir else None
     records = require_images(discover(config.archive), str(config.archive))
