@@ -1081,7 +1081,9 @@ def explain(run, images, out, layer, method, device, precision) -> None:
     type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
-    help="auto: eager for a run folder, the export's own format for a file.",
+    help="auto: for a run folder its fastest export in RUN/export/ verified for this device and "
+    "made from its model.pt (`cxr-fast export RUN --format auto`), else the eager model at "
+    "--precision; for a file, the export's own format.",
 )
 @click.option(
     "--batch-size",
@@ -1195,6 +1197,8 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
         f"{summary.out}\n{summary.scored} images in {summary.seconds:.1f} s: "
         f"{summary.images_per_second:.1f} images/s ({summary.backend}, {summary.loader} loader)"
     )
+    if summary.backend_choice:
+        click.echo(f"backend: {summary.backend_choice}")
     if summary.loader_fallback:
         click.echo(f"warning: {summary.loader_fallback}", err=True)
     if summary.metrics_path:

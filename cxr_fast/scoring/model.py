@@ -29,6 +29,7 @@ class ScoringModel:
     # Where the threshold came from: the run's policy, or a site calibration (metadata only).
     threshold_source: dict | None = None
     precision: str = "fp32"  # what the forward computes in (autocast, or the export's)
+    choice: str | None = None  # why --backend auto picked this model (backend_choice.py)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N] for a batch (inference mode)."""
@@ -109,9 +110,12 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
 def load_scoring_model(
     ref: Path, backend: str, device: torch.device, tta: bool = False, precision: str = "auto"
 ) -> ScoringModel:
-    """``ref`` is a run folder (eager) or an exported file (its sidecar says the format);
-    ``tta`` averages the run's logits over the test-time views (run folders only: an export
-    carries TTA inside when it was exported with ``--tta``)."""
+    """``ref`` is a run folder or an exported file (its sidecar says the format). For a run
+    folder ``backend`` auto takes its fastest verified export for ``device`` when there is one
+    (:mod:`cxr_fast.scoring.backend_choice`), else the eager model at ``precision``; eager
+    always uses the eager model. ``tta`` averages the run's logits over the test-time views
+    (run folders only, eager: an export carries TTA inside when it was exported with
+    ``--tta``)."""
     if backend not in BACKENDS:
         raise UserInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if ref.is_dir():
@@ -119,6 +123,16 @@ def load_scoring_model(
             raise UserInputError(
                 f"--backend {backend} needs an exported file: run `cxr-fast export {ref} "
                 f"--format {backend}` and pass --model with the file it writes"
+            )
+        if backend == "auto" and not tta:
+            from cxr_fast.scoring.backend_choice import load_auto
+
+            return load_auto(
+                ref,
+                device,
+                precision,
+                lambda path: _exported(path, "auto", device),
+                lambda: _eager(ref, device, tta, precision),
             )
         return _eager(ref, device, tta, precision)
     if tta:

@@ -98,6 +98,7 @@ class ScoreSummary:
     cams: int = 0  # overlays written by --cam-dir
     loader_fallback: str | None = None  # why the run left DALI for PIL part-way
     skipped: int = 0  # non-image DICOM objects and --skip-views views (not errors)
+    backend_choice: str | None = None  # why --backend auto scored with this model
 
     @property
     def images_per_second(self) -> float:
@@ -332,6 +333,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
                 "cxr_fast_threshold_source": model.threshold_source,
                 "cxr_fast_backend": model.backend,
                 "cxr_fast_precision": model.precision,
+                "cxr_fast_backend_choice": model.choice,
                 "cxr_fast_archive": str(config.archive.resolve()),
                 "cxr_fast_shard": list(config.shard) if config.shard else None,
                 "cxr_fast_versions": versions(SCORING_PACKAGES),
@@ -417,6 +419,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         scored=len(todo),
         seconds=scoring_seconds if todo else time.perf_counter() - started,
         backend=model.backend,
+        backend_choice=model.choice,
         loader=use.name,
         metrics_path=metrics_file,
         cams=len(cam_paths or {}),

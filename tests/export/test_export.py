@@ -72,7 +72,7 @@ def int8_export(tiny_run, synth_small):
 
 
 def test_public_names():
-    assert FORMATS == ("torchscript", "pt2", "tensorrt")
+    assert FORMATS == ("torchscript", "pt2", "tensorrt", "onnx")
     assert EXPORT_PRECISIONS == ("fp32", "fp16", "int8")
     assert TOLERANCES["fp32"] == 1e-4 and TOLERANCES["fp16"] == 1e-2
     assert TOLERANCES["fp32"] < TOLERANCES["fp16"] < TOLERANCES["int8"] <= 0.1
@@ -299,10 +299,11 @@ def test_fp16_needs_cuda(tiny_run, monkeypatch):
 @pytest.mark.parametrize(
     ("fmt", "precision", "message"),
     [
-        ("onnx", "fp32", "unknown export format 'onnx'"),
+        ("keras", "fp32", "unknown export format 'keras'"),
         ("pt2", "bf16", "unknown precision 'bf16'"),
-        ("pt2", "int8", "int8 export writes TorchScript only"),
-        ("tensorrt", "int8", "int8 export writes TorchScript only"),
+        ("pt2", "int8", "int8 export writes TorchScript .* or ONNX"),
+        ("tensorrt", "int8", "int8 export writes TorchScript .* or ONNX"),
+        ("onnx", "fp16", "ONNX export is fp32 or int8"),
     ],
 )
 def test_bad_combinations(tiny_run, fmt, precision, message):
