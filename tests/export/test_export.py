@@ -432,3 +432,22 @@ def test_an_edited_threshold_or_contract_in_the_sidecar_is_refused(ts_export, tm
     sidecar_path(path).write_text(json.dumps(old))
     with pytest.raises(ExportError, match="re-export"):
         load_exported(path)
+
+
+def test_int8_resnet_traces_without_a_generalisation_warning():
+    """FX hands the residual add's calibrated scale to quantized.add_relu as a 0-d tensor;
+    tracing that warned "the trace might not generalize to other inputs". Stored as numbers,
+    they trace as the constants they are: no note, and the traced model computes the same."""
+    from cxr_fast.export.int8 import quantize_int8
+    from cxr_fast.export.notes import warnings_to_notes
+    from cxr_fast.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 64, 64)
+    notes: list[str] = []
+    with warnings_to_notes(notes), torch.no_grad():
+        quantized = quantize_int8(build_model("resnet18").eval(), x, [x], "resnet18")
+        traced = torch.jit.trace(quantized, x, check_trace=False)
+        other = torch.rand(3, 1, 64, 64)
+        assert torch.equal(traced(other), quantized(other))
+    assert not [note for note in notes if note.startswith("trace:")]
