@@ -171,6 +171,10 @@ class OnnxModule:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3  # errors only: no per-node placement chatter
+            # ONNX Runtime's threads spin for a while after each run by default; on a small CPU
+            # that spinning takes the cores the DataLoader workers decode on (and made eager,
+            # timed right after, look 10x slower at export).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[threads] = ort.InferenceSession(
                 str(self.path), options, providers=self.providers
             )
