@@ -139,6 +139,11 @@ def load_scoring_model(
         raise UserInputError(
             f"--tta applies to a run folder; {ref} is an export (export it with --tta instead)"
         )
+    if precision != "auto":
+        raise UserInputError(
+            f"--precision applies to a run folder's eager model; {ref} is an export, which "
+            "computes at the precision it was exported with"
+        )
     if not ref.is_file():
         raise NotFoundError(f"no such model: {ref}")
     if ref.name == MODEL_FILE:

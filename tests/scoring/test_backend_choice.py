@@ -83,3 +83,11 @@ def test_without_an_export_eager_runs_and_says_how_to_build_one(trained_run, kag
     summary, meta = _score(run, kaggle_dir, tmp_path / "q.parquet", precision="fp32")
     assert json.loads(meta[b"cxr_fast_precision"]) == "fp32"
     assert "as asked" in summary.backend_choice
+
+
+def test_precision_is_refused_for_an_export_file(run_with_exports, kaggle_dir, tmp_path):
+    from cxr_fast.errors import UserInputError
+
+    _, _, int8 = run_with_exports
+    with pytest.raises(UserInputError, match="computes at the precision it was exported with"):
+        _score(int8, kaggle_dir, tmp_path / "p.parquet", precision="fp32")
