@@ -43,8 +43,9 @@ def _timed(command: list[str]) -> float:
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    if done.returncode != 0:  # reported, and left out of the medians: one failure is no result
+        print(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return float("nan")
     return seconds
 
 
@@ -140,15 +141,19 @@ def main(argv: list[str] | None = None) -> None:
                 )
     print(
         f"{host_info()}; {args.n} films; {args.repeats} interleaved rounds; "
-        f"load average before: {os.getloadavg()[0]:.1f}\n"
+        f"load average at the end: {os.getloadavg()[0]:.1f}\n"
     )
     print("| arch | command | seconds (median) | images/s | vs plain (median, range) |")
     print("|---|---|---:|---:|---:|")
     for arch, commands in plan.items():
         plain = seconds[(arch, "plain")]
         for name in commands:
-            times = seconds[(arch, name)]
-            ratios = sorted(p / t for p, t in zip(plain, times, strict=True))
+            pairs = [(p, t) for p, t in zip(plain, seconds[(arch, name)], strict=True)]
+            pairs = [(p, t) for p, t in pairs if p == p and t == t]  # NaN: a failed run
+            if not pairs:
+                continue
+            times = [t for _, t in pairs]
+            ratios = sorted(p / t for p, t in pairs)
             median = statistics.median(times)
             print(
                 f"| {arch} | {name} | {median:.1f} | {args.n / median:.1f} | "
