@@ -363,8 +363,8 @@ def test_changed_or_unknown_files_are_refused(ts_export, tmp_path):
         handle.write(b"\0")
     with pytest.raises(ExportError, match="not the file its sidecar describes"):
         load_exported(path)
-    sidecar_path(path).write_text(json.dumps({**sidecar, "format": "onnx"}))
-    with pytest.raises(ExportError, match="unknown export format 'onnx'"):
+    sidecar_path(path).write_text(json.dumps({**sidecar, "format": "keras"}))
+    with pytest.raises(ExportError, match="unknown export format 'keras'"):
         load_exported(path)
 
 
