@@ -38,7 +38,7 @@ class Precision:
             return cast
         stack = contextlib.ExitStack()
         stack.enter_context(cast)
-        stack.enter_context(image_convs_fp32(model, self.device_type))
+        stack.enter_context(image_convs_fp32(model, self.device_type, self.dtype))
         return stack
 
     def scaler(self) -> torch.amp.GradScaler:
@@ -47,7 +47,7 @@ class Precision:
 
 
 @contextlib.contextmanager
-def image_convs_fp32(model: nn.Module, device_type: str):
+def image_convs_fp32(model: nn.Module, device_type: str, dtype: torch.dtype = torch.bfloat16):
     """Run the convolutions that take the grey image (one input channel: each member's stem)
     in fp32 inside an autocast block.
 
@@ -66,6 +66,7 @@ def image_convs_fp32(model: nn.Module, device_type: str):
     def leave(module, args, output):
         module._cxr_fast_fp32.__exit__(None, None, None)
         del module._cxr_fast_fp32
+        return output.to(dtype)  # the layers after the stem compute in the autocast dtype
 
     for module in model.modules():
         if isinstance(module, nn.Conv2d) and module.in_channels == 1:
