@@ -10,7 +10,7 @@ DEMO_DIR ?= .cache/demo
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,onnx]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -47,7 +47,12 @@ test-gpu:
 	  echo "note: could not install torch-tensorrt: the TensorRT tests will be skipped"
 	$(PY) -m pytest -q -m gpu
 
-gpu-check: test-gpu
+# One check of a CUDA host (scripts/gpu_check.py): gpu tests, DALI GPU decode, AMP training,
+# TensorRT export + check, a score run, one table of images/s; what is missing is skipped.
+# Runs with a Python that has only torch: make gpu-check PY=python3
+gpu-check:
+	$(if $(filter $(VENV)/bin/python,$(PY)),$(MAKE) $(STAMP))
+	$(PY) scripts/gpu_check.py
 
 bench: $(STAMP)
 	$(PY) -m bench.throughput

@@ -23,6 +23,7 @@ from bench.training import ARCHS
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.export import export_run, load_exported
+from cxr_fast.export.onnx import onnx_missing
 from cxr_fast.models import build_model
 from cxr_fast.run_folder import MODEL_FILE, load_run
 from cxr_fast.scoring.score import ScoreConfig, run_score
@@ -35,6 +36,8 @@ VARIANTS = (
     ("torchscript", "torchscript", "fp32"),
     ("pt2", "pt2", "fp32"),
     ("int8", "torchscript", "int8"),
+    ("onnx", "onnx", "fp32"),
+    ("onnx-int8", "onnx", "int8"),
 )
 
 
@@ -58,9 +61,11 @@ def bench_run(arch: str, images: Path, given: Path | None) -> Path:
     return out
 
 
-def _model_file(run: Path, fmt: str | None, precision: str | None, images: Path) -> Path:
+def _model_file(run: Path, fmt: str | None, precision: str | None, images: Path) -> Path | None:
     if fmt is None:
         return run
+    if fmt == "onnx" and onnx_missing() is not None:
+        return None  # the onnx extra is not installed: no ONNX Runtime rows
     result = export_run(run, fmt, precision=precision, data=images, device="cpu")
     return result.path
 
@@ -89,6 +94,9 @@ def _score_pass(model_ref: Path, root: Path, out: Path, batch_size: int, workers
         ScoreConfig(
             archive=root,
             model=model_ref,
+            # The run folder row is the eager model (bf16 where the CPU has it), not the
+            # export --backend auto would pick from RUN/export/.
+            backend="eager" if model_ref.is_dir() else "auto",
             out=out,
             overwrite=True,
             device="cpu",
@@ -156,6 +164,8 @@ def scoring_rows(
         reference = None
         for name, fmt, precision in VARIANTS:
             ref = _model_file(run, fmt, precision, images)
+            if ref is None:
+                continue
             forward = eager if fmt is None else load_exported(ref)[0]
             rows.append(
                 measure(

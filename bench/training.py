@@ -94,6 +94,7 @@ def training_rows(
     records = discover(root)
     contract = PreprocessContract(image_size=image_size)
     precision = resolve_precision("auto", torch.device("cpu"))
+    fp32 = resolve_precision("fp32", torch.device("cpu"))
     common = dict(warmup=warmup, repeats=repeats)
     rows = []
     for arch in ARCHS:
@@ -110,9 +111,14 @@ def training_rows(
                 augment=Augment(),
                 workers=workers,
             )
-            run = functools.partial(lambda m, mk: _our_epoch(m, mk(), precision), model, make)
-            detail = f"{precision.name}, channels_last, batch {batch_size}"
-            rows.append(measure(f"train-{arch}-{loader}", detail, run, **common))
+            # The default precision (bf16 where the CPU has it) and fp32, same loader.
+            for chosen in dict.fromkeys((precision, fp32)):
+                run = functools.partial(
+                    lambda m, mk, p: _our_epoch(m, mk(), p), model, make, chosen
+                )
+                detail = f"{chosen.name}, channels_last, batch {batch_size}"
+                name = f"train-{arch}-{loader}" + ("-fp32" if chosen is not precision else "")
+                rows.append(measure(name, detail, run, **common))
         baseline = functools.partial(
             lambda m: _baseline_epoch(m, _baseline_loader(root, image_size, batch_size, workers)),
             build_model(arch),

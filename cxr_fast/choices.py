@@ -11,7 +11,7 @@ import os
 LOADERS = ("auto", "dali", "torch")
 ARCHITECTURES = ("cnn", "resnet18", "resnet50", "efficientnet_b0", "densenet121")
 PRECISIONS = ("auto", "fp32", "amp-bf16", "amp-fp16")
-EXPORT_FORMATS = ("torchscript", "pt2", "tensorrt")
+EXPORT_FORMATS = ("torchscript", "pt2", "tensorrt", "onnx")
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "eager", *EXPORT_FORMATS)
 CAM_METHODS = ("gradcam", "gradcam++")

@@ -56,6 +56,15 @@ DEVICE_OPTION = click.option(
     help="auto (CUDA when present), cpu, cuda or cuda:N.",
 )
 
+PRECISION_OPTION = click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA where "
+    "supported (else fp16 with GradScaler when training), fp32 on other CPUs.",
+)
+
 
 def workers_option(minimum: int):
     """``--workers``: DALI threads or DataLoader processes (0: load in the main process)."""
@@ -354,13 +363,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 )
 @LOADER_OPTION
 @DEVICE_OPTION
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 autocast on CUDA where supported (else fp16 with GradScaler), fp32 on CPU.",
-)
+@PRECISION_OPTION
 @click.option(
     "--seed",
     type=int,
@@ -753,6 +756,7 @@ def tune(
     help="Bootstrap resamples for the 95% confidence intervals (0: none).",
 )
 @TTA_OPTION
+@PRECISION_OPTION
 def evaluate(run, data, as_json, **options) -> None:
     """Evaluate a trained RUN on a labelled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
@@ -840,17 +844,19 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(EXPORT_FORMATS),
+    type=click.Choice(("auto", *EXPORT_FORMATS)),
     required=True,
     help="torchscript: traced and frozen; pt2: torch.export program with a dynamic "
-    "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra).",
+    "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra); onnx: ONNX for ONNX "
+    "Runtime (the onnx extra); auto: the fastest for this host (int8 on a CPU, TensorRT fp16 "
+    "on CUDA), which `score --model RUN` then uses by itself.",
 )
 @click.option(
     "--precision",
     type=click.Choice(EXPORT_PRECISIONS),
     default=None,
-    help="fp32; fp16 (CUDA); int8 (CPU, TorchScript: post-training quantisation "
-    "calibrated on training images).  [default: fp16 for tensorrt, else fp32]",
+    help="fp32; fp16 (CUDA); int8 (CPU, TorchScript or ONNX: post-training quantisation "
+    "calibrated on training images).  [default: fp16 for tensorrt, else fp32; auto chooses]",
 )
 @click.option(
     "--batch-size",
@@ -863,7 +869,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.pt2}]",
+    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.pt2,onnx}]",
 )
 @click.option(
     "--data",
@@ -911,6 +917,7 @@ def export(run, fmt, **options) -> None:
     help="gradcam++ weighs gradients per location; sharper when one region dominates.",
 )
 @DEVICE_OPTION
+@PRECISION_OPTION
 def explain(run, images, **options) -> None:
     """Grad-CAM overlays for IMAGES (files or folders) under the eager model of RUN.
 
@@ -949,7 +956,9 @@ def explain(run, images, **options) -> None:
     type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
-    help="auto: eager for a run folder, the export's own format for a file.",
+    help="auto: for a run folder its fastest export in RUN/export/ verified for this device and "
+    "made from its model.pt (`cxr-fast export RUN --format auto`), else the eager model at "
+    "--precision; for a file, the export's own format.",
 )
 @click.option(
     "--batch-size",
@@ -1044,6 +1053,7 @@ def explain(run, images, **options) -> None:
     help="... or every this many seconds, whichever comes first.",
 )
 @TTA_OPTION
+@PRECISION_OPTION
 def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **options) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 
@@ -1157,6 +1167,7 @@ def report(run, out, cams, overwrite, device) -> None:
     help="Seconds a request may wait for the model (else 503) or a client may stall.",
 )
 @DEVICE_OPTION
+@PRECISION_OPTION
 def serve(run, **options) -> None:
     """Serve RUN on a web page and a JSON API (the model loads once, here), on the waitress
     production WSGI server with bounded load (see docs/serving.md).

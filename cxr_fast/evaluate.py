@@ -22,7 +22,7 @@ from cxr_fast.leakage import leakage, leakage_warning
 from cxr_fast.metrics import binary_metrics, describe_threshold, format_metrics
 from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.plots import save_plots
-from cxr_fast.precision import inference_precision, resolve_precision
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
     METRICS_FILE,
     MODEL_FILE,
@@ -106,7 +106,7 @@ class EvalConfig:
     out: Path | None = None  # None: default_out_dir(run, data)
     loader: str = "auto"
     device: str = "auto"
-    precision: str | None = None  # None: inference_precision of the device
+    precision: str = "auto"  # auto: bf16 autocast where the CPU has it (precision.py)
     batch_size: int = EVAL_BATCH_SIZE
     workers: int = DEFAULT_WORKERS
     bootstrap: int = 1000
@@ -149,9 +149,7 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
     index, logits, _ = predict_logits(
         model,
         batches,
-        inference_precision(target)
-        if config.precision is None
-        else resolve_precision(config.precision, target),
+        inference_precision(target, config.precision),
         progress,
     )
     # Files that went bad after the check are left out by the loader: count them too.

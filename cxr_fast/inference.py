@@ -26,7 +26,7 @@ def predict_logits(
         for batch in batches:
             if batch.x is None:
                 continue
-            with precision.autocast():
+            with precision.autocast(model):
                 out = model(batch.x)
             logits.append(out.float().reshape(-1).cpu())
             indices.append(batch.index.cpu())

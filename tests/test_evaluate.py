@@ -30,8 +30,17 @@ def _independent_probs(run_dir, data):
 
 
 def test_metrics_equal_scikit_learn_with_the_runs_threshold(trained_run, synth_small, tmp_path):
+    # fp32 like the independent computation (bf16 is the default on a CPU that has it).
     result = run_evaluate(
-        EvalConfig(trained_run, synth_small, out=tmp_path, device="cpu", workers=0, bootstrap=200)
+        EvalConfig(
+            trained_run,
+            synth_small,
+            out=tmp_path,
+            device="cpu",
+            workers=0,
+            bootstrap=200,
+            precision="fp32",
+        )
     )
     labels, probs, info = _independent_probs(trained_run, synth_small)
     predicted = (probs >= info.threshold).astype(int)

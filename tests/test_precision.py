@@ -87,3 +87,57 @@ def test_auto_precision_on_cuda_is_amp_and_channels_last_survives():
         features = model.conv1(x)
     assert features.dtype == precision.dtype
     assert features.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_inference_follows_the_training_policy(monkeypatch):
+    from cxr_fast.precision import inference_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert inference_precision(CPU).name == "amp-bf16"
+    assert inference_precision(CPU, "fp32").name == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert inference_precision(CPU).name == "fp32"
+
+
+def test_image_convolutions_stay_fp32_under_bf16():
+    """The stem sees the image in fp32; the rest of the network computes in bf16."""
+    model = build_model("cnn").eval()
+    seen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(
+                lambda m, args, out, name=name: seen.__setitem__(name, (args[0].dtype, out.dtype))
+            )
+    x = torch.rand(2, 1, 64, 64)
+    with torch.inference_mode(), resolve_precision("amp-bf16", CPU).autocast(model):
+        model(x)
+    stem, *rest = seen
+    assert seen[stem] == (torch.float32, torch.float32)
+    assert all(seen[name][1] == torch.bfloat16 for name in rest)
+    with torch.inference_mode(), resolve_precision("amp-bf16", CPU).autocast():
+        model(x)  # without the model (training): autocast everywhere, hooks gone
+    assert seen[stem][1] == torch.bfloat16
+
+
+def test_bf16_scores_stay_close_to_fp32_on_real_films(trained_run, kaggle_dir, tmp_path):
+    """Real X-rays (tests/data): bf16 probabilities within 0.01 of fp32, precision recorded."""
+    import json
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cxr_fast.scoring.score import ScoreConfig, run_score
+
+    probs = {}
+    for name in ("fp32", "amp-bf16"):
+        out = tmp_path / f"{name}.parquet"
+        config = ScoreConfig(
+            archive=kaggle_dir, model=trained_run, out=out, device="cpu", workers=0
+        )
+        run_score(config.__class__(**{**vars(config), "precision": name}))
+        table = pq.read_table(out)
+        assert json.loads(table.schema.metadata[b"cxr_fast_precision"]) == name
+        probs[name] = table["prob_pneumonia"].to_numpy()
+    assert len(probs["fp32"]) >= 30
+    assert np.abs(probs["fp32"] - probs["amp-bf16"]).max() <= 0.01

@@ -25,6 +25,7 @@ from cxr_fast.explain.overlay import (
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import verdict
 from cxr_fast.models.registry import default_cam_layer
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, needs_run_folder
 
 # Largest side decoded for the pictures for people (overlay.display_size sizes the panels).
@@ -55,10 +56,13 @@ class Explainer:
         device: str = "auto",
         layer: str | None = None,
         method: str = "gradcam",
+        precision: str = "auto",
     ) -> None:
         if not run.is_dir():
             raise needs_run_folder(run)
         self.device = resolve_device(device)
+        # Before the model loads: a precision this device cannot run fails at once.
+        self.precision = inference_precision(self.device, precision)
         self.model, self.info = load_run(run, self.device)
         self.layer = layer or default_cam_layer(self.info.arch)
         self.method = method
@@ -74,8 +78,10 @@ class Explainer:
     def heat_maps(self, pixels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities [N], heat maps [N,S,S]) for uint8 [S,S] arrays from the contract."""
         x = stack_gray(pixels, self.info.contract).to(self.device)
-        result = grad_cam(self.model, x, self.layers, self.method, self.threshold)
-        return sigmoid(result.logits.cpu().numpy()), result.heat.cpu().numpy()
+        # The same autocast as `score`, so the caption's probability is the one score writes.
+        with self.precision.autocast(self.model):
+            result = grad_cam(self.model, x, self.layers, self.method, self.threshold)
+        return sigmoid(result.logits.float().cpu().numpy()), result.heat.cpu().numpy()
 
     def explain_pixels(
         self, pixels: np.ndarray, size: tuple[int, int], display: Image.Image, name: str

@@ -22,6 +22,7 @@ class ExplainConfig:
     layer: str | None = None  # Grad-CAM target layer (None: the architecture's default)
     method: str = "gradcam"
     device: str = "auto"
+    precision: str = "auto"  # inference precision (precision.inference_precision)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,11 @@ def run_explain(
     from cxr_fast.explain.explainer import Explainer, explain_files
 
     explainer = Explainer(
-        config.run, device=config.device, layer=config.layer, method=config.method
+        config.run,
+        device=config.device,
+        layer=config.layer,
+        method=config.method,
+        precision=config.precision,
     )
     records = [record for image in config.images for record in discover(image)]
     paths = [r.path for r in require_images(records, ", ".join(map(str, config.images)))]

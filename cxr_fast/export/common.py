@@ -12,7 +12,7 @@ from cxr_fast.errors import CxrFastError
 FORMATS = EXPORT_FORMATS
 # What ``precision=None`` means per format: TensorRT exists to run fast on a GPU, and fp16 is
 # where its speed is; the portable formats stay fp32, within 1e-4 of eager, by default.
-DEFAULT_PRECISION = {"torchscript": "fp32", "pt2": "fp32", "tensorrt": "fp16"}
+DEFAULT_PRECISION = {"torchscript": "fp32", "pt2": "fp32", "tensorrt": "fp16", "onnx": "fp32"}
 
 # Largest allowed max |sigmoid(exported) - sigmoid(eager fp32)| on the verification batch.
 # fp32: only operator order and BatchNorm folding separate the two (measured <= 2e-6), so 1e-4
@@ -38,8 +38,11 @@ TRT_MAX_BATCH = 256
 TRT_OPT_BATCH = SCORE_BATCH_SIZE["cuda"]
 
 EXPORT_DIR = "export"
-SUFFIXES = {"torchscript": ".ts", "pt2": ".pt2", "tensorrt": ".trt.pt2"}
-# Name of the contract file carried inside every exported archive (TorchScript, pt2, TensorRT).
+SUFFIXES = {"torchscript": ".ts", "pt2": ".pt2", "tensorrt": ".trt.pt2", "onnx": ".onnx"}
+# Formats that have an int8 path on the CPU: TorchScript (torch.ao FX) and ONNX (ONNX Runtime QDQ).
+INT8_FORMATS = ("torchscript", "onnx")
+# Name of the contract file carried inside every exported archive (TorchScript, pt2, TensorRT;
+# the ONNX metadata_props key).
 CONTRACT_FILE = "contract.json"
 
 
@@ -58,6 +61,7 @@ class ExportResult:
     max_abs_diff: float
     tolerance: float
     notes: list[str]
+    speed: dict | None = None  # measured against eager at export (speed.measure_speedup)
 
     def summary(self) -> str:
         """The notes, the files written and the check against the eager model."""
@@ -66,7 +70,16 @@ class ExportResult:
             f"{notes}exported {self.format} ({self.precision}) -> {self.path}\n"
             f"sidecar: {self.sidecar}\n"
             f"max |probability - eager| on a real batch: {self.max_abs_diff:.2e} "
-            f"(tolerance {self.tolerance:g})"
+            f"(tolerance {self.tolerance:g})" + self._speed_line()
+        )
+
+    def _speed_line(self) -> str:
+        if not self.speed:
+            return ""
+        s = self.speed
+        return (
+            f"\nspeed: {s['images_per_second']:.0f} images/s, {s['speedup_vs_eager']:.2f}x the "
+            f"eager model ({s['eager_precision']}) on this host, batch {s['batch']}"
         )
 
 

@@ -8,17 +8,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from cxr_fast.choices import EXPORT_BATCH_SIZE
 from cxr_fast.data.discover import Record, discover, require_images
 from cxr_fast.device import resolve_device
+from cxr_fast.export.auto import auto_export
 from cxr_fast.export.common import (
     DEFAULT_PRECISION,
     EXPORT_PRECISIONS,
     FORMATS,
+    INT8_FORMATS,
     INT8_MAX_AUC_DROP,
     PT2_MAX_BATCH,
     TOLERANCES,
@@ -29,12 +30,13 @@ from cxr_fast.export.common import (
     default_out_path,
     sidecar_path,
 )
-from cxr_fast.export.engine_target import engine_target
 from cxr_fast.export.int8 import quantize_int8, require_int8_kernels
 from cxr_fast.export.loading import ExportedModel, open_artifact
 from cxr_fast.export.notes import warnings_to_notes
+from cxr_fast.export.onnx import quantize_onnx_int8, require_onnx, save_onnx
 from cxr_fast.export.pt2 import save_pt2
-from cxr_fast.export.sidecar import write_sidecar
+from cxr_fast.export.sidecar import export_fields, label_counts, write_sidecar
+from cxr_fast.export.speed import measure_speedup
 from cxr_fast.export.tensorrt import require_tensorrt, save_tensorrt
 from cxr_fast.export.torchscript import save_torchscript
 from cxr_fast.export.verify import (
@@ -49,8 +51,7 @@ from cxr_fast.export.verify import (
     traceable,
 )
 from cxr_fast.export.wrappers import HalfPrecision
-from cxr_fast.models.ensemble import TTA_VIEWS
-from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
+from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, read_run, sha256
 
 _CALIBRATION_BATCH = 32
 
@@ -66,10 +67,10 @@ def _check_options(fmt: str, precision: str | None, batch_size: int) -> str:
         )
     if batch_size < 1:
         raise ExportError(f"batch size must be at least 1, got {batch_size}")
-    if precision == "int8" and fmt != "torchscript":
+    if precision == "int8" and fmt not in INT8_FORMATS:
         raise ExportError(
-            f"int8 export writes TorchScript only (CPU FX quantization), not {fmt}: "
-            "use --format torchscript"
+            f"int8 export writes TorchScript (CPU FX quantization) or ONNX (ONNX Runtime QDQ), "
+            f"not {fmt}: use --format torchscript or --format onnx"
         )
     return precision
 
@@ -81,6 +82,12 @@ def _export_device(fmt: str, precision: str, device: str) -> torch.device:
             raise ExportError("TensorRT export needs a CUDA GPU; --device cpu was given")
         require_tensorrt()  # before anything touches CUDA or the run: one clear line
         device = "cuda" if device == "auto" else device
+    elif fmt == "onnx":
+        require_onnx()  # one line naming the extra, before the run is loaded
+        if precision == "fp16":
+            raise ExportError("ONNX export is fp32 or int8 (fp16 ONNX is not supported here)")
+        # Built and checked with ONNX Runtime's CPU provider unless a GPU is asked for by name.
+        device = "cpu" if device == "auto" or precision == "int8" else device
     elif precision == "int8":
         if device.startswith("cuda"):
             raise ExportError(
@@ -94,6 +101,13 @@ def _export_device(fmt: str, precision: str, device: str) -> torch.device:
             raise ExportError("fp16 export needs a CUDA GPU; --device cpu was given")
         if not torch.cuda.is_available():
             raise ExportError("fp16 export needs a CUDA GPU; none is visible (use fp32 or int8)")
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def _auto_device(device: str) -> torch.device:
     try:
         return resolve_device(device)
     except ValueError as exc:
@@ -285,8 +299,15 @@ def _build(
     info: RunInfo,
 ) -> None:
     """Write the export of ``model`` to ``path`` (unchecked)."""
+    batches = (x for x, _ in iter_images(calibration, info.contract, _CALIBRATION_BATCH))
+    if fmt == "onnx":
+        # ONNX Runtime quantises the exported graph itself (QDQ), not a torch module.
+        if precision == "int8":
+            quantize_onnx_int8(model, example, path, contract, PT2_MAX_BATCH, batches)
+        else:
+            save_onnx(model, example, path, contract, PT2_MAX_BATCH)
+        return
     if precision == "int8":
-        batches = (x for x, _ in iter_images(calibration, info.contract, _CALIBRATION_BATCH))
         module = quantize_int8(model, example, batches, info.arch)
     elif precision == "fp16":
         module = HalfPrecision(copy.deepcopy(model))
@@ -346,7 +367,7 @@ def _refuse_other_export(out: Path, fmt: str, precision: str, source_sha: str) -
 
 
 def _max_batch(fmt: str, batch_size: int) -> int | None:
-    if fmt == "pt2":
+    if fmt in ("pt2", "onnx"):
         return PT2_MAX_BATCH
     if fmt == "tensorrt":
         return max(batch_size, TRT_MAX_BATCH)
@@ -377,6 +398,11 @@ def export_run(
     Prints nothing: notes to show the user come back in the result.
     """
     run_dir = Path(run_dir)
+    notes: list[str] = []
+    if fmt == "auto":
+        fmt, auto_precision, why = auto_export(read_run(run_dir)[1].arch, _auto_device(device))
+        precision = precision or auto_precision
+        notes.append(f"--format auto: {fmt} {precision} ({why})")
     precision = _check_options(fmt, precision, batch_size)
     target = _export_device(fmt, precision, device)
     model, info = _load(run_dir, target, tta)
@@ -392,7 +418,6 @@ def export_run(
     # Same suffix as the target (torch.export and Torch-TensorRT look at it); hidden, so a
     # half-written or failed export never sits where a reader looks.
     tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    notes: list[str] = []
     int8 = None
     try:
         with warnings_to_notes(notes):
@@ -419,49 +444,38 @@ def export_run(
         if int8 is not None:
             notes.insert(0, int8.note())  # the number the user asked for comes first
         _judge(fmt, precision, diff, tolerance, len(x), int8)
+        with warnings_to_notes(notes):
+            speed = measure_speedup(model, exported, x, target)
         file_sha = sha256(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
 
-    fields = {
-        "format": fmt,
-        "precision": precision,
-        "file": out.name,
-        "file_sha256": file_sha,
-        "arch": info.arch,
-        "contract": contract,
-        "threshold": info.threshold,
-        # How the threshold (and any temperature, already inside the exported graph) came to be.
-        "threshold_choice": info.meta.get("threshold_choice"),
-        "calibration": info.meta.get("calibration"),
-        "members": info.members,
-        "tta": list(TTA_VIEWS) if tta else None,
-        "source": str(run_dir.resolve()),
-        "source_sha256": source_sha,
-        "input": {
-            "shape": ["N", 1, info.contract.image_size, info.contract.image_size],
-            "dtype": "float32",
-            "batch_min": 1,
-            "batch_max": _max_batch(fmt, batch_size),
-        },
-        "output": "logits [N, 1] float32; P(PNEUMONIA) = sigmoid(logit)",
-        "device": str(target),
-        **({"engine": engine_target(target)} if fmt == "tensorrt" else {}),
-        **({"batch_opt": TRT_OPT_BATCH} if fmt == "tensorrt" else {}),
-        "batch_size": batch_size,
-        "max_abs_diff": diff,
-        "tolerance": tolerance,
-        "verification": {
+    fields = export_fields(
+        info,
+        fmt=fmt,
+        precision=precision,
+        out=out,
+        file_sha=file_sha,
+        source=run_dir,
+        source_sha=source_sha,
+        tta=tta,
+        device=target,
+        batch_size=batch_size,
+        batch_max=_max_batch(fmt, batch_size),
+        diff=diff,
+        tolerance=tolerance,
+        verification={
             "data": str(data_root),
             "source": source,
             "images": len(x),
             "batch_sizes": check_sizes(len(x)),
-            "labels": _label_counts(selection.verify),
+            "labels": label_counts(selection.verify),
         },
-        **({"int8": int8.to_dict()} if int8 is not None else {}),
-        "notes": notes,
-    }
+        int8=int8.to_dict() if int8 is not None else None,
+        speed=speed,
+        notes=notes,
+    )
     side = write_sidecar(out, fields)
     return ExportResult(
         path=out,
@@ -471,13 +485,5 @@ def export_run(
         max_abs_diff=diff,
         tolerance=tolerance,
         notes=notes,
+        speed=speed,
     )
-
-
-def _label_counts(records: list[Record]) -> dict:
-    labels = np.array([-1 if r.label is None else r.label for r in records])
-    return {
-        "normal": int((labels == 0).sum()),
-        "pneumonia": int((labels == 1).sum()),
-        "unlabeled": int((labels < 0).sum()),
-    }

@@ -64,9 +64,36 @@ def quantize_int8(
                 seen += len(x)
         if not seen:
             raise ExportError("int8 calibration needs at least one image")
-        return convert_fx(prepared)
+        return _constant_qparams(convert_fx(prepared))
     finally:
         torch.backends.quantized.engine = saved_engine
+
+
+def _constant_qparams(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Store the output scale and zero point that FX hands to ``torch.ops.quantized`` functions
+    (the residual ``add``/``add_relu`` of a ResNet) as Python numbers instead of 0-d tensors.
+
+    Those ops take Python numbers; given a tensor, ``torch.jit.trace`` converts it and warns
+    that the trace "might not generalize to other inputs". The values are constants fixed by
+    calibration, so the trace was right; as numbers they are traced as the constants they are,
+    and the warning (which used to reach the user as an export note) has no cause left.
+    """
+    changed = False
+    for node in module.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        value = getattr(module, node.target, None)
+        feeds_quantized_op = any(
+            user.op == "call_function" and "quantize" in str(user.target) for user in node.users
+        )
+        if isinstance(value, torch.Tensor) and value.ndim == 0 and feeds_quantized_op:
+            number = value.item()
+            delattr(module, node.target)
+            setattr(module, node.target, number)
+            changed = True
+    if changed:
+        module.recompile()
+    return module
 
 
 def _stem_conv(model: nn.Module) -> str | None:

@@ -12,6 +12,7 @@ from torch import nn
 from cxr_fast.device import cuda_device, resolve_device
 from cxr_fast.export.common import ExportError
 from cxr_fast.export.engine_target import check_engine_target, engine_target
+from cxr_fast.export.onnx import load_onnx
 from cxr_fast.export.pt2 import load_pt2
 from cxr_fast.export.sidecar import read_sidecar
 from cxr_fast.export.tensorrt import load_tensorrt, require_tensorrt
@@ -84,6 +85,8 @@ def open_artifact(
         module, embedded = load_pt2(path, device)
     elif fmt == "tensorrt":
         module, embedded = load_tensorrt(path, device)
+    elif fmt == "onnx":
+        module, embedded = load_onnx(path, device)
     else:
         raise ExportError(f"unknown export format {fmt!r}")
     if not embedded:

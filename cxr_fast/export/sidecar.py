@@ -15,11 +15,21 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cxr_fast import __version__
-from cxr_fast.export.common import EXPORT_PRECISIONS, FORMATS, ExportError, sidecar_path
-from cxr_fast.run_folder import atomic_write_json
+from cxr_fast.data.discover import Record
+from cxr_fast.export.common import (
+    EXPORT_PRECISIONS,
+    FORMATS,
+    TRT_OPT_BATCH,
+    ExportError,
+    sidecar_path,
+)
+from cxr_fast.export.engine_target import engine_target
+from cxr_fast.models.ensemble import TTA_VIEWS
+from cxr_fast.run_folder import RunInfo, atomic_write_json
 from cxr_fast.versions import package_version
 
 SIDECAR_VERSION = 1
@@ -53,6 +63,75 @@ def versions() -> dict:
     if trt is not None:
         found["torch_tensorrt"] = trt
     return found
+
+
+def export_fields(
+    info: RunInfo,
+    *,
+    fmt: str,
+    precision: str,
+    out: Path,
+    file_sha: str,
+    source: Path,
+    source_sha: str,
+    tta: bool,
+    device: torch.device,
+    batch_size: int,
+    batch_max: int | None,
+    diff: float,
+    tolerance: float,
+    verification: dict,
+    int8: dict | None,
+    speed: dict | None,
+    notes: list[str],
+) -> dict:
+    """The sidecar's fields for a verified export of ``info``'s run (before the versions and
+    the seal :func:`write_sidecar` adds). ``source_sha256`` and ``device`` say which model.pt it
+    was made from and where it was verified: ``score --backend auto`` uses an export only for
+    that checkpoint on that kind of device; ``speed`` is what it ranks them by."""
+    return {
+        "format": fmt,
+        "precision": precision,
+        "file": out.name,
+        "file_sha256": file_sha,
+        "arch": info.arch,
+        "contract": info.contract.to_dict(),
+        "threshold": info.threshold,
+        # How the threshold (and any temperature, already inside the exported graph) came to be.
+        "threshold_choice": info.meta.get("threshold_choice"),
+        "calibration": info.meta.get("calibration"),
+        "members": info.members,
+        "tta": list(TTA_VIEWS) if tta else None,
+        "source": str(Path(source).resolve()),
+        "source_sha256": source_sha,
+        "input": {
+            "shape": ["N", 1, info.contract.image_size, info.contract.image_size],
+            "dtype": "float32",
+            "batch_min": 1,
+            "batch_max": batch_max,
+        },
+        "output": "logits [N, 1] float32; P(PNEUMONIA) = sigmoid(logit)",
+        "device": str(device),
+        **({"engine": engine_target(device)} if fmt == "tensorrt" else {}),
+        **({"batch_opt": TRT_OPT_BATCH} if fmt == "tensorrt" else {}),
+        "batch_size": batch_size,
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "verification": verification,
+        **({"int8": int8} if int8 is not None else {}),
+        **({"speed": speed} if speed is not None else {}),
+        "notes": notes,
+    }
+
+
+def label_counts(records: list[Record]) -> dict:
+    """Images per class among ``records`` (for the verification record)."""
+    labels = np.array([-1 if r.label is None else r.label for r in records])
+    return {
+        "normal": int((labels == 0).sum()),
+        "pneumonia": int((labels == 1).sum()),
+        "unlabeled": int((labels < 0).sum()),
+    }
 
 
 def write_sidecar(path: Path, fields: dict) -> Path:

@@ -29,6 +29,7 @@ class ScoringModel:
     # Where the threshold came from: the run's policy, or a site calibration (metadata only).
     threshold_source: dict | None = None
     precision: str = "fp32"  # what the forward computes in (autocast, or the export's)
+    choice: str | None = None  # why --backend auto picked this model (backend_choice.py)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N] for a batch (inference mode)."""
@@ -53,22 +54,25 @@ def threshold_source(meta: dict) -> dict:
     }
 
 
-def _eager(run_dir: Path, device: torch.device, tta: bool = False) -> ScoringModel:
+def _eager(
+    run_dir: Path, device: torch.device, tta: bool = False, precision: str = "auto"
+) -> ScoringModel:
     model, info = load_run(run_dir, device, tta=tta)
-    scoring = eager_scoring_model(model, info, device)
+    scoring = eager_scoring_model(model, info, device, precision)
     # The backend name travels into the metadata and the resume check: TTA rows never mix.
     return replace(scoring, backend="eager-tta") if tta else scoring
 
 
 def eager_scoring_model(
-    model: torch.nn.Module, info: RunInfo, device: torch.device
+    model: torch.nn.Module, info: RunInfo, device: torch.device, precision: str = "auto"
 ) -> ScoringModel:
-    """Wrap a run's already loaded eager model (from :func:`load_run`) for scoring."""
+    """Wrap a run's already loaded eager model (from :func:`load_run`) for scoring at
+    ``precision`` (a ``--precision`` name, see :func:`inference_precision`)."""
     run_dir = info.path
-    precision = inference_precision(device)
+    resolved = inference_precision(device, precision)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with precision.autocast():
+        with resolved.autocast(model):
             return model(x)
 
     return ScoringModel(
@@ -80,7 +84,7 @@ def eager_scoring_model(
         checksum=sha256(run_dir / MODEL_FILE),
         device=device,
         threshold_source=threshold_source(info.meta),
-        precision=precision.name,
+        precision=resolved.name,
     )
 
 
@@ -104,11 +108,14 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
 
 
 def load_scoring_model(
-    ref: Path, backend: str, device: torch.device, tta: bool = False
+    ref: Path, backend: str, device: torch.device, tta: bool = False, precision: str = "auto"
 ) -> ScoringModel:
-    """``ref`` is a run folder (eager) or an exported file (its sidecar says the format);
-    ``tta`` averages the run's logits over the test-time views (run folders only: an export
-    carries TTA inside when it was exported with ``--tta``)."""
+    """``ref`` is a run folder or an exported file (its sidecar says the format). For a run
+    folder ``backend`` auto takes its fastest verified export for ``device`` when there is one
+    (:mod:`cxr_fast.scoring.backend_choice`), else the eager model at ``precision``; eager
+    always uses the eager model. ``tta`` averages the run's logits over the test-time views
+    (run folders only, eager: an export carries TTA inside when it was exported with
+    ``--tta``)."""
     if backend not in BACKENDS:
         raise UserInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if ref.is_dir():
@@ -117,10 +124,25 @@ def load_scoring_model(
                 f"--backend {backend} needs an exported file: run `cxr-fast export {ref} "
                 f"--format {backend}` and pass --model with the file it writes"
             )
-        return _eager(ref, device, tta)
+        if backend == "auto" and not tta:
+            from cxr_fast.scoring.backend_choice import load_auto
+
+            return load_auto(
+                ref,
+                device,
+                precision,
+                lambda path: _exported(path, "auto", device),
+                lambda: _eager(ref, device, tta, precision),
+            )
+        return _eager(ref, device, tta, precision)
     if tta:
         raise UserInputError(
             f"--tta applies to a run folder; {ref} is an export (export it with --tta instead)"
+        )
+    if precision != "auto":
+        raise UserInputError(
+            f"--precision applies to a run folder's eager model; {ref} is an export, which "
+            "computes at the precision it was exported with"
         )
     if not ref.is_file():
         raise NotFoundError(f"no such model: {ref}")

@@ -87,6 +87,7 @@ class ScoreConfig:
     cam_method: str = "gradcam"  # or gradcam++
     skip_views: tuple[str, ...] = ()  # DICOM ViewPosition values not scored (status skipped)
     tta: bool = False  # test-time augmentation (run folders): three views, three times the cost
+    precision: str = "auto"  # eager models: a --precision name (inference_precision)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class ScoreSummary:
     # False on torchrun ranks other than 0: rank 0's summary is the whole job's.
     is_main: bool = True
     cam_dir: Path | None = None  # where --cam-dir overlays went
+    backend_choice: str | None = None  # why --backend auto scored with this model
 
     def summary(self) -> str:
         """Rows by status, speed, the metrics' headline and the overlays ("" on ranks other
@@ -122,6 +124,8 @@ class ScoreSummary:
             f"{plural(self.scored, 'image')} in {self.seconds:.1f} s: "
             f"{rate(self.scored, self.seconds)} ({self.backend}, {self.loader} loader)",
         ]
+        if self.backend_choice:
+            lines.append(f"backend: {self.backend_choice}")
         if self.metrics_path:
             lines.append(headline(json.loads(self.metrics_path.read_text())))
             lines.append(f"metrics: {self.metrics_path}")
@@ -179,6 +183,8 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
         parts += ["--skip-views", ",".join(config.skip_views)]
     if config.tta:
         parts.append("--tta")
+    if config.precision != "auto":
+        parts += ["--precision", config.precision]
     if config.cam_dir is not None:
         parts += ["--cam-dir", q(str(config.cam_dir)), "--cam-top", str(config.cam_top)]
         if config.cam_run is not None:
@@ -345,6 +351,7 @@ def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> Chunked
         "cxr_fast_threshold_source": model.threshold_source,
         "cxr_fast_backend": model.backend,
         "cxr_fast_precision": model.precision,
+        "cxr_fast_backend_choice": model.choice,
         "cxr_fast_archive": str(config.archive.resolve()),
         "cxr_fast_shard": list(config.shard) if config.shard else None,
         "cxr_fast_versions": versions(SCORING_PACKAGES),
@@ -414,7 +421,7 @@ def _coordinate(
 def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
     started = time.perf_counter()
     ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
-    model = load_scoring_model(config.model, config.backend, device, config.tta)
+    model = load_scoring_model(config.model, config.backend, device, config.tta, config.precision)
     # Before any scoring, so a wrong --cam-run or --cam-layer fails in a second, not after the
     # archive.
     explainer = None
@@ -505,6 +512,7 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         scored=part.scored,
         seconds=part.seconds,
         backend=model.backend,
+        backend_choice=model.choice,
         loader=part.loader,
         metrics_path=metrics_file,
         cams=part.cams,

@@ -45,7 +45,9 @@ class Predictor:
         # How long a request may wait for the model (None: as long as it takes).
         self.wait_timeout = wait_timeout
         info = self.explainer.info
-        self.scoring = eager_scoring_model(self.explainer.model, info, self.explainer.device)
+        self.scoring = eager_scoring_model(
+            self.explainer.model, info, self.explainer.device, self.explainer.precision.name
+        )
         self.max_pixels = max_pixels
         # Grad-CAM hooks live on the shared model, so requests take turns on it.
         self._lock = threading.Lock()

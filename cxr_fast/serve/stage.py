@@ -33,6 +33,7 @@ class ServeConfig:
     max_queue: int = DEFAULT_MAX_QUEUE
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     device: str = "auto"
+    precision: str = "auto"  # inference precision (precision.inference_precision)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,11 @@ def run_serve(config: ServeConfig, log: Callable[[str], None] = print) -> ServeR
     from cxr_fast.serve.server import Limits, make_server
 
     explainer = Explainer(
-        config.run, device=config.device, layer=config.layer, method=config.method
+        config.run,
+        device=config.device,
+        layer=config.layer,
+        method=config.method,
+        precision=config.precision,
     )
     predictor = Predictor(explainer, wait_timeout=config.request_timeout)
     app = create_app(predictor, config.max_upload_mb)

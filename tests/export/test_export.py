@@ -72,7 +72,7 @@ def int8_export(tiny_run, synth_small):
 
 
 def test_public_names():
-    assert FORMATS == ("torchscript", "pt2", "tensorrt")
+    assert FORMATS == ("torchscript", "pt2", "tensorrt", "onnx")
     assert EXPORT_PRECISIONS == ("fp32", "fp16", "int8")
     assert TOLERANCES["fp32"] == 1e-4 and TOLERANCES["fp16"] == 1e-2
     assert TOLERANCES["fp32"] < TOLERANCES["fp16"] < TOLERANCES["int8"] <= 0.1
@@ -299,10 +299,11 @@ def test_fp16_needs_cuda(tiny_run, monkeypatch):
 @pytest.mark.parametrize(
     ("fmt", "precision", "message"),
     [
-        ("onnx", "fp32", "unknown export format 'onnx'"),
+        ("keras", "fp32", "unknown export format 'keras'"),
         ("pt2", "bf16", "unknown precision 'bf16'"),
-        ("pt2", "int8", "int8 export writes TorchScript only"),
-        ("tensorrt", "int8", "int8 export writes TorchScript only"),
+        ("pt2", "int8", "int8 export writes TorchScript .* or ONNX"),
+        ("tensorrt", "int8", "int8 export writes TorchScript .* or ONNX"),
+        ("onnx", "fp16", "ONNX export is fp32 or int8"),
     ],
 )
 def test_bad_combinations(tiny_run, fmt, precision, message):
@@ -362,8 +363,8 @@ def test_changed_or_unknown_files_are_refused(ts_export, tmp_path):
         handle.write(b"\0")
     with pytest.raises(ExportError, match="not the file its sidecar describes"):
         load_exported(path)
-    sidecar_path(path).write_text(json.dumps({**sidecar, "format": "onnx"}))
-    with pytest.raises(ExportError, match="unknown export format 'onnx'"):
+    sidecar_path(path).write_text(json.dumps({**sidecar, "format": "keras"}))
+    with pytest.raises(ExportError, match="unknown export format 'keras'"):
         load_exported(path)
 
 
@@ -431,3 +432,22 @@ def test_an_edited_threshold_or_contract_in_the_sidecar_is_refused(ts_export, tm
     sidecar_path(path).write_text(json.dumps(old))
     with pytest.raises(ExportError, match="re-export"):
         load_exported(path)
+
+
+def test_int8_resnet_traces_without_a_generalisation_warning():
+    """FX hands the residual add's calibrated scale to quantized.add_relu as a 0-d tensor;
+    tracing that warned "the trace might not generalize to other inputs". Stored as numbers,
+    they trace as the constants they are: no note, and the traced model computes the same."""
+    from cxr_fast.export.int8 import quantize_int8
+    from cxr_fast.export.notes import warnings_to_notes
+    from cxr_fast.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 64, 64)
+    notes: list[str] = []
+    with warnings_to_notes(notes), torch.no_grad():
+        quantized = quantize_int8(build_model("resnet18").eval(), x, [x], "resnet18")
+        traced = torch.jit.trace(quantized, x, check_trace=False)
+        other = torch.rand(3, 1, 64, 64)
+        assert torch.equal(traced(other), quantized(other))
+    assert not [note for note in notes if note.startswith("trace:")]

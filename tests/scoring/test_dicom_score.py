@@ -70,7 +70,8 @@ def test_pydicom_test_files_print_nothing_but_the_summary(trained_run, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no pydicom/GDCM/OpenJPEG warnings between progress updates
     lines = done.stdout.splitlines()
-    assert len(lines) == 2 and "skipped" in lines[0] and "images/s" in lines[1]
+    assert len(lines) == 3 and "skipped" in lines[0] and "images/s" in lines[1]
+    assert lines[2].startswith("backend: eager")  # which model scored, and why
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == len(files)
     warned = [row for row in rows if row["warnings"]]

@@ -1,0 +1,56 @@
+"""The scorer a user writes without cxr-fast, as a whole program: torchvision ImageFolder +
+DataLoader + the run's weights in an eager fp32 model, probabilities to Parquet.
+
+python -m bench.plain_scorer ARCHIVE RUN OUT.parquet [--workers N] [--batch-size N]
+
+It reads the run's weights (model.pt) into the same architecture, so the model does the same
+work per image as cxr-fast's; it does nothing else (no draft decoding, no channels_last, no
+bf16, no int8, no contract normalisation, no error rows). Imports only torch, torchvision
+and pyarrow besides the model builder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.plain_scorer")
+    parser.add_argument("archive", type=Path)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    from cxr_fast.models.registry import build_model  # the architecture, nothing else
+
+    checkpoint = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
+    meta = checkpoint["meta"]
+    model = build_model(meta["arch"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    size = int(meta["contract"]["image_size"])
+    transform = transforms.Compose(
+        [transforms.Grayscale(1), transforms.Resize((size, size)), transforms.ToTensor()]
+    )
+    dataset = datasets.ImageFolder(str(args.archive), transform=transform)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    probs: list[float] = []
+    with torch.inference_mode():
+        for x, _ in loader:
+            probs += torch.sigmoid(model(x)).reshape(-1).tolist()
+    paths = [path for path, _ in dataset.samples]
+    pq.write_table(pa.table({"path": paths, "prob_pneumonia": probs}), args.out)
+
+
+if __name__ == "__main__":
+    main()
