@@ -28,6 +28,7 @@ run "$cli" score "$dir/data/test" --model "$dir/run" --out "$dir/preds.parquet" 
     --overwrite --device cpu --cam-dir "$dir/cams" --cam-top 3
 printf '\nfirst rows of %s:\n' "$dir/preds.parquet"
 .venv/bin/python - "$dir/preds.parquet" <<'PY'
+import os
 import sys
 
 import pyarrow.parquet as pq
@@ -37,7 +38,8 @@ rows = table.slice(0, 5).to_pylist()
 print(f"{'path':<48} {'prob':>7} {'pred':<10} {'label':<10} {'status':<6} size")
 for r in rows:
     prob = "-" if r["prob_pneumonia"] is None else f"{r['prob_pneumonia']:.4f}"
-    print(f"{r['path'][-48:]:<48} {prob:>7} {r['pred'] or '-':<10} {r['label'] or '-':<10} "
+    path = os.path.relpath(r["path"])  # rows hold absolute paths; shown from here
+    print(f"{path[-48:]:<48} {prob:>7} {r['pred'] or '-':<10} {r['label'] or '-':<10} "
           f"{r['status']:<6} {r['width']}x{r['height']}")
 print("\nGrad-CAM overlays of the most suspicious films (cam_path):")
 for r in sorted(table.to_pylist(), key=lambda r: -(r["prob_pneumonia"] or 0))[:3]:
