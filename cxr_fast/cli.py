@@ -1186,6 +1186,11 @@ def serve(run, **options) -> None:
 
 def main() -> None:
     """Console entry point: user mistakes print one line and exit 2, never a traceback."""
+    # Before torch loads (commands import it lazily): its C++ notes, such as the deprecation of
+    # quantized tensors printed on every int8 TorchScript load, are library noise in the tool's
+    # output; the export already says, once, that the int8 path is deprecated.
+    # TORCH_CPP_LOG_LEVEL=WARNING shows them again.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
