@@ -40,6 +40,7 @@ from cxr_fast.export.speed import measure_speedup
 from cxr_fast.export.tensorrt import require_tensorrt, save_tensorrt
 from cxr_fast.export.torchscript import save_torchscript
 from cxr_fast.export.verify import (
+    Selection,
     check_sizes,
     iter_images,
     load_images,
@@ -374,6 +375,169 @@ def _max_batch(fmt: str, batch_size: int) -> int | None:
     return None  # a traced TorchScript graph takes any batch size
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """An export's settled inputs: format, precision, device, model, images and output path."""
+
+    run_dir: Path
+    fmt: str
+    precision: str
+    target: torch.device
+    model: nn.Module
+    info: RunInfo
+    source_sha: str
+    data_root: Path
+    selection: Selection
+    source: str
+    x: torch.Tensor
+    example: torch.Tensor
+    contract: dict
+    out: Path
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class _Artifact:
+    """A verified export in place at its output path, with what checking it measured."""
+
+    diff: float
+    tolerance: float
+    int8: _Int8Check | None
+    speed: dict
+    file_sha: str
+
+
+def _resolve(
+    run_dir: Path,
+    fmt: str,
+    precision: str | None,
+    batch_size: int,
+    out: Path | None,
+    data: Path | None,
+    device: str,
+    tta: bool,
+    overwrite: bool,
+) -> _Inputs:
+    """Resolve --format auto, check the options, load model and images, settle the output."""
+    run_dir = Path(run_dir)
+    notes: list[str] = []
+    if fmt == "auto":
+        fmt, auto_precision, why = auto_export(read_run(run_dir)[1].arch, _auto_device(device))
+        precision = precision or auto_precision
+        notes.append(f"--format auto: {fmt} {precision} ({why})")
+    precision = _check_options(fmt, precision, batch_size)
+    target = _export_device(fmt, precision, device)
+    model, info = _load(run_dir, target, tta)
+    source_sha = sha256(run_dir / MODEL_FILE)
+    data_root, _, selection, source = _selection(run_dir, info, data, precision, batch_size)
+    x, _ = load_images(selection.verify, info.contract)
+    example = traceable(x).to(target)
+    contract = info.contract.to_dict()
+    out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision, tta)
+    if not overwrite:
+        _refuse_other_export(out, fmt, precision, source_sha)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _Inputs(
+        run_dir,
+        fmt,
+        precision,
+        target,
+        model,
+        info,
+        source_sha,
+        data_root,
+        selection,
+        source,
+        x,
+        example,
+        contract,
+        out,
+        notes,
+    )
+
+
+def _make_artifact(inp: _Inputs, batch_size: int) -> _Artifact:
+    """Build the file beside ``inp.out``, verify and time it, and only then put it in place."""
+    fmt, precision, model, target, x = inp.fmt, inp.precision, inp.model, inp.target, inp.x
+    selection, notes = inp.selection, inp.notes
+    # Same suffix as the target (torch.export and Torch-TensorRT look at it); hidden, so a
+    # half-written or failed export never sits where a reader looks.
+    tmp = inp.out.with_name(f".tmp-{os.getpid()}-{inp.out.name}")
+    int8 = None
+    try:
+        with warnings_to_notes(notes):
+            _build(
+                fmt,
+                precision,
+                model,
+                inp.example,
+                tmp,
+                inp.contract,
+                batch_size,
+                selection.calibration,
+                inp.info,
+            )
+            exported = open_artifact(
+                tmp, fmt, precision, inp.contract, target, _max_batch(fmt, batch_size)
+            )
+            diff = _verify(model, exported, x, target)
+            if precision == "int8":
+                int8 = _check_int8(
+                    model, exported, selection.heldout, inp.info, len(selection.calibration)
+                )
+        tolerance = TOLERANCES[precision]
+        if int8 is not None:
+            notes.insert(0, int8.note())  # the number the user asked for comes first
+        _judge(fmt, precision, diff, tolerance, len(x), int8)
+        with warnings_to_notes(notes):
+            speed = measure_speedup(model, exported, x, target)
+        file_sha = sha256(tmp)
+        os.replace(tmp, inp.out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _Artifact(diff, tolerance, int8, speed, file_sha)
+
+
+def _finish_export(inp: _Inputs, made: _Artifact, tta: bool, batch_size: int) -> ExportResult:
+    """Write the JSON sidecar describing the export beside it and return the result."""
+    fields = export_fields(
+        inp.info,
+        fmt=inp.fmt,
+        precision=inp.precision,
+        out=inp.out,
+        file_sha=made.file_sha,
+        source=inp.run_dir,
+        source_sha=inp.source_sha,
+        tta=tta,
+        device=inp.target,
+        batch_size=batch_size,
+        batch_max=_max_batch(inp.fmt, batch_size),
+        diff=made.diff,
+        tolerance=made.tolerance,
+        verification={
+            "data": str(inp.data_root),
+            "source": inp.source,
+            "images": len(inp.x),
+            "batch_sizes": check_sizes(len(inp.x)),
+            "labels": label_counts(inp.selection.verify),
+        },
+        int8=made.int8.to_dict() if made.int8 is not None else None,
+        speed=made.speed,
+        notes=inp.notes,
+    )
+    side = write_sidecar(inp.out, fields)
+    return ExportResult(
+        path=inp.out,
+        sidecar=side,
+        format=inp.fmt,
+        precision=inp.precision,
+        max_abs_diff=made.diff,
+        tolerance=made.tolerance,
+        notes=inp.notes,
+        speed=made.speed,
+    )
+
+
 def export_run(
     run_dir: Path,
     fmt: str,
@@ -397,93 +561,6 @@ def export_run(
     fp32 model; past the precision's tolerance nothing is kept and ExportError says by how much.
     Prints nothing: notes to show the user come back in the result.
     """
-    run_dir = Path(run_dir)
-    notes: list[str] = []
-    if fmt == "auto":
-        fmt, auto_precision, why = auto_export(read_run(run_dir)[1].arch, _auto_device(device))
-        precision = precision or auto_precision
-        notes.append(f"--format auto: {fmt} {precision} ({why})")
-    precision = _check_options(fmt, precision, batch_size)
-    target = _export_device(fmt, precision, device)
-    model, info = _load(run_dir, target, tta)
-    source_sha = sha256(run_dir / MODEL_FILE)
-    data_root, _, selection, source = _selection(run_dir, info, data, precision, batch_size)
-    x, _ = load_images(selection.verify, info.contract)
-    example = traceable(x).to(target)
-    contract = info.contract.to_dict()
-    out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision, tta)
-    if not overwrite:
-        _refuse_other_export(out, fmt, precision, source_sha)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Same suffix as the target (torch.export and Torch-TensorRT look at it); hidden, so a
-    # half-written or failed export never sits where a reader looks.
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    int8 = None
-    try:
-        with warnings_to_notes(notes):
-            _build(
-                fmt,
-                precision,
-                model,
-                example,
-                tmp,
-                contract,
-                batch_size,
-                selection.calibration,
-                info,
-            )
-            exported = open_artifact(
-                tmp, fmt, precision, contract, target, _max_batch(fmt, batch_size)
-            )
-            diff = _verify(model, exported, x, target)
-            if precision == "int8":
-                int8 = _check_int8(
-                    model, exported, selection.heldout, info, len(selection.calibration)
-                )
-        tolerance = TOLERANCES[precision]
-        if int8 is not None:
-            notes.insert(0, int8.note())  # the number the user asked for comes first
-        _judge(fmt, precision, diff, tolerance, len(x), int8)
-        with warnings_to_notes(notes):
-            speed = measure_speedup(model, exported, x, target)
-        file_sha = sha256(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-    fields = export_fields(
-        info,
-        fmt=fmt,
-        precision=precision,
-        out=out,
-        file_sha=file_sha,
-        source=run_dir,
-        source_sha=source_sha,
-        tta=tta,
-        device=target,
-        batch_size=batch_size,
-        batch_max=_max_batch(fmt, batch_size),
-        diff=diff,
-        tolerance=tolerance,
-        verification={
-            "data": str(data_root),
-            "source": source,
-            "images": len(x),
-            "batch_sizes": check_sizes(len(x)),
-            "labels": label_counts(selection.verify),
-        },
-        int8=int8.to_dict() if int8 is not None else None,
-        speed=speed,
-        notes=notes,
-    )
-    side = write_sidecar(out, fields)
-    return ExportResult(
-        path=out,
-        sidecar=side,
-        format=fmt,
-        precision=precision,
-        max_abs_diff=diff,
-        tolerance=tolerance,
-        notes=notes,
-        speed=speed,
-    )
+    inp = _resolve(run_dir, fmt, precision, batch_size, out, data, device, tta, overwrite)
+    made = _make_artifact(inp, batch_size)
+    return _finish_export(inp, made, tta, batch_size)

@@ -21,7 +21,7 @@ import torch
 from cxr_fast.choices import CHUNK_SECONDS, DEFAULT_WORKERS, SCORE_BATCH_SIZE
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
-from cxr_fast.data.discover import discover, require_images
+from cxr_fast.data.discover import Record, discover, require_images
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
@@ -418,24 +418,59 @@ def _coordinate(
     return ctx, coordinated, device
 
 
-def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
+def _explainer(config: ScoreConfig, device: torch.device) -> Explainer | None:
+    """The CAM explainer for --cam-dir (None without it), opened before any scoring."""
+    # Before any scoring, so a wrong --cam-run or --cam-layer fails in a second, not after the
+    # archive.
+    if config.cam_dir is None:
+        return None
+    # Imported here: the explain stage brings matplotlib, which a run without --cam-dir
+    # skips.
+    from cxr_fast.explain.explainer import Explainer
+
+    return Explainer(
+        cam_run_for(config.model, config.cam_run),
+        device=str(device),
+        layer=config.cam_layer,
+        method=config.cam_method,
+    )
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a scoring run works from, settled before its first row is written."""
+
+    started: float
+    ctx: DistContext
+    coordinated: bool
+    device: torch.device
+    model: ScoringModel
+    explainer: Explainer | None
+    records: list[Record]
+    positions: list[int]
+    out: Path
+    made_with: dict
+    resuming: bool
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """What scoring the files still to do left behind (the output file is published)."""
+
+    todo: list[int]
+    done: set[str]
+    seconds: float
+    cam_paths: dict[str, str] | None
+    loader: str
+    loader_fallback: str | None
+
+
+def _set_up(config: ScoreConfig) -> _Setup:
+    """Coordination, model, explainer, records and output checked, before anything is written."""
     started = time.perf_counter()
     ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
     model = load_scoring_model(config.model, config.backend, device, config.tta, config.precision)
-    # Before any scoring, so a wrong --cam-run or --cam-layer fails in a second, not after the
-    # archive.
-    explainer = None
-    if config.cam_dir is not None:
-        # Imported here: the explain stage brings matplotlib, which a run without --cam-dir
-        # skips.
-        from cxr_fast.explain.explainer import Explainer
-
-        explainer = Explainer(
-            cam_run_for(config.model, config.cam_run),
-            device=str(device),
-            layer=config.cam_layer,
-            method=config.cam_method,
-        )
+    explainer = _explainer(config, device)
     # Rows name files by absolute path under the resolved root, however ARCHIVE was typed: the
     # same file is the same row in every run, part and resume (the README's Parquet policy).
     records = require_images(discover(config.archive.resolve()), str(config.archive))
@@ -451,37 +486,59 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
     if coordinated and ctx.is_main:  # a stale marker must not vouch for this job's parts
         (config.out / SUCCESS_FILE).unlink(missing_ok=True)
         (config.out / JOB_METRICS).unlink(missing_ok=True)
+    return _Setup(
+        started,
+        ctx,
+        coordinated,
+        device,
+        model,
+        explainer,
+        records,
+        positions,
+        out,
+        made_with,
+        resuming,
+    )
 
-    writer = _open_writer(config, model, out)
-    if not resuming:
-        identity.record(writer.staging, made_with)
+
+def _score(config: ScoreConfig, run: _Setup, progress: Callable[[int], None] | None) -> _Scored:
+    """Score the files not yet done into the output, write the CAMs, and publish the file."""
+    model, records = run.model, run.records
+    writer = _open_writer(config, model, run.out)
+    if not run.resuming:
+        identity.record(writer.staging, run.made_with)
     done = writer.done_paths() if config.resume else set()
-    todo = [p for p in positions if records[p].path not in done]
-    batches = _batch_source(config, records, todo, model, device)
-    torch.set_num_threads(model_threads(config, device, model, [records[p].path for p in todo]))
-    scoring_seconds = _score_batches(
+    todo = [p for p in run.positions if records[p].path not in done]
+    batches = _batch_source(config, records, todo, model, run.device)
+    torch.set_num_threads(model_threads(config, run.device, model, [records[p].path for p in todo]))
+    seconds = _score_batches(
         batches,
         records,
         model,
         writer,
         progress,
         lambda kept: (
-            f"{kept:,} of {len(positions):,} rows kept in {writer.staging}; "
+            f"{kept:,} of {len(run.positions):,} rows kept in {writer.staging}; "
             f"continue with: {resume_command(config)}"
         ),
     )
     cam_paths = None
-    if explainer is not None and config.cam_dir is not None:
+    if run.explainer is not None and config.cam_dir is not None:
         top = writer.top_k(config.cam_top)
-        if coordinated:  # the most suspicious of the whole archive, not of each part
-            top = global_top(ctx, top, config.cam_top)
-        cam_paths = _write_cams(explainer, top, config.cam_dir)
+        if run.coordinated:  # the most suspicious of the whole archive, not of each part
+            top = global_top(run.ctx, top, config.cam_top)
+        cam_paths = _write_cams(run.explainer, top, config.cam_dir)
     # The loader that decoded this run's images (not the one asked for), and why it changed.
     use = batches.use
     writer.set_metadata("cxr_fast_loader", use.name)
     writer.set_metadata("cxr_fast_loader_fallback", use.fallback)
     writer.finish(cam_paths)
+    return _Scored(todo, done, seconds, cam_paths, use.name, use.fallback)
 
+
+def _summarize(config: ScoreConfig, run: _Setup, scored: _Scored) -> ScoreSummary:
+    """Counts and metrics from the published output (a torchrun job's, on rank 0), summarized."""
+    out, model = run.out, run.model
     # Counts and metrics from the published file (resumed rows included).
     table = pq.read_table(out, columns=METRIC_COLUMNS)
     rows, ok, metrics = counts_and_metrics(table, model)
@@ -491,16 +548,16 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         metrics_file = metrics_path_for(out)
         atomic_write_json({"predictions": str(out), **metrics}, metrics_file)
     part = PartStats(
-        scored=len(todo),
-        resumed=len(done),
-        seconds=scoring_seconds if todo else time.perf_counter() - started,
-        cams=len(cam_paths or {}),
-        loader=use.name,
-        loader_fallback=use.fallback,
+        scored=len(scored.todo),
+        resumed=len(scored.done),
+        seconds=scored.seconds if scored.todo else time.perf_counter() - run.started,
+        cams=len(scored.cam_paths or {}),
+        loader=scored.loader,
+        loader_fallback=scored.loader_fallback,
     )
-    if coordinated:  # rank 0 reports the whole job: every part, one summary
+    if run.coordinated:  # rank 0 reports the whole job: every part, one summary
         metrics_file, part, (rows, ok, skipped) = _finish_job(
-            config.out, ctx, len(records), model, part
+            config.out, run.ctx, len(run.records), model, part
         )
         out = config.out
     return ScoreSummary(
@@ -518,6 +575,13 @@ def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> S
         cams=part.cams,
         loader_fallback=part.loader_fallback,
         skipped=skipped,
-        is_main=not coordinated or ctx.is_main,
+        is_main=not run.coordinated or run.ctx.is_main,
         cam_dir=config.cam_dir,
     )
+
+
+def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
+    """Set up, score and summarize one run (see :func:`run_score`)."""
+    run = _set_up(config)
+    scored = _score(config, run, progress)
+    return _summarize(config, run, scored)
