@@ -156,3 +156,15 @@ def explain_files(
         if progress is not None:
             progress(1)
     return outcomes
+
+
+def explainer_for(config) -> Explainer:
+    """The Explainer a stage's config asks for (``run``, ``device``, ``layer``, ``method``,
+    ``precision``: explain's and serve's)."""
+    return Explainer(
+        config.run,
+        device=config.device,
+        layer=config.layer,
+        method=config.method,
+        precision=config.precision,
+    )

@@ -72,15 +72,9 @@ def run_explain(
 ) -> ExplainResult:
     """Explain every image under ``config.images`` with the eager model of ``config.run``."""
     from cxr_fast.data.discover import discover, require_images
-    from cxr_fast.explain.explainer import Explainer, explain_files
+    from cxr_fast.explain.explainer import explain_files, explainer_for
 
-    explainer = Explainer(
-        config.run,
-        device=config.device,
-        layer=config.layer,
-        method=config.method,
-        precision=config.precision,
-    )
+    explainer = explainer_for(config)
     records = [record for image in config.images for record in discover(image)]
     paths = [r.path for r in require_images(records, ", ".join(map(str, config.images)))]
     outcomes = explain_files(explainer, paths, config.out, progress=progress)

@@ -56,7 +56,7 @@ def save_onnx(
 
     require_onnx()
     # The exporter prints its progress ("[torch.onnx] ...") to stdout; cxr-fast reports itself.
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_onnxscript():
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet("onnxscript"):
         program = torch.onnx.export(
             module.eval(),
             (example.contiguous(),),
@@ -109,7 +109,7 @@ def quantize_onnx_int8(
     with tempfile.TemporaryDirectory(prefix="cxr-fast-onnx-") as tmp:
         fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
         save_onnx(module, example, fp32, contract, max_batch)
-        with _quiet_onnxruntime():
+        with _quiet(None):
             quant_pre_process(str(fp32), str(prepared))
             stem = _stem_conv(onnx.load(str(prepared)))
             reader = _Reader()
@@ -204,25 +204,14 @@ def _stem_conv(proto) -> str | None:
 
 
 @contextlib.contextmanager
-def _quiet_onnxscript():
-    """onnxscript logs each optimisation pass at INFO/WARNING; the check after export is what
-    decides whether the file is good."""
-    logger = logging.getLogger("onnxscript")
+def _quiet(logger_name: str | None):
+    """Only errors from ``logger_name`` (None: the root logger) inside the block: onnxscript
+    logs each optimisation pass, ONNX Runtime's quantisation tools log through the root logger,
+    and the check after export is what decides whether the file is good."""
+    logger = logging.getLogger(logger_name)
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _quiet_onnxruntime():
-    """ONNX Runtime's quantisation tools log at INFO/WARNING through the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)

@@ -50,18 +50,12 @@ class ServeResult:
 def run_serve(config: ServeConfig, log: Callable[[str], None] = print) -> ServeResult:
     """Load ``config.run`` once, bind, ``log`` the address and serve until Ctrl-C; an address
     that cannot be bound is a :class:`UserInputError`."""
-    from cxr_fast.explain.explainer import Explainer
+    from cxr_fast.explain.explainer import explainer_for
     from cxr_fast.serve.app import create_app
     from cxr_fast.serve.predictor import Predictor
     from cxr_fast.serve.server import Limits, make_server
 
-    explainer = Explainer(
-        config.run,
-        device=config.device,
-        layer=config.layer,
-        method=config.method,
-        precision=config.precision,
-    )
+    explainer = explainer_for(config)
     predictor = Predictor(explainer, wait_timeout=config.request_timeout)
     app = create_app(predictor, config.max_upload_mb)
     limits = Limits(
