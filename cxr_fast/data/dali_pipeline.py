@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -191,15 +192,13 @@ class DaliLoader:
         contract: PreprocessContract,
         *,
         batch_size: int,
-        device: str = "cpu",
-        device_id: int = 0,
         train: bool = False,
-        augment: Augment | None = None,
         shard_id: int = 0,
         num_shards: int = 1,
-        num_threads: int = 2,
-        seed: int = 0,
+        **pipeline: Any,
     ) -> None:
+        """``pipeline``: the rest of :func:`build_pipeline`'s options (device, device_id,
+        augment, num_threads, seed), passed on as they are."""
         if not records:
             raise ValueError("no images to load")
         self.contract = contract
@@ -208,14 +207,10 @@ class DaliLoader:
             [r.path for r in records],
             contract,
             batch_size=batch_size,
-            device=device,
-            device_id=device_id,
             train=train,
-            augment=augment,
             shard_id=shard_id,
             num_shards=num_shards,
-            num_threads=num_threads,
-            seed=seed,
+            **pipeline,
         )
         self._pipe.build()
         shard_size = len(shard_range(len(records), shard_id, num_shards))
