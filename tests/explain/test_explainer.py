@@ -18,7 +18,7 @@ from cxr_fast.scoring.model import load_scoring_model
 
 @pytest.fixture(scope="module")
 def explainer(trained_run):
-    return Explainer(trained_run, device="cpu")
+    return Explainer(trained_run, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_small_and_large_films_get_inspectable_panels():
 
 def test_probability_is_the_scorers(explainer, trained_run, pneumonia_film):
     e = explainer.explain_file(pneumonia_film)
-    model = load_scoring_model(trained_run, "eager", torch.device("cpu"))
+    model = load_scoring_model(trained_run, "eager", torch.device("cpu"), precision="fp32")
     pixels, _ = read_gray(pneumonia_film, model.contract)
     prob = float(sigmoid(model.logits(stack_gray([pixels], model.contract)).numpy())[0])
     assert e.prob == pytest.approx(prob, abs=1e-6)

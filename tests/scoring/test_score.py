@@ -130,9 +130,17 @@ def test_cli_exit_codes_with_bad_files(trained_run, bad_archive, tmp_path):
 
 
 def test_score_probabilities_equal_evaluate(trained_run, synth_small, tmp_path):
+    # fp32 in both: under bf16 autocast oneDNN's rounding depends on the thread count, which
+    # score chooses by measurement and evaluate does not.
     evaluated = run_evaluate(
         EvalConfig(
-            trained_run, synth_small, out=tmp_path / "eval", device="cpu", workers=0, bootstrap=0
+            trained_run,
+            synth_small,
+            out=tmp_path / "eval",
+            device="cpu",
+            workers=0,
+            bootstrap=0,
+            precision="fp32",
         )
     )
     out = tmp_path / "preds.parquet"
@@ -145,6 +153,7 @@ def test_score_probabilities_equal_evaluate(trained_run, synth_small, tmp_path):
             device="cpu",
             workers=2,
             batch_size=64,  # evaluate's: same batches, same bits
+            precision="fp32",
         )
     )
     rows = pq.read_table(out).to_pylist()

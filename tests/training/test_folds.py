@@ -80,11 +80,19 @@ def test_ensemble_run_is_the_mean_of_member_logits(ensemble_run, synth_small):
 
 def test_every_stage_takes_the_ensemble_run(ensemble_run, synth_small, tmp_path):
     _, result, _ = ensemble_run
+    # fp32: a film's bf16 rounding depends on its batch (evaluate's 64, explain's 1).
     evaluation = run_evaluate(
-        EvalConfig(result.run_dir, synth_small, out=tmp_path / "eval", workers=0, bootstrap=0)
+        EvalConfig(
+            result.run_dir,
+            synth_small,
+            out=tmp_path / "eval",
+            workers=0,
+            bootstrap=0,
+            precision="fp32",
+        )
     )
     assert evaluation.metrics["members"] == 3 and evaluation.metrics["counts"]["n"] > 0
-    explainer = Explainer(result.run_dir, device="cpu")
+    explainer = Explainer(result.run_dir, device="cpu", precision="fp32")
     assert explainer.layers == [f"members.{k}.features.6.2" for k in range(3)]
     path = next(iter(evaluation.probabilities))
     explanation = explainer.explain_file(path)
