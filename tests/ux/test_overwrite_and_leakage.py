@@ -3,29 +3,20 @@ score and train in their own tests) and leakage warnings for evaluate and calibr
 
 import shutil
 
-import pytest
-
-from cxr_fast import cli
 from cxr_fast.calibrate import run_calibrate
 from cxr_fast.evaluate import EvalConfig, default_out_dir, run_evaluate
-
-
-def _main(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["cxr-fast", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from tests.cli_in_process import run_main
 
 
 def test_synth_refuses_a_non_empty_folder_unless_overwrite(tmp_path, monkeypatch, capsys):
     out = tmp_path / "d"
     args = ("data", "synth", out, "--n", "4", "--min-size", "32", "--max-size", "40")
-    assert _main(monkeypatch, capsys, *args, "--workers", "1")[0] == 0
-    code, _, err = _main(monkeypatch, capsys, *args, "--seed", "1", "--workers", "1")
+    assert run_main(monkeypatch, capsys, *args, "--workers", "1")[0] == 0
+    code, _, err = run_main(monkeypatch, capsys, *args, "--seed", "1", "--workers", "1")
     assert code == 2 and "is not empty: pass --overwrite" in err
-    code, _, _ = _main(monkeypatch, capsys, *args, "--seed", "1", "--workers", "1", "--overwrite")
+    code, _, _ = run_main(
+        monkeypatch, capsys, *args, "--seed", "1", "--workers", "1", "--overwrite"
+    )
     assert code == 0
     assert len(list(out.rglob("*.jpeg"))) == 4  # replaced, not merged
 
@@ -43,7 +34,7 @@ def test_evaluate_folders_never_collide_and_other_data_is_not_overwritten(
     config = EvalConfig(trained_run, a, out=out, device="cpu", workers=0, bootstrap=0)
     run_evaluate(config)
     run_evaluate(config)  # the same evaluation again: fine
-    code, _, err = _main(
+    code, _, err = run_main(
         monkeypatch, capsys, "evaluate", trained_run, "--data", b, "--out", out,
         "--device", "cpu", "--workers", "0", "--bootstrap", "0",
     )  # fmt: skip
@@ -57,7 +48,7 @@ def test_evaluate_folders_never_collide_and_other_data_is_not_overwritten(
 def test_evaluate_and_calibrate_on_training_patients_warn(
     trained_run, synth_small, tmp_path, monkeypatch, capsys
 ):
-    code, out, err = _main(
+    code, out, err = run_main(
         monkeypatch, capsys, "evaluate", trained_run, "--data", synth_small,
         "--out", tmp_path / "e", "--device", "cpu", "--workers", "0", "--bootstrap", "0",
     )  # fmt: skip

@@ -8,23 +8,13 @@ import signal
 
 import pytest
 
-from cxr_fast import cli
 from cxr_fast.run_folder import atomic_write_json, read_json
 from cxr_fast.training.trainer import resume_config, run_train
+from tests.cli_in_process import run_main
 
 
 def _log(run_dir):
     return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-
-
-def _main(monkeypatch, capsys, *args):
-    """``cxr-fast ARGS`` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr("sys.argv", ["cxr-fast", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ def test_resume_continues_the_folder_given_and_keeps_the_new_epoch_count(
     assert resume_config(moved).epochs == 4  # a later plain --resume finishes at 4, not 3
 
     # A finished run: nothing is trained and the user is told so.
-    code, out, _ = _main(monkeypatch, capsys, "train", "--out", moved, "--resume")
+    code, out, _ = run_main(monkeypatch, capsys, "train", "--out", moved, "--resume")
     assert code == 0
     assert "nothing to do: 4 of 4 epochs done" in out
     assert "done in" not in out
@@ -83,7 +73,7 @@ def test_ctrl_c_during_train_says_what_was_kept_and_how_to_continue(
 
     monkeypatch.setattr(writer, "save_state", save_then_sigint)
     out = tmp_path / "r"
-    code, _, err = _main(
+    code, _, err = run_main(
         monkeypatch,
         capsys,
         *(

@@ -6,19 +6,9 @@ import shlex
 import signal
 
 import pyarrow.parquet as pq
-import pytest
 
-from cxr_fast import cli
 from cxr_fast.scoring import score
-
-
-def _main(monkeypatch, capsys, args):
-    monkeypatch.setattr("sys.argv", ["cxr-fast", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from tests.cli_in_process import run_main
 
 
 def test_ctrl_c_during_score_keeps_rows_and_names_the_resume_command(
@@ -37,7 +27,7 @@ def test_ctrl_c_during_score_keeps_rows_and_names_the_resume_command(
     out = tmp_path / "preds.parquet"
     args = ["score", kaggle_dir, "--model", trained_run, "--out", out, "--batch-size", "8"]
     args += ["--workers", "0", "--chunk-rows", "8", "--device", "cpu"]
-    code, _, err = _main(monkeypatch, capsys, args)
+    code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 130, err
     line = err.strip().splitlines()[-1]
     assert line.startswith("cxr-fast: interrupted: 16 of 39 rows kept"), line
@@ -46,7 +36,7 @@ def test_ctrl_c_during_score_keeps_rows_and_names_the_resume_command(
     assert not out.exists()
 
     monkeypatch.setattr(score, "_rows", real_rows)
-    code, stdout, err = _main(monkeypatch, capsys, [*shlex.split(command)[1:], "--device", "cpu"])
+    code, stdout, err = run_main(monkeypatch, capsys, *shlex.split(command)[1:], "--device", "cpu")
     assert code == 0, err
     assert "16 kept from before" in stdout
     assert pq.read_table(out).num_rows == 39
