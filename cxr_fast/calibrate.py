@@ -1,11 +1,15 @@
-"""``run_calibrate``: fit a run's decision threshold and temperature on a site's labelled sample.
+"""``run_calibrate``: fit a run's probabilities and decision threshold on a site's labelled sample.
 
 A model trained on one acquisition scores films from another with shifted probabilities. A
-small labelled sample from the deployment site fixes the two things that shift: the temperature
-(logits are divided by it, fitted by maximum likelihood, so the probabilities mean what they
-say there) and the decision threshold (chosen on the temperature-scaled probabilities with the
-run's policy, or for a target sensitivity). The weights are not touched: the new run folder
-holds the same state dict with the calibration in its metadata.
+small labelled sample from the deployment site fixes what shifts. Platt scaling fits two numbers
+by maximum likelihood, a temperature T and a bias b, so that ``sigmoid(logit / T + b)`` means
+what it says at the site: T undoes over- or under-confidence, b the shift of the whole score
+distribution (healthy films scored higher than in training). The threshold is then, by default,
+0.5 on those probabilities ("bayes": the fewest expected errors at the sample's prevalence), or
+a prevalence-free policy on them, or the one keeping a target sensitivity. Two parameters fitted
+on ~100 films transfer to films they were not fitted on far better than a threshold picked from
+the sample's own ROC curve (bench/site_calibration.py; docs/results.md). The weights are not
+touched: the new run folder holds the same state dict with the calibration in its metadata.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_fast.choices import DEFAULT_WORKERS, THRESHOLD_POLICIES, RecipeDefaults
+from cxr_fast.choices import (
+    CALIBRATION_POLICIES,
+    DEFAULT_WORKERS,
+    THRESHOLD_POLICIES,
+    RecipeDefaults,
+)
 from cxr_fast.data.discover import Record, discover, paths_sha256
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
@@ -50,6 +59,7 @@ class CalibrationResult:
 
     out: Path
     temperature: float
+    bias: float
     threshold: float
     before: dict
     after: dict
@@ -57,21 +67,77 @@ class CalibrationResult:
     leakage: dict | None = None  # the sample's overlap with the run's training patients
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 minimising the binary cross-entropy of ``sigmoid(logits / T)``."""
-    z = torch.as_tensor(logits, dtype=torch.float64)
-    y = torch.as_tensor(labels, dtype=torch.float64)
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: the temperature T > 0 and bias b minimising the binary cross-entropy of
+    ``sigmoid(logits / T + b)``. The targets are Platt's smoothed ones, (n+ + 1) / (n+ + 2) for
+    PNEUMONIA and 1 / (n- + 2) for NORMAL, so a small sample that the model separates perfectly
+    does not drive T to zero (probabilities of exactly 0 and 1)."""
+    y = np.asarray(labels)
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    targets = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    t = torch.as_tensor(targets, dtype=torch.float64)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # T = exp(log_t) > 0
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [log_t, bias], lr=0.5, max_iter=200, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp(), y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp() + bias, t)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp())
+    return float(log_t.detach().exp()), float(bias.detach())
+
+
+@dataclass(frozen=True)
+class SiteFit:
+    """Platt parameters and the threshold chosen on the probabilities they give."""
+
+    temperature: float
+    bias: float
+    choice: dict
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """P(PNEUMONIA) at the site: ``sigmoid(logits / T + b)``."""
+        return sigmoid(np.asarray(logits) / self.temperature + self.bias)
+
+
+def bayes_choice(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Threshold 0.5 on calibrated probabilities, in :func:`threshold_choice`'s format."""
+    y, pred = np.asarray(labels) == 1, np.asarray(probs) >= 0.5
+    sensitivity = float((pred & y).sum() / y.sum())
+    specificity = float((~pred & ~y).sum() / (~y).sum())
+    return {
+        "policy": "bayes",
+        "interval": None,
+        "tolerance": None,
+        "threshold": 0.5,
+        "youden_j": sensitivity + specificity - 1,
+    }
+
+
+def fit_site(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    policy: str = RecipeDefaults.calibration_policy,
+    target_sensitivity: float | None = None,
+) -> SiteFit:
+    """Platt-scale ``logits`` on ``labels`` and choose the threshold with ``policy`` (one of
+    :data:`CALIBRATION_POLICIES`), or for ``target_sensitivity`` when given."""
+    if policy not in CALIBRATION_POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(CALIBRATION_POLICIES)}, got {policy!r}")
+    temperature, bias = fit_platt(logits, labels)
+    probs = sigmoid(np.asarray(logits) / temperature + bias)
+    if target_sensitivity is None and policy == "bayes":
+        choice = bayes_choice(labels, probs)
+    else:
+        rule = policy if policy in THRESHOLD_POLICIES else RecipeDefaults.threshold_policy
+        choice = threshold_choice(labels, probs, policy=rule, target_sensitivity=target_sensitivity)
+    return SiteFit(temperature, bias, choice)
 
 
 def sample_fingerprint(root: Path, records: list[Record]) -> dict:
@@ -112,29 +178,28 @@ def run_calibrate(
     bootstrap: int = 1000,
     overwrite: bool = False,
 ) -> CalibrationResult:
-    """Fit temperature and threshold of ``run`` on the labelled sample ``data`` into ``out``."""
+    """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``."""
     if out.resolve() == run.resolve():
         raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
     if (out / MODEL_FILE).exists() and not overwrite:
         raise UserInputError(f"{out} already holds a run: choose another --out or pass --overwrite")
     target = resolve_device(device)
     model, info = load_run(run, target)
-    if info.temperature != 1.0:
+    if info.calibrated:
         raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
     records = _labelled_sample(data)
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
     index, logits, _ = predict_logits(model, loader, inference_precision(target))
     labels = np.array([records[i].label for i in index])
-    temperature = fit_temperature(logits, labels)
-    probs = sigmoid(logits / temperature)
-    policy = policy or info.meta.get("threshold_choice", {}).get("policy", "margin")
-    if policy not in THRESHOLD_POLICIES:  # e.g. a target-sensitivity run: its default policy
-        policy = RecipeDefaults.threshold_policy
-    choice = threshold_choice(labels, probs, policy=policy, target_sensitivity=target_sensitivity)
+    fit = fit_site(logits, labels, policy or RecipeDefaults.calibration_policy, target_sensitivity)
+    choice = fit.choice
     before = binary_metrics(labels, sigmoid(logits), info.threshold, bootstrap=bootstrap)
+    probs = fit.probabilities(logits)
     after = binary_metrics(labels, probs, choice["threshold"], bootstrap=bootstrap)
     calibration = {
-        "temperature": temperature,
+        "method": "platt",
+        "temperature": fit.temperature,
+        "bias": fit.bias,
         "threshold_choice": choice,
         "sample": sample_fingerprint(data, records),
         "source_run": str(run.resolve()),
@@ -154,7 +219,7 @@ def run_calibrate(
         out / METRICS_FILE,
     )
     return CalibrationResult(
-        out, temperature, choice["threshold"], before, after, len(records), found
+        out, fit.temperature, fit.bias, choice["threshold"], before, after, len(records), found
     )
 
 

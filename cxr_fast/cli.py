@@ -14,6 +14,7 @@ from cxr_fast import __version__
 from cxr_fast.choices import (
     ARCHITECTURES,
     BACKENDS,
+    CALIBRATION_POLICIES,
     CAM_METHODS,
     CHUNK_SECONDS,
     DEFAULT_WORKERS,
@@ -783,7 +784,7 @@ def evaluate(run, data, as_json, **options) -> None:
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="New run folder: the same weights with the fitted temperature and threshold.",
+    help="New run folder: the same weights with the fitted temperature, bias and threshold.",
 )
 @click.option(
     "--target-sensitivity",
@@ -793,20 +794,27 @@ def evaluate(run, data, as_json, **options) -> None:
 )
 @click.option(
     "--threshold-policy",
-    type=click.Choice(THRESHOLD_POLICIES),
-    default=None,
-    help="Threshold policy on the sample.  [default: the run's]",
+    type=click.Choice(CALIBRATION_POLICIES),
+    default=RecipeDefaults.calibration_policy,
+    show_default=True,
+    help="bayes: PNEUMONIA at calibrated P >= 0.5, the fewest errors at the sample's prevalence "
+    "(so the sample should have the site's mix of cases); margin, youden: prevalence-free "
+    "rules on the sample's calibrated probabilities (see `cxr-fast train --help`).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing calibrated run in --out.")
 @DEVICE_OPTION
 @workers_option(minimum=0)
 def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, device, workers):
-    """Calibrate RUN for a deployment site: fit the temperature (so probabilities mean what
-    they say there) and the decision threshold on a small labelled sample from that site.
+    """Calibrate RUN for a deployment site on a small labelled sample from that site.
+
+    Platt scaling fits a temperature and a bias, so that P(PNEUMONIA) = sigmoid(logit / T + b)
+    means what it says at the site; the decision threshold is then chosen on those
+    probabilities (--threshold-policy, or --target-sensitivity).
 
     Writes a new run folder that every stage takes like the original; its metrics.json holds
     the sample's metrics before and after, with 95% bootstrap intervals. The numbers after are
-    in-sample (the threshold was fitted on these images): confirm them on other films.
+    in-sample (fitted on these images): `python -m bench.site_calibration RUN --data SAMPLE`
+    cross-fits them by patient for an honest estimate.
     """
     from cxr_fast.calibrate import run_calibrate
     from cxr_fast.leakage import leakage_warning
@@ -827,8 +835,8 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"site sample: {plural(result.n, 'image')} under {data}")
     click.echo(
-        f"temperature {result.temperature:.3f}, threshold {result.before['threshold']:.4f}"
-        f" -> {result.threshold:.4f}"
+        f"temperature {result.temperature:.3f}, bias {result.bias:+.3f}, threshold "
+        f"{result.before['threshold']:.4f} -> {result.threshold:.4f}"
     )
     for name, metrics in (
         ("before (the run as trained)", result.before),

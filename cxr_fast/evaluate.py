@@ -169,6 +169,7 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
         "members": info.members,
         "tta": list(TTA_VIEWS) if config.tta else None,
         "temperature": info.temperature,
+        "bias": info.bias,
         "n_skipped": len(skipped),
         "skipped": skipped,
         **binary_metrics(labels, probs, chosen, bootstrap=config.bootstrap),

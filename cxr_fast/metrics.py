@@ -365,8 +365,11 @@ def describe_threshold(metrics: dict[str, Any]) -> str:
             f"{_fmt(choice.get('tolerance'))}"
         )
     text += ")"
-    if metrics.get("temperature", 1.0) != 1.0:
-        text += f", site-calibrated (temperature {metrics['temperature']:.3f})"
+    if metrics.get("temperature", 1.0) != 1.0 or metrics.get("bias", 0.0) != 0.0:
+        text += (
+            f", site-calibrated (temperature {metrics['temperature']:.3f},"
+            f" bias {metrics.get('bias', 0.0):+.3f})"
+        )
     if metrics.get("members", 1) > 1:
         text += f", ensemble of {metrics['members']}"
     return text

@@ -320,12 +320,14 @@ def _calibration(info: RunInfo) -> str:
     if not cal:
         return (
             "<p class=muted>Not site-calibrated (temperature 1). <code>cxr-fast calibrate RUN "
-            "--data SAMPLE --out RUN-site</code> fits a site's threshold and temperature.</p>"
+            "--data SAMPLE --out RUN-site</code> fits a site's temperature, bias and threshold.</p>"
         )
     sample = cal.get("sample") or {}
     return _table(
         [
+            ("method", _e(cal.get("method", "temperature"))),
             ("temperature", _num(cal.get("temperature"))),
+            ("bias", _num(cal.get("bias", 0.0))),
             ("source run", f"<code>{_e(cal.get('source_run'))}</code>"),
             ("source model SHA-256", f"<code>{_e(cal.get('source_model_sha256'))}</code>"),
             ("site sample", f"<code>{_e(json.dumps(sample))}</code>"),

@@ -105,6 +105,16 @@ class RunInfo:
         """Logits are divided by this (1: not calibrated; see ``cxr-fast calibrate``)."""
         return float(self.meta.get("calibration", {}).get("temperature", 1.0))
 
+    @property
+    def bias(self) -> float:
+        """Added to the tempered logits (0: not calibrated, or calibrated before Platt)."""
+        return float(self.meta.get("calibration", {}).get("bias", 0.0))
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the model's logits are site-calibrated (wrapped in ``TemperatureScaled``)."""
+        return self.temperature != 1.0 or self.bias != 0.0
+
     def layer_names(self, layer: str) -> list[str]:
         """Where ``layer`` of the architecture sits in the loaded module: once per member."""
         from cxr_fast.models.ensemble import CALIBRATED_PREFIX, member_prefix
@@ -114,7 +124,7 @@ class RunInfo:
             if self.members == 1
             else [f"{member_prefix(i)}.{layer}" for i in range(self.members)]
         )
-        if self.temperature != 1.0:
+        if self.calibrated:
             names = [f"{CALIBRATED_PREFIX}.{name}" for name in names]
         return names
 
@@ -177,10 +187,10 @@ def load_run(
     state, info = read_run(run_dir)
     model = build_run_model(info)
     model.load_state_dict(state)
-    if info.temperature != 1.0:
+    if info.calibrated:
         from cxr_fast.models.ensemble import TemperatureScaled
 
-        model = TemperatureScaled(model, info.temperature)
+        model = TemperatureScaled(model, info.temperature, info.bias)
     if tta:
         from cxr_fast.models.ensemble import TestTimeAugment
 

@@ -1,4 +1,4 @@
-"""Site calibration: temperature and threshold fitted on a labelled sample, written as a new run
+"""Site calibration: Platt scaling and threshold fitted on a labelled sample, written as a new run
 that every stage takes, with the refusals a user needs."""
 
 import shutil
@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cxr_fast.calibrate import fit_temperature, run_calibrate
+from cxr_fast.calibrate import fit_platt, fit_site, run_calibrate
 from cxr_fast.cli import cli
 from cxr_fast.data.discover import discover
 from cxr_fast.evaluate import EvalConfig, run_evaluate
@@ -19,11 +19,46 @@ from cxr_fast.models.ensemble import TemperatureScaled
 from cxr_fast.run_folder import load_run, read_json, sha256
 
 
-def test_fit_temperature_recovers_a_known_temperature():
+def test_fit_platt_recovers_a_known_temperature_and_bias():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, 20_000)
-    labels = (rng.random(20_000) < 1 / (1 + np.exp(-logits / 2.5))).astype(int)
-    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+    labels = (rng.random(20_000) < 1 / (1 + np.exp(-(logits / 2.5 - 1.0)))).astype(int)
+    temperature, bias = fit_platt(logits, labels)
+    assert temperature == pytest.approx(2.5, rel=0.05)
+    assert bias == pytest.approx(-1.0, abs=0.1)
+
+
+def _shifted_site(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a site where every film scores 2.5 higher than in training (where 0 was the
+    right threshold): healthy films cross the trained threshold."""
+    labels = (rng.random(n) < 0.6).astype(int)
+    logits = np.where(labels == 1, 2.0, -2.0) + rng.normal(0, 1.2, n) + 2.5
+    return logits, labels
+
+
+def test_bayes_calibration_moves_the_threshold_to_the_shifted_site():
+    rng = np.random.default_rng(1)
+    fit_logits, fit_labels = _shifted_site(rng, 120)  # a site sample's size
+    site = fit_site(fit_logits, fit_labels)
+    assert site.choice["policy"] == "bayes" and site.choice["threshold"] == 0.5
+    assert site.bias < -1.0  # the fitted shift undoes most of the +2.5
+    logits, labels = _shifted_site(rng, 20_000)  # films it was not fitted on
+    as_trained = ((logits >= 0) == labels).mean()
+    calibrated = ((site.probabilities(logits) >= 0.5) == labels).mean()
+    best = max(((logits >= t) == labels).mean() for t in np.linspace(-2, 6, 81))
+    assert calibrated > as_trained + 0.08
+    assert calibrated > best - 0.02
+
+
+def test_fit_site_keeps_a_target_sensitivity_and_refuses_unknown_policies():
+    rng = np.random.default_rng(2)
+    logits, labels = _shifted_site(rng, 400)
+    site = fit_site(logits, labels, target_sensitivity=0.98)
+    pred = site.probabilities(logits) >= site.choice["threshold"]
+    assert pred[labels == 1].mean() >= 0.98
+    assert site.choice["policy"] == "sensitivity>=0.98"
+    with pytest.raises(ValueError, match="bayes, margin, youden"):
+        fit_site(logits, labels, policy="sharpest")
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +74,7 @@ def test_calibrated_run_shares_the_weights_and_records_the_sample(
     original, _ = load_run(trained_run)
     model, info = load_run(out)
     assert isinstance(model, TemperatureScaled) and info.temperature == result.temperature
+    assert info.bias == result.bias and info.meta["calibration"]["method"] == "platt"
     for key, value in original.state_dict().items():
         torch.testing.assert_close(model.model.state_dict()[key], value)
     calibration = info.meta["calibration"]
@@ -53,7 +89,7 @@ def test_calibrated_run_shares_the_weights_and_records_the_sample(
     assert metrics["after"]["ci95"]["accuracy"] is not None
 
 
-def test_calibrated_probabilities_are_the_tempered_logits(calibrated, trained_run, synth_small):
+def test_calibrated_probabilities_are_the_platt_scaled_logits(calibrated, trained_run, synth_small):
     result, out = calibrated
     # fp32: bf16 autocast would round the logits before and after the division differently.
     common = dict(workers=0, bootstrap=0, precision="fp32")
@@ -62,9 +98,10 @@ def test_calibrated_probabilities_are_the_tempered_logits(calibrated, trained_ru
     path = next(iter(before.probabilities))
     p = before.probabilities[path]
     logit = np.log(p / (1 - p))
-    expected = 1 / (1 + np.exp(-logit / result.temperature))
+    expected = 1 / (1 + np.exp(-(logit / result.temperature + result.bias)))
     assert after.probabilities[path] == pytest.approx(expected, abs=1e-4)
     assert after.metrics["temperature"] == result.temperature
+    assert after.metrics["bias"] == result.bias
     assert after.metrics["threshold"] == result.threshold
 
 

@@ -97,7 +97,7 @@ def export_fields(
         "arch": info.arch,
         "contract": info.contract.to_dict(),
         "threshold": info.threshold,
-        # How the threshold (and any temperature, already inside the exported graph) came to be.
+        # How the threshold (and any Platt scaling, inside the exported graph) came to be.
         "threshold_choice": info.meta.get("threshold_choice"),
         "calibration": info.meta.get("calibration"),
         "members": info.members,

@@ -29,18 +29,20 @@ def member_prefix(i: int) -> str:
 
 
 class TemperatureScaled(nn.Module):
-    """``model``'s logits divided by a fitted temperature (site calibration): ranking and
-    Grad-CAM maps are unchanged, probabilities mean what they say at that site."""
+    """``model``'s logits divided by a fitted temperature plus a fitted bias (site calibration,
+    Platt scaling): ranking and Grad-CAM maps are unchanged, probabilities mean what they say at
+    that site."""
 
-    def __init__(self, model: nn.Module, temperature: float) -> None:
+    def __init__(self, model: nn.Module, temperature: float, bias: float = 0.0) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.model = model
         self.temperature = float(temperature)
+        self.bias = float(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) / self.temperature
+        return self.model(x) / self.temperature + self.bias
 
 
 CALIBRATED_PREFIX = "model"

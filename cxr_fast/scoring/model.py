@@ -39,7 +39,7 @@ class ScoringModel:
 
 def threshold_source(meta: dict) -> dict:
     """The threshold's provenance from a run's metadata or an export's sidecar: the policy, and
-    the site calibration (temperature, sample size and fingerprint) when there is one."""
+    the site calibration (temperature, bias, sample size and fingerprint) when there is one."""
     calibration = meta.get("calibration")
     return {
         "policy": (meta.get("threshold_choice") or {}).get("policy"),
@@ -48,6 +48,7 @@ def threshold_source(meta: dict) -> dict:
         if not calibration
         else {
             "temperature": calibration["temperature"],
+            "bias": calibration.get("bias", 0.0),
             "sample": calibration["sample"],
             "source_model_sha256": calibration["source_model_sha256"],
         },

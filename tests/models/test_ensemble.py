@@ -1,4 +1,4 @@
-"""The run-level modules: ensemble mean, temperature scaling and test-time augmentation."""
+"""The run-level modules: ensemble mean, Platt scaling and test-time augmentation."""
 
 import pytest
 import torch
@@ -19,6 +19,7 @@ def test_ensemble_and_temperature_are_exact():
     x = torch.rand(3, 1, 16, 16)
     torch.testing.assert_close(Ensemble([a, b])(x), a(x))
     torch.testing.assert_close(TemperatureScaled(a, 2.0)(x), a(x) / 2)
+    torch.testing.assert_close(TemperatureScaled(a, 2.0, -0.5)(x), a(x) / 2 - 0.5)
     with pytest.raises(ValueError):
         TemperatureScaled(a, 0.0)
 
