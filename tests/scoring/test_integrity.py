@@ -104,13 +104,10 @@ def _killed_run(config: ScoreConfig, after_batches: int) -> None:
     run_score(config, progress=progress)
 
 
-def test_a_kill_keeps_the_work_of_the_last_interval_and_resume_loses_nothing(
-    trained_run, synth_small, tmp_path
-):
-    out = tmp_path / "killed.parquet"
+def _chunk_per_batch(trained_run, synth_small, out) -> ScoreConfig:
     # Far more rows per chunk than the archive holds: only the time bound can flush. 0 s: a
     # chunk after every batch (what the default 15 s does on a real archive).
-    config = ScoreConfig(
+    return ScoreConfig(
         archive=synth_small,
         model=trained_run,
         out=out,
@@ -121,10 +118,22 @@ def test_a_kill_keeps_the_work_of_the_last_interval_and_resume_loses_nothing(
         rows_per_chunk=100_000,
         chunk_seconds=0.0,
     )
-    child = multiprocessing.get_context("spawn").Process(target=_killed_run, args=(config, 6))
+
+
+def _kill_after(config: ScoreConfig, batches: int) -> None:
+    """Score in a child process that SIGKILLs itself after ``batches`` batches."""
+    child = multiprocessing.get_context("spawn").Process(target=_killed_run, args=(config, batches))
     child.start()
     child.join(timeout=300)
     assert child.exitcode == -signal.SIGKILL
+
+
+def test_a_kill_keeps_the_work_of_the_last_interval_and_resume_loses_nothing(
+    trained_run, synth_small, tmp_path
+):
+    out = tmp_path / "killed.parquet"
+    config = _chunk_per_batch(trained_run, synth_small, out)
+    _kill_after(config, 6)
     assert not out.exists()
     chunks = sorted(staging_dir(out).glob("chunk-*.parquet"))
     kept = sum(pq.read_table(c).num_rows for c in chunks)
@@ -144,20 +153,8 @@ def test_resume_with_another_model_refuses_and_keeps_the_partial_output(
 
     exported = export_run(trained_run, "torchscript", out=tmp_path / "m.ts", device="cpu").path
     out = tmp_path / "mixed.parquet"
-    config = ScoreConfig(
-        archive=synth_small,
-        model=trained_run,
-        out=out,
-        device="cpu",
-        workers=0,
-        loader="torch",
-        batch_size=8,
-        rows_per_chunk=100_000,
-        chunk_seconds=0.0,
-    )
-    child = multiprocessing.get_context("spawn").Process(target=_killed_run, args=(config, 3))
-    child.start()
-    child.join(timeout=300)
+    config = _chunk_per_batch(trained_run, synth_small, out)
+    _kill_after(config, 3)
     chunks_before = sorted(staging_dir(out).glob("chunk-*.parquet"))
     assert chunks_before
     other = {**vars(config), "model": exported, "resume": True}
@@ -181,20 +178,8 @@ def test_resume_with_another_model_refuses_and_keeps_the_partial_output(
 
 def test_resume_refuses_another_threshold_or_archive(trained_run, synth_small, tmp_path):
     out = tmp_path / "p.parquet"
-    config = ScoreConfig(
-        archive=synth_small,
-        model=trained_run,
-        out=out,
-        device="cpu",
-        workers=0,
-        loader="torch",
-        batch_size=8,
-        rows_per_chunk=100_000,
-        chunk_seconds=0.0,
-    )
-    child = multiprocessing.get_context("spawn").Process(target=_killed_run, args=(config, 2))
-    child.start()
-    child.join(timeout=300)
+    config = _chunk_per_batch(trained_run, synth_small, out)
+    _kill_after(config, 2)
     moved = tmp_path / "elsewhere"
     shutil.copytree(synth_small, moved)
     with pytest.raises(ResumeMismatchError, match="archive root"):
