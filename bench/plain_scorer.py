@@ -4,9 +4,10 @@ DataLoader + the run's weights in an eager fp32 model, probabilities to Parquet.
 python -m bench.plain_scorer ARCHIVE RUN OUT.parquet [--workers N] [--batch-size N]
 
 It reads the run's weights (model.pt) into the same architecture (an ensemble run: each
-member's, and the mean of their logits), so the model does the same work per image as cxr-fast's; it does nothing else (no draft decoding, no channels_last, no
-bf16, no int8, no contract normalisation, no error rows). Imports only torch, torchvision
-and pyarrow besides the model builder.
+member's, and the mean of their logits), so the model does the same work per image as
+cxr-fast's; it does nothing else (no draft decoding, no channels_last, no bf16, no int8, no
+contract normalisation, no error rows). Imports only torch, torchvision and pyarrow besides the
+model builder.
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ def test_export_none_then_a_failing_export_on_resume_leaves_a_usable_run(
 def test_an_int8_export_that_fails_its_accuracy_check_is_skipped_with_one_line(
     synth_small, tmp_path, monkeypatch, capsys
 ):
+    if not _auto_file(tmp_path)[1].endswith("int8"):
+        pytest.skip("this host's auto export is not int8")
     # Any ROC-AUC change fails the check: the real check, run with a stricter bound.
     monkeypatch.setattr("cxr_fast.export.exporter.INT8_MAX_AUC_DROP", -1.0)
     run = tmp_path / "run"
