@@ -62,16 +62,18 @@ def test_default_train_leaves_a_verified_export_of_its_model(exported_run):
 def test_plain_score_then_uses_it(exported_run, kaggle_dir, tmp_path, monkeypatch, capsys):
     run, _ = exported_run
     path, backend = _auto_file(run)
-    if json.loads(sidecar_path(path).read_text())["speed"]["speedup_vs_eager"] <= 1.0:
-        pytest.skip("the export measured no faster than eager on this host: score keeps eager")
     preds = tmp_path / "p.parquet"
     code, out, err = run_main(
         monkeypatch, capsys, "score", kaggle_dir, "--model", run, "--out", preds, "--workers", "0"
     )
     assert code == 0, out + err
-    assert f"backend: {path.name}: the fastest verified export" in out
     meta = pq.read_schema(preds).metadata
-    assert json.loads(meta[b"cxr_fast_backend"]) == backend
+    if json.loads(sidecar_path(path).read_text())["speed"]["speedup_vs_eager"] > 1.0:
+        assert f"backend: {path.name}: the fastest verified export" in out
+        assert json.loads(meta[b"cxr_fast_backend"]) == backend
+    else:  # measured no faster than eager on this (busy) host: the rule keeps eager, and says so
+        assert f"{path.name}: not faster than the eager model" in out
+        assert json.loads(meta[b"cxr_fast_backend"]) == "eager"
 
 
 def test_resume_of_a_finished_run_keeps_an_up_to_date_export(exported_run, monkeypatch, capsys):
