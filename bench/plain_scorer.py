@@ -3,10 +3,11 @@ DataLoader + the run's weights in an eager fp32 model, probabilities to Parquet.
 
 python -m bench.plain_scorer ARCHIVE RUN OUT.parquet [--workers N] [--batch-size N]
 
-It reads the run's weights (model.pt) into the same architecture, so the model does the same
-work per image as cxr-fast's; it does nothing else (no draft decoding, no channels_last, no
-bf16, no int8, no contract normalisation, no error rows). Imports only torch, torchvision
-and pyarrow besides the model builder.
+It reads the run's weights (model.pt) into the same architecture (an ensemble run: each
+member's, and the mean of their logits), so the model does the same work per image as
+cxr-fast's; it does nothing else (no draft decoding, no channels_last, no bf16, no int8, no
+contract normalisation, no error rows). Imports only torch, torchvision and pyarrow besides the
+model builder.
 """
 
 from __future__ import annotations
@@ -22,6 +23,25 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 
+def _plain_model(arch: str, state_dict: dict, members: int):
+    """The eager fp32 model; for an ensemble run, the mean of its members' logits."""
+    from cxr_fast.models.registry import build_model  # the architecture, nothing else
+
+    if not members:
+        model = build_model(arch)
+        model.load_state_dict(state_dict)
+        return model.eval()
+    nets = []
+    for i in range(members):
+        prefix = f"members.{i}."
+        net = build_model(arch)
+        net.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        )
+        nets.append(net.eval())
+    return lambda x: torch.stack([net(x) for net in nets]).mean(dim=0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.plain_scorer")
     parser.add_argument("archive", type=Path)
@@ -31,13 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
 
-    from cxr_fast.models.registry import build_model  # the architecture, nothing else
-
     checkpoint = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
     meta = checkpoint["meta"]
-    model = build_model(meta["arch"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
+    model = _plain_model(meta["arch"], checkpoint["state_dict"], int(meta.get("members") or 0))
     size = int(meta["contract"]["image_size"])
     transform = transforms.Compose(
         [transforms.Grayscale(1), transforms.Resize((size, size)), transforms.ToTensor()]

@@ -9,10 +9,12 @@ alike; each round's ratio is against the plain scorer of the same round, and the
 the median ratio and its range over the rounds.
 
 Variants per architecture: the plain scorer; ``score --model RUN`` with no other flag on the
-run without an export (eager, ``--precision auto``) and on a copy whose RUN/export/ holds the
-TorchScript (FX) and ONNX Runtime int8 exports (``--backend auto`` picks the one measured
-faster at export); ``score --model FILE`` for each int8 export; and the decode-only ceiling
-(``cxr-fast data stream``, the same loader and workers with no model).
+run without an export (eager, ``--precision auto``, a run trained with ``--export none``), on a
+copy whose RUN/export/ holds what ``cxr-fast train`` leaves there by default (the export of
+``export --format auto``), and on a copy whose RUN/export/ holds the TorchScript (FX) and ONNX
+Runtime int8 exports (``--backend auto`` picks the one measured faster at export);
+``score --model FILE`` for each int8 export; and the decode-only ceiling (``cxr-fast data
+stream``, the same loader and workers with no model).
 """
 
 from __future__ import annotations
@@ -53,11 +55,17 @@ def _prepare(arch: str, run: Path, images: Path) -> dict[str, list[str]]:
     """The commands to time for one run: name -> argv."""
     work = CACHE / "whole" / arch
     plain_run = work / "run"  # a copy without exports: what `score --model RUN` does bare
-    fast_run = work / "run-exported"  # a copy with what `export --format auto` builds
-    for copy in (plain_run, fast_run):
+    trained_run = work / "run-trained"  # what `train` leaves: the `export --format auto` file
+    fast_run = work / "run-exported"  # a copy with both int8 exports
+    for copy in (plain_run, trained_run, fast_run):
         if not (copy / "model.pt").exists():
             shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export", "last.pt"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if not list((trained_run / "export").glob("*.json")):
+        args = ["export", str(trained_run), "--format", "auto"]
+        done = subprocess.run(_cxr(*args), env=env, capture_output=True, text=True, cwd=REPO)
+        if done.returncode != 0:
+            print(f"note: {' '.join(args)}: {done.stderr.strip()[-300:]}", file=sys.stderr)
     wanted = {"torchscript": "model.int8.ts", "onnx": "model.int8.onnx"}
     for fmt, precision in (("torchscript", "int8"), ("onnx", "int8")):
         if (fast_run / "export" / f"{wanted[fmt]}.json").exists():
@@ -79,6 +87,15 @@ def _prepare(arch: str, run: Path, images: Path) -> dict[str, list[str]]:
             str(plain_run),
             "--out",
             str(out / "a.pq"),
+            "--overwrite",
+        ),
+        "score RUN (as `train` leaves it: RUN/export/ holds the auto export)": _cxr(
+            "score",
+            str(images),
+            "--model",
+            str(trained_run),
+            "--out",
+            str(out / "t.pq"),
             "--overwrite",
         ),
         "score RUN (RUN/export/ holds int8 exports)": _cxr(

@@ -14,6 +14,9 @@ PRECISIONS = ("auto", "fp32", "amp-bf16", "amp-fp16")
 EXPORT_FORMATS = ("torchscript", "pt2", "tensorrt", "onnx")
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "eager", *EXPORT_FORMATS)
+# What `train` builds into RUN/export/ when it ends: auto, the export `export --format auto`
+# builds (the one `score --backend auto` then picks by itself); none.
+TRAIN_EXPORTS = ("auto", "none")
 CAM_METHODS = ("gradcam", "gradcam++")
 THRESHOLD_POLICIES = ("margin", "youden")
 # Site calibration also offers "bayes": with Platt-scaled probabilities that mean what they say at
@@ -61,6 +64,10 @@ class RecipeDefaults:
     # resnet18 members would take about an hour).
     folds = 3
     epochs = 12
+    # The host's best verified export, built when training ends: without it the plain
+    # `score --model RUN` runs the eager model (resnet18 128 px whole command: 1.46x the plain
+    # torchvision scorer against 2.45x with an int8 export; docs/benchmarks.md).
+    export = "auto"
 
 
 # DataLoader worker processes (or DALI threads, or decoding processes) of every stage that

@@ -28,6 +28,7 @@ from cxr_fast.choices import (
     ROWS_PER_CHUNK,
     SCORE_BATCH_SIZE,
     THRESHOLD_POLICIES,
+    TRAIN_EXPORTS,
     RecipeDefaults,
 )
 from cxr_fast.errors import CxrFastError, Interrupted
@@ -497,6 +498,15 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     "on them.",
 )
 @click.option(
+    "--export",
+    type=click.Choice(TRAIN_EXPORTS),
+    default=RecipeDefaults.export,
+    show_default=True,
+    help="When training ends, build what `cxr-fast export RUN --format auto` builds (int8 on a "
+    "CPU, TensorRT on CUDA), verified against the model, so that `score --model RUN` uses it by "
+    "itself; a failed export is a warning. none: no export.",
+)
+@click.option(
     "--skip-bad",
     is_flag=True,
     help="Train without the files that fail the pre-flight decode check (they are listed in "
@@ -552,7 +562,7 @@ def train(
     if config_file is not None:
         epochs, aug_strength = _apply_best(config_file, options, epochs, aug_strength)
     if resume:
-        config = resume_config(out, epochs)
+        config = resume_config(out, epochs, options["export"] if _given("export") else None)
     else:
         if data is None:
             raise UserError("--data is required (unless --resume)")

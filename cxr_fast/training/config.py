@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from cxr_fast.choices import DEFAULT_WORKERS, RecipeDefaults
+from cxr_fast.choices import DEFAULT_WORKERS, TRAIN_EXPORTS, RecipeDefaults
 from cxr_fast.data.augment import Augment
 from cxr_fast.errors import UserInputError
 
@@ -47,6 +47,9 @@ class TrainConfig:
     # ensemble run folder; ``fold`` is set on each member's own configuration (0-based).
     folds: int = 1  # the library trains one model; `cxr-fast train` defaults to RecipeDefaults
     fold: int | None = None
+    # What the train stage exports when it ends ("auto": `export --format auto`, "none"). The
+    # library only trains by default; `cxr-fast train` defaults to RecipeDefaults.export.
+    export: str = "none"
     augment: Augment | None = field(
         default_factory=lambda: (
             Augment().scaled(RecipeDefaults.aug_strength).with_site(RecipeDefaults.site_aug)
@@ -82,6 +85,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserInputError(message)
+        if self.export not in TRAIN_EXPORTS:
+            raise UserInputError(
+                f"export must be one of {', '.join(TRAIN_EXPORTS)}, got {self.export!r}"
+            )
         if self.pos_weight not in ("auto", "none"):
             try:
                 positive = float(self.pos_weight) > 0

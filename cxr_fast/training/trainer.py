@@ -218,8 +218,10 @@ def run_train(
     config: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print
 ) -> TrainResult:
     """The train stage: one model (:func:`train_model`), or with ``config.folds`` > 1 an
-    ensemble of fold members (:func:`run_train_folds`), new or resumed. Ctrl-C becomes
-    :class:`Interrupted` saying what was kept and how to continue."""
+    ensemble of fold members (:func:`run_train_folds`), new or resumed, then (rank 0 only)
+    ``config.export`` into RUN/export/ (:func:`export_after_training`; a failed export is a
+    warning, not a failed run). Ctrl-C becomes :class:`Interrupted` saying what was kept and
+    how to continue."""
     try:
         if config.folds > 1:
             from cxr_fast.training.folds import run_train_folds
@@ -231,6 +233,10 @@ def run_train(
         raise Interrupted(kept_after_interrupt(config)) from None
     if result.epochs_trained != 0 and result.best_epoch is None:
         raise UserInputError("training finished without a validation result")
+    if result.is_main:
+        from cxr_fast.training.export_step import export_after_training
+
+        export_after_training(result.run_dir, config, log)
     return result
 
 
@@ -500,9 +506,12 @@ def _silent(_message: str) -> None:
     """The log of ranks other than 0."""
 
 
-def resume_config(run_dir: Path, epochs: int | None = None) -> TrainConfig:
+def resume_config(
+    run_dir: Path, epochs: int | None = None, export: str | None = None
+) -> TrainConfig:
     """The saved configuration of ``run_dir``, in ``run_dir`` itself (a run folder that was
     copied or moved continues where it is now, not where it was started), optionally with a
-    new epoch count."""
+    new epoch count or export choice."""
     config = replace(load_config(run_dir), out=str(run_dir))
-    return replace(config, epochs=epochs) if epochs is not None else config
+    config = replace(config, epochs=epochs) if epochs is not None else config
+    return replace(config, export=export) if export is not None else config

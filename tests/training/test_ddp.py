@@ -14,6 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
+from cxr_fast.export.auto import auto_export
+from cxr_fast.export.common import default_out_path
 from cxr_fast.inference import predict_logits
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run
@@ -50,11 +52,16 @@ def test_only_rank_0_writes_and_logs(ddp_run):
     out, result = ddp_run
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
+        "export",  # the default --export auto, built by rank 0 alone
         "last.pt",
         "metrics.json",
         "model.pt",
         "train_log.jsonl",
     ]
+    assert result.stdout.count("export: building") == 1
+    fmt, precision, _ = auto_export("cnn", torch.device("cpu"))
+    name = default_out_path(out, fmt, precision).name
+    assert result.stdout.count(f"export: {name} ({fmt} {precision}, verified") == 1
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1, 2]
     assert all(entry["processes"] == 2 for entry in log)
@@ -71,7 +78,7 @@ def test_dali_readers_shard_under_ddp(synth_small, tmp_path):
     _torchrun(
         "train", "--data", str(synth_small), "--out", str(out), "--epochs", "1", "--arch", "cnn",
         "--image-size", "64", "--batch-size", "16", "--workers", "1", "--device", "cpu",
-        "--loader", "dali", "--val-fraction", "0.25",
+        "--loader", "dali", "--val-fraction", "0.25", "--export", "none",
         # fp32: the check below evaluates through the PIL loader, and bf16 rounding would turn
         # DALI's and PIL's few-thousandths pixel differences into reordered logits.
         "--precision", "fp32",
@@ -133,6 +140,7 @@ def test_two_rank_score_writes_every_file_once_then_success(trained_run, synth_s
 def test_resume_under_torchrun(synth_small, tmp_path):
     out = tmp_path / "run"
     common = ["--image-size", "48", "--batch-size", "16", "--workers", "0", "--device", "cpu"]
+    common += ["--export", "none"]
     _torchrun(
         "train",
         "--data",

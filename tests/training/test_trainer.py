@@ -113,6 +113,8 @@ def _train_command(data, out, *extra):
         "0",
         "--patience",
         "12",
+        "--export",
+        "none",  # tests/training/test_export_step.py covers the export at the end
         *extra,
     ]
 

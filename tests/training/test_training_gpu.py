@@ -58,6 +58,7 @@ def test_nccl_ddp_with_sync_bn_bf16_and_dali(synth_small, tmp_path):
         "train", "--data", str(synth_small), "--out", str(out), "--epochs", "2", "--arch", "cnn",
         "--image-size", "64", "--batch-size", "16", "--workers", "2", "--device", "cuda",
         "--loader", "dali", "--precision", "amp-bf16", "--sync-bn", "--val-fraction", "0.25",
+        "--export", "none",
     )  # fmt: skip
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [entry["processes"] for entry in log] == [2, 2]
