@@ -10,17 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    brier_score_loss,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
 
 from cxr_fast.choices import THRESHOLD_POLICIES
 from cxr_fast.labels import CLASS_NAMES
@@ -72,6 +61,8 @@ def check_inputs(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _roc_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, true positives, false positives) at every distinct score, highest first."""
+    from sklearn.metrics import roc_curve
+
     # drop_intermediate=False: a dropped point can be the highest threshold reaching a target.
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     n_pos = int(y.sum())
@@ -238,6 +229,8 @@ def _bootstrap(
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """ROC-AUC alone (None with one class): what training reads every epoch."""
+    from sklearn.metrics import roc_auc_score
+
     y, p = check_inputs(labels, probs)
     return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else None
 
@@ -258,6 +251,19 @@ def binary_metrics(
     ``bootstrap=0``), class_names. With one class in labels, roc_auc, pr_auc and their CIs are
     None, as are recall/sensitivity (no positives) or specificity (no negatives).
     """
+    # Imported here: sklearn costs ~0.5 s at start-up, which scoring an unlabelled archive (the
+    # usual case) never needs.
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     y, p = check_inputs(labels, probs)
     threshold = float(threshold)
     if not 0 <= threshold <= 1:

@@ -8,6 +8,7 @@ batch reaches the model without a host round trip.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,23 +21,26 @@ from cxr_fast.data.batch import Batch, drops_last, labels_tensor, num_batches
 from cxr_fast.data.discover import Record
 from cxr_fast.data.shard import shard_range
 
-try:
-    from nvidia.dali import fn, pipeline_def, types
-    from nvidia.dali import math as dmath
-    from nvidia.dali.plugin.base_iterator import LastBatchPolicy
-    from nvidia.dali.plugin.pytorch import DALIGenericIterator
-except ImportError:  # pragma: no cover - exercised only on hosts without DALI
-    fn = None
+# nvidia.dali is imported inside the functions that build graphs (as in dali_dicom.py): it costs
+# about 0.3 s, which every `score` on a CPU host (where the PIL loader is the default) would pay
+# at start-up for nothing.
 
 _READER = "reader"
 
 
+@functools.cache
 def dali_available() -> bool:
     """True when NVIDIA DALI imports on this host."""
-    return fn is not None
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:  # pragma: no cover - exercised only on hosts without DALI
+        return False
+    return True
 
 
 def _interp(name: str):
+    from nvidia.dali import types
+
     return {
         "linear": types.INTERP_LINEAR,
         "cubic": types.INTERP_CUBIC,
@@ -46,6 +50,8 @@ def _interp(name: str):
 
 def contract_resize(images, contract: PreprocessContract):
     """The contract's resize, as a DALI graph step (any device)."""
+    from nvidia.dali import fn
+
     size = contract.image_size
     return fn.resize(
         images,
@@ -58,6 +64,8 @@ def contract_resize(images, contract: PreprocessContract):
 
 def contract_normalize(images, contract: PreprocessContract, mirror=0):
     """The contract's affine and per-image standardisation, as a DALI graph step: HWC float."""
+    from nvidia.dali import fn, types
+
     # a * x + b == (x - (-b / a)) / (1 / a): the contract's affine as DALI's mean and std
     a, b = contract.affine
     images = fn.crop_mirror_normalize(
@@ -72,6 +80,8 @@ def contract_normalize(images, contract: PreprocessContract, mirror=0):
 def _uniform(center: float, spread: float, shape: list[int] | None = None):
     """A per-sample uniform draw in [center - spread, center + spread]; a constant at zero
     spread (DALI rejects an empty range)."""
+    from nvidia.dali import fn
+
     if spread <= 0:
         return [center] * shape[0] if shape else center
     return fn.random.uniform(range=[center - spread, center + spread], shape=shape)
@@ -79,6 +89,9 @@ def _uniform(center: float, spread: float, shape: list[int] | None = None):
 
 def _augment(images, size: int, aug: Augment):
     """Random affine (rotate, scale, translate about the centre) and brightness/contrast."""
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
+
     center = [size / 2.0, size / 2.0]
     zoom = _uniform(1.0, aug.scale, shape=[1])
     matrix = fn.transforms.rotation(angle=_uniform(0.0, aug.rotate_deg), center=center)
@@ -133,6 +146,8 @@ def build_pipeline(
     fixed-seed shuffle of the file list, whatever ``seed`` is: callers that want a different
     order per epoch and per seed permute the records themselves (the trainer does).
     """
+    from nvidia.dali import fn, pipeline_def, types
+
     if fn is None:
         raise RuntimeError("NVIDIA DALI is not installed: pip install nvidia-dali-cuda120")
     if device not in ("cpu", "gpu"):
@@ -213,6 +228,9 @@ class DaliLoader:
             **pipeline,
         )
         self._pipe.build()
+        from nvidia.dali.plugin.base_iterator import LastBatchPolicy
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
         shard_size = len(shard_range(len(records), shard_id, num_shards))
         drop = drops_last(shard_size, batch_size, train)
         self._batches = num_batches(shard_size, batch_size, train)

@@ -53,9 +53,11 @@ def resolve_loader(loader: str, device: torch.device, records: Sequence[Record])
         return "dali"
     if loader == "torch":
         return "torch"
-    if not dali_available() or not dali_can_read(records):
+    preferred = "dali" if device.type == "cuda" else DEFAULT_CPU_LOADER
+    # Asking only when DALI would be chosen keeps its import off a CPU host's start-up.
+    if preferred == "torch" or not dali_available() or not dali_can_read(records):
         return "torch"
-    return "dali" if device.type == "cuda" else DEFAULT_CPU_LOADER
+    return "dali"
 
 
 def make_loader(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.decode import ImageReadError
@@ -144,8 +143,7 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """ROC-AUC, or None when the labels do not hold both classes."""
+    from cxr_fast.metrics import roc_auc as known_roc_auc
+
     known = labels >= 0
-    labels, probs = labels[known], probs[known]
-    if len(np.unique(labels)) < 2:
-        return None
-    return float(roc_auc_score(labels, probs))
+    return known_roc_auc(labels[known], probs[known])
