@@ -1,13 +1,15 @@
 """The model alone, per runtime: images/s at the CPU scoring batch (16) on 2 threads for eager
 fp32, eager bf16 (what `score` runs without an export on a bf16 CPU), cxr-fast's int8 exports
 (torch.ao FX TorchScript, ONNX Runtime QDQ) and the runtimes a user might pick instead
-(OpenVINO; torchao PT2E int8, compiled by inductor or lowered without a compiler), all built
-here from the run's model.pt (the run folder is only read). int8 is calibrated on the images
-`cxr-fast export` calibrates on: up to 256 of the run's training records.
+(OpenVINO; torchao PT2E int8 through torch.compile, an AOTInductor package or the
+compiler-free lowering), all built here from the run's model.pt (the run folder is only read).
+int8 is calibrated on the images `cxr-fast export` calibrates on: up to 256 of the run's
+training records.
 
 Rows are timed in interleaved rounds on one real batch (each round times every row once, in
 turn) and each row's speed is also given as its ratio to eager fp32 of the same round, which
-survives machine load better than images/s. With --accuracy DIR (a labelled image folder),
+survives machine load better than images/s (though not between runtimes that thread
+differently: docs/benchmarks.md). With --accuracy DIR (a labelled image folder),
 each row's ROC-AUC there at the run's own image size, and its largest probability change
 against eager fp32.
 

@@ -3,9 +3,10 @@
 cxr-fast's own int8 paths are built by the functions ``cxr-fast export`` calls (torch.ao FX
 traced to TorchScript; ONNX Runtime static QDQ); the runtimes a user might pick instead are
 OpenVINO (the optional extra ``cxr-fast[bench]``) and torchao's PT2E int8 with
-``X86InductorQuantizer``, lowered either by ``torch.compile`` (inductor, which compiles C++
-kernels on the scoring host) or by ``lower_pt2e_quantized_to_x86`` (the same oneDNN int8
-kernels from an FX graph, no compiler). A missing package raises :class:`Skipped` with one line.
+``X86InductorQuantizer``, lowered by ``torch.compile`` (inductor, which compiles C++ kernels
+on the scoring host), by AOTInductor (the same compilation ahead of time, into a package that
+loads without a compiler) or by ``lower_pt2e_quantized_to_x86`` (oneDNN's int8 kernels from an
+FX graph, no compiler). A missing package raises :class:`Skipped` with one line.
 """
 
 from __future__ import annotations
