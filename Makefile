@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .cache/demo
 
-.PHONY: demo test test-gpu gpu-check browser bench bench-quick lint format clean readme-examples
+.PHONY: demo test test-gpu gpu-check browser bench bench-quick bench-runtimes lint format clean readme-examples
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,16 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.throughput --quick
+
+# The model alone on every CPU runtime (bench/model_speed.py, docs/benchmarks.md): cxr-fast's
+# int8 exports beside OpenVINO and torchao PT2E, which the `bench` extra installs (here only,
+# not for `make test`). RUNS: trained run folders; ACCURACY: a labelled folder (optional).
+RUNS ?=
+ACCURACY ?=
+bench-runtimes: $(STAMP)
+	test -n "$(RUNS)" || { echo "usage: make bench-runtimes RUNS='RUN [RUN ...]' [ACCURACY=DIR]"; exit 2; }
+	$(PY) -m pip install --quiet -e '.[onnx,bench]'
+	$(PY) -m bench.model_speed $(RUNS) --sizes 128 224 $(if $(ACCURACY),--accuracy $(ACCURACY))
 
 # Run the README's marked examples (<!-- example -->) on the demo run and write their output
 # back, so the docs show what the commands print today (scripts/readme_examples.py).
