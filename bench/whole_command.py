@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench.images import CACHE, fullres_images
 from bench.report import host_info
+from cxr_fast.run_folder import sha256
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -53,7 +54,8 @@ def _timed(command: list[str]) -> float:
 
 def _prepare(arch: str, run: Path, images: Path) -> dict[str, list[str]]:
     """The commands to time for one run: name -> argv."""
-    work = CACHE / "whole" / arch
+    # One folder per model.pt: a cached copy of another run must never be timed in its place.
+    work = CACHE / "whole" / f"{arch}-{sha256(run / 'model.pt')[:12]}"
     plain_run = work / "run"  # a copy without exports: what `score --model RUN` does bare
     trained_run = work / "run-trained"  # what `train` leaves: the `export --format auto` file
     fast_run = work / "run-exported"  # a copy with both int8 exports
