@@ -16,6 +16,7 @@ from cxr_fast.run_folder import read_json
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.preflight import BadTrainingFilesError
 from cxr_fast.training.trainer import run_train
+from tests.training.commands import train_command
 
 TINY = dict(arch="cnn", image_size=32, batch_size=8, val_fraction=0.25, lr=3e-3, workers=2)
 
@@ -39,32 +40,7 @@ def with_bad_files(kaggle_dir, samples_dir, tmp_path) -> Path:
 def test_unreadable_files_are_refused_in_one_line_before_any_epoch(with_bad_files, tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cxr_fast",
-            "train",
-            "--arch",
-            "cnn",
-            "--folds",
-            "1",
-            "--data",
-            str(with_bad_files),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "8",
-            "--workers",
-            "2",
-            "--device",
-            "cpu",
-            "--loader",
-            "torch",
-        ],
+        train_command(with_bad_files, out, "--epochs", "1"),
         capture_output=True,
         text=True,
         timeout=300,

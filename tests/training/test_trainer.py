@@ -19,6 +19,7 @@ from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run, read_json
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.trainer import run_train
+from tests.training.commands import train_command
 
 TINY = dict(
     arch="cnn",
@@ -85,45 +86,11 @@ def test_an_existing_run_is_not_overwritten(tiny_run, synth_small):
         run_train(config, log=lambda _: None)
 
 
-def _train_command(data, out, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "cxr_fast",
-        "train",
-        "--arch",
-        "cnn",
-        "--folds",
-        "1",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--image-size",
-        "64",
-        "--batch-size",
-        "16",
-        "--val-fraction",
-        "0.25",
-        "--lr",
-        "3e-3",
-        "--warmup-epochs",
-        "0.5",
-        "--workers",
-        "0",
-        "--patience",
-        "12",
-        "--export",
-        "none",  # tests/training/test_export_step.py covers the export at the end
-        *extra,
-    ]
-
-
 def test_sigkill_after_first_epoch_then_resume(synth_small, tmp_path):
     out = tmp_path / "killed"
     epochs = 12
     process = subprocess.Popen(
-        _train_command(synth_small, out, "--epochs", str(epochs)),
+        train_command(synth_small, out, "--epochs", str(epochs)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
