@@ -35,7 +35,7 @@ from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.leakage import leakage
-from cxr_fast.metrics import binary_metrics, threshold_choice
+from cxr_fast.metrics import binary_metrics, threshold_choice, youden_j
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
     CONFIG_FILE,
@@ -103,20 +103,22 @@ class SiteFit:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """P(PNEUMONIA) at the site: ``sigmoid(logits / T + b)``."""
-        return sigmoid(np.asarray(logits) / self.temperature + self.bias)
+        return platt_probabilities(logits, self.temperature, self.bias)
+
+
+def platt_probabilities(logits: np.ndarray, temperature: float, bias: float) -> np.ndarray:
+    """``sigmoid(logits / temperature + bias)``."""
+    return sigmoid(np.asarray(logits) / temperature + bias)
 
 
 def bayes_choice(labels: np.ndarray, probs: np.ndarray) -> dict:
     """Threshold 0.5 on calibrated probabilities, in :func:`threshold_choice`'s format."""
-    y, pred = np.asarray(labels) == 1, np.asarray(probs) >= 0.5
-    sensitivity = float((pred & y).sum() / y.sum())
-    specificity = float((~pred & ~y).sum() / (~y).sum())
     return {
         "policy": "bayes",
         "interval": None,
         "tolerance": None,
         "threshold": 0.5,
-        "youden_j": sensitivity + specificity - 1,
+        "youden_j": youden_j(labels, probs, 0.5),
     }
 
 
@@ -131,7 +133,7 @@ def fit_site(
     if policy not in CALIBRATION_POLICIES:
         raise ValueError(f"policy must be one of {', '.join(CALIBRATION_POLICIES)}, got {policy!r}")
     temperature, bias = fit_platt(logits, labels)
-    probs = sigmoid(np.asarray(logits) / temperature + bias)
+    probs = platt_probabilities(logits, temperature, bias)
     if target_sensitivity is None and policy == "bayes":
         choice = bayes_choice(labels, probs)
     else:
@@ -172,7 +174,7 @@ def run_calibrate(
     out: Path,
     *,
     target_sensitivity: float | None = None,
-    policy: str | None = None,
+    policy: str = RecipeDefaults.calibration_policy,
     device: str = "auto",
     workers: int = DEFAULT_WORKERS,
     bootstrap: int = 1000,
@@ -191,7 +193,7 @@ def run_calibrate(
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
     index, logits, _ = predict_logits(model, loader, inference_precision(target))
     labels = np.array([records[i].label for i in index])
-    fit = fit_site(logits, labels, policy or RecipeDefaults.calibration_policy, target_sensitivity)
+    fit = fit_site(logits, labels, policy, target_sensitivity)
     choice = fit.choice
     before = binary_metrics(labels, sigmoid(logits), info.threshold, bootstrap=bootstrap)
     probs = fit.probabilities(logits)

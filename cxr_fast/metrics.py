@@ -155,11 +155,15 @@ def threshold_choice(
             mid = 1 / (1 + math.exp(-(_logit(low) + _logit(high)) / 2))
             threshold = float(min(max(mid, low), high))
             choice.update(interval=[low, high], tolerance=tol)
-    pred = p >= threshold
-    sens = float((pred & (y == 1)).sum() / n_pos)
-    spec = float((~pred & (y == 0)).sum() / n_neg)
-    choice.update(threshold=threshold, youden_j=sens + spec - 1)
+    choice.update(threshold=threshold, youden_j=youden_j(y, p, threshold))
     return choice
+
+
+def youden_j(labels: np.ndarray, probs: np.ndarray, threshold: float) -> float:
+    """Sensitivity + specificity - 1 when ``probs >= threshold`` is called positive (both
+    classes present)."""
+    y, pred = np.asarray(labels) == 1, np.asarray(probs) >= threshold
+    return float((pred & y).sum() / y.sum() + (~pred & ~y).sum() / (~y).sum() - 1)
 
 
 def choose_threshold(
