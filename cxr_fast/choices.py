@@ -23,8 +23,10 @@ THRESHOLD_POLICIES = ("margin", "youden")
 # the site, calling PNEUMONIA at P >= 0.5 makes the fewest expected errors at its prevalence.
 CALIBRATION_POLICIES = ("bayes", *THRESHOLD_POLICIES)
 # "per-image": after scaling, every image is standardised to zero mean and unit variance over its
-# own pixels, so exposure, contrast and the scanner's grey curve stop being cues.
-NORMALIZATIONS = ("none", "per-image")
+# own pixels, so exposure and contrast stop being cues. "equalize": every resized uint8 image is
+# histogram-equalised (DALI's fn.equalize, the OpenCV formula) before scaling, so any monotone
+# grey curve (gamma, window/level, a scanner's LUT) maps to the same input.
+NORMALIZATIONS = ("none", "per-image", "equalize")
 
 
 class RecipeDefaults:

@@ -477,8 +477,9 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     type=click.Choice(NORMALIZATIONS),
     default=RecipeDefaults.normalize,
     show_default=True,
-    help="per-image: standardise every image by its own mean and standard deviation (part "
-    "of the preprocessing contract, so scoring does the same).",
+    help="per-image: standardise every image by its own mean and standard deviation; "
+    "equalize: histogram-equalise every resized image (any monotone grey curve gives the same "
+    "input). Part of the preprocessing contract, so scoring does the same.",
 )
 @click.option(
     "--threshold-policy",

@@ -28,7 +28,8 @@ class PreprocessContract:
     resized to ``image_size`` x ``image_size`` (stretched, as the Kaggle-trained models expect),
     divided by 255 so they lie in [0, 1], then optionally standardised with ``mean``/``std``
     (one pair for every image) and then, with ``normalize="per-image"``, by each image's own mean
-    and standard deviation.
+    and standard deviation. ``normalize="equalize"`` instead histogram-equalises each resized
+    uint8 image before the division (cxr_fast/data/equalize.py).
     """
 
     image_size: int = 224

@@ -49,17 +49,23 @@ def _interp(name: str):
 
 
 def contract_resize(images, contract: PreprocessContract):
-    """The contract's resize, as a DALI graph step (any device)."""
+    """The contract's resize (and, with ``normalize="equalize"``, the histogram equalisation of
+    the resized uint8 image), as a DALI graph step (any device)."""
     from nvidia.dali import fn
 
     size = contract.image_size
-    return fn.resize(
+    images = fn.resize(
         images,
         resize_x=size,
         resize_y=size,
         interp_type=_interp(contract.interpolation),
         antialias=True,
     )
+    if contract.normalize == "equalize":
+        # fn.equalize left "experimental" in DALI 1.4x; older releases only have the alias.
+        equalize = getattr(fn, "equalize", None) or fn.experimental.equalize
+        images = equalize(images)
+    return images
 
 
 def contract_normalize(images, contract: PreprocessContract, mirror=0):

@@ -21,6 +21,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.captured import capture_native_stderr, capture_warnings
 from cxr_fast.data.dicom import DicomSkipped, read_dicom
 from cxr_fast.data.dicom_intensity import stretch_to_uint8
+from cxr_fast.data.equalize import equalize_uint8
 from cxr_fast.data.filecheck import special_file_reason
 from cxr_fast.errors import CxrFastError
 
@@ -174,7 +175,10 @@ def _model_pixels(
         source, dicom=dicom, draft=draft, max_pixels=max_pixels, **dicom_options
     )
     size = contract.image_size
-    return np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation])), original
+    pixels = np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation]))
+    if contract.normalize == "equalize":
+        pixels = equalize_uint8(pixels)
+    return pixels, original
 
 
 def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tuple[int, int]]:
