@@ -9,7 +9,14 @@ from __future__ import annotations
 import os
 
 LOADERS = ("auto", "dali", "torch")
-ARCHITECTURES = ("cnn", "resnet18", "resnet50", "efficientnet_b0", "densenet121")
+ARCHITECTURES = (
+    "cnn",
+    "resnet18",
+    "resnet18_ibn",
+    "resnet50",
+    "efficientnet_b0",
+    "densenet121",
+)
 PRECISIONS = ("auto", "fp32", "amp-bf16", "amp-fp16")
 EXPORT_FORMATS = ("torchscript", "pt2", "tensorrt", "onnx")
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
