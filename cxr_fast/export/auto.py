@@ -37,7 +37,8 @@ def auto_export(arch: str, device: torch.device) -> tuple[str, str, str]:
         return (
             "torchscript",
             "int8",
-            f"int8 through torch.ao FX ({missing} missing; ONNX Runtime int8 is faster: "
-            "pip install 'cxr-fast[onnx]')",
+            f"int8 through torch.ao FX ({missing} missing; ONNX Runtime int8 is the choice "
+            f"for {arch}: pip install 'cxr-fast[onnx]')",
         )
-    return "onnx", "int8", f"int8; for {arch} ONNX Runtime ran faster than torch.ao FX"
+    fx = ", ".join(sorted(FX_INT8_FASTER))
+    return "onnx", "int8", f"int8 through ONNX Runtime (torch.ao FX is faster only for {fx})"
