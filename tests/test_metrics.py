@@ -341,3 +341,18 @@ def test_describe_threshold_names_the_policy_and_interval():
     assert describe_threshold({"threshold": 0.3, "threshold_source": "--threshold"}) == (
         "threshold 0.3000 from --threshold"
     )
+
+
+def test_import_in_background_loads_sklearn_metrics_on_a_thread() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading; from cxr_fast import metrics; "
+        "before = 'sklearn.metrics' in sys.modules; "
+        "t = metrics.import_in_background(); "
+        "print(before, t is not threading.current_thread(), t.daemon); t.join(); "
+        "print('sklearn.metrics' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "False", "True"]

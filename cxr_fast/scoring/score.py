@@ -29,7 +29,7 @@ from cxr_fast.distributed import DistContext, barrier, context_from_env, start, 
 from cxr_fast.errors import Interrupted, UserInputError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
-from cxr_fast.metrics import binary_metrics, headline
+from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
@@ -510,6 +510,8 @@ def _score(config: ScoreConfig, run: _Setup, progress: Callable[[int], None] | N
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in run.positions if records[p].path not in done]
     batches = _batch_source(config, records, todo, model, run.device)
+    if run.ctx.is_main and any(records[p].label is not None for p in todo):
+        import_in_background()  # the metrics at the end need scikit-learn: load it meanwhile
     torch.set_num_threads(model_threads(config, run.device, model, [records[p].path for p in todo]))
     seconds = _score_batches(
         batches,
