@@ -152,10 +152,10 @@ def build_pipeline(
     fixed-seed shuffle of the file list, whatever ``seed`` is: callers that want a different
     order per epoch and per seed permute the records themselves (the trainer does).
     """
+    if not dali_available():
+        raise RuntimeError("NVIDIA DALI is not installed: pip install nvidia-dali-cuda120")
     from nvidia.dali import fn, pipeline_def, types
 
-    if fn is None:
-        raise RuntimeError("NVIDIA DALI is not installed: pip install nvidia-dali-cuda120")
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     gpu = device == "gpu"

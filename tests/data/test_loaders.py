@@ -138,3 +138,11 @@ def test_a_collecting_loader_accounts_for_every_file_with_the_same_pixels(kaggle
     good = [r for r in records if r.path not in failed]
     expected = torch.cat([b.x for b in make_loader(good, contract, **common)])
     assert torch.equal(torch.cat([b.x for b in collected if b.x is not None]), expected)
+
+
+def test_building_a_dali_graph_without_dali_names_the_package(monkeypatch):
+    from cxr_fast.data import dali_pipeline
+
+    monkeypatch.setattr(dali_pipeline, "dali_available", lambda: False)
+    with pytest.raises(RuntimeError, match="pip install nvidia-dali-cuda120"):
+        dali_pipeline.build_pipeline([JPEG[0].path], PreprocessContract(), batch_size=1)
