@@ -88,6 +88,11 @@ RECIPES: dict[str, tuple[str, dict]] = {
         "resnet18 (from scratch), augmentation ranges x2, 128 px",
         {"augment": Augment().scaled(2.0), "image_size": 128, "arch": "resnet18"},
     ),
+    # One model of today's default recipe (resnet18, 128 px, augmentation x2; TrainConfig's
+    # defaults) and single changes to it, screened before a full 3-fold run.
+    "now-default": ("today's default recipe, one model", {}),
+    "now-erase": ("+ random erasing p=0.5", {"erase": 0.5}),
+    "now-s96": ("at 96 px", {"image_size": 96}),
 }
 
 

@@ -50,6 +50,7 @@ class RecipeDefaults:
     ema_decay = 0.0
     label_smoothing = 0.0
     mixup = 0.0
+    erase = 0.0
     normalize = "none"
     threshold_policy = "margin"
     # Cross-fitted on the 193-film sample (bench/site_calibration.py): bayes 0.91 accuracy against

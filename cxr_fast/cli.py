@@ -473,6 +473,14 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     help="Mixup Beta(a, a) concentration (0: off).",
 )
 @click.option(
+    "--erase",
+    type=click.FloatRange(0, 1),
+    default=RecipeDefaults.erase,
+    show_default=True,
+    help="Random erasing: with this probability, blank one random rectangle (2-25% of the "
+    "image) of each training image, so no single region (a marker, a border) decides.",
+)
+@click.option(
     "--normalize",
     type=click.Choice(NORMALIZATIONS),
     default=RecipeDefaults.normalize,

@@ -41,6 +41,7 @@ class TrainConfig:
     ema_decay: float = RecipeDefaults.ema_decay
     label_smoothing: float = RecipeDefaults.label_smoothing
     mixup: float = RecipeDefaults.mixup
+    erase: float = RecipeDefaults.erase  # probability of one random erased rectangle per image
     normalize: str = RecipeDefaults.normalize
     threshold_policy: str = RecipeDefaults.threshold_policy
     # Cross-validation: ``folds`` > 1 trains that many members on patient-level folds into one
@@ -72,6 +73,7 @@ class TrainConfig:
                 f"label smoothing must be in [0, 1), got {self.label_smoothing}",
             ),
             (self.mixup >= 0, f"mixup must be >= 0, got {self.mixup}"),
+            (0 <= self.erase <= 1, f"erase must be in [0, 1], got {self.erase}"),
             (self.folds >= 1, f"folds must be at least 1, got {self.folds}"),
             (
                 self.fold is None or 0 <= self.fold < self.folds,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,15 +16,18 @@ from cxr_fast.precision import Precision
 
 @dataclass(frozen=True)
 class Regularisers:
-    """Target-side regularisers of a training step (all off by default).
+    """Input- and target-side regularisers of a training step (all off by default).
 
     ``label_smoothing`` pulls the 0/1 targets towards 0.5 by that fraction; ``mixup`` > 0 blends
     each batch with a shuffled copy of itself (images and targets) with a Beta(a, a) weight;
-    ``ema`` holds a :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
+    ``erase`` is the probability that an image gets one random rectangle set to 0 (random
+    erasing, Zhong et al., AAAI 2020: 2-25% of the area, aspect ratio 0.3-3.3); ``ema`` holds
+    a :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
     """
 
     label_smoothing: float = 0.0
     mixup: float = 0.0
+    erase: float = 0.0
     ema: nn.Module | None = None
 
 
@@ -40,7 +44,45 @@ def _inputs_and_targets(
         perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
         x = x * lam + x[perm] * (1 - lam)
         y = y * lam + y[perm] * (1 - lam)
+    if reg.erase > 0:
+        x = random_erase(x, reg.erase, generator)
     return x, y
+
+
+# Random erasing's usual ranges (torchvision's RandomErasing defaults, with a smaller largest area:
+# a quarter of a film still leaves most of both lungs).
+ERASE_AREA = (0.02, 0.25)
+ERASE_LOG_RATIO = (math.log(0.3), math.log(1 / 0.3))
+
+
+def random_erase(
+    x: torch.Tensor, probability: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A copy of the [N,C,H,W] batch ``x`` in which each image, with ``probability``, has one
+    random rectangle set to 0 (the value the affine augmentation fills borders with)."""
+    out = x.clone()
+    n, _, height, width = x.shape
+
+    def draw(count: int = 1) -> torch.Tensor:
+        return torch.rand(count, generator=generator)
+
+    for i in range(n):
+        if float(draw()) >= probability:
+            continue
+        for _ in range(10):  # as torchvision: retry when the rectangle does not fit
+            area = (
+                height * width * (ERASE_AREA[0] + float(draw()) * (ERASE_AREA[1] - ERASE_AREA[0]))
+            )
+            ratio = math.exp(
+                ERASE_LOG_RATIO[0] + float(draw()) * (ERASE_LOG_RATIO[1] - ERASE_LOG_RATIO[0])
+            )
+            h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if 0 < h < height and 0 < w < width:
+                top = int(draw() * (height - h + 1))
+                left = int(draw() * (width - w + 1))
+                out[i, :, top : top + h, left : left + w] = 0
+                break
+    return out
 
 
 def train_step(

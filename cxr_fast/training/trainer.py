@@ -312,7 +312,9 @@ class _Epochs:
         self.p, self.ctx, self.writer, self.state, self.log = p, ctx, writer, state, log
         self.loss_fn = _loss(p.pos_weight, p.device)
         config = p.config
-        self.reg = Regularisers(label_smoothing=config.label_smoothing, mixup=config.mixup, ema=ema)
+        self.reg = Regularisers(
+            label_smoothing=config.label_smoothing, mixup=config.mixup, erase=config.erase, ema=ema
+        )
         # The model that is validated and saved: the weight average when there is one.
         self.evaluated = ema.module if ema is not None else model
         self.net = _wrap(model, config, ctx, p.device)
