@@ -93,6 +93,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
     "now-default": ("today's default recipe, one model", {}),
     "now-erase": ("+ random erasing p=0.5", {"erase": 0.5}),
     "now-s96": ("at 96 px", {"image_size": 96}),
+    "now-crop85": ("+ central crop 0.85 in the contract", {"crop": 0.85}),
 }
 
 

@@ -52,6 +52,7 @@ class RecipeDefaults:
     mixup = 0.0
     erase = 0.0
     normalize = "none"
+    crop = 1.0
     threshold_policy = "margin"
     # Cross-fitted on the 193-film sample (bench/site_calibration.py): bayes 0.91 accuracy against
     # 0.86 for the margin policy refitted on the tempered probabilities (docs/results.md).

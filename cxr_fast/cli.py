@@ -31,6 +31,7 @@ from cxr_fast.choices import (
     TRAIN_EXPORTS,
     RecipeDefaults,
 )
+from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.stage import DEFAULT_OUT as DEFAULT_CAM_OUT
 from cxr_fast.serve.limits import (
@@ -488,6 +489,15 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     help="per-image: standardise every image by its own mean and standard deviation; "
     "equalize: histogram-equalise every resized image (any monotone grey curve gives the same "
     "input). Part of the preprocessing contract, so scoring does the same.",
+)
+@click.option(
+    "--crop",
+    type=click.FloatRange(MIN_CROP, 1),
+    default=RecipeDefaults.crop,
+    show_default=True,
+    help="Keep the central fraction of every film's width and height before resizing (1: the "
+    "whole film), so borders, collimation and burnt-in markers are out of view. Part of the "
+    "preprocessing contract, so scoring does the same.",
 )
 @click.option(
     "--threshold-policy",

@@ -18,6 +18,8 @@ INTERPOLATIONS = ("linear", "cubic", "nearest")
 # Added to the per-image variance (of [0, 1] pixels) before the square root: a blank image stays
 # finite. DALI's fn.normalize takes the same epsilon.
 PER_IMAGE_EPSILON = 1e-4
+# The smallest central crop: half the width and height still holds both lungs of a chest film.
+MIN_CROP = 0.5
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class PreprocessContract:
     """Image size, colour, interpolation and scaling of a model's input.
 
     Pixels are decoded to one grey channel (ITU-R 601 luma, the weights both DALI and PIL use),
+    cut to the central ``crop`` fraction of their width and height (1: the whole film), then
     resized to ``image_size`` x ``image_size`` (stretched, as the Kaggle-trained models expect),
     divided by 255 so they lie in [0, 1], then optionally standardised with ``mean``/``std``
     (one pair for every image) and then, with ``normalize="per-image"``, by each image's own mean
@@ -39,6 +42,7 @@ class PreprocessContract:
     mean: float | None = None
     std: float | None = None
     normalize: str = "none"
+    crop: float = 1.0
 
     def __post_init__(self) -> None:
         if not 8 <= self.image_size <= 4096:
@@ -54,6 +58,8 @@ class PreprocessContract:
             raise UserInputError(
                 f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}"
             )
+        if not MIN_CROP <= self.crop <= 1.0:
+            raise UserInputError(f"crop must be between {MIN_CROP} and 1, got {self.crop}")
         if (self.mean is None) != (self.std is None):
             raise UserInputError("mean and std must be given together")
         if self.std is not None and self.std <= 0:
@@ -68,6 +74,12 @@ class PreprocessContract:
     def divisor(self) -> float:
         """Value divided by after the shift (1 without standardisation)."""
         return 1.0 if self.std is None else self.std
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) in pixels of a ``width`` x ``height`` image: the central
+        region the contract keeps (the whole image at ``crop=1``)."""
+        margin = (1.0 - self.crop) / 2
+        return (margin * width, margin * height, (1 - margin) * width, (1 - margin) * height)
 
     @property
     def affine(self) -> tuple[float, float]:

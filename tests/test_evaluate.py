@@ -93,10 +93,16 @@ def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
             "--dry-run",
             "--epochs",
             "3",
+            "--erase",
+            "0.3",
+            "--crop",
+            "0.85",
         ],
     )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
+    assert plan["train"]["erase"] == 0.3  # recorded in config.json with the rest of the recipe
+    assert plan["contract"]["crop"] == 0.85  # in the contract every model.pt carries
     # Training precision: bf16 autocast on CPUs with native bf16, fp32 elsewhere.
     assert plan["train"]["epochs"] == 3
     assert plan["precision"] == resolve_precision("auto", torch.device("cpu")).name

@@ -49,17 +49,29 @@ def _interp(name: str):
 
 
 def contract_resize(images, contract: PreprocessContract):
-    """The contract's resize (and, with ``normalize="equalize"``, the histogram equalisation of
-    the resized uint8 image), as a DALI graph step (any device)."""
+    """The contract's central crop and resize (and, with ``normalize="equalize"``, the histogram
+    equalisation of the resized uint8 image), as a DALI graph step (any device)."""
     from nvidia.dali import fn
 
     size = contract.image_size
+    # The central crop as a relative region of interest of the same resize (PIL's resize box).
+    margin = (1.0 - contract.crop) / 2
+    roi = (
+        {}
+        if contract.crop == 1.0
+        else {
+            "roi_start": [margin, margin],
+            "roi_end": [1 - margin, 1 - margin],
+            "roi_relative": True,
+        }
+    )
     images = fn.resize(
         images,
         resize_x=size,
         resize_y=size,
         interp_type=_interp(contract.interpolation),
         antialias=True,
+        **roi,
     )
     if contract.normalize == "equalize":
         # fn.equalize left "experimental" in DALI 1.4x; older releases only have the alias.

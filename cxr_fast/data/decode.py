@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -170,12 +171,14 @@ def _model_pixels(
     max_pixels: int | None = None,
     **dicom_options,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    draft = contract.image_size * DRAFT_OVERSAMPLE
+    # Draft no lower than what the crop needs to keep image_size pixels across.
+    draft = math.ceil(contract.image_size * DRAFT_OVERSAMPLE / contract.crop)
     gray, original = open_gray(
         source, dicom=dicom, draft=draft, max_pixels=max_pixels, **dicom_options
     )
     size = contract.image_size
-    pixels = np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation]))
+    box = None if contract.crop == 1.0 else contract.crop_box(*gray.size)
+    pixels = np.array(gray.resize((size, size), _PIL_FILTERS[contract.interpolation], box=box))
     if contract.normalize == "equalize":
         pixels = equalize_uint8(pixels)
     return pixels, original

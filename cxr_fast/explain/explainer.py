@@ -93,10 +93,14 @@ class Explainer:
         probs, heats = self.heat_maps([pixels])
         prob = float(probs[0])
         pred = verdict(prob, self.threshold)
+        contract = self.info.contract
+        if contract.crop < 1.0:  # show the part of the film the model sees, under its heat
+            display = display.crop(tuple(round(v) for v in contract.crop_box(*display.size)))
         display = for_display(display)
         detail = (
             f"{self.method} on {self.info.arch}.{self.layer}, drawn above {HEAT_FLOOR:g} of its "
             f"maximum  |  {name}  {size[0]}x{size[1]}"
+            + (f", central {contract.crop:.0%}" if contract.crop < 1.0 else "")
         )
         overlay = blend(display, heats[0])
         lines = caption_lines(prob, self.threshold, pred, detail)

@@ -43,6 +43,7 @@ class TrainConfig:
     mixup: float = RecipeDefaults.mixup
     erase: float = RecipeDefaults.erase  # probability of one random erased rectangle per image
     normalize: str = RecipeDefaults.normalize
+    crop: float = RecipeDefaults.crop  # central fraction of the film kept (in the contract)
     threshold_policy: str = RecipeDefaults.threshold_policy
     # Cross-validation: ``folds`` > 1 trains that many members on patient-level folds into one
     # ensemble run folder; ``fold`` is set on each member's own configuration (0-based).

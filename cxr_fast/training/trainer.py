@@ -127,8 +127,11 @@ def contract_for(config: TrainConfig) -> PreprocessContract:
             mean=IMAGENET_GREY_MEAN,
             std=IMAGENET_GREY_STD,
             normalize=config.normalize,
+            crop=config.crop,
         )
-    return PreprocessContract(image_size=config.image_size, normalize=config.normalize)
+    return PreprocessContract(
+        image_size=config.image_size, normalize=config.normalize, crop=config.crop
+    )
 
 
 def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:

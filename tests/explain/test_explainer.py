@@ -125,3 +125,22 @@ def test_cuda_map_matches_the_cpu_one(trained_run, pneumonia_film):
         on_gpu = Explainer(trained_run, device="cuda").explain_file(pneumonia_film)
     assert on_gpu.prob == pytest.approx(on_cpu.prob, abs=1e-4)
     assert np.abs(on_gpu.heat - on_cpu.heat).max() < 0.02
+
+
+def test_a_cropping_contract_shows_the_crop_under_the_map(trained_run, tmp_path):
+    """With crop < 1 the picture shows the central region the model saw, not the whole film."""
+    from dataclasses import replace
+
+    cropping = Explainer(trained_run, device="cpu", precision="fp32")
+    cropping.info = replace(cropping.info, contract=replace(cropping.info.contract, crop=0.6))
+    side, frame = 400, 60
+    pixels = np.tile(np.linspace(0, 120, side), (side, 1)).astype(np.uint8)
+    pixels[:frame], pixels[-frame:], pixels[:, :frame], pixels[:, -frame:] = 255, 255, 255, 255
+    path = tmp_path / "framed.png"
+    Image.fromarray(pixels).save(path)
+    e = cropping.explain_file(str(path))
+    assert (e.width, e.height) == (side, side)  # the original size is still what is reported
+    shown = np.asarray(e.display.convert("L"))
+    assert shown.max() < 140, "the white frame outside the central 60% is not shown"
+    whole = np.asarray(Explainer(trained_run, device="cpu").explain_file(str(path)).display)
+    assert whole.max() > 250
