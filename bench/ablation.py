@@ -94,6 +94,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
     "now-erase": ("+ random erasing p=0.5", {"erase": 0.5}),
     "now-s96": ("at 96 px", {"image_size": 96}),
     "now-crop85": ("+ central crop 0.85 in the contract", {"crop": 0.85}),
+    "now-v02": ("trained on 98% of the images (2% validation)", {"val_fraction": 0.02}),
 }
 
 

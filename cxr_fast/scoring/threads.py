@@ -1,10 +1,12 @@
 """How many CPU threads the model gets while DataLoader workers decode on the same cores.
 
-Neither fixed choice wins on a small CPU (docs/benchmarks.md, 2 cores, 2 workers): one model
-thread scored the int8 cnn at 177-211 images/s against 130-193 with two, because decoding is
-the bottleneck and a second model thread only takes a core from it; but one thread cut fp32
-resnet18 from 43 to 28 images/s, because there the model is the bottleneck. Timing the model
-inside the run does not tell them apart (with busy workers a two-thread model waits for its
+Neither fixed choice wins on a small CPU (docs/benchmarks.md, 2 cores, 2 workers): two model
+threads scored fp32 resnet18 at 224 px in 19.8 s per 1,000 full-resolution films against 24.6 s
+with one, because there the model is the bottleneck; but one thread was faster for the default
+ensemble's int8 export (7.6 s against 9.3 s), its eager bf16 model and one bf16 member (8.4 s
+against 10.2 s), because a model spread over threads that share their cores with busy decoding
+workers spends CPU time waiting for preempted siblings at every operator. Timing the model
+inside the run does not tell these apart (with busy workers a two-thread model waits for its
 preempted thread and looks slow either way), so before the workers start the scorer times a
 few sample images: decoding them, and the model on them with one thread.
 """
@@ -21,16 +23,23 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import ImageReadError, read_gray
 
-# Few: the calibration runs before any scoring, at one thread (~0.1 s for fp32 resnet18).
-SAMPLE_IMAGES = 2
+# Few: the calibration runs before any scoring, at one thread (~0.2 s for fp32 resnet18 at
+# 224 px). Four rather than two: one film's decode time varies 2x with its size.
+SAMPLE_IMAGES = 4
+# CPU time of a model on every core while the workers decode beside it, as a multiple of its
+# one-thread time: 1.3 (fp32 resnet18, 224 px) to 1.7 (int8 and bf16 resnet18, 128 px) from
+# the user times of `score` on 1,000 films, 2 cores, 2 workers (docs/benchmarks.md).
+THREAD_OVERHEAD = 1.5
 
 
 def choose_threads(model_s: float, decode_s: float, cores: int, workers: int) -> int:
     """Model threads from per-image seconds: the model on one thread (``model_s``) and one
-    decode (``decode_s``). When ``workers`` decode faster than one model thread scores, the
-    model is the bottleneck and gets every core; otherwise it gets the cores the workers leave."""
-    decode_bound = model_s * workers < decode_s
-    return max(1, cores - workers) if decode_bound else cores
+    decode (``decode_s``). Per image, one model thread takes ``max(model_s, (model_s +
+    decode_s) / cores)`` and every core ``(THREAD_OVERHEAD * model_s + decode_s) / cores``: the
+    model gets every core only when that is the shorter, i.e. ``model_s * (cores -
+    THREAD_OVERHEAD) > decode_s``; otherwise it gets the cores the workers leave (at least one)."""
+    model_bound = model_s * (cores - THREAD_OVERHEAD) > decode_s
+    return cores if model_bound else max(1, cores - workers)
 
 
 def measure_costs(
