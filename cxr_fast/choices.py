@@ -51,6 +51,7 @@ class RecipeDefaults:
     label_smoothing = 0.0
     mixup = 0.0
     erase = 0.0
+    normal_blur = 0.0
     normalize = "none"
     crop = 1.0
     threshold_policy = "margin"

@@ -491,6 +491,15 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     "input). Part of the preprocessing contract, so scoring does the same.",
 )
 @click.option(
+    "--normal-blur",
+    type=click.FloatRange(min=0),
+    default=RecipeDefaults.normal_blur,
+    show_default=True,
+    help="Blur every NORMAL training film by a Gaussian of sigma up to this many input pixels "
+    "(0: off). The training normals are sharper than the pneumonia films, which a model can "
+    "learn as a cue that another site's softer normals do not share.",
+)
+@click.option(
     "--crop",
     type=click.FloatRange(MIN_CROP, 1),
     default=RecipeDefaults.crop,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 UNKNOWN_LABEL: int = -1
+NORMAL_LABEL: int = CLASS_NAMES.index("NORMAL")
 
 
 def label_index(name: str) -> int | None:

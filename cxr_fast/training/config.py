@@ -42,6 +42,7 @@ class TrainConfig:
     label_smoothing: float = RecipeDefaults.label_smoothing
     mixup: float = RecipeDefaults.mixup
     erase: float = RecipeDefaults.erase  # probability of one random erased rectangle per image
+    normal_blur: float = RecipeDefaults.normal_blur  # largest blur sigma of NORMAL films, px
     normalize: str = RecipeDefaults.normalize
     crop: float = RecipeDefaults.crop  # central fraction of the film kept (in the contract)
     threshold_policy: str = RecipeDefaults.threshold_policy
@@ -75,6 +76,7 @@ class TrainConfig:
             ),
             (self.mixup >= 0, f"mixup must be >= 0, got {self.mixup}"),
             (0 <= self.erase <= 1, f"erase must be in [0, 1], got {self.erase}"),
+            (self.normal_blur >= 0, f"normal blur must be >= 0, got {self.normal_blur}"),
             (self.folds >= 1, f"folds must be at least 1, got {self.folds}"),
             (
                 self.fold is None or 0 <= self.fold < self.folds,

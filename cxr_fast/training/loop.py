@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cxr_fast.data.batch import Batch
+from cxr_fast.labels import NORMAL_LABEL
 from cxr_fast.precision import Precision
 
 
@@ -28,6 +29,7 @@ class Regularisers:
     label_smoothing: float = 0.0
     mixup: float = 0.0
     erase: float = 0.0
+    normal_blur: float = 0.0
     ema: nn.Module | None = None
 
 
@@ -35,6 +37,8 @@ def _inputs_and_targets(
     batch: Batch, reg: Regularisers, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x = batch.x
+    if reg.normal_blur > 0:  # before mixup, which blends the labels this reads
+        x = blur_class(x, batch.y, NORMAL_LABEL, reg.normal_blur, generator)
     y = batch.y.float()
     if reg.label_smoothing:
         y = y * (1 - reg.label_smoothing) + 0.5 * reg.label_smoothing
@@ -53,6 +57,28 @@ def _inputs_and_targets(
 # a quarter of a film still leaves most of both lungs).
 ERASE_AREA = (0.02, 0.25)
 ERASE_LOG_RATIO = (math.log(0.3), math.log(1 / 0.3))
+
+
+def blur_class(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    label: int,
+    max_sigma: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A copy of the [N,C,H,W] batch ``x`` in which every image whose label is ``label`` is
+    blurred by a Gaussian of sigma drawn uniformly from [0, ``max_sigma``] input pixels (the
+    others are untouched)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    out = x.clone()
+    chosen = (labels.to(x.device) == label).nonzero().flatten().tolist()
+    sigmas = torch.rand(len(chosen), generator=generator) * max_sigma
+    for i, sigma in zip(chosen, sigmas.tolist(), strict=True):
+        if sigma >= 0.1:  # below, a 3-tap kernel is the identity to within rounding
+            size = 2 * math.ceil(3 * sigma) + 1
+            out[i] = TF.gaussian_blur(x[i], [size, size], [sigma, sigma])
+    return out
 
 
 def random_erase(

@@ -316,7 +316,11 @@ class _Epochs:
         self.loss_fn = _loss(p.pos_weight, p.device)
         config = p.config
         self.reg = Regularisers(
-            label_smoothing=config.label_smoothing, mixup=config.mixup, erase=config.erase, ema=ema
+            label_smoothing=config.label_smoothing,
+            mixup=config.mixup,
+            erase=config.erase,
+            normal_blur=config.normal_blur,
+            ema=ema,
         )
         # The model that is validated and saved: the weight average when there is one.
         self.evaluated = ema.module if ema is not None else model
