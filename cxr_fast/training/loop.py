@@ -22,8 +22,10 @@ class Regularisers:
     ``label_smoothing`` pulls the 0/1 targets towards 0.5 by that fraction; ``mixup`` > 0 blends
     each batch with a shuffled copy of itself (images and targets) with a Beta(a, a) weight;
     ``erase`` is the probability that an image gets one random rectangle set to 0 (random
-    erasing, Zhong et al., AAAI 2020: 2-25% of the area, aspect ratio 0.3-3.3); ``ema`` holds
-    a :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
+    erasing, Zhong et al., AAAI 2020: 2-25% of the area, aspect ratio 0.3-3.3);
+    ``normal_blur`` > 0 blurs every NORMAL image by a Gaussian of sigma up to that many input
+    pixels (class-conditional, so sharpness stops separating the classes); ``ema`` holds a
+    :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
     """
 
     label_smoothing: float = 0.0
@@ -85,7 +87,8 @@ def random_erase(
     x: torch.Tensor, probability: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """A copy of the [N,C,H,W] batch ``x`` in which each image, with ``probability``, has one
-    random rectangle set to 0 (the value the affine augmentation fills borders with)."""
+    random rectangle set to 0: black under the default contract, the contract's mean grey
+    under one that standardises (``--pretrained``)."""
     out = x.clone()
     n, _, height, width = x.shape
 
