@@ -13,8 +13,10 @@ run without an export (eager, ``--precision auto``, a run trained with ``--expor
 copy whose RUN/export/ holds what ``cxr-fast train`` leaves there by default (the export of
 ``export --format auto``), and on a copy whose RUN/export/ holds the TorchScript (FX) and ONNX
 Runtime int8 exports (``--backend auto`` picks the one measured faster at export);
-``score --model FILE`` for each int8 export; and the decode-only ceiling (``cxr-fast data
-stream``, the same loader and workers with no model).
+``score --model FILE`` for each int8 export; the run as ``train`` leaves it on the same films
+without class folders (a hospital archive: no labels, so no metrics and no scikit-learn import
+at the end; the plain scorer needs the class folders and reads the labelled layout); and the
+decode-only ceiling (``cxr-fast data stream``, the same loader and workers with no model).
 """
 
 from __future__ import annotations
@@ -50,6 +52,19 @@ def _timed(command: list[str]) -> float:
         print(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
         return float("nan")
     return seconds
+
+
+def unlabelled_view(images: Path) -> Path:
+    """A flat folder of links to every image under ``images``: the same films as an archive
+    without NORMAL/PNEUMONIA folders (made once, next to the images' cache)."""
+    view = CACHE / "whole" / f"unlabelled-{images.name}"
+    files = sorted(p for p in images.rglob("*") if p.is_file())
+    if not view.is_dir() or len(list(view.iterdir())) != len(files):
+        shutil.rmtree(view, ignore_errors=True)
+        view.mkdir(parents=True)
+        for i, path in enumerate(files):
+            (view / f"{i:05d}_{path.name}").symlink_to(path.resolve())
+    return view
 
 
 def _prepare(arch: str, run: Path, images: Path) -> dict[str, list[str]]:
@@ -110,6 +125,15 @@ def _prepare(arch: str, run: Path, images: Path) -> dict[str, list[str]]:
             "--overwrite",
         ),
     }
+    commands["score ARCHIVE without class folders (as `train` leaves it)"] = _cxr(
+        "score",
+        str(unlabelled_view(images)),
+        "--model",
+        str(trained_run),
+        "--out",
+        str(out / "u.pq"),
+        "--overwrite",
+    )
     for name in ("torchscript-int8", "onnx-int8"):
         path = (
             fast_run
