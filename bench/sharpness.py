@@ -12,7 +12,6 @@ NORMAL films blurred by each sigma (input pixels), as ``train --normal-blur`` do
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.decode import read_gray
 from cxr_fast.data.discover import discover
 from cxr_fast.labels import CLASS_NAMES, NORMAL_LABEL
+from cxr_fast.training.loop import gaussian_blur
 
 
 def sharpness(x: torch.Tensor) -> np.ndarray:
@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=200, help="films per class and set (at most)")
     parser.add_argument("--blur", type=float, nargs="*", default=[0.5, 1.0])
     args = parser.parse_args(argv)
-    from torchvision.transforms.v2 import functional as TF
 
     print("| set | class | films | sharpness (sd) | 1-99% range |\n|---|---|---:|---:|---:|")
     normals = None
@@ -67,8 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{spread(x).mean():.3f} |"
             )
     for sigma in args.blur:
-        size = 2 * math.ceil(3 * sigma) + 1
-        s = sharpness(TF.gaussian_blur(normals, [size, size], [sigma, sigma]))
+        s = sharpness(gaussian_blur(normals, sigma))
         print(
             f"| training, blurred sigma {sigma:g} px | NORMAL | {len(normals)} | "
             f"{s.mean():.4f} ({s.std():.4f}) | |"

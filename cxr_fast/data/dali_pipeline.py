@@ -54,16 +54,13 @@ def contract_resize(images, contract: PreprocessContract):
     from nvidia.dali import fn
 
     size = contract.image_size
-    # The central crop as a relative region of interest of the same resize (PIL's resize box).
-    margin = (1.0 - contract.crop) / 2
+    # The central crop as a relative region of interest of the same resize: the contract's
+    # crop box of a unit image (PIL's resize box), in DALI's (y, x) order.
+    left, top, right, bottom = contract.crop_box(1.0, 1.0)
     roi = (
         {}
         if contract.crop == 1.0
-        else {
-            "roi_start": [margin, margin],
-            "roi_end": [1 - margin, 1 - margin],
-            "roi_relative": True,
-        }
+        else {"roi_start": [top, left], "roi_end": [bottom, right], "roi_relative": True}
     )
     images = fn.resize(
         images,

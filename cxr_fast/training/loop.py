@@ -71,16 +71,21 @@ def blur_class(
     """A copy of the [N,C,H,W] batch ``x`` in which every image whose label is ``label`` is
     blurred by a Gaussian of sigma drawn uniformly from [0, ``max_sigma``] input pixels (the
     others are untouched)."""
-    from torchvision.transforms.v2 import functional as TF
-
     out = x.clone()
     chosen = (labels.to(x.device) == label).nonzero().flatten().tolist()
     sigmas = torch.rand(len(chosen), generator=generator) * max_sigma
     for i, sigma in zip(chosen, sigmas.tolist(), strict=True):
         if sigma >= 0.1:  # below, a 3-tap kernel is the identity to within rounding
-            size = 2 * math.ceil(3 * sigma) + 1
-            out[i] = TF.gaussian_blur(x[i], [size, size], [sigma, sigma])
+            out[i] = gaussian_blur(x[i], sigma)
     return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` ([..., H, W]) blurred by a Gaussian of ``sigma`` pixels, kernel radius 3 sigma."""
+    from torchvision.transforms.v2 import functional as TF
+
+    size = 2 * math.ceil(3 * sigma) + 1
+    return TF.gaussian_blur(x, [size, size], [sigma, sigma])
 
 
 def random_erase(
