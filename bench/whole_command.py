@@ -15,8 +15,10 @@ copy whose RUN/export/ holds what ``cxr-fast train`` leaves there by default (th
 Runtime int8 exports (``--backend auto`` picks the one measured faster at export);
 ``score --model FILE`` for each int8 export; the run as ``train`` leaves it on the same films
 without class folders (a hospital archive: no labels, so no metrics and no scikit-learn import
-at the end; the plain scorer needs the class folders and reads the labelled layout); and the
-decode-only ceiling (``cxr-fast data stream``, the same loader and workers with no model).
+at the end; the plain scorer needs the class folders and reads the labelled layout); the run as
+``train`` leaves it with the head start off and OpenMP's active wait (the scorer before
+cxr_fast/scoring/head_start.py and wait_policy.py); and the decode-only ceiling
+(``cxr-fast data stream``, the same loader and workers with no model).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 from bench.images import CACHE, fullres_images
 from bench.report import host_info
 from cxr_fast.run_folder import sha256
+from cxr_fast.scoring.head_start import ENV_SWITCH as HEAD_START_SWITCH
+from cxr_fast.scoring.wait_policy import ENV as WAIT_POLICY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -125,6 +129,15 @@ def _prepare(arch: str, run: Path, images: Path) -> dict[str, list[str]]:
             "--overwrite",
         ),
     }
+    # The scorer before its start-up overlap: no head start, and OpenMP threads that spin (a
+    # policy the user sets is kept, so the thread count follows the sampled-cost rule again).
+    commands["score RUN (as `train` leaves it), without head start and passive wait"] = [
+        "env",
+        f"{HEAD_START_SWITCH}=0",
+        f"{WAIT_POLICY_ENV}=ACTIVE",
+        *_cxr("score", str(images), "--model", str(trained_run), "--out", str(out / "s.pq")),
+        "--overwrite",
+    ]
     commands["score ARCHIVE without class folders (as `train` leaves it)"] = _cxr(
         "score",
         str(unlabelled_view(images)),

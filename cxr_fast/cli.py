@@ -1113,18 +1113,38 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
     an interrupted run only when it was made with the same model checksum, contract,
     threshold, backend, precision and archive.
     """
-    from cxr_fast.scoring.score import ScoreConfig, parse_shard, parse_views, run_score
+    from cxr_fast.data.views import parse_views
+    from cxr_fast.scoring import head_start, wait_policy
 
-    config = ScoreConfig(
-        archive=archive,
-        model=model_ref,
-        shard=parse_shard(shard),
-        rows_per_chunk=chunk_rows,
-        skip_views=parse_views(skip_views),
-        **options,
+    wait_policy.prefer_passive()  # before torch loads its OpenMP runtime
+    views = parse_views(skip_views)
+    # Before the scoring modules import torch: decoding starts on the cores that start-up
+    # leaves idle.
+    head = head_start.begin(
+        archive,
+        model_ref,
+        device=options["device"],
+        workers=options["workers"],
+        resume=options["resume"],
+        shard=shard,
+        skip_views=views,
     )
-    with _bar(0, "score") as bar:
-        summary = run_score(config, progress=bar.update)
+    try:
+        from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
+
+        config = ScoreConfig(
+            archive=archive,
+            model=model_ref,
+            shard=parse_shard(shard),
+            rows_per_chunk=chunk_rows,
+            skip_views=views,
+            **options,
+        )
+        with _bar(0, "score") as bar:
+            summary = run_score(config, progress=bar.update, head=head)
+    finally:
+        if head is not None:
+            head.close()
     _echo_summary(summary)
     if summary.is_main and summary.loader_fallback:
         click.echo(f"warning: {summary.loader_fallback}", err=True)

@@ -22,12 +22,11 @@ How one bad file is kept from failing a batch:
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -35,8 +34,8 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import Batch, labels_tensor, stack_gray
 from cxr_fast.data.dali_dicom import dicom_dali_batches, route
 from cxr_fast.data.dali_pipeline import DaliLoader
-from cxr_fast.data.decode import ImageReadError, ImageSkipped, read_image
 from cxr_fast.data.discover import Record
+from cxr_fast.data.file_item import FileItem, read_item
 from cxr_fast.data.headers import dali_takes, read_headers
 from cxr_fast.data.workers import steady_memory_worker
 
@@ -74,44 +73,43 @@ class CollectingLoader:
         workers: int,
         device: torch.device,
         skip_views: Sequence[str] = (),
+        decoded: Sequence[FileItem] = (),
     ) -> None:
         self.records, self.positions, self.contract = records, list(positions), contract
         self.batch_size, self.workers, self.device = batch_size, workers, device
         self.skip_views = tuple(skip_views)
         self.use = LoaderUse(backend)
         self.skipped: list[tuple[str, str]] = []
+        # Files read before the loader existed (the scorer's head start): the first positions.
+        self.decoded = list(decoded)
+        if [item.position for item in self.decoded] != self.positions[: len(self.decoded)]:
+            raise ValueError("decoded files must be the loader's first positions, in order")
 
     def __iter__(self) -> Iterator[Batch]:
         common = dict(batch_size=self.batch_size, workers=self.workers, skip_views=self.skip_views)
+        rest = self.positions[len(self.decoded) :]
         if self.use.name == "dali":
             batches = dali_batches(
                 self.records,
-                self.positions,
+                rest,
                 self.contract,
                 device="gpu" if self.device.type == "cuda" else "cpu",
                 device_id=self.device.index or 0,
                 use=self.use,
                 **common,
             )
-        else:
-            batches = pil_batches(self.records, self.positions, self.contract, **common)
-        for batch in batches:
+        else:  # its workers start decoding now, while the decoded files are scored
+            batches = pil_batches(self.records, rest, self.contract, **common)
+        size = self.batch_size
+        ready = (
+            collate(self.decoded[i : i + size], self.contract, torch.float32)
+            for i in range(0, len(self.decoded), size)
+        )
+        for batch in itertools.chain(ready, batches):
             self.skipped += [(self.records[p].path, reason) for p, reason in batch.errors]
             if batch.x is not None and batch.x.device != self.device:
                 batch = batch._replace(x=batch.x.to(self.device, non_blocking=True))
             yield batch
-
-
-class _Item(NamedTuple):
-    """One file as a DataLoader worker read it: pixels and size, or the reason it has none."""
-
-    position: int
-    label: int | None
-    pixels: np.ndarray | None
-    size: tuple[int, int] | None
-    error: str | None
-    info: dict
-    skipped: bool
 
 
 class _Files(Dataset):
@@ -126,16 +124,10 @@ class _Files(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> _Item:
-        position, label = self.positions[i], self.labels[i]
-        try:
-            read = read_image(self.paths[i], self.contract, self.skip_views)
-            return _Item(position, label, read.pixels, read.size, None, read.info, False)
-        except ImageReadError as exc:  # ImageSkipped included
-            skipped = isinstance(exc, ImageSkipped)
-            return _Item(position, label, None, None, exc.reason, exc.info, skipped)
-        except Exception as exc:  # never let one file stop the run
-            return _Item(position, label, None, None, f"{type(exc).__name__}: {exc}", {}, False)
+    def __getitem__(self, i: int) -> FileItem:
+        return read_item(
+            self.paths[i], self.positions[i], self.labels[i], self.contract, self.skip_views
+        )
 
 
 def _batch(
@@ -150,7 +142,9 @@ def _batch(
     return Batch(x=x, y=labels_tensor(list(labels)), index=index_tensor, sizes=list(sizes), **rest)
 
 
-def _collate(items: list[_Item], contract: PreprocessContract, dtype: torch.dtype) -> Batch:
+def collate(items: list[FileItem], contract: PreprocessContract, dtype: torch.dtype) -> Batch:
+    """One :class:`Batch` of read files: the decoded ones stacked and normalised, the rest its
+    error and skipped entries."""
     good = [item for item in items if item.error is None]
     x = stack_gray([g.pixels for g in good], contract, dtype) if good else None
     return _batch(
@@ -173,18 +167,19 @@ def pil_batches(
     workers: int,
     skip_views: Sequence[str] = (),
 ) -> Iterator[Batch]:
-    """Batches decoded by PIL in ``workers`` processes (normalised there too)."""
+    """Batches decoded by PIL in ``workers`` processes (normalised there too). The workers
+    start when this is called, not at the first ``next()``."""
     if not positions:
-        return
+        return iter(())
     loader = DataLoader(
         _Files(records, positions, contract, skip_views),
         batch_size=batch_size,
         num_workers=workers,
         worker_init_fn=steady_memory_worker,
-        collate_fn=functools.partial(_collate, contract=contract, dtype=torch.float32),
+        collate_fn=functools.partial(collate, contract=contract, dtype=torch.float32),
         prefetch_factor=4 if workers else None,
     )
-    yield from loader
+    return iter(loader)
 
 
 def dali_batches(

@@ -12,6 +12,7 @@ from cxr_fast.data.augment import Augment
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import Record
+from cxr_fast.data.file_item import FileItem
 from cxr_fast.data.filecheck import dali_decodes
 from cxr_fast.data.shard import shard_range
 from cxr_fast.data.torch_loader import TorchLoader
@@ -76,6 +77,7 @@ def make_loader(
     on_error: str = "skip",
     positions: Sequence[int] | None = None,
     skip_views: Sequence[str] = (),
+    decoded: Sequence[FileItem] = (),
 ) -> DaliLoader | TorchLoader | CollectingLoader:
     """Build the loader for ``records``: float32 batches ``x[N,1,S,S]`` channels_last on
     ``device`` (autocast, not the loader, lowers precision), each a :class:`Batch`.
@@ -89,7 +91,8 @@ def make_loader(
     (eval mode only) accounts for every file in the batches themselves (``Batch.errors``,
     ``skipped``, ``sizes``, ``info``), routes each file by its header (JPEGs to DALI, the rest
     to PIL) and reads ``records[positions]`` (default: this shard's records), skipping DICOM
-    views in ``skip_views``: see :mod:`cxr_fast.data.collecting_loader`.
+    views in ``skip_views``: see :mod:`cxr_fast.data.collecting_loader`. ``decoded``
+    (collect mode): files of the first ``positions`` already read, in order, batched first.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
@@ -115,6 +118,7 @@ def make_loader(
             workers=workers,
             device=target,
             skip_views=skip_views,
+            decoded=decoded,
         )
     common = dict(
         batch_size=batch_size,

@@ -22,6 +22,7 @@ from cxr_fast.choices import CHUNK_SECONDS, DEFAULT_WORKERS, SCORE_BATCH_SIZE
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import Record, discover, require_images
+from cxr_fast.data.file_item import FileItem
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
@@ -33,6 +34,7 @@ from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
+from cxr_fast.scoring.head_start import HeadStart
 from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 from cxr_fast.scoring.parquet_out import (
@@ -45,6 +47,7 @@ from cxr_fast.scoring.parquet_out import (
 )
 from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, info_columns
 from cxr_fast.scoring.threads import choose_threads, measure_costs
+from cxr_fast.scoring.wait_policy import is_passive
 from cxr_fast.text import plural, rate
 from cxr_fast.versions import versions
 
@@ -149,11 +152,6 @@ def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[
         raise UserInputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
     shard_range(0, index, count)  # validates
     return index, count
-
-
-def parse_views(text: str | None) -> tuple[str, ...]:
-    """``--skip-views LATERAL,LL`` -> ('LATERAL', 'LL'): DICOM ViewPosition is upper case."""
-    return tuple(v.strip().upper() for v in (text or "").split(",") if v.strip())
 
 
 def output_path(out: Path, shard: tuple[int, int] | None) -> Path:
@@ -271,22 +269,30 @@ def batch_size_for(config: ScoreConfig, device: torch.device) -> int:
 def model_threads(
     config: ScoreConfig, device: torch.device, model: ScoringModel, paths: list[str]
 ) -> int:
-    """``--threads``; else on the CPU with worker processes, all cores or those the workers
-    leave, whichever side is the bottleneck on a few sample images (see threads.py)."""
+    """``--threads``; else on the CPU with worker processes, all cores when OpenMP waits
+    passively (wait_policy.py: measured best or equal for every model in docs/benchmarks.md),
+    else all cores or those the workers leave, whichever side is the bottleneck on a few
+    sample images (threads.py)."""
     cores = torch.get_num_threads()
     if config.threads is not None:
         return config.threads
-    if device.type != "cpu" or config.workers == 0 or cores <= 1:
+    if device.type != "cpu" or config.workers == 0 or cores <= 1 or is_passive():
         return cores
     costs = measure_costs(paths, model.contract, model.logits)
     return cores if costs is None else choose_threads(*costs, cores, config.workers)
 
 
-def run_score(config: ScoreConfig, progress: Callable[[int], None] | None = None) -> ScoreSummary:
-    """Score every image under ``config.archive`` into Parquet; see :class:`ScoreConfig`."""
+def run_score(
+    config: ScoreConfig,
+    progress: Callable[[int], None] | None = None,
+    head: HeadStart | None = None,
+) -> ScoreSummary:
+    """Score every image under ``config.archive`` into Parquet; see :class:`ScoreConfig`.
+    ``head``: films decoded while this process started (:mod:`cxr_fast.scoring.head_start`),
+    used where they are what this run would decode; the caller closes it."""
     previous = torch.get_num_threads()
     try:
-        return _run_score(config, progress)
+        return _run_score(config, progress, head)
     finally:
         torch.set_num_threads(previous)
 
@@ -366,9 +372,15 @@ def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> Chunked
 
 
 def _batch_source(
-    config: ScoreConfig, records, todo: list[int], model: ScoringModel, device: torch.device
+    config: ScoreConfig,
+    records,
+    todo: list[int],
+    model: ScoringModel,
+    device: torch.device,
+    decoded: list[FileItem],
 ) -> CollectingLoader:
-    """The collecting loader over the files still to score, with the model's contract."""
+    """The collecting loader over the files still to score, with the model's contract; the
+    ``decoded`` ones (the first of ``todo``) are scored first."""
     return make_loader(
         records,
         model.contract,
@@ -379,7 +391,18 @@ def _batch_source(
         on_error="collect",
         positions=todo,
         skip_views=config.skip_views,
+        decoded=decoded,
     )
+
+
+def _head_items(head: HeadStart | None, run: _Setup, todo: list[int]) -> list[FileItem]:
+    """The films the head start decoded, where this run would decode them alike: the model's
+    contract, the same discovery, and the first of the files to score."""
+    if head is None:
+        return []
+    items = head.take()
+    same = head.contract == run.model.contract and head.records is run.records
+    return items if same and todo[: len(items)] == [item.position for item in items] else []
 
 
 def _score_batches(
@@ -465,7 +488,7 @@ class _Scored:
     loader_fallback: str | None
 
 
-def _set_up(config: ScoreConfig) -> _Setup:
+def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
     """Coordination, model, explainer, records and output checked, before anything is written."""
     started = time.perf_counter()
     ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
@@ -473,7 +496,8 @@ def _set_up(config: ScoreConfig) -> _Setup:
     explainer = _explainer(config, device)
     # Rows name files by absolute path under the resolved root, however ARCHIVE was typed: the
     # same file is the same row in every run, part and resume (the README's Parquet policy).
-    records = require_images(discover(config.archive.resolve()), str(config.archive))
+    found = head.records if head is not None else discover(config.archive.resolve())
+    records = require_images(found, str(config.archive))
     positions = list(range(len(records)))
     if config.shard is not None:
         positions = list(shard_range(len(records), *config.shard))
@@ -501,7 +525,12 @@ def _set_up(config: ScoreConfig) -> _Setup:
     )
 
 
-def _score(config: ScoreConfig, run: _Setup, progress: Callable[[int], None] | None) -> _Scored:
+def _score(
+    config: ScoreConfig,
+    run: _Setup,
+    progress: Callable[[int], None] | None,
+    head: HeadStart | None = None,
+) -> _Scored:
     """Score the files not yet done into the output, write the CAMs, and publish the file."""
     model, records = run.model, run.records
     writer = _open_writer(config, model, run.out)
@@ -509,10 +538,11 @@ def _score(config: ScoreConfig, run: _Setup, progress: Callable[[int], None] | N
         identity.record(writer.staging, run.made_with)
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in run.positions if records[p].path not in done]
-    batches = _batch_source(config, records, todo, model, run.device)
     if run.ctx.is_main and any(records[p].label is not None for p in todo):
         import_in_background()  # the metrics at the end need scikit-learn: load it meanwhile
     torch.set_num_threads(model_threads(config, run.device, model, [records[p].path for p in todo]))
+    # Taken last: the head start decodes while the model loads and is timed.
+    batches = _batch_source(config, records, todo, model, run.device, _head_items(head, run, todo))
     seconds = _score_batches(
         batches,
         records,
@@ -582,8 +612,10 @@ def _summarize(config: ScoreConfig, run: _Setup, scored: _Scored) -> ScoreSummar
     )
 
 
-def _run_score(config: ScoreConfig, progress: Callable[[int], None] | None) -> ScoreSummary:
+def _run_score(
+    config: ScoreConfig, progress: Callable[[int], None] | None, head: HeadStart | None
+) -> ScoreSummary:
     """Set up, score and summarize one run (see :func:`run_score`)."""
-    run = _set_up(config)
-    scored = _score(config, run, progress)
+    run = _set_up(config, head)
+    scored = _score(config, run, progress, head)
     return _summarize(config, run, scored)

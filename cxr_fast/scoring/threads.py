@@ -9,6 +9,11 @@ workers spends CPU time waiting for preempted siblings at every operator. Timing
 inside the run does not tell these apart (with busy workers a two-thread model waits for its
 preempted thread and looks slow either way), so before the workers start the scorer times a
 few sample images: decoding them, and the model on them with one thread.
+
+That rule is for OpenMP's default, active wait: threads that spin while they wait. `cxr-fast
+score` asks for the passive wait instead (:mod:`cxr_fast.scoring.wait_policy`); then two
+threads cost no more CPU time than one and every core went to the model in every case measured,
+so the scorer times nothing and gives the model every core.
 """
 
 from __future__ import annotations

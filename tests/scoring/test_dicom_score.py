@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pydicom
 
-from cxr_fast.scoring.score import ScoreConfig, parse_views, run_score
+from cxr_fast.data.views import parse_views
+from cxr_fast.scoring.score import ScoreConfig, run_score
 from tests.data.test_dicom import DICOM, PYDICOM_FILES
 
 
