@@ -16,9 +16,8 @@ Runtime int8 exports (``--backend auto`` picks the one measured faster at export
 ``score --model FILE`` for each int8 export; the run as ``train`` leaves it on the same films
 without class folders (a hospital archive: no labels, so no metrics and no scikit-learn import
 at the end; the plain scorer needs the class folders and reads the labelled layout); the run as
-``train`` leaves it with the head start off and OpenMP's active wait (the scorer before
-cxr_fast/scoring/head_start.py and wait_policy.py); and the decode-only ceiling
-(``cxr-fast data stream``, the same loader and workers with no model).
+``train`` leaves it with the head start off (cxr_fast/scoring/head_start.py); and the
+decode-only ceiling (``cxr-fast data stream``, the same loader and workers with no model).
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from bench.images import CACHE, fullres_images
 from bench.report import host_info
 from cxr_fast.run_folder import sha256
 from cxr_fast.scoring.head_start import ENV_SWITCH as HEAD_START_SWITCH
-from cxr_fast.scoring.wait_policy import ENV as WAIT_POLICY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -129,12 +127,10 @@ def _prepare(arch: str, run: Path, images: Path) -> dict[str, list[str]]:
             "--overwrite",
         ),
     }
-    # The scorer before its start-up overlap: no head start, and OpenMP threads that spin (a
-    # policy the user sets is kept, so the thread count follows the sampled-cost rule again).
-    commands["score RUN (as `train` leaves it), without head start and passive wait"] = [
+    # What the head start gains: the same command with it switched off.
+    commands["score RUN (as `train` leaves it), head start off"] = [
         "env",
         f"{HEAD_START_SWITCH}=0",
-        f"{WAIT_POLICY_ENV}=ACTIVE",
         *_cxr("score", str(images), "--model", str(trained_run), "--out", str(out / "s.pq")),
         "--overwrite",
     ]
