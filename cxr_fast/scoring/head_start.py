@@ -98,6 +98,7 @@ class HeadStart:
         skip_views: Sequence[str] = (),
     ) -> None:
         self.records, self.contract = records, contract
+        self.started = time.perf_counter()  # when decoding began (the scorer's rate counts it)
         context = multiprocessing.get_context("fork")
         self._stop = context.Event()
         self._results = context.Queue()

@@ -412,10 +412,12 @@ def _score_batches(
     writer: ChunkedParquetWriter,
     progress: Callable[[int], None] | None,
     interrupted: Callable[[int], str],
+    started: float | None = None,
 ) -> float:
-    """Rows for every batch into ``writer``; the seconds it took. On Ctrl-C the rows so far
-    are flushed for --resume and :class:`Interrupted` says ``interrupted(rows kept)``."""
-    started = time.perf_counter()
+    """Rows for every batch into ``writer``; the seconds since ``started`` (a perf_counter
+    time; default: now, the first batch's request). On Ctrl-C the rows so far are flushed for
+    --resume and :class:`Interrupted` says ``interrupted(rows kept)``."""
+    started = time.perf_counter() if started is None else started
     try:
         for batch in batches:
             for row in _rows(batch, records, model):
@@ -542,7 +544,8 @@ def _score(
         import_in_background()  # the metrics at the end need scikit-learn: load it meanwhile
     torch.set_num_threads(model_threads(config, run.device, model, [records[p].path for p in todo]))
     # Taken last: the head start decodes while the model loads and is timed.
-    batches = _batch_source(config, records, todo, model, run.device, _head_items(head, run, todo))
+    decoded = _head_items(head, run, todo)
+    batches = _batch_source(config, records, todo, model, run.device, decoded)
     seconds = _score_batches(
         batches,
         records,
@@ -553,6 +556,8 @@ def _score(
             f"{kept:,} of {len(run.positions):,} rows kept in {writer.staging}; "
             f"continue with: {resume_command(config)}"
         ),
+        # The rate counts the films decoded before the loop: from the head start's first decode.
+        started=head.started if head is not None and decoded else None,
     )
     cam_paths = None
     if run.explainer is not None and config.cam_dir is not None:

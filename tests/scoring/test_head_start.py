@@ -132,10 +132,11 @@ def test_score_uses_the_head_start_and_writes_the_same_rows(exported, archive, t
     head = HeadStart(discover(archive.resolve()), contract, processes=1)
     time.sleep(2)
     try:
-        run_score(replace(config, out=tmp_path / "ahead.parquet"), head=head)
+        summary = run_score(replace(config, out=tmp_path / "ahead.parquet"), head=head)
     finally:
         head.close()
     assert head.taken == len(discover(archive))
+    assert summary.seconds >= 2  # the rate counts from the head start's first decode
     columns = ["path", "status", "error", "prob_pneumonia"]
     plain = pq.read_table(tmp_path / "plain.parquet", columns=columns).to_pydict()
     ahead = pq.read_table(tmp_path / "ahead.parquet", columns=columns).to_pydict()
