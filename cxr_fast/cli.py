@@ -1021,8 +1021,9 @@ def explain(run, images, **options) -> None:
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads for the model.  [default: measured while scoring: all cores, or the cores "
-    "the workers leave when decoding is the bottleneck]",
+    help="CPU threads for the model.  [default: all cores, with OpenMP's passive wait, which "
+    "score sets unless OMP_WAIT_POLICY is set; under OMP_WAIT_POLICY=ACTIVE measured: all "
+    "cores, or the cores the workers leave when decoding is the bottleneck]",
 )
 @click.option(
     "--resume",
