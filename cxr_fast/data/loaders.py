@@ -106,14 +106,14 @@ def make_loader(
             raise ValueError("a collecting loader is for inference: train must be False")
         if positions is None:
             positions = list(shard_range(len(records), shard_id, num_shards))
-        # The collecting loader sends what DALI cannot read to PIL itself, so only the files
-        # DALI can take decide; none (an all-DICOM archive) does not refuse --loader dali.
-        readable = [records[p] for p in positions if dali_decodes(records[p].path)]
+        # The collecting loader sends what DALI cannot read to PIL itself (by each header, on
+        # its DALI path only), so no file refuses --loader dali here, and no header is read
+        # before the loader runs (on a CPU host, none at all).
         return CollectingLoader(
             records,
             positions,
             contract,
-            backend=resolve_loader(loader, target, readable),
+            backend=resolve_loader(loader, target, ()),
             batch_size=batch_size,
             workers=workers,
             device=target,
