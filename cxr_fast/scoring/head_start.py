@@ -128,11 +128,13 @@ class HeadStart:
         items: dict[int, FileItem] = {}
         finished = 0
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while finished < len(self._processes):
+        while finished < len(self._processes) and time.monotonic() < deadline:
             try:
-                item = self._results.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:  # a file that takes this long is left to the loader
-                break
+                item = self._results.get(timeout=0.1)
+            except queue.Empty:
+                if not any(process.is_alive() for process in self._processes):
+                    break  # one died without its end mark (a crash): keep what came
+                continue  # still decoding; a file slower than the deadline is the loader's
             if item is None:
                 finished += 1
             else:

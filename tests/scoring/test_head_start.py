@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -97,6 +98,15 @@ def test_close_before_take_stops_the_processes(archive):
     head.close()
     assert not any(process.is_alive() for process in head._processes)
     assert head.take() == [] and head.taken == 0
+
+
+def test_a_crashed_process_does_not_hold_the_scorer(archive):
+    head = HeadStart(discover(archive), CONTRACT, processes=1)
+    os.kill(head._processes[0].pid, signal.SIGKILL)  # as a decoder crash would
+    started = time.monotonic()
+    items = head.take()
+    assert time.monotonic() - started < head_start.STOP_TIMEOUT_S / 3
+    assert [item.position for item in items] == list(range(len(items)))
 
 
 def test_the_loader_scores_decoded_files_first_and_the_rest_as_before(archive):
