@@ -27,7 +27,7 @@ import torch
 from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import youden_j
+from cxr_fast.metrics import binary_metrics, youden_j
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run
 from cxr_fast.training.loop import gaussian_blur
@@ -97,14 +97,15 @@ def _sample_accuracy(run: Path, sample: str, thresholds: Sequence[float]) -> lis
     records = [r for r in discover(sample) if r.label is not None]
     loader = make_loader(records, info.contract, batch_size=64, device="cpu")
     index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
-    y = np.array([records[i].label for i in index]) == 1
+    y = np.array([records[i].label for i in index])
     p = sigmoid(logits)
     lines = []
     for t in thresholds:
-        pred = p >= t
+        m = binary_metrics(y, p, t)
+        low, high = m["ci95"]["accuracy"]
         lines.append(
-            f"| {t:.3f} | {(pred == y).mean():.3f} | {pred[y].mean():.3f} | "
-            f"{(~pred[~y]).mean():.3f} |"
+            f"| {t:.3f} | {m['accuracy']:.3f} ({low:.3f}-{high:.3f}) | {m['sensitivity']:.3f} | "
+            f"{m['specificity']:.3f} |"
         )
     return lines
 
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, t in thresholds.items():
         print(f"{name}: {t:.3f}")
     if args.sample:
-        print("| threshold | sample accuracy | sensitivity | specificity |")
+        print("| threshold | sample accuracy (95% CI) | sensitivity | specificity |")
         print("|---|---:|---:|---:|")
         print("\n".join(_sample_accuracy(args.run, args.sample, list(thresholds.values()))))
 
