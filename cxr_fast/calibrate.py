@@ -25,7 +25,7 @@ import torch
 from cxr_fast.choices import (
     CALIBRATION_POLICIES,
     DEFAULT_WORKERS,
-    THRESHOLD_POLICIES,
+    ROC_POLICIES,
     RecipeDefaults,
 )
 from cxr_fast.data.discover import Record, discover, paths_sha256
@@ -35,7 +35,7 @@ from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.leakage import leakage
-from cxr_fast.metrics import binary_metrics, threshold_choice, youden_j
+from cxr_fast.metrics import MARGIN, binary_metrics, threshold_choice, youden_j
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
     CONFIG_FILE,
@@ -137,7 +137,7 @@ def fit_site(
     if target_sensitivity is None and policy == "bayes":
         choice = bayes_choice(labels, probs)
     else:
-        rule = policy if policy in THRESHOLD_POLICIES else RecipeDefaults.threshold_policy
+        rule = policy if policy in ROC_POLICIES else MARGIN
         choice = threshold_choice(labels, probs, policy=rule, target_sensitivity=target_sensitivity)
     return SiteFit(temperature, bias, choice)
 

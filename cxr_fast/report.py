@@ -307,7 +307,7 @@ def _threshold(info: RunInfo) -> str:
         ("threshold", _num(info.threshold)),
         ("rule", _e(info.meta.get("threshold_rule", choice.get("policy", "n/a")))),
     ]
-    for key in ("policy", "target_sensitivity", "interval", "tolerance", "youden_j"):
+    for key in ("policy", "target_sensitivity", "interval", "tolerance", "youden_j", "worst_j"):
         if choice.get(key) is not None:
             rows.append((_e(key), _e(choice[key])))
     return _table(rows) + (

@@ -26,7 +26,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import binary_metrics, threshold_choice
+from cxr_fast.metrics import SHIFT, binary_metrics, threshold_choice
 from cxr_fast.models.ensemble import Ensemble
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
@@ -41,6 +41,7 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
+from cxr_fast.training.shift import SHIFTS, shifted_probabilities
 from cxr_fast.training.trainer import TrainResult, contract_for, plan, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions
@@ -92,6 +93,30 @@ def _out_of_fold(config: TrainConfig, workers: int):
         folds += [k] * len(index)
         logits.append(out)
     return members, rows, np.array(folds), np.concatenate(logits)
+
+
+def _shifted_out_of_fold(
+    config: TrainConfig, members: list, records: list, folds: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Every out-of-fold film's probability under each of :data:`SHIFTS`, scored by the member
+    that never saw its patient, in ``records``' order."""
+    device = resolve_device(config.device)
+    contract = contract_for(config)
+    out = {name: np.full(len(records), np.nan) for name in SHIFTS}
+    for k, model in enumerate(members):
+        rows = np.flatnonzero(folds == k)
+        probs = shifted_probabilities(
+            model,
+            [records[i] for i in rows],
+            contract,
+            inference_precision(device),
+            device=str(device),
+            workers=config.workers,
+            seed=config.seed + k,
+        )
+        for name in SHIFTS:
+            out[name][rows] = probs[name]
+    return out
 
 
 def _write_oof(path: Path, records: list, folds: np.ndarray, probs: np.ndarray) -> None:
@@ -167,8 +192,16 @@ def run_train_folds(
     members, records, folds, logits = _out_of_fold(config, config.workers)
     labels = np.array([r.label for r in records])
     probs = sigmoid(logits)
+    shifted = None
+    if config.threshold_policy == SHIFT and config.target_sensitivity is None:
+        log(f"threshold: re-scoring the out-of-fold films under {', '.join(SHIFTS)}")
+        shifted = _shifted_out_of_fold(config, members, records, folds)
     choice = threshold_choice(
-        labels, probs, policy=config.threshold_policy, target_sensitivity=config.target_sensitivity
+        labels,
+        probs,
+        policy=config.threshold_policy,
+        target_sensitivity=config.target_sensitivity,
+        shifted=shifted,
     )
     metrics = binary_metrics(labels, probs, choice["threshold"], seed=config.seed)
     metrics["threshold_choice"] = choice
