@@ -74,6 +74,8 @@ class RecipeDefaults:
     # neither validation nor the sample beyond noise (cnn 160 px and resnet18 128 px,
     # docs/results.md); --site-aug 1 turns it on.
     site_aug = 0.0
+    # Aspect-ratio augmentation (Augment.stretch): off until measured.
+    stretch = 0.0
     # resnet18 from scratch at 128 px: validation ROC-AUC 0.9984 against the cnn's 0.9971-0.9975
     # at 128-224 px, sample ROC-AUC 0.977 against 0.953-0.965, and at 128 px it trains in about
     # the time the cnn takes at 224.

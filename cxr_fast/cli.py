@@ -443,6 +443,16 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     help="Multiply every augmentation range (rotation, zoom, shift, brightness, contrast).",
 )
 @click.option(
+    "--stretch",
+    type=click.FloatRange(min=0),
+    default=RecipeDefaults.stretch,
+    show_default=True,
+    help="Aspect-ratio augmentation: scale each training film's width by sqrt(r) and height "
+    "by 1/sqrt(r), r drawn log-uniformly from [1/(1+S), 1+S] (0: off). Films stretched to a "
+    "square from originals of another shape keep proportions that are the site's, not the "
+    "disease's.",
+)
+@click.option(
     "--site-aug",
     type=click.FloatRange(min=0),
     default=RecipeDefaults.site_aug,
@@ -573,6 +583,7 @@ def train(
     augment,
     hflip,
     aug_strength,
+    stretch,
     site_aug,
     config_file,
     **options,
@@ -602,7 +613,7 @@ def train(
             data=str(data),
             out=str(out),
             epochs=epochs or RecipeDefaults.epochs,
-            augment=Augment(hflip=hflip).scaled(aug_strength).with_site(site_aug)
+            augment=Augment(hflip=hflip, stretch=stretch).scaled(aug_strength).with_site(site_aug)
             if augment
             else None,
             **options,

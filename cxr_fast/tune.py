@@ -79,7 +79,7 @@ def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     from cxr_fast.training.config import TrainConfig
 
     values = dict(params)
-    augment = Augment().scaled(values.pop("aug_strength", 1.0))
+    augment = Augment(stretch=RecipeDefaults.stretch).scaled(values.pop("aug_strength", 1.0))
     augment = augment.with_site(values.pop("site_aug", RecipeDefaults.site_aug))
     return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)
 

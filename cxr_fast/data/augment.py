@@ -10,11 +10,16 @@ the same distributions with its own operators):
   ``gamma``: a gamma drawn log-uniformly in [1/(1+gamma), 1+gamma]; ``noise``: Gaussian grain
   with a std uniform in [0, noise] grey levels. These mimic another scanner or site (sharpness,
   exposure curve, detector noise) rather than another patient.
+- ``stretch``: an aspect ratio ``r`` drawn log-uniformly in [1/(1+stretch), 1+stretch]; the
+  width is scaled by sqrt(r) and the height by 1/sqrt(r) about the centre (area kept; cropped or
+  black-filled). The Kaggle films are stretched to a square from originals of different aspect
+  ratios, so a chest's proportions are partly an acquisition cue (docs/results.md). The DALI
+  graph folds it into the affine's scale; the torch path resizes after the affine.
 - ``brightness``, ``contrast``: ``b * (128 + c * (x - 128))`` with ``b, c = 1 + u*range``.
 - ``hflip``: off by default; the heart sits on the patient's left, and a flipped film is not a
   plausible input.
 
-Order: affine, blur, gamma, brightness/contrast, noise.
+Order: affine, stretch, blur, gamma, brightness/contrast, noise.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Augment:
     brightness: float = 0.1
     contrast: float = 0.1
     hflip: bool = False
+    stretch: float = 0.0  # aspect ratio drawn log-uniformly from [1/(1+stretch), 1+stretch]
     # Acquisition: what differs between sites and scanners rather than between patients.
     blur: float = 0.0  # largest Gaussian blur sigma, in pixels of a 224 px image
     gamma: float = 0.0  # gamma drawn log-uniformly from [1/(1+gamma), 1+gamma]
@@ -93,6 +99,8 @@ def augment_image(image: torch.Tensor, aug: Augment, generator: torch.Generator)
         interpolation=InterpolationMode.BILINEAR,
         fill=0,
     )
+    if aug.stretch > 0:
+        image = stretch_image(image, math.exp(uniform(math.log1p(aug.stretch))))
     if aug.blur > 0:
         sigma = float(torch.rand((), generator=generator)) * aug.blur * size / 224
         if sigma > 0.1:
@@ -109,3 +117,16 @@ def augment_image(image: torch.Tensor, aug: Augment, generator: torch.Generator)
     if aug.hflip and torch.rand((), generator=generator) < 0.5:
         image = image.flip(-1)
     return image
+
+
+def stretch_image(image: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``image`` [..., H, W] with its width scaled by sqrt(``ratio``) and its height by
+    1/sqrt(``ratio``) about the centre, cropped or black-filled back to H x W."""
+    from torchvision.transforms.v2 import functional as TF
+
+    height, width = image.shape[-2:]
+    root = math.sqrt(ratio)
+    resized = TF.resize(
+        image, [max(1, round(height / root)), max(1, round(width * root))], antialias=True
+    )
+    return TF.center_crop(resized, [height, width])

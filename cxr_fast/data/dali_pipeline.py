@@ -103,16 +103,24 @@ def _uniform(center: float, spread: float, shape: list[int] | None = None):
 
 
 def _augment(images, size: int, aug: Augment):
-    """Random affine (rotate, scale, translate about the centre) and brightness/contrast."""
+    """Random affine (rotate, scale with the aspect stretch, translate about the centre) and
+    brightness/contrast."""
     from nvidia.dali import fn, types
     from nvidia.dali import math as dmath
 
     center = [size / 2.0, size / 2.0]
     zoom = _uniform(1.0, aug.scale, shape=[1])
+    scale = zoom * 2 if isinstance(zoom, list) else fn.cat(zoom, zoom)
+    if aug.stretch > 0:
+        # sqrt of the aspect ratio: log-uniform in [1/sqrt(1+stretch), sqrt(1+stretch)].
+        spread = math.log1p(aug.stretch) / 2
+        root = dmath.exp(fn.random.uniform(range=[-spread, spread], shape=[1]))
+        if isinstance(zoom, list):
+            scale = fn.cat(root, 1.0 / root)
+        else:
+            scale = fn.cat(zoom * root, zoom / root)
     matrix = fn.transforms.rotation(angle=_uniform(0.0, aug.rotate_deg), center=center)
-    matrix = fn.transforms.scale(
-        matrix, scale=zoom * 2 if isinstance(zoom, list) else fn.cat(zoom, zoom), center=center
-    )
+    matrix = fn.transforms.scale(matrix, scale=scale, center=center)
     matrix = fn.transforms.translation(matrix, offset=_uniform(0.0, aug.translate * size, [2]))
     images = fn.warp_affine(
         images, matrix=matrix, fill_value=0, inverse_map=False, interp_type=types.INTERP_LINEAR

@@ -55,7 +55,9 @@ class TrainConfig:
     export: str = "none"
     augment: Augment | None = field(
         default_factory=lambda: (
-            Augment().scaled(RecipeDefaults.aug_strength).with_site(RecipeDefaults.site_aug)
+            Augment(stretch=RecipeDefaults.stretch)
+            .scaled(RecipeDefaults.aug_strength)
+            .with_site(RecipeDefaults.site_aug)
         )
     )
 

@@ -1,4 +1,8 @@
-"""Acquisition augmentation (blur, gamma, noise) does what it says in both training loaders."""
+"""Acquisition augmentation (blur, gamma, noise) and the aspect stretch do what they say in both
+training loaders."""
+
+import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,3 +80,43 @@ def test_old_configs_load_without_acquisition_fields():
     old = {k: v for k, v in Augment().to_dict().items() if k not in {"blur", "gamma", "noise"}}
     assert Augment(**old) == Augment()
     assert Augment().scaled(2.0).blur == 0.0
+
+
+def _blob_films(root, n: int = 8):
+    """A Kaggle layout of grey Gaussian blobs (sigma 1/8 of the side) on black: their moments
+    show an aspect change exactly, with nothing cropped at the border."""
+    import numpy as np
+    from PIL import Image
+
+    side = 96
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    blob = (220 * np.exp(-(xx**2 + yy**2) / (2 * (side / 8) ** 2))).astype(np.uint8)
+    for label in ("NORMAL", "PNEUMONIA"):
+        folder = root / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(n // 2):
+            Image.fromarray(blob).save(folder / f"person{i}_{label}.png")
+    return discover(root)
+
+
+def _log_aspect(x: torch.Tensor) -> torch.Tensor:
+    """log(horizontal spread / vertical spread) of each image's grey mass about its centre."""
+    side = x.shape[-1]
+    grid = torch.arange(side, dtype=torch.float64) - (side - 1) / 2
+    w = x.double().squeeze(1)
+    mass = w.sum(dim=(1, 2))
+    var_x = (w * grid[None, None, :] ** 2).sum(dim=(1, 2)) / mass
+    var_y = (w * grid[None, :, None] ** 2).sum(dim=(1, 2)) / mass
+    return 0.5 * torch.log(var_x / var_y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stretch_changes_the_aspect_ratio_within_its_range(backend, tmp_path):
+    records = _blob_films(tmp_path, 16)
+    plain = _log_aspect(_epoch(backend, records, STILL))
+    assert plain.abs().max() < 0.01  # round blobs
+    stretched = _log_aspect(_epoch(backend, records, replace(STILL, stretch=0.3)))
+    # width x sqrt(r), height / sqrt(r): the spread ratio is r, log r within +-log(1.3).
+    assert stretched.abs().max() <= math.log(1.3) + 0.03
+    assert stretched.std() > 0.05  # drawn per film
+    assert (stretched > 0.05).any() and (stretched < -0.05).any()  # wider and taller both
