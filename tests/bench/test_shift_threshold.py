@@ -6,18 +6,11 @@ import re
 import pyarrow.parquet as pq
 
 from bench.shift_threshold import main, shifted_oof
-from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.folds import run_train_folds
 from cxr_fast.training.shift import CLEAN, SHIFTS
 
 
-def test_the_bench_rescored_every_out_of_fold_film(synth_small, tmp_path, capsys):
-    out = tmp_path / "ens"
-    config = TrainConfig(
-        data=str(synth_small), out=str(out), arch="cnn", image_size=64, batch_size=16,
-        epochs=1, folds=2, workers=0, export="none",
-    )  # fmt: skip
-    run_train_folds(config, log=lambda _: None)
+def test_the_bench_rescored_every_out_of_fold_film(tiny_ensemble, synth_small, capsys):
+    out = tiny_ensemble
     labels, probs = shifted_oof(out)
     oof = pq.read_table(out / "oof.parquet").to_pydict()
     assert list(labels) == oof["label"]
