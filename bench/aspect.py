@@ -64,12 +64,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.85, 1.0, 1.18, 1.43])
     args = parser.parse_args(argv)
     labels, logits = aspect_logits(args.run, args.ratios, args.per_fold)
-    print(f"{args.run}: {len(labels)} out-of-fold films, mean logit by aspect ratio r")
-    print("| r (width x sqrt r, height / sqrt r) | " + " | ".join(CLASS_NAMES) + " |")
-    print("|---:|" + "---:|" * len(CLASS_NAMES))
+    threshold = load_run(args.run)[1].threshold
+    cut = np.log(threshold / (1 - threshold))
+    print(
+        f"{args.run}: {len(labels)} out-of-fold films by aspect ratio r; mean logit, and the "
+        f"share called PNEUMONIA at the run's threshold {threshold:.3f}"
+    )
+    names = " | ".join(f"{name} mean logit | {name} called PNEUMONIA" for name in CLASS_NAMES)
+    print(f"| r (width x sqrt r, height / sqrt r) | {names} |")
+    print("|---:|" + "---:|---:|" * len(CLASS_NAMES))
     for r, z in logits.items():
-        means = " | ".join(f"{z[labels == k].mean():+.2f}" for k in range(len(CLASS_NAMES)))
-        print(f"| {r:g} | {means} |")
+        cells = " | ".join(
+            f"{z[labels == k].mean():+.2f} | {(z[labels == k] >= cut).mean():.1%}"
+            for k in range(len(CLASS_NAMES))
+        )
+        print(f"| {r:g} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -17,3 +17,4 @@ def test_ratio_one_is_the_runs_own_scoring_and_others_differ(tiny_ensemble, caps
     main([str(tiny_ensemble), "--per-fold", "5", "--ratios", "0.8", "1"])
     text = capsys.readouterr().out
     assert "10 out-of-fold films" in text and "| 0.8 |" in text and "| 1 |" in text
+    assert text.count("%") == 2 * 2  # a share per class and ratio
