@@ -23,7 +23,9 @@ TINY = dict(arch="cnn", image_size=64, batch_size=16, lr=3e-3, warmup_epochs=0.5
 @pytest.fixture(scope="module")
 def ensemble_run(synth_small, tmp_path_factory):
     out = tmp_path_factory.mktemp("folds") / "ens"
-    config = TrainConfig(data=str(synth_small), out=str(out), epochs=3, folds=3, **TINY)
+    config = TrainConfig(
+        data=str(synth_small), out=str(out), epochs=3, folds=3, threshold_policy="shift", **TINY
+    )
     messages = []
     result = run_train_folds(config, log=messages.append)
     return config, result, messages
@@ -59,8 +61,8 @@ def test_out_of_fold_predictions_cover_every_training_image_once(ensemble_run, s
     assert metrics["split"] == "out-of-fold" and metrics["counts"]["n"] == len(training)
     assert metrics["roc_auc"] == pytest.approx(result.best_auc)
     assert metrics["threshold"] == result.threshold == metrics["threshold_choice"]["threshold"]
-    # The default policy re-scored the out-of-fold films under every simulated shift; the
-    # members keep the margin threshold of their own validation fold.
+    # The shift policy re-scored the out-of-fold films under every simulated shift; the members
+    # keep the margin threshold of their own validation fold.
     choice = metrics["threshold_choice"]
     assert choice["policy"] == "shift" and set(choice["shifted_j"]) == set(SHIFTS)
     assert choice["interval"][0] <= result.threshold <= choice["interval"][1]
