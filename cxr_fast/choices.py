@@ -29,7 +29,7 @@ CAM_METHODS = ("gradcam", "gradcam++")
 ROC_POLICIES = ("margin", "youden")
 # Training also offers "shift": the same films re-scored under simulated acquisition changes
 # (cxr_fast/training/shift.py), and the threshold with the best worst case over them.
-THRESHOLD_POLICIES = ("shift", *ROC_POLICIES)
+THRESHOLD_POLICIES = (*ROC_POLICIES, "shift")
 # Site calibration also offers "bayes": with Platt-scaled probabilities that mean what they say at
 # the site, calling PNEUMONIA at P >= 0.5 makes the fewest expected errors at its prevalence.
 # ("shift" would simulate what the site sample shows for real.)

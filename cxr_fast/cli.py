@@ -523,12 +523,11 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     type=click.Choice(THRESHOLD_POLICIES),
     default=RecipeDefaults.threshold_policy,
     show_default=True,
-    help="shift: the margin rule applied to the worst Youden J over the validation (or "
-    "out-of-fold) films as they are and re-scored blurred (1 and 2 px), under gamma 0.8 and "
-    "1.25 and with grain, so the threshold keeps its margin at a site that renders films "
-    "differently (one extra scoring pass when training ends); margin: the middle (in logit "
-    "space) of the thresholds whose Youden J is within one standard error of the best; youden: "
-    "the sharpest maximum.",
+    help="margin: the middle (in logit space) of the thresholds whose Youden J is within one "
+    "standard error of the best; youden: the sharpest maximum; shift: the margin rule on the "
+    "worst J over the validation (or out-of-fold) films as they are and re-scored blurred (1 "
+    "and 2 px), under gamma 0.8 and 1.25 and with grain (one extra scoring pass when training "
+    "ends).",
 )
 @click.option(
     "--folds",
