@@ -48,11 +48,13 @@ def trained_run(synth_small, tmp_path_factory) -> Path:
     """A small cnn run (64 px, 3 epochs) trained on ``synth_small``."""
     from cxr_fast.training.config import TrainConfig
     from cxr_fast.training.trainer import run_train
+    from tests.training.commands import MECHANICS_AUGMENT
 
     out = tmp_path_factory.mktemp("trained") / "run"
     config = TrainConfig(
         data=str(synth_small),
         out=str(out),
+        augment=MECHANICS_AUGMENT,
         arch="cnn",
         epochs=3,
         image_size=64,

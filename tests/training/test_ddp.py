@@ -40,10 +40,11 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def ddp_run(synth_small, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("ddp") / "run"
+    # --stretch 0: tests.training.commands.MECHANICS_AUGMENT says why.
     result = _torchrun(
         "train", "--data", str(synth_small), "--out", str(out), "--epochs", "2", "--arch", "cnn",
         "--image-size", "64", "--batch-size", "16", "--lr", "0.003", "--workers", "0",
-        "--device", "cpu", "--loader", "torch", "--val-fraction", "0.25",
+        "--device", "cpu", "--loader", "torch", "--val-fraction", "0.25", "--stretch", "0",
     )  # fmt: skip
     return out, result
 

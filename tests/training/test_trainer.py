@@ -19,9 +19,10 @@ from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run, read_json
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.trainer import run_train
-from tests.training.commands import train_command
+from tests.training.commands import MECHANICS_AUGMENT, train_command
 
 TINY = dict(
+    augment=MECHANICS_AUGMENT,
     arch="cnn",
     image_size=64,
     batch_size=16,
