@@ -27,29 +27,28 @@ from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.metrics import SHIFT_GRID, binary_metrics, j_curve, threshold_choice
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, read_json
-from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_probabilities
+from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
 
 # The --site-aug 1 ranges (blur up to 1 px, gamma 0.8-1.25, grain 4), without the 2 px blur.
 SITE_AUG_SET = ("blur 1 px", "gamma 0.8", "gamma 1.25", "grain 4 levels")
 
 
 def shifted_oof(run: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(labels, name -> out-of-fold probabilities, ``clean`` included) of an ensemble run."""
+    """(labels, name -> out-of-fold probabilities, ``clean`` included) of an ensemble run,
+    re-scored as `train` does (:func:`cxr_fast.training.shift.shifted_out_of_fold`)."""
     oof = pq.read_table(run / "oof.parquet").to_pylist()
-    out = {name: np.full(len(oof), np.nan) for name in (CLEAN, *SHIFTS)}
-    precision = inference_precision(torch.device("cpu"))
-    seed = read_json(run / "config.json")["seed"]
-    for fold in sorted({row["fold"] for row in oof}):
-        rows = [i for i, row in enumerate(oof) if row["fold"] == fold]
-        model, info = load_run(run / "members" / f"fold-{fold}")
-        records = [Record(oof[i]["path"], oof[i]["label"], None, oof[i]["patient"]) for i in rows]
-        # The grain's seed of member k (0-based) in cxr_fast.training.folds: the run's seed + k.
-        probs = shifted_probabilities(
-            model, records, info.contract, precision, seed=seed + fold - 1
-        )
-        for name, values in probs.items():
-            out[name][rows] = values
-    return np.array([row["label"] for row in oof]), out
+    folds = np.array([row["fold"] for row in oof]) - 1  # oof.parquet counts folds from 1
+    loaded = [load_run(run / "members" / f"fold-{k + 1}") for k in range(folds.max() + 1)]
+    records = [Record(row["path"], row["label"], None, row["patient"]) for row in oof]
+    probs = shifted_out_of_fold(
+        [model for model, _ in loaded],
+        records,
+        folds,
+        loaded[0][1].contract,
+        inference_precision(torch.device("cpu")),
+        seed=read_json(run / "config.json")["seed"],
+    )
+    return np.array([row["label"] for row in oof]), probs
 
 
 def _sample_rows(run: Path, sample: str, thresholds: Sequence[float]) -> list[str]:

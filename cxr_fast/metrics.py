@@ -95,6 +95,11 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+def _logit_middle(low: float, high: float) -> float:
+    """The probability halfway between ``low`` and ``high`` in logit space."""
+    return 1 / (1 + math.exp(-(_logit(low) + _logit(high)) / 2))
+
+
 def youden_tolerance(sensitivity: float, specificity: float, n_pos: int, n_neg: int) -> float:
     """One binomial standard error of Youden's J at (sensitivity, specificity), at least
     :data:`MIN_MARGIN_TOLERANCE`: thresholds whose J lies within it of the best are
@@ -168,8 +173,7 @@ def threshold_choice(
             # the interval of equivalent values reaches down to just above the next point.
             low = float(thresholds[hi + 1]) if hi + 1 < thresholds.size else 0.0
             high = _in_range(thresholds[lo])
-            mid = 1 / (1 + math.exp(-(_logit(low) + _logit(high)) / 2))
-            threshold = float(min(max(mid, low), high))
+            threshold = float(min(max(_logit_middle(low, high), low), high))
             choice.update(interval=[low, high], tolerance=tol)
     choice.update(threshold=threshold, youden_j=youden_j(y, p, threshold))
     return choice
@@ -215,7 +219,7 @@ def _shift_choice(
     while hi + 1 < good.size and good[hi + 1]:
         hi += 1
     low, high = float(SHIFT_GRID[lo]), float(SHIFT_GRID[hi])
-    threshold = 1 / (1 + math.exp(-(_logit(low) + _logit(high)) / 2))
+    threshold = _logit_middle(low, high)
     return {
         "policy": SHIFT,
         "interval": [low, high],

@@ -41,7 +41,7 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
-from cxr_fast.training.shift import SHIFTS, shifted_probabilities
+from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
 from cxr_fast.training.trainer import TrainResult, contract_for, plan, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions
@@ -93,30 +93,6 @@ def _out_of_fold(config: TrainConfig, workers: int):
         folds += [k] * len(index)
         logits.append(out)
     return members, rows, np.array(folds), np.concatenate(logits)
-
-
-def _shifted_out_of_fold(
-    config: TrainConfig, members: list, records: list, folds: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Every out-of-fold film's probability under each of :data:`SHIFTS`, scored by the member
-    that never saw its patient, in ``records``' order."""
-    device = resolve_device(config.device)
-    contract = contract_for(config)
-    out = {name: np.full(len(records), np.nan) for name in SHIFTS}
-    for k, model in enumerate(members):
-        rows = np.flatnonzero(folds == k)
-        probs = shifted_probabilities(
-            model,
-            [records[i] for i in rows],
-            contract,
-            inference_precision(device),
-            device=str(device),
-            workers=config.workers,
-            seed=config.seed + k,
-        )
-        for name in SHIFTS:
-            out[name][rows] = probs[name]
-    return out
 
 
 def _write_oof(path: Path, records: list, folds: np.ndarray, probs: np.ndarray) -> None:
@@ -195,7 +171,18 @@ def run_train_folds(
     shifted = None
     if config.threshold_policy == SHIFT and config.target_sensitivity is None:
         log(f"threshold: re-scoring the out-of-fold films under {', '.join(SHIFTS)}")
-        shifted = _shifted_out_of_fold(config, members, records, folds)
+        device = resolve_device(config.device)
+        shifted = shifted_out_of_fold(
+            members,
+            records,
+            folds,
+            contract_for(config),
+            inference_precision(device),
+            device=str(device),
+            workers=config.workers,
+            seed=config.seed,
+        )
+        del shifted[CLEAN]  # threshold_choice takes the clean films as probs
     choice = threshold_choice(
         labels,
         probs,

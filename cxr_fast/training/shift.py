@@ -87,3 +87,34 @@ def shifted_probabilities(
                     logits = model(x)
                 out[name][at] = torch.sigmoid(logits.float().reshape(-1)).cpu().numpy()
     return out
+
+
+def shifted_out_of_fold(
+    members: Sequence[nn.Module],
+    records: Sequence[Record],
+    folds: np.ndarray,
+    contract: PreprocessContract,
+    precision: Precision,
+    *,
+    device: str = "cpu",
+    workers: int = 2,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """:func:`shifted_probabilities` of an ensemble's out-of-fold films: record ``i`` scored by
+    ``members[folds[i]]`` (0-based), the one that never saw its patient, with the grain of
+    member ``k`` seeded ``seed + k``; arrays in ``records``' order."""
+    out = {name: np.full(len(records), np.nan) for name in (CLEAN, *SHIFTS)}
+    for k, model in enumerate(members):
+        rows = np.flatnonzero(folds == k)
+        probs = shifted_probabilities(
+            model,
+            [records[i] for i in rows],
+            contract,
+            precision,
+            device=device,
+            workers=workers,
+            seed=seed + k,
+        )
+        for name, values in probs.items():
+            out[name][rows] = values
+    return out
