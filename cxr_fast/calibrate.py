@@ -8,7 +8,9 @@ distribution (healthy films scored higher than in training). The threshold is th
 0.5 on those probabilities ("bayes": the fewest expected errors at the sample's prevalence), or
 a prevalence-free policy on them, or the one keeping a target sensitivity. Two parameters fitted
 on ~100 films transfer to films they were not fitted on far better than a threshold picked from
-the sample's own ROC curve (bench/site_calibration.py; docs/results.md). The weights are not
+the sample's own ROC curve (bench/site_calibration.py; docs/results.md). A weak prior centred
+on the run as trained (T = 1, decision at its stored threshold) keeps ~100-200 films from
+moving the threshold further than they show. The weights are not
 touched: the new run folder holds the same state dict with the calibration in its metadata.
 """
 
@@ -67,30 +69,42 @@ class CalibrationResult:
     leakage: dict | None = None  # the sample's overlap with the run's training patients
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Platt scaling: the temperature T > 0 and bias b minimising the binary cross-entropy of
-    ``sigmoid(logits / T + b)``. The targets are Platt's smoothed ones, (n+ + 1) / (n+ + 2) for
-    PNEUMONIA and 1 / (n- + 2) for NORMAL, so a small sample that the model separates perfectly
-    does not drive T to zero (probabilities of exactly 0 and 1)."""
+def fit_platt(
+    logits: np.ndarray, labels: np.ndarray, center: float = 0.0, prior: float = 0.0
+) -> tuple[float, float]:
+    """Platt scaling: the temperature T > 0 and bias b of ``sigmoid(logits / T + b)``.
+
+    Fitted as ``sigmoid((logits - center) / T + c)`` by maximum a posteriori: the summed binary
+    cross-entropy plus ``prior / 2 * (c**2 + log(T)**2)``, a Gaussian prior of standard
+    deviation ``1 / sqrt(prior)`` on c and on log T around "the run as trained is right"
+    (T = 1, decision at the logit ``center``). ``prior = 0`` is plain maximum likelihood. The
+    targets are Platt's smoothed ones, (n+ + 1) / (n+ + 2) for PNEUMONIA and 1 / (n- + 2) for
+    NORMAL, so a small sample that the model separates perfectly does not drive T to zero
+    (probabilities of exactly 0 and 1). Returns (T, b) with b = c - center / T.
+    """
     y = np.asarray(labels)
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
     targets = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    z = torch.as_tensor(np.asarray(logits, dtype=np.float64) - center)
     t = torch.as_tensor(targets, dtype=torch.float64)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # T = exp(log_t) > 0
-    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [log_t, bias], lr=0.5, max_iter=200, line_search_fn="strong_wolfe"
+        [log_t, shift], lr=0.5, max_iter=200, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp() + bias, t)
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(
+            z / log_t.exp() + shift, t, reduction="sum"
+        )
+        loss = nll + 0.5 * prior * (shift**2 + log_t**2)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp()), float(bias.detach())
+    temperature = float(log_t.detach().exp())
+    return temperature, float(shift.detach()) - center / temperature
 
 
 @dataclass(frozen=True)
@@ -127,12 +141,20 @@ def fit_site(
     labels: np.ndarray,
     policy: str = RecipeDefaults.calibration_policy,
     target_sensitivity: float | None = None,
+    *,
+    threshold: float = 0.5,
+    prior: float = 0.0,
 ) -> SiteFit:
     """Platt-scale ``logits`` on ``labels`` and choose the threshold with ``policy`` (one of
-    :data:`CALIBRATION_POLICIES`), or for ``target_sensitivity`` when given."""
+    :data:`CALIBRATION_POLICIES`), or for ``target_sensitivity`` when given. ``threshold`` is the
+    run's own (its logit is the prior's centre) and ``prior`` the prior's strength
+    (:func:`fit_platt`)."""
     if policy not in CALIBRATION_POLICIES:
         raise ValueError(f"policy must be one of {', '.join(CALIBRATION_POLICIES)}, got {policy!r}")
-    temperature, bias = fit_platt(logits, labels)
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    center = float(np.log(threshold / (1 - threshold)))
+    temperature, bias = fit_platt(logits, labels, center=center, prior=prior)
     probs = platt_probabilities(logits, temperature, bias)
     if target_sensitivity is None and policy == "bayes":
         choice = bayes_choice(labels, probs)
@@ -175,6 +197,7 @@ def run_calibrate(
     *,
     target_sensitivity: float | None = None,
     policy: str = RecipeDefaults.calibration_policy,
+    prior: float = RecipeDefaults.calibration_prior,
     device: str = "auto",
     workers: int = DEFAULT_WORKERS,
     bootstrap: int = 1000,
@@ -193,7 +216,9 @@ def run_calibrate(
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
     index, logits, _ = predict_logits(model, loader, inference_precision(target))
     labels = np.array([records[i].label for i in index])
-    fit = fit_site(logits, labels, policy, target_sensitivity)
+    fit = fit_site(
+        logits, labels, policy, target_sensitivity, threshold=info.threshold, prior=prior
+    )
     choice = fit.choice
     before = binary_metrics(labels, sigmoid(logits), info.threshold, bootstrap=bootstrap)
     probs = fit.probabilities(logits)
@@ -202,6 +227,8 @@ def run_calibrate(
         "method": "platt",
         "temperature": fit.temperature,
         "bias": fit.bias,
+        # The prior's centre is the run's own threshold, at temperature 1.
+        "prior": {"strength": prior, "threshold": info.threshold},
         "threshold_choice": choice,
         "sample": sample_fingerprint(data, records),
         "source_run": str(run.resolve()),

@@ -853,15 +853,27 @@ def evaluate(run, data, as_json, **options) -> None:
     "(so the sample should have the site's mix of cases); margin, youden: prevalence-free "
     "rules on the sample's calibrated probabilities (see `cxr-fast train --help`).",
 )
+@click.option(
+    "--prior-strength",
+    type=click.FloatRange(min=0),
+    default=RecipeDefaults.calibration_prior,
+    show_default=True,
+    help="Strength of the prior that the run as trained is right (temperature 1, its stored "
+    "threshold): a Gaussian of sd 1/sqrt(S) on the bias and on log T. 0: plain maximum "
+    "likelihood.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing calibrated run in --out.")
 @DEVICE_OPTION
 @workers_option(minimum=0)
-def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, device, workers):
+def calibrate(
+    run, data, out, target_sensitivity, threshold_policy, prior_strength, overwrite, device, workers
+):
     """Calibrate RUN for a deployment site on a small labelled sample from that site.
 
     Platt scaling fits a temperature and a bias, so that P(PNEUMONIA) = sigmoid(logit / T + b)
-    means what it says at the site; the decision threshold is then chosen on those
-    probabilities (--threshold-policy, or --target-sensitivity).
+    means what it says at the site, with a weak prior toward the run as trained
+    (--prior-strength); the decision threshold is then chosen on those probabilities
+    (--threshold-policy, or --target-sensitivity).
 
     Writes a new run folder that every stage takes like the original; its metrics.json holds
     the sample's metrics before and after, with 95% bootstrap intervals. The numbers after are
@@ -878,6 +890,7 @@ def calibrate(run, data, out, target_sensitivity, threshold_policy, overwrite, d
         out,
         target_sensitivity=target_sensitivity,
         policy=threshold_policy,
+        prior=prior_strength,
         device=device,
         workers=workers,
         overwrite=overwrite,

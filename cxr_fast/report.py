@@ -323,11 +323,18 @@ def _calibration(info: RunInfo) -> str:
             "--data SAMPLE --out RUN-site</code> fits a site's temperature, bias and threshold.</p>"
         )
     sample = cal.get("sample") or {}
+    prior = cal.get("prior")  # absent in runs calibrated before the prior existed
+    prior_text = (
+        f"strength {_num(prior['strength'])}, centred on threshold {_num(prior['threshold'])}"
+        if prior
+        else "none (maximum likelihood)"
+    )
     return _table(
         [
             ("method", _e(cal.get("method", "temperature"))),
             ("temperature", _num(cal.get("temperature"))),
             ("bias", _num(cal.get("bias", 0.0))),
+            ("prior", prior_text),
             ("source run", f"<code>{_e(cal.get('source_run'))}</code>"),
             ("source model SHA-256", f"<code>{_e(cal.get('source_model_sha256'))}</code>"),
             ("site sample", f"<code>{_e(json.dumps(sample))}</code>"),

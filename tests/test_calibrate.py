@@ -28,6 +28,42 @@ def test_fit_platt_recovers_a_known_temperature_and_bias():
     assert bias == pytest.approx(-1.0, abs=0.1)
 
 
+def test_fit_platt_without_a_prior_does_not_depend_on_its_centre():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, 300)
+    labels = (rng.random(300) < 1 / (1 + np.exp(-(logits / 1.5 + 0.7)))).astype(int)
+    plain = fit_platt(logits, labels)
+    assert fit_platt(logits, labels, center=-2.4) == pytest.approx(plain, abs=1e-5)
+
+
+def test_fit_platt_prior_pulls_a_small_sample_toward_the_run_as_trained():
+    rng = np.random.default_rng(4)
+    center = -2.0  # the run's stored threshold, as a logit
+
+    def sample(n):
+        logits = rng.normal(0, 3, n)
+        # The site's truth: temperature 2, decision 2 logits above the run's threshold.
+        labels = (rng.random(n) < 1 / (1 + np.exp(-((logits - center) / 2 - 1)))).astype(int)
+        return logits, labels
+
+    def decision(temperature, bias):  # the logit where sigmoid(z / T + b) = 0.5
+        return -bias * temperature
+
+    small = sample(40)
+    free = fit_platt(*small, center=center)
+    held = fit_platt(*small, center=center, prior=3)
+    strong = fit_platt(*small, center=center, prior=1e6)
+    # The prior moves the decision toward the run's threshold; a very strong one keeps the run.
+    assert abs(decision(*held) - center) < abs(decision(*free) - center) - 0.1
+    assert strong[0] == pytest.approx(1, abs=1e-3)
+    assert decision(*strong) == pytest.approx(center, abs=1e-3)
+    # On a large sample the prior is outweighed: both fits find the site's truth.
+    large = sample(20_000)
+    for fit in (fit_platt(*large, center=center), fit_platt(*large, center=center, prior=3)):
+        assert fit[0] == pytest.approx(2, rel=0.05)
+        assert decision(*fit) == pytest.approx(center + 2, abs=0.15)
+
+
 def _shifted_site(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Logits of a site where every film scores 2.5 higher than in training (where 0 was the
     right threshold): healthy films cross the trained threshold."""
@@ -71,10 +107,12 @@ def test_calibrated_run_shares_the_weights_and_records_the_sample(
     calibrated, trained_run, synth_small
 ):
     result, out = calibrated
-    original, _ = load_run(trained_run)
+    original, original_info = load_run(trained_run)
     model, info = load_run(out)
     assert isinstance(model, TemperatureScaled) and info.temperature == result.temperature
     assert info.bias == result.bias and info.meta["calibration"]["method"] == "platt"
+    prior = info.meta["calibration"]["prior"]
+    assert prior == {"strength": 3.0, "threshold": original_info.threshold}
     for key, value in original.state_dict().items():
         torch.testing.assert_close(model.model.state_dict()[key], value)
     calibration = info.meta["calibration"]

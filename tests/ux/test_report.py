@@ -58,6 +58,7 @@ def test_report_of_single_ensemble_and_calibrated_runs(single, ensemble, calibra
     assert "Data <code>" in pages["single"]  # the evaluation with its plots
     assert "Out-of-fold predictions" in pages["ensemble"] and "fold-1" in pages["ensemble"]
     assert "Before (the run as trained)" in pages["site"] and "temperature" in pages["site"]
+    assert "strength 3.0000, centred on threshold" in pages["site"]
     # One overwrite policy: the same run's report is rewritten, another run's is not replaced.
     write_report(single, tmp_path / "single.html", cams=0)
     with pytest.raises(UserInputError, match="not a report of"):
