@@ -453,6 +453,13 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     "disease's.",
 )
 @click.option(
+    "--zoom",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=RecipeDefaults.zoom,
+    help="Zoom range: each training film scaled about its centre by a factor drawn uniformly "
+    "from [1-Z, 1+Z], black outside.  [default: 0.08 x --aug-strength]",
+)
+@click.option(
     "--site-aug",
     type=click.FloatRange(min=0),
     default=RecipeDefaults.site_aug,
@@ -583,6 +590,7 @@ def train(
     hflip,
     aug_strength,
     stretch,
+    zoom,
     site_aug,
     config_file,
     **options,
@@ -596,7 +604,7 @@ def train(
     DistributedDataParallel (NCCL on GPUs, gloo on CPUs); --batch-size is per process and only
     rank 0 writes the run folder. See docs/distributed.md.
     """
-    from cxr_fast.data.augment import Augment
+    from cxr_fast.data.augment import recipe_augment
     from cxr_fast.training.config import TrainConfig
     from cxr_fast.training.folds import folds_under_torchrun
     from cxr_fast.training.trainer import plan, resume_config, run_train
@@ -612,7 +620,9 @@ def train(
             data=str(data),
             out=str(out),
             epochs=epochs or RecipeDefaults.epochs,
-            augment=Augment(hflip=hflip, stretch=stretch).scaled(aug_strength).with_site(site_aug)
+            augment=recipe_augment(
+                aug_strength, stretch=stretch, site_aug=site_aug, zoom=zoom, hflip=hflip
+            )
             if augment
             else None,
             **options,

@@ -75,12 +75,16 @@ def suggest(trial: Any, config: TuneConfig) -> dict[str, Any]:
 def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     """The :class:`TrainConfig` that a dict of train options (best.json's) describes."""
     from cxr_fast.choices import RecipeDefaults
-    from cxr_fast.data.augment import Augment
+    from cxr_fast.data.augment import recipe_augment
     from cxr_fast.training.config import TrainConfig
 
     values = dict(params)
-    augment = Augment(stretch=RecipeDefaults.stretch).scaled(values.pop("aug_strength", 1.0))
-    augment = augment.with_site(values.pop("site_aug", RecipeDefaults.site_aug))
+    augment = recipe_augment(
+        values.pop("aug_strength", 1.0),
+        stretch=RecipeDefaults.stretch,
+        site_aug=values.pop("site_aug", RecipeDefaults.site_aug),
+        zoom=RecipeDefaults.zoom,
+    )
     return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)
 
 

@@ -8,7 +8,9 @@ import torch
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
+from cxr_fast.choices import RecipeDefaults
 from cxr_fast.cli import cli
+from cxr_fast.data.augment import Augment
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.evaluate import EvalConfig, run_evaluate
@@ -97,11 +99,16 @@ def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
             "0.3",
             "--crop",
             "0.85",
+            "--zoom",
+            "0.3",
         ],
     )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     assert plan["train"]["erase"] == 0.3  # recorded in config.json with the rest of the recipe
+    assert plan["train"]["augment"]["scale"] == 0.3  # --zoom sets the zoom range alone
+    rotate = Augment().rotate_deg * RecipeDefaults.aug_strength
+    assert plan["train"]["augment"]["rotate_deg"] == rotate  # the rest from --aug-strength
     assert plan["contract"]["crop"] == 0.85  # in the contract every model.pt carries
     # Training precision: bf16 autocast on CPUs with native bf16, fp32 elsewhere.
     assert plan["train"]["epochs"] == 3

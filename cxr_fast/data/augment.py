@@ -74,6 +74,21 @@ class Augment:
         return asdict(self)
 
 
+def recipe_augment(
+    aug_strength: float,
+    *,
+    stretch: float,
+    site_aug: float,
+    zoom: float | None = None,
+    hflip: bool = False,
+) -> Augment:
+    """The training augmentation that the recipe's options describe: the base ranges times
+    ``aug_strength``, the zoom range set to ``zoom`` when given (factor 1 +- zoom), the aspect
+    ``stretch`` and the acquisition ranges at ``site_aug``."""
+    augment = Augment(hflip=hflip, stretch=stretch).scaled(aug_strength).with_site(site_aug)
+    return augment if zoom is None else replace(augment, scale=zoom)
+
+
 def brightness_contrast(image: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
     """uint8 image -> uint8 image, ``brightness * (center + contrast * (x - center))``."""
     out = (image.float() - CONTRAST_CENTER).mul_(contrast).add_(CONTRAST_CENTER).mul_(brightness)

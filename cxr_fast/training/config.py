@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from cxr_fast.choices import DEFAULT_WORKERS, TRAIN_EXPORTS, RecipeDefaults
-from cxr_fast.data.augment import Augment
+from cxr_fast.data.augment import Augment, recipe_augment
 from cxr_fast.errors import UserInputError
 
 
@@ -54,10 +54,11 @@ class TrainConfig:
     # library only trains by default; `cxr-fast train` defaults to RecipeDefaults.export.
     export: str = "none"
     augment: Augment | None = field(
-        default_factory=lambda: (
-            Augment(stretch=RecipeDefaults.stretch)
-            .scaled(RecipeDefaults.aug_strength)
-            .with_site(RecipeDefaults.site_aug)
+        default_factory=lambda: recipe_augment(
+            RecipeDefaults.aug_strength,
+            stretch=RecipeDefaults.stretch,
+            site_aug=RecipeDefaults.site_aug,
+            zoom=RecipeDefaults.zoom,
         )
     )
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cxr_fast.contract import PreprocessContract
-from cxr_fast.data.augment import Augment
+from cxr_fast.data.augment import Augment, recipe_augment
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
 from cxr_fast.data.torch_loader import TorchLoader
@@ -80,6 +80,14 @@ def test_old_configs_load_without_acquisition_fields():
     old = {k: v for k, v in Augment().to_dict().items() if k not in {"blur", "gamma", "noise"}}
     assert Augment(**old) == Augment()
     assert Augment().scaled(2.0).blur == 0.0
+
+
+def test_recipe_augment_scales_the_ranges_and_sets_the_zoom_alone():
+    plain = recipe_augment(2.0, stretch=0.4, site_aug=1.0)
+    assert plain == Augment(stretch=0.4).scaled(2.0).with_site(1.0)
+    zoomed = recipe_augment(2.0, stretch=0.4, site_aug=1.0, zoom=0.3, hflip=True)
+    assert zoomed.scale == 0.3 and zoomed.hflip
+    assert replace(zoomed, scale=plain.scale, hflip=False) == plain
 
 
 def _blob_films(root, n: int = 8):
