@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from cxr_fast.data.augment import stretch_image
+from cxr_fast.data.augment import affine_image, stretch_image
 from cxr_fast.data.discover import Record
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.labels import CLASS_NAMES
@@ -48,20 +48,10 @@ def stretch_view(ratio: float) -> View:
 
 def affine_view(zoom: float = 1.0, shift: float = 0.0) -> View:
     """The film zoomed by ``zoom`` about the centre and moved down by ``shift`` of its height,
-    as the training augmentation does (bilinear, black fill)."""
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
+    with the training augmentation's affine (:func:`cxr_fast.data.augment.affine_image`)."""
 
     def view(image: torch.Tensor) -> torch.Tensor:
-        return TF.affine(
-            image,
-            angle=0.0,
-            translate=[0.0, shift * image.shape[-2]],
-            scale=zoom,
-            shear=[0.0, 0.0],
-            interpolation=InterpolationMode.BILINEAR,
-            fill=0,
-        )
+        return affine_image(image, translate=(0.0, shift * image.shape[-2]), scale=zoom)
 
     return view
 

@@ -98,21 +98,17 @@ def brightness_contrast(image: torch.Tensor, brightness: float, contrast: float)
 def augment_image(image: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     """Randomly transform one uint8 [1,H,W] image (torch fallback path)."""
     # Imported here: only training needs torchvision's transforms, and the import costs ~1 s.
-    from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
     def uniform(spread: float) -> float:
         return float((torch.rand((), generator=generator) * 2 - 1) * spread)
 
     size = image.shape[-1]
-    image = TF.affine(
+    image = affine_image(
         image,
         angle=uniform(aug.rotate_deg),
-        translate=[uniform(aug.translate) * size, uniform(aug.translate) * size],
+        translate=(uniform(aug.translate) * size, uniform(aug.translate) * size),
         scale=1.0 + uniform(aug.scale),
-        shear=[0.0, 0.0],
-        interpolation=InterpolationMode.BILINEAR,
-        fill=0,
     )
     if aug.stretch > 0:
         image = stretch_image(image, math.exp(uniform(math.log1p(aug.stretch))))
@@ -132,6 +128,29 @@ def augment_image(image: torch.Tensor, aug: Augment, generator: torch.Generator)
     if aug.hflip and torch.rand((), generator=generator) < 0.5:
         image = image.flip(-1)
     return image
+
+
+def affine_image(
+    image: torch.Tensor,
+    *,
+    angle: float = 0.0,
+    translate: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """``image`` [..., H, W] rotated by ``angle`` degrees and zoomed by ``scale`` about its centre
+    and moved by ``translate`` (x, y) pixels: bilinear, black outside (the torch path's affine)."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.affine(
+        image,
+        angle=angle,
+        translate=list(translate),
+        scale=scale,
+        shear=[0.0, 0.0],
+        interpolation=InterpolationMode.BILINEAR,
+        fill=0,
+    )
 
 
 def stretch_image(image: torch.Tensor, ratio: float) -> torch.Tensor:
