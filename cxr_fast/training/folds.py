@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast import __version__
-from cxr_fast.data.discover import discover
+from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
@@ -135,6 +135,58 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
     )
 
 
+def _shifted_for_threshold(
+    config: TrainConfig,
+    members: list[torch.nn.Module],
+    records: list[Record],
+    folds: list[int],
+    log: Callable[[str], None],
+) -> dict[str, np.ndarray] | None:
+    """The out-of-fold probabilities under each simulated shift, when the shift policy needs
+    them (None otherwise)."""
+    if config.threshold_policy != SHIFT or config.target_sensitivity is not None:
+        return None
+    log(f"threshold: re-scoring the out-of-fold films under {', '.join(SHIFTS)}")
+    device = resolve_device(config.device)
+    shifted = shifted_out_of_fold(
+        members,
+        records,
+        folds,
+        contract_for(config),
+        inference_precision(device),
+        device=str(device),
+        workers=config.workers,
+        seed=config.seed,
+    )
+    del shifted[CLEAN]  # threshold_choice takes the clean films as probs
+    return shifted
+
+
+def _save_ensemble(
+    config: TrainConfig,
+    members: list[torch.nn.Module],
+    choice: dict,
+    metrics: dict,
+    member_epochs: list[int | None],
+) -> None:
+    """The ensemble's model.pt: the members, the contract and the out-of-fold threshold."""
+    save_model(
+        Path(config.out),
+        Ensemble(members),
+        {
+            "arch": config.arch,
+            "contract": contract_for(config).to_dict(),
+            "members": config.folds,
+            "threshold": choice["threshold"],
+            "threshold_rule": choice["policy"],
+            "threshold_choice": choice,
+            "oof_roc_auc": metrics["roc_auc"],
+            "member_epochs": member_epochs,
+            "cxr_fast": __version__,
+        },
+    )
+
+
 def run_train_folds(
     config: TrainConfig,
     *,
@@ -165,30 +217,17 @@ def run_train_folds(
         results.append(
             train_model(member, resume=(Path(member.out) / CONFIG_FILE).exists(), log=log)
         )
+        if on_member is not None:
+            on_member(k, float(np.mean([r.best_auc for r in results])))
     members, records, folds, logits = _out_of_fold(config, config.workers)
     labels = np.array([r.label for r in records])
     probs = sigmoid(logits)
-    shifted = None
-    if config.threshold_policy == SHIFT and config.target_sensitivity is None:
-        log(f"threshold: re-scoring the out-of-fold films under {', '.join(SHIFTS)}")
-        device = resolve_device(config.device)
-        shifted = shifted_out_of_fold(
-            members,
-            records,
-            folds,
-            contract_for(config),
-            inference_precision(device),
-            device=str(device),
-            workers=config.workers,
-            seed=config.seed,
-        )
-        del shifted[CLEAN]  # threshold_choice takes the clean films as probs
     choice = threshold_choice(
         labels,
         probs,
         policy=config.threshold_policy,
         target_sensitivity=config.target_sensitivity,
-        shifted=shifted,
+        shifted=_shifted_for_threshold(config, members, records, folds, log),
     )
     metrics = binary_metrics(labels, probs, choice["threshold"], seed=config.seed)
     metrics["threshold_choice"] = choice
@@ -196,21 +235,7 @@ def run_train_folds(
         {"split": "out-of-fold", "members": config.folds, **metrics}, run_dir / METRICS_FILE
     )
     _write_oof(run_dir / OOF_FILE, records, folds, probs)
-    save_model(
-        run_dir,
-        Ensemble(members),
-        {
-            "arch": config.arch,
-            "contract": contract_for(config).to_dict(),
-            "members": config.folds,
-            "threshold": choice["threshold"],
-            "threshold_rule": choice["policy"],
-            "threshold_choice": choice,
-            "oof_roc_auc": metrics["roc_auc"],
-            "member_epochs": [r.best_epoch for r in results],
-            "cxr_fast": __version__,
-        },
-    )
+    _save_ensemble(config, members, choice, metrics, [r.best_epoch for r in results])
     ci = metrics["ci95"]["roc_auc"]
     log(
         f"out-of-fold ROC-AUC {metrics['roc_auc']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}) on "

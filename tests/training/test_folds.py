@@ -26,9 +26,20 @@ def ensemble_run(synth_small, tmp_path_factory):
     config = TrainConfig(
         data=str(synth_small), out=str(out), epochs=3, folds=3, threshold_policy="shift", **TINY
     )
-    messages = []
-    result = run_train_folds(config, log=messages.append)
-    return config, result, messages
+    messages, reported = [], []
+    result = run_train_folds(
+        config, log=messages.append, on_member=lambda k, auc: reported.append((k, auc))
+    )
+    return config, result, messages, reported
+
+
+def test_each_member_reports_the_mean_validation_auc_so_far(ensemble_run):
+    _, result, _, reported = ensemble_run
+    assert [k for k, _ in reported] == [0, 1, 2]  # tune's pruner hears after every member
+    best = [read_json(member_dir(result.run_dir, k) / "metrics.json") for k in range(3)]
+    aucs = [m["roc_auc"] for m in best]
+    for k, auc in reported:
+        assert auc == pytest.approx(np.mean(aucs[: k + 1]), abs=1e-6)
 
 
 def test_patient_folds_are_disjoint_balanced_and_order_free(synth_small):
@@ -49,7 +60,7 @@ def test_patient_folds_are_disjoint_balanced_and_order_free(synth_small):
 
 
 def test_out_of_fold_predictions_cover_every_training_image_once(ensemble_run, synth_small):
-    config, result, messages = ensemble_run
+    config, result, messages, _ = ensemble_run
     oof = pq.read_table(result.run_dir / OOF_FILE).to_pydict()
     training = sorted(r.path for r in discover(synth_small) if r.split == "train")
     assert sorted(oof["path"]) == training
@@ -78,7 +89,7 @@ def test_out_of_fold_predictions_cover_every_training_image_once(ensemble_run, s
 
 
 def test_ensemble_run_is_the_mean_of_member_logits(ensemble_run, synth_small):
-    config, result, _ = ensemble_run
+    config, result, _, _ = ensemble_run
     model, info = load_run(result.run_dir)
     assert isinstance(model, Ensemble) and info.members == config.folds
     records = discover(synth_small)[:12]
@@ -90,7 +101,7 @@ def test_ensemble_run_is_the_mean_of_member_logits(ensemble_run, synth_small):
 
 
 def test_every_stage_takes_the_ensemble_run(ensemble_run, synth_small, tmp_path):
-    _, result, _ = ensemble_run
+    _, result, _, _ = ensemble_run
     # fp32: a film's bf16 rounding depends on its batch (evaluate's 64, explain's 1).
     evaluation = run_evaluate(
         EvalConfig(
@@ -112,7 +123,7 @@ def test_every_stage_takes_the_ensemble_run(ensemble_run, synth_small, tmp_path)
 
 
 def test_resume_keeps_finished_members(ensemble_run):
-    config, result, _ = ensemble_run
+    config, result, _, _ = ensemble_run
     before = (member_dir(result.run_dir, 0) / "model.pt").stat().st_mtime_ns
     messages = []
     again = run_train_folds(config, resume=True, log=messages.append)
