@@ -110,6 +110,12 @@ def youden_tolerance(sensitivity: float, specificity: float, n_pos: int, n_neg: 
     return max(MIN_MARGIN_TOLERANCE, se)
 
 
+def uses_shift_policy(policy: str, target_sensitivity: float | None) -> bool:
+    """Whether a threshold is chosen by the shift policy: a target sensitivity overrides every
+    policy."""
+    return policy == SHIFT and target_sensitivity is None
+
+
 def threshold_choice(
     labels: np.ndarray,
     probs: np.ndarray,
@@ -144,7 +150,7 @@ def threshold_choice(
         raise ValueError(f"policy must be one of {', '.join(THRESHOLD_POLICIES)}, got {policy!r}")
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
         raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
-    if policy == SHIFT and target_sensitivity is None:
+    if uses_shift_policy(policy, target_sensitivity):
         return _shift_choice(labels, probs, shifted)
     y, p = _checked_classes(labels, probs)
     n_pos = int(y.sum())

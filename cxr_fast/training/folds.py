@@ -26,7 +26,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import SHIFT, binary_metrics, threshold_choice
+from cxr_fast.metrics import binary_metrics, threshold_choice, uses_shift_policy
 from cxr_fast.models.ensemble import Ensemble
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
@@ -144,7 +144,7 @@ def _shifted_for_threshold(
 ) -> dict[str, np.ndarray] | None:
     """The out-of-fold probabilities under each simulated shift, when the shift policy needs
     them (None otherwise)."""
-    if config.threshold_policy != SHIFT or config.target_sensitivity is not None:
+    if not uses_shift_policy(config.threshold_policy, config.target_sensitivity):
         return None
     log(f"threshold: re-scoring the out-of-fold films under {', '.join(SHIFTS)}")
     device = resolve_device(config.device)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr_fast.device import resolve_device
-from cxr_fast.metrics import SHIFT, binary_metrics, threshold_choice
+from cxr_fast.metrics import SHIFT, binary_metrics, threshold_choice, uses_shift_policy
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import METRICS_FILE, atomic_write_json, load_run, read_json, save_model
 from cxr_fast.training.config import TrainConfig
@@ -26,7 +26,7 @@ def wants_shift_threshold(config: TrainConfig, run_dir: Path) -> bool:
     """Whether the one-model run in ``run_dir`` still needs its shift threshold: ``config``
     asks for it (a target sensitivity overrides every policy) and the stored one is another
     policy's (training stores the margin threshold at each best epoch)."""
-    if config.threshold_policy != SHIFT or config.target_sensitivity is not None:
+    if not uses_shift_policy(config.threshold_policy, config.target_sensitivity):
         return False
     if not (run_dir / METRICS_FILE).is_file():
         return False
