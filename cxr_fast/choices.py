@@ -122,3 +122,7 @@ SCORE_BATCH_SIZE = {"cpu": 16, "cuda": 64}
 # 15 s costs nothing next to the scoring itself.
 ROWS_PER_CHUNK = 8192
 CHUNK_SECONDS = 15.0
+
+# DICOM Modality values the input gate accepts: computed and digital radiography
+# (`--modalities` widens it; cxr_fast/gate/metadata.py).
+PROJECTION_MODALITIES = ("CR", "DX")

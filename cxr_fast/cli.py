@@ -25,6 +25,7 @@ from cxr_fast.choices import (
     LOADERS,
     NORMALIZATIONS,
     PRECISIONS,
+    PROJECTION_MODALITIES,
     ROWS_PER_CHUNK,
     SCORE_BATCH_SIZE,
     THRESHOLD_POLICIES,
@@ -87,6 +88,31 @@ TTA_OPTION = click.option(
     help="Test-time augmentation: average the logits of the film, a 90% zoom-in and a 90% "
     "zoom-out (three forward passes: three times the model's cost).",
 )
+
+ACCEPT_OOD_OPTION = click.option(
+    "--accept-ood",
+    is_flag=True,
+    help="Give a verdict even for films the input gate judges not to be a frontal chest "
+    "X-ray (another modality or body part, a photo, a page, a blank): scored, with the "
+    "gate's reason in warnings.  [default: refused, status not_cxr, no verdict]",
+)
+MODALITIES_OPTION = click.option(
+    "--modalities",
+    default=",".join(PROJECTION_MODALITIES),
+    show_default=True,
+    metavar="M1,M2",
+    help="DICOM Modality values the input gate accepts (other modalities get status not_cxr).",
+)
+
+
+def parse_modalities(text: str) -> tuple[str, ...]:
+    """``CR,DX`` -> ("CR", "DX"); an empty list is a mistake."""
+    found = tuple(part.strip().upper() for part in text.split(",") if part.strip())
+    if not found:
+        raise click.BadParameter(
+            "give at least one modality, e.g. CR,DX", param_hint="--modalities"
+        )
+    return found
 
 
 class UserError(CxrFastError):
@@ -555,6 +581,15 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     "itself; a failed export is a warning. none: no export.",
 )
 @click.option(
+    "--gate/--no-gate",
+    default=True,
+    show_default=True,
+    help="When training ends, fit the input gate on the training films (stored in model.pt and "
+    "every export): films unlike them get status not_cxr and no verdict. --no-gate: only the "
+    "DICOM header and pixel checks (for a run that scores films unlike its training films on "
+    "purpose, such as one trained on synthetic films).",
+)
+@click.option(
     "--skip-bad",
     is_flag=True,
     help="Train without the files that fail the pre-flight decode check (they are listed in "
@@ -922,6 +957,27 @@ def calibrate(
     click.echo(f"\ncalibrated run: {result.out}")
 
 
+@cli.command("ood-fit")
+@click.argument("run", type=EXISTING)
+@click.option(
+    "--data",
+    type=EXISTING,
+    required=True,
+    help="The films the run was trained on (a Kaggle layout's test/ split is left out).",
+)
+@workers_option(minimum=1)
+def ood_fit(run, data, workers) -> None:
+    """Fit RUN's input gate on its training films, for a run trained before the gate (training
+    fits it by itself). The out-of-distribution threshold is set so that at most 0.5% of the
+    films' out-of-fold views exceed it. Rewrites RUN/model.pt (same weights, new checksum) and
+    the sidecars of the exports in RUN/export/ made from it, so they gate alike."""
+    from cxr_fast.gate.store import fit_and_store
+
+    with _bar(0, "ood-fit") as bar:
+        fit = fit_and_store(run, data, workers=workers, progress=bar.update, on_start=bar.reset)
+    click.echo(fit.summary())
+
+
 @cli.command("export")
 @click.argument("run", type=EXISTING)
 @click.option(
@@ -1138,13 +1194,19 @@ def explain(run, images, **options) -> None:
 )
 @TTA_OPTION
 @PRECISION_OPTION
-def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **options) -> None:
+@ACCEPT_OOD_OPTION
+@MODALITIES_OPTION
+def score(
+    archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, modalities, **options
+) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 
     Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
-    (ok/error/skipped), error (the reason), width, height, warnings (the decoder's, per file),
-    and for DICOM patient_id, study/series/sop_instance_uid, modality, view_position,
-    body_part_examined. The file metadata names the model, its checksum and contract. A file
+    (ok/error/skipped/not_cxr), error (the reason), width, height, warnings (the decoder's, per
+    file), ood_score (the input gate's), and for DICOM patient_id, study/series/sop_instance_uid,
+    modality, view_position, body_part_examined. A film the input gate judges not to be a
+    frontal chest X-ray gets status not_cxr and no verdict (--accept-ood scores it). The
+    file metadata names the model, its checksum and contract. A file
     that cannot be read (or is not a regular file: a FIFO, a device) becomes an error row and
     the run goes on; DICOM reports, plans and waveforms are skipped rows. With labels,
     PRED.metrics.json gets the same metrics as `cxr-fast evaluate`. --resume keeps the rows of
@@ -1176,6 +1238,7 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
             shard=parse_shard(shard),
             rows_per_chunk=chunk_rows,
             skip_views=views,
+            modalities=parse_modalities(modalities),
             **options,
         )
         with _bar(0, "score") as bar:

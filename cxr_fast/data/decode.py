@@ -91,6 +91,19 @@ def _reason(path: str, exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if isinstance(exc, OSError) else text
 
 
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "YCbCr", "CMYK")
+_CHROMA_SIDE = 128
+
+
+def _chroma(image: Image.Image) -> float:
+    """Mean chroma of a small copy of ``image`` (0 for a grey picture stored in colour)."""
+    from cxr_fast.gate.pixels import chroma
+
+    small = image.convert("RGB")
+    small.thumbnail((_CHROMA_SIDE, _CHROMA_SIDE))
+    return chroma(np.asarray(small))
+
+
 def _to_gray8(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # Medical 16-bit PNGs seldom use the full range: stretch their own range to 8 bits.
@@ -159,6 +172,10 @@ def open_gray(
         _check_size(original)
         if draft is not None and image.format == "JPEG":
             image.draft("L", (draft, draft))
+        elif info is not None and image.mode in _COLOUR_MODES:
+            # JPEGs are drafted straight to grey (their chroma is never decoded): the content
+            # check judges those; other formats are decoded whole, so their colour is free.
+            info["chroma"] = _chroma(image)
         gray = _to_gray8(image)
         gray.load()  # PIL decodes lazily: finish while the file is open
     return gray, original

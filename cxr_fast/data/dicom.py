@@ -120,6 +120,9 @@ def identifiers(ds) -> dict[str, str | None]:
     for column, keyword in IDENTIFIER_KEYWORDS.items():
         value = ds.get(keyword)
         found[column] = None if value is None else (str(value).strip() or None)
+    # No column of its own: the input gate reads it (cxr_fast/gate/metadata.py).
+    sop_class = ds.get("SOPClassUID")
+    found["sop_class_uid"] = None if sop_class is None else (str(sop_class).strip() or None)
     return found
 
 

@@ -28,6 +28,7 @@ from cxr_fast.export.common import (
     sidecar_path,
 )
 from cxr_fast.export.engine_target import engine_target
+from cxr_fast.gate import GATE_KEY
 from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.run_folder import RunInfo, atomic_write_json
 from cxr_fast.versions import package_version
@@ -44,14 +45,16 @@ REQUIRED_KEYS = (
 )
 
 
-# The fields whose edit would change what the model's outputs mean.
+# The fields whose edit would change what the model's outputs mean; the input gate too when
+# the run has one (sidecars written before the gate have none, and their seal still holds).
 SEALED_KEYS = ("contract", "threshold", "arch")
 SEAL_KEY = "meaning_sha256"
 
 
 def seal(fields: dict) -> str:
     """SHA-256 of the canonical JSON of the sealed fields."""
-    text = json.dumps({key: fields[key] for key in SEALED_KEYS}, sort_keys=True)
+    keys = (*SEALED_KEYS, GATE_KEY) if fields.get(GATE_KEY) is not None else SEALED_KEYS
+    text = json.dumps({key: fields[key] for key in keys}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -100,6 +103,8 @@ def export_fields(
         # How the threshold (and any Platt scaling, inside the exported graph) came to be.
         "threshold_choice": info.meta.get("threshold_choice"),
         "calibration": info.meta.get("calibration"),
+        # The input gate, as the run stores it: an export refuses the films its run refuses.
+        GATE_KEY: info.meta.get(GATE_KEY),
         "members": info.members,
         "tta": list(TTA_VIEWS) if tta else None,
         "source": str(Path(source).resolve()),

@@ -19,12 +19,21 @@ FIELDS = {
     "precision": "precision",
     "archive": "archive root",
     "shard": "shard",
+    "gate": "input gate (--accept-ood, --modalities)",
 }
 
 
-def identity(model, archive: Path, shard: tuple[int, int] | None) -> dict:
+def identity(model, archive: Path, shard: tuple[int, int] | None, accept_ood: bool = False) -> dict:
     """The identity of a scoring run with ``model`` (a ScoringModel) over ``archive``."""
+    gate = model.gate
     return {
+        "gate": None
+        if gate is None
+        else {
+            "threshold": gate.threshold,
+            "modalities": list(gate.modalities),
+            "accept_ood": accept_ood,
+        },
         "model_sha256": model.checksum,
         "contract": model.contract.to_dict(),
         "threshold": model.threshold,
@@ -56,9 +65,9 @@ def check(staging: Path, current: dict, out: Path) -> None:
             "(an older cxr-fast or a damaged folder); pass --overwrite to start over"
         ) from None
     for key, name in FIELDS.items():
-        if saved.get(key) != current[key]:
+        if saved.get(key) != current.get(key):
             raise ResumeMismatchError(
                 f"cannot resume {out}: its partial results were written with {name} "
-                f"{_short(saved.get(key))}, this run has {_short(current[key])}; resume with "
+                f"{_short(saved.get(key))}, this run has {_short(current.get(key))}; resume with "
                 "the same model and options, or pass --overwrite to start over"
             )

@@ -11,6 +11,7 @@ import torch
 from cxr_fast.choices import BACKENDS
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.errors import NotFoundError, UserInputError
+from cxr_fast.gate import InputGate
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
 
@@ -30,6 +31,8 @@ class ScoringModel:
     threshold_source: dict | None = None
     precision: str = "fp32"  # what the forward computes in (autocast, or the export's)
     choice: str | None = None  # why --backend auto picked this model (backend_choice.py)
+    # The input gate stored with the weights (model.pt meta, or the export's sidecar).
+    gate: InputGate | None = None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N] for a batch (inference mode)."""
@@ -86,6 +89,7 @@ def eager_scoring_model(
         device=device,
         threshold_source=threshold_source(info.meta),
         precision=resolved.name,
+        gate=InputGate.from_meta(info.meta, info.contract),
     )
 
 
@@ -95,9 +99,10 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
     forward, sidecar = load_exported(path, device=str(device))
     if backend not in ("auto", sidecar["format"]):
         raise UserInputError(f"{path} is a {sidecar['format']} export, not {backend}")
+    contract = PreprocessContract.from_dict(sidecar["contract"])
     return ScoringModel(
         forward=forward,
-        contract=PreprocessContract.from_dict(sidecar["contract"]),
+        contract=contract,
         threshold=float(sidecar["threshold"]),
         backend=f"{sidecar['format']}-{sidecar['precision']}",
         model_id=f"{sidecar['arch']}:{path.resolve()}",
@@ -105,6 +110,7 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
         device=device,
         threshold_source=threshold_source(sidecar),
         precision=sidecar["precision"],
+        gate=InputGate.from_meta(sidecar, contract),
     )
 
 

@@ -37,6 +37,8 @@ SCHEMA = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         *INFO_FIELDS,
+        # The input gate's out-of-distribution score (null where the model has no fitted gate).
+        pa.field("ood_score", pa.float32()),
     ]
 )
 # Only in files scored with --cam-dir: the overlay of the K most suspicious images.
@@ -107,6 +109,15 @@ class ChunkedParquetWriter:
         pq.write_table(table, tmp)
         os.replace(tmp, final)
         self._rows = {name: [] for name in SCHEMA.names}
+
+    def count_status(self, status: str) -> int:
+        """Rows with ``status`` in every chunk written so far (resumed ones included)."""
+        self.flush()
+        return sum(
+            pc.sum(pc.equal(pq.read_table(chunk, columns=["status"])["status"], status)).as_py()
+            or 0
+            for chunk in self._chunk_files()
+        )
 
     def top_k(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` scored rows with the highest probability, highest first (all chunks,

@@ -30,8 +30,13 @@ def info_columns(info: dict | None) -> dict:
     return {field.name: info.get(field.name) for field in INFO_FIELDS}
 
 
-def count_skipped(table: pa.Table) -> int:
-    """Rows with status skipped in a table holding the ``status`` column."""
+def count_status(table: pa.Table, status: str) -> int:
+    """Rows with ``status`` in a table holding the ``status`` column."""
     import pyarrow.compute as pc
 
-    return pc.sum(pc.equal(table["status"], STATUS_SKIPPED)).as_py() or 0
+    return pc.sum(pc.equal(table["status"], status)).as_py() or 0
+
+
+def count_skipped(table: pa.Table) -> int:
+    """Rows with status skipped in a table holding the ``status`` column."""
+    return count_status(table, STATUS_SKIPPED)

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
-from cxr_fast.choices import CHUNK_SECONDS, DEFAULT_WORKERS, SCORE_BATCH_SIZE
+from cxr_fast.choices import (
+    CHUNK_SECONDS,
+    DEFAULT_WORKERS,
+    PROJECTION_MODALITIES,
+    SCORE_BATCH_SIZE,
+)
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import Record, discover, require_images
@@ -28,12 +33,14 @@ from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
 from cxr_fast.errors import Interrupted, UserInputError
+from cxr_fast.gate import STATUS_NOT_CXR
 from cxr_fast.inference import sigmoid
-from cxr_fast.labels import CLASS_NAMES, verdict
+from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
+from cxr_fast.scoring.gating import gated_verdict, judge_batch
 from cxr_fast.scoring.head_start import HeadStart
 from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
@@ -45,7 +52,7 @@ from cxr_fast.scoring.parquet_out import (
     metadata_json,
     staging_dir,
 )
-from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, info_columns
+from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, count_status, info_columns
 from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.scoring.wait_policy import is_passive
 from cxr_fast.text import plural, rate
@@ -91,6 +98,8 @@ class ScoreConfig:
     skip_views: tuple[str, ...] = ()  # DICOM ViewPosition values not scored (status skipped)
     tta: bool = False  # test-time augmentation (run folders): three views, three times the cost
     precision: str = "auto"  # eager models: a --precision name (inference_precision)
+    accept_ood: bool = False  # score films the input gate refuses (flagged in warnings)
+    modalities: tuple[str, ...] = PROJECTION_MODALITIES  # DICOM Modality values accepted
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ class ScoreSummary:
     is_main: bool = True
     cam_dir: Path | None = None  # where --cam-dir overlays went
     backend_choice: str | None = None  # why --backend auto scored with this model
+    not_cxr: int = 0  # films the input gate refused (no verdict)
 
     def summary(self) -> str:
         """Rows by status, speed, the metrics' headline and the overlays ("" on ranks other
@@ -122,8 +132,8 @@ class ScoreSummary:
             return ""
         resumed = f", {self.resumed:,} kept from before" if self.resumed else ""
         lines = [
-            f"{plural(self.rows, 'row')} ({self.ok:,} ok, {self.skipped:,} skipped, "
-            f"{plural(self.errors, 'error')}{resumed}) -> {self.out}",
+            f"{plural(self.rows, 'row')} ({self.ok:,} ok, {self.not_cxr:,} not_cxr, "
+            f"{self.skipped:,} skipped, {plural(self.errors, 'error')}{resumed}) -> {self.out}",
             f"{plural(self.scored, 'image')} in {self.seconds:.1f} s: "
             f"{rate(self.scored, self.seconds)} ({self.backend}, {self.loader} loader)",
         ]
@@ -183,6 +193,10 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
         parts.append("--tta")
     if config.precision != "auto":
         parts += ["--precision", config.precision]
+    if config.accept_ood:
+        parts.append("--accept-ood")
+    if tuple(config.modalities) != PROJECTION_MODALITIES:
+        parts += ["--modalities", ",".join(config.modalities)]
     if config.cam_dir is not None:
         parts += ["--cam-dir", q(str(config.cam_dir)), "--cam-top", str(config.cam_top)]
         if config.cam_run is not None:
@@ -213,26 +227,28 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _rows(batch: Batch, records, model: ScoringModel) -> list[dict]:
+def _rows(batch: Batch, records, model: ScoringModel, accept_ood: bool = False) -> list[dict]:
     rows = []
     threshold = model.threshold
     if batch.x is not None:
         probs = sigmoid(model.logits(batch.x).cpu().numpy())
         index = batch.index.tolist()
-        for position, prob, (width, height) in zip(index, probs, batch.sizes, strict=True):
+        judged = judge_batch(model, batch.x, [batch.info.get(p) for p in index])
+        for position, prob, (width, height), judgement in zip(
+            index, probs, batch.sizes, judged, strict=True
+        ):
             label = records[position].label
             rows.append(
                 {
                     "path": records[position].path,
-                    "prob_pneumonia": float(prob),
-                    "pred": verdict(float(prob), threshold),
                     "threshold": threshold,
                     "label": None if label is None else CLASS_NAMES[label],
-                    "status": STATUS_OK,
-                    "error": None,
                     "width": width,
                     "height": height,
-                    **info_columns(batch.info.get(position)),
+                    **info_columns(info := batch.info.get(position)),
+                    **gated_verdict(
+                        float(prob), threshold, judgement, accept_ood, (info or {}).get("warnings")
+                    ),
                 }
             )
     failed = [(p, r, STATUS_ERROR) for p, r in batch.errors]
@@ -309,21 +325,22 @@ def counts_and_metrics(table: pa.Table, model: ScoringModel) -> tuple[int, int, 
     probs = scored["prob_pneumonia"].to_numpy(zero_copy_only=False)
     metrics = binary_metrics(y, probs, model.threshold)
     skipped = count_skipped(table)
-    errors = table.num_rows - ok - skipped
-    return table.num_rows, ok, {"errors": errors, "skipped": skipped, **metrics}
+    not_cxr = count_status(table, STATUS_NOT_CXR)
+    errors = table.num_rows - ok - skipped - not_cxr
+    return table.num_rows, ok, {"errors": errors, "skipped": skipped, "not_cxr": not_cxr, **metrics}
 
 
 def _finish_job(
     out: Path, ctx: DistContext, files: int, model: ScoringModel, part: PartStats
-) -> tuple[Path | None, PartStats, tuple[int, int, int]]:
+) -> tuple[Path | None, PartStats, tuple[int, int, int, int]]:
     """After every rank's part is published (a barrier), rank 0 checks that the parts hold
     exactly the archive's files and writes the merged metrics.json, then _SUCCESS, last: a
     reader that sees _SUCCESS sees a whole result. Returns the metrics file, every rank's
-    ``part`` merged and, on rank 0, the job's (rows, ok, skipped)."""
+    ``part`` merged and, on rank 0, the job's (rows, ok, skipped, not_cxr)."""
     job = merge_parts(ctx, part)
     barrier(ctx)
     metrics_file = None
-    counts = (0, 0, 0)
+    counts = (0, 0, 0, 0)
     if ctx.is_main:
         parts = [output_path(out, (rank, ctx.world_size)) for rank in range(ctx.world_size)]
         missing = [str(part) for part in parts if not part.is_file()]
@@ -331,7 +348,7 @@ def _finish_job(
             raise ValueError(f"parts missing after every rank finished: {', '.join(missing)}")
         table = ds.dataset([str(p) for p in parts], format="parquet").to_table(METRIC_COLUMNS)
         rows, ok, metrics = counts_and_metrics(table, model)
-        counts = (rows, ok, count_skipped(table))
+        counts = (rows, ok, count_skipped(table), count_status(table, STATUS_NOT_CXR))
         if rows != files:
             raise ValueError(f"the parts hold {rows} rows for the archive's {files} files")
         if metrics is not None:
@@ -358,6 +375,14 @@ def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> Chunked
         "cxr_fast_backend": model.backend,
         "cxr_fast_precision": model.precision,
         "cxr_fast_backend_choice": model.choice,
+        "cxr_fast_gate": None
+        if model.gate is None
+        else {
+            "threshold": model.gate.threshold,
+            "modalities": list(model.gate.modalities),
+            "accept_ood": config.accept_ood,
+            "fitted": None if model.gate.content is None else model.gate.content.fitted,
+        },
         "cxr_fast_archive": str(config.archive.resolve()),
         "cxr_fast_shard": list(config.shard) if config.shard else None,
         "cxr_fast_versions": versions(SCORING_PACKAGES),
@@ -413,6 +438,7 @@ def _score_batches(
     progress: Callable[[int], None] | None,
     interrupted: Callable[[int], str],
     started: float | None = None,
+    accept_ood: bool = False,
 ) -> float:
     """Rows for every batch into ``writer``; the seconds since ``started`` (a perf_counter
     time; default: now, the first batch's request). On Ctrl-C the rows so far are flushed for
@@ -420,7 +446,7 @@ def _score_batches(
     started = time.perf_counter() if started is None else started
     try:
         for batch in batches:
-            for row in _rows(batch, records, model):
+            for row in _rows(batch, records, model, accept_ood):
                 writer.add(row)
             if progress is not None:
                 progress(batch.files)
@@ -495,6 +521,8 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
     started = time.perf_counter()
     ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
     model = load_scoring_model(config.model, config.backend, device, config.tta, config.precision)
+    if model.gate is not None:
+        model = replace(model, gate=replace(model.gate, modalities=tuple(config.modalities)))
     explainer = _explainer(config, device)
     # Rows name files by absolute path under the resolved root, however ARCHIVE was typed: the
     # same file is the same row in every run, part and resume (the README's Parquet policy).
@@ -505,7 +533,7 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
         positions = list(shard_range(len(records), *config.shard))
     out = output_path(config.out, config.shard)
     _prepare(out, config.resume, config.overwrite)
-    made_with = identity.identity(model, config.archive, config.shard)
+    made_with = identity.identity(model, config.archive, config.shard, config.accept_ood)
     resuming = config.resume and staging_dir(out).exists()
     if resuming:  # before anything is written: a refused resume leaves the partial output as is
         identity.check(staging_dir(out), made_with, out)
@@ -558,6 +586,7 @@ def _score(
         ),
         # The rate counts the films decoded before the loop: from the head start's first decode.
         started=head.started if head is not None and decoded else None,
+        accept_ood=config.accept_ood,
     )
     cam_paths = None
     if run.explainer is not None and config.cam_dir is not None:
@@ -569,6 +598,7 @@ def _score(
     use = batches.use
     writer.set_metadata("cxr_fast_loader", use.name)
     writer.set_metadata("cxr_fast_loader_fallback", use.fallback)
+    writer.set_metadata("cxr_fast_not_cxr", writer.count_status(STATUS_NOT_CXR))
     writer.finish(cam_paths)
     return _Scored(todo, done, seconds, cam_paths, use.name, use.fallback)
 
@@ -580,6 +610,7 @@ def _summarize(config: ScoreConfig, run: _Setup, scored: _Scored) -> ScoreSummar
     table = pq.read_table(out, columns=METRIC_COLUMNS)
     rows, ok, metrics = counts_and_metrics(table, model)
     skipped = count_skipped(table)
+    not_cxr = count_status(table, STATUS_NOT_CXR)
     metrics_file = None
     if metrics is not None and config.shard is None:
         metrics_file = metrics_path_for(out)
@@ -593,7 +624,7 @@ def _summarize(config: ScoreConfig, run: _Setup, scored: _Scored) -> ScoreSummar
         loader_fallback=scored.loader_fallback,
     )
     if run.coordinated:  # rank 0 reports the whole job: every part, one summary
-        metrics_file, part, (rows, ok, skipped) = _finish_job(
+        metrics_file, part, (rows, ok, skipped, not_cxr) = _finish_job(
             config.out, run.ctx, len(run.records), model, part
         )
         out = config.out
@@ -601,7 +632,8 @@ def _summarize(config: ScoreConfig, run: _Setup, scored: _Scored) -> ScoreSummar
         out=out,
         rows=rows,
         ok=ok,
-        errors=rows - ok - skipped,
+        errors=rows - ok - skipped - not_cxr,
+        not_cxr=not_cxr,
         resumed=part.resumed,
         scored=part.scored,
         seconds=part.seconds,

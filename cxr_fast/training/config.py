@@ -53,6 +53,10 @@ class TrainConfig:
     # What the train stage exports when it ends ("auto": `export --format auto`, "none"). The
     # library only trains by default; `cxr-fast train` defaults to RecipeDefaults.export.
     export: str = "none"
+    # Fit the input gate on the training films when training ends (cxr_fast/gate/): off only
+    # for a run that will score films unlike its training films on purpose (tests on
+    # synthetic films).
+    gate: bool = True
     augment: Augment | None = field(
         default_factory=lambda: recipe_augment(
             RecipeDefaults.aug_strength,

@@ -40,6 +40,7 @@ from cxr_fast.run_folder import (
     CONFIG_FILE,
     LAST_FILE,
     read_json,
+    read_run,
 )
 from cxr_fast.text import plural
 from cxr_fast.training.config import TrainConfig
@@ -240,10 +241,22 @@ def run_train(
     if config.folds == 1 and result.is_main and wants_shift_threshold(config, result.run_dir):
         result = replace(result, threshold=rethreshold_under_shift(result.run_dir, config, log))
     if result.is_main:
+        _fit_gate(result.run_dir, config, log)
         from cxr_fast.training.export_step import export_after_training
 
         export_after_training(result.run_dir, config, log)
     return result
+
+
+def _fit_gate(run_dir: Path, config: TrainConfig, log: Callable[[str], None]) -> None:
+    """The input gate fitted on the run's training films and stored in its model.pt, before
+    any export is made from it (a resumed run that has one keeps it)."""
+    from cxr_fast.gate import GATE_KEY
+    from cxr_fast.gate.store import fit_and_store
+
+    if not config.gate or GATE_KEY in read_run(run_dir)[1].meta:
+        return
+    log(fit_and_store(run_dir, Path(config.data), workers=config.workers).summary())
 
 
 def train_model(

@@ -27,6 +27,7 @@ def tiny_run(synth_small, tmp_path_factory) -> Path:
     """A cnn trained for a few seconds on 64 px synthetic films; returns the run folder."""
     out = tmp_path_factory.mktemp("export-run") / "run"
     run_train(
-        TrainConfig(data=str(synth_small), out=str(out), workers=0, **TINY), log=lambda _: None
+        TrainConfig(data=str(synth_small), out=str(out), workers=0, gate=False, **TINY),
+        log=lambda _: None,
     )
     return out

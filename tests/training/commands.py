@@ -43,5 +43,6 @@ def train_command(data, out, *extra: str) -> list[str]:
         "12",
         "--export",
         "none",  # tests/training/test_export_step.py covers the export at the end
+        "--no-gate",  # synthetic films: tests/gate/ covers the gate fitted when training ends
         *extra,
     ]

@@ -30,7 +30,7 @@ def single(trained_run, kaggle_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ensemble(synth_small, tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "ensemble"
-    config = TrainConfig(data=str(synth_small), out=str(out), epochs=1, folds=2, **TINY)
+    config = TrainConfig(data=str(synth_small), out=str(out), epochs=1, folds=2, gate=False, **TINY)
     return run_train_folds(config, log=lambda _: None).run_dir
 
 

@@ -1,0 +1,41 @@
+"""The cheap pixel checks: an image with next to no grey levels, or a colour picture."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# The 1st to 99th percentile of a radiograph spans much of the grey scale; a blank, a flat
+# test pattern or a nearly empty page spans a few levels (on [0, 1]).
+MIN_SPAN = 0.03
+# Mean chroma (max - min of R, G, B, on 0-255) above which a picture is in colour: a radiograph
+# stored as RGB has equal channels, JPEG noise leaves a level or two.
+MAX_CHROMA = 12.0
+
+
+def span_reason(images: np.ndarray) -> list[str | None]:
+    """Per image of ``images`` [N, H, W] on [0, 1]: a reason when it is near-constant."""
+    from cxr_fast.gate.appearance import grey_histogram, histogram_quantiles
+
+    flat = torch.as_tensor(images, dtype=torch.float32).reshape(len(images), -1)
+    low, high = histogram_quantiles(grey_histogram(flat), (0.01, 0.99)).T.numpy()
+    return [
+        None
+        if span >= MIN_SPAN
+        else f"near-constant image (1st-99th percentile span {span * 255:.0f} of 255 grey levels)"
+        for span in high - low
+    ]
+
+
+def chroma(rgb: np.ndarray) -> float:
+    """Mean chroma of an RGB array [H, W, 3] (0-255): 0 for a grey picture."""
+    rgb = np.asarray(rgb, dtype=np.int16)
+    return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
+
+
+def colour_reason(info: dict | None) -> str | None:
+    """A reason when decoding measured a colour picture (``info["chroma"]``)."""
+    value = (info or {}).get("chroma")
+    if value is None or value <= MAX_CHROMA:
+        return None
+    return f"colour picture (mean chroma {value:.0f}; a radiograph is grey)"
