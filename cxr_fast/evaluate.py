@@ -5,18 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cxr_fast.choices import DEFAULT_WORKERS, EVAL_BATCH_SIZE
+from cxr_fast.data.batch import Batch
 from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.preflight import find_bad_files
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
+from cxr_fast.gate import InputGate
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.leakage import leakage, leakage_warning
 from cxr_fast.metrics import binary_metrics, describe_threshold, format_metrics
@@ -56,6 +58,11 @@ class EvalResult:
         if as_json:
             return json.dumps(m, indent=2)
         skipped = f" ({m['n_skipped']} unreadable, left out)" if m.get("n_skipped") else ""
+        if m.get("n_not_cxr"):
+            skipped += (
+                f" ({plural(m['n_not_cxr'], 'image')} not a chest X-ray by the input gate, left "
+                "out: --accept-ood keeps them)"
+            )
         plots = "".join(f"\nplot:    {path}" for path in self.plots.values())
         return (
             f"run {m['run']} on {m['data']}: {plural(m['counts']['n'], 'image')}{skipped}\n"
@@ -112,6 +119,20 @@ class EvalConfig:
     bootstrap: int = 1000
     tta: bool = False
     overwrite: bool = False
+    accept_ood: bool = False  # keep films the input gate refuses (else left out and counted)
+
+
+def _gated(batches: Iterable[Batch], gate: InputGate, refused: dict[int, str]) -> Iterator[Batch]:
+    """``batches`` unchanged, noting in ``refused`` (record index -> reason) each film the input
+    gate refuses."""
+    for batch in batches:
+        if batch.x is not None:
+            index = batch.index.tolist()
+            infos = [batch.info.get(i) for i in index]
+            for i, judgement in zip(index, gate.judge(batch.x, infos), strict=True):
+                if judgement.refused:
+                    refused[i] = judgement.reason
+        yield batch
 
 
 def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
@@ -146,12 +167,16 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
         workers=config.workers,
         on_error="collect",  # the pixels score sees, and every file accounted for
     )
+    refused: dict[int, str] = {}
     index, logits, _ = predict_logits(
         model,
-        batches,
+        _gated(batches, InputGate.from_meta(info.meta, info.contract), refused),
         inference_precision(target, config.precision),
         progress,
     )
+    if refused and not config.accept_ood:
+        kept = np.array([i not in refused for i in index], dtype=bool)
+        index, logits = index[kept], logits[kept]
     # Files that went bad after the check are left out by the loader: count them too.
     later = batches.skipped
     skipped = [*(vars(b) for b in bad), *({"path": p, "reason": r} for p, r in later)]
@@ -172,6 +197,8 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
         "bias": info.bias,
         "n_skipped": len(skipped),
         "skipped": skipped,
+        "n_not_cxr": 0 if config.accept_ood else len(refused),
+        "not_cxr": [{"path": records[i].path, "reason": r} for i, r in sorted(refused.items())],
         **binary_metrics(labels, probs, chosen, bootstrap=config.bootstrap),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Evaluation reads preprocessing and threshold from the run and reports scikit-learn's numbers."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -178,3 +179,31 @@ def test_unreadable_files_are_counted_not_fatal(
     assert len(result.probabilities) == len(discover(kaggle_dir))
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["n_skipped"] == 5
+
+
+def test_films_the_gate_refuses_are_left_out_and_counted(trained_run, kaggle_dir, tmp_path):
+    """A blank page among the labelled films: left out of the metrics, counted, and named."""
+    import numpy as np
+    from PIL import Image
+
+    from cxr_fast.evaluate import EvalConfig, run_evaluate
+    from cxr_fast.gate.store import fit_and_store
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    fit_and_store(run, kaggle_dir)
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_dir, data)
+    Image.fromarray(np.full((512, 512), 200, np.uint8)).save(
+        data / "train" / "NORMAL" / "blank.png"
+    )
+    films = len(list(kaggle_dir.rglob("*.jpeg")))
+    result = run_evaluate(EvalConfig(run, data, workers=0, bootstrap=0))
+    assert result.metrics["n_not_cxr"] == 1
+    assert result.metrics["not_cxr"][0]["path"].endswith("blank.png")
+    assert result.metrics["counts"]["n"] == films
+    assert "not a chest X-ray by the input gate" in result.summary()
+    kept = run_evaluate(
+        EvalConfig(run, data, workers=0, bootstrap=0, accept_ood=True, overwrite=True)
+    )
+    assert kept.metrics["counts"]["n"] == films + 1
