@@ -13,7 +13,8 @@ from flask import Flask, Response, jsonify, request
 from PIL.Image import DecompressionBombError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cxr_fast.data.decode import ImageReadError, ImageTooLargeError
+from cxr_fast.data.decode import ImageReadError
+from cxr_fast.data.pixel_limit import ImageTooLargeError
 from cxr_fast.serve.limits import DEFAULT_MAX_UPLOAD_MB
 from cxr_fast.serve.predictor import ModelBusyError, Predictor
 from cxr_fast.serve.server import RETRY_AFTER_S

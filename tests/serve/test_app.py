@@ -86,6 +86,9 @@ def test_formats_are_sniffed_not_taken_from_the_name(client, samples_dir):
     dicom = _post(client, (samples_dir / "siim_sample.dcm").read_bytes(), "scan.jpeg")
     png = _post(client, (samples_dir / "h0001.png").read_bytes(), "photo.dcm")
     assert dicom.status_code == 200 and png.status_code == 200
+    # A DICOM without its preamble (as `score` reads it from a .dcm name).
+    headerless = samples_dir.parent / "dicom" / "dx_lateral_no_preamble.dcm"
+    assert _post(client, headerless.read_bytes(), "lateral").status_code == 200
 
 
 def test_every_bad_kind_is_a_clear_json_error(client, samples_dir, tmp_path):
@@ -121,3 +124,36 @@ def test_names_never_become_paths(client, samples_dir, tmp_path):
     answer = _post(client, b"junk", "../../etc/passwd")
     assert answer.status_code == 422 and answer.get_json()["error"].startswith("passwd:")
     assert _post(client, data, "../../x.jpeg").status_code == 200
+
+
+def _dicom_bomb(samples_dir, **changes) -> bytes:
+    """A real DICOM film whose header declares ``changes`` (Rows, Columns)."""
+    import pydicom
+
+    ds = pydicom.dcmread(samples_dir.parent / "dicom" / "cr_uncompressed.dcm")
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def test_a_dicom_header_bomb_is_413(client, samples_dir):
+    import struct
+
+    huge = _post(client, _dicom_bomb(samples_dir, Rows=65535, Columns=65535), "huge.dcm")
+    assert huge.status_code == 413 and "65535x65535 pixels" in huge.get_json()["error"]
+    # Pixel data that claims 4 GB: read from the upload, its value is just the file's rest.
+    data = bytearray(_dicom_bomb(samples_dir))
+    tag = data.rindex(b"\xe0\x7f\x10\x00OW")  # (7FE0,0010) PixelData, explicit VR
+    struct.pack_into("<I", data, tag + 8, 0xFFFFFFF0)
+    claimed = _post(client, bytes(data), "claimed.dcm")
+    assert claimed.status_code == 413
+    assert "element (7FE0,0010) declares 4,295 MB" in claimed.get_json()["error"]
+    assert _post(client, _dicom_bomb(samples_dir), "fine.dcm").status_code == 200
+
+
+def test_reasons_keep_their_words_whatever_the_upload_is_called(client, samples_dir):
+    report = (samples_dir.parent / "dicom" / "sr_report.dcm").read_bytes()
+    answer = _post(client, report, "e").get_json()  # the name once was cut out of the reason
+    assert answer["error"] == "e: not an image: Basic Text SR Storage without pixel data"
