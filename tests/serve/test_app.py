@@ -157,3 +157,41 @@ def test_reasons_keep_their_words_whatever_the_upload_is_called(client, samples_
     report = (samples_dir.parent / "dicom" / "sr_report.dcm").read_bytes()
     answer = _post(client, report, "e").get_json()  # the name once was cut out of the reason
     assert answer["error"] == "e: not an image: Basic Text SR Storage without pixel data"
+
+
+def test_too_many_form_fields_is_a_413_that_says_so(client, predictor):
+    fields = {f"field{i}": "x" for i in range(20_000)}
+    answer = client.post("/api/predict", data=fields, content_type="multipart/form-data")
+    assert answer.status_code == 413
+    error = answer.get_json()["error"]
+    assert "too many form fields (20,000" in error and "MB limit" not in error
+    big_field = {"note": "x" * 600_000, "file": (io.BytesIO(b"x"), "x.jpeg")}
+    answer = client.post("/api/predict", data=big_field, content_type="multipart/form-data")
+    assert answer.status_code == 413
+    assert "form field other than 'file'" in answer.get_json()["error"]
+    # The upload limit keeps its own message.
+    small = create_app(predictor, max_upload_mb=0.1).test_client()
+    assert "0.1 MB limit" in small.post("/api/predict", data=fields).get_json()["error"]
+
+
+def _raw_upload(client, data: bytes, filename: bytes):
+    """A multipart upload whose part header carries ``filename`` as raw bytes."""
+    boundary = b"cxrFastBoundary"
+    body = (
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n"
+    )  # fmt: skip
+    content_type = "multipart/form-data; boundary=" + boundary.decode()
+    return client.post("/api/predict", data=body, content_type=content_type)
+
+
+def test_a_file_name_that_is_not_utf8_is_still_the_upload(client, samples_dir):
+    film = (samples_dir / "16747_3_1.jpg").read_bytes()
+    latin1 = "radiografía-tórax.jpeg".encode("latin-1")  # as an older Windows client sends it
+    answer = _raw_upload(client, film, latin1)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["prob_pneumonia"] == _post(client, film).get_json()["prob_pneumonia"]
+    junk = _raw_upload(client, b"not an image", latin1)
+    assert junk.status_code == 422
+    assert junk.get_json()["error"].startswith("radiografía-tórax.jpeg: not an image")
