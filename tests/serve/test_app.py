@@ -65,7 +65,7 @@ def test_predict_equals_score_for_the_same_files(client, trained_run, kaggle_dir
         assert answer["pred"] == row["pred"]
         assert (answer["width"], answer["height"]) == (row["width"], row["height"])
         assert set(answer) == {
-            *("prob_pneumonia", "pred", "threshold", "model", "width", "height"),
+            *("prob_pneumonia", "pred", "threshold", "model", "backend", "width", "height"),
             *("prob_text", "threshold_text"),
         }
         assert float(answer["prob_text"]) == pytest.approx(answer["prob_pneumonia"], abs=1e-3)
