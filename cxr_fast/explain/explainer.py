@@ -77,9 +77,11 @@ class Explainer:
         self.precision = inference_precision(self.device, precision)
         self.model, self.info = load_run(run, self.device)
         # One answer per film: the same choice of model as `score` (backend "auto").
-        self.scoring = scoring or load_scoring_model(
-            run, "auto", self.device, precision=precision, loaded=(self.model, self.info)
-        )
+        if scoring is None:
+            scoring = load_scoring_model(
+                run, "auto", self.device, precision=precision, loaded=(self.model, self.info)
+            )
+        self.scoring = scoring
         self.layer = layer or default_cam_layer(self.info.arch)
         self.method = method
         # An ensemble's map is the mean of its members' maps at the same layer.
