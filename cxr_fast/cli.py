@@ -1060,11 +1060,12 @@ def export(run, fmt, **options) -> None:
 @DEVICE_OPTION
 @PRECISION_OPTION
 def explain(run, images, **options) -> None:
-    """Grad-CAM overlays for IMAGES (files or folders) under the eager model of RUN.
+    """Grad-CAM overlays for IMAGES (files or folders) of RUN.
 
     Each PNG shows the X-ray and the X-ray with the heat map of the predicted class, with the
-    probability and verdict in a caption. Needs the run folder: exported TorchScript, pt2 and
-    TensorRT files keep no gradients.
+    probability and verdict in a caption: those of the model `score --model RUN` uses on this
+    device (its fastest verified export, else the eager model), the map from the eager model's
+    gradients. Needs the run folder: exported TorchScript, pt2 and TensorRT files keep none.
     """
     from cxr_fast.explain.stage import ExplainConfig, run_explain
 
@@ -1333,18 +1334,20 @@ def report(run, out, cams, overwrite, device) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_REQUEST_TIMEOUT,
     show_default=True,
-    help="Seconds a request may wait for the model (else 503) or a client may stall.",
+    help="Seconds a request may wait for the model (else 503), or a client may go silent in the "
+    "middle of sending one (else 408).",
 )
 @DEVICE_OPTION
 @PRECISION_OPTION
 def serve(run, **options) -> None:
-    """Serve RUN on a web page and a JSON API (the model loads once, here), on the waitress
+    """Serve RUN on a web page and a JSON API (the model loads once, here: the one `score
+    --model RUN` uses on this device, so the probabilities are score's), on the waitress
     production WSGI server with bounded load (see docs/serving.md).
 
     \b
     GET  /                    upload page: verdict, probability, Grad-CAM beside the X-ray
     POST /api/predict[?cam=1] multipart field 'file' -> {prob_pneumonia, pred, threshold,
-                              model, width, height} (+ cam_png, image_png: base64 PNGs)
+                              model, backend, width, height} (+ cam_png, image_png)
     GET  /api/model           arch, contract, threshold, the run's validation metrics
     GET  /healthz             liveness
     """

@@ -20,10 +20,11 @@ from PIL import Image, UnidentifiedImageError
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.captured import capture_native_stderr, capture_warnings
-from cxr_fast.data.dicom import DicomSkipped, read_dicom
+from cxr_fast.data.dicom import DicomSkipped, read_dataset, read_dicom
 from cxr_fast.data.dicom_intensity import stretch_to_uint8
 from cxr_fast.data.equalize import equalize_uint8
 from cxr_fast.data.filecheck import special_file_reason
+from cxr_fast.data.pixel_limit import check_pixels
 from cxr_fast.errors import CxrFastError
 
 _PIL_FILTERS = {
@@ -65,12 +66,9 @@ class ReadResult:
     info: dict
 
 
-class ImageTooLargeError(ValueError):
-    """An image whose header announces more pixels than the caller accepts."""
-
-
-def _reason(path: str, exc: Exception) -> str:
-    """A readable reason for a decoding failure (the path is reported separately)."""
+def _reason(path: str | None, exc: Exception) -> str:
+    """A readable reason for a decoding failure (the path is reported separately; None for
+    in-memory data, which no decoder message names)."""
     if isinstance(exc, FileNotFoundError):
         return "file not found (a broken link, or removed while scoring)"
     if isinstance(exc, PermissionError):
@@ -81,11 +79,12 @@ def _reason(path: str, exc: Exception) -> str:
         return f"refused as a possible decompression bomb: {exc}"
     if isinstance(exc, UnidentifiedImageError):
         try:
-            empty = os.path.getsize(path) == 0
+            empty = path is not None and os.path.getsize(path) == 0
         except OSError:
             empty = False
         return "empty file (0 bytes)" if empty else "not an image in a format cxr-fast reads"
-    text = str(exc).replace(path, "").strip(" :'\"") or type(exc).__name__
+    text = str(exc) if path is None else str(exc).replace(path, "")
+    text = text.strip(" :'\"") or type(exc).__name__
     if "truncated" in text or "Premature end" in text:
         return f"truncated or corrupt image data ({text})"
     return f"{type(exc).__name__}: {text}" if isinstance(exc, OSError) else text
@@ -125,14 +124,6 @@ def _dicom_gray(
     return Image.fromarray(gray)
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
-    if max_pixels is not None and size[0] * size[1] > max_pixels:
-        raise ImageTooLargeError(
-            f"image is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), above "
-            f"the {max_pixels / 1e6:.0f} MP limit (a decompression-bomb guard)"
-        )
-
-
 def _check_size(size: tuple[int, int]) -> None:
     if min(size) < MIN_IMAGE_SIDE:
         raise ValueError(
@@ -168,7 +159,7 @@ def open_gray(
         return gray, original
     with Image.open(source) as image:
         original = image.size
-        _check_pixels(original, max_pixels)
+        check_pixels(original, max_pixels)
         _check_size(original)
         if draft is not None and image.format == "JPEG":
             image.draft("L", (draft, draft))
@@ -251,24 +242,49 @@ def is_dicom_bytes(data: bytes) -> bool:
     return data[128:132] == b"DICM"
 
 
+def is_dicom_content(data: bytes) -> bool:
+    """How in-memory files are told apart (the content, never a name): a DICOM Part 10 file,
+    or content in no picture format PIL knows that reads as a DICOM object (a dataset without
+    the preamble, as older archives hold: `score` reads it from its .dcm name)."""
+    if is_dicom_bytes(data):
+        return True
+    try:
+        Image.open(io.BytesIO(data)).close()  # the header only: which format, if any
+    except UnidentifiedImageError:
+        return _parses_as_dicom(data)
+    except Exception:  # a picture PIL knows, but cannot open: its read says why
+        return False
+    return False
+
+
+def _parses_as_dicom(data: bytes) -> bool:
+    """True when ``data`` reads as a DICOM object: a storage class or pixel data, which stray
+    bytes that merely parse (zeros) do not have."""
+    try:
+        ds = read_dataset(io.BytesIO(data), header_only=True)
+    except Exception:  # anything unreadable is simply not DICOM here
+        return False
+    return "SOPClassUID" in ds or "PixelData" in ds
+
+
 def read_gray_bytes(
     data: bytes, contract: PreprocessContract, name: str = "upload", max_pixels: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`read_gray` for an in-memory file (an upload), with the very same pixels; the
-    format is sniffed from the content, never taken from a file name."""
+    format is sniffed from the content (:func:`is_dicom_content`), never taken from a name."""
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
     try:
-        return _model_pixels(io.BytesIO(data), contract, is_dicom_bytes(data), max_pixels)
-    except Exception as exc:
-        raise ImageReadError(name, _reason(name, exc)) from exc
+        return _model_pixels(io.BytesIO(data), contract, is_dicom_content(data), max_pixels)
+    except Exception as exc:  # decoders never saw ``name``: there is nothing to strip
+        raise ImageReadError(name, _reason(None, exc)) from exc
 
 
 def display_gray(source: str | bytes, max_side: int) -> Image.Image:
     """The image as a grey picture for people, longest side at most ``max_side`` px (aspect
     kept). Call after the model's read succeeded: errors are not translated here."""
     if isinstance(source, bytes):
-        gray, _ = open_gray(io.BytesIO(source), dicom=is_dicom_bytes(source), draft=max_side)
+        gray, _ = open_gray(io.BytesIO(source), dicom=is_dicom_content(source), draft=max_side)
     else:
         gray, _ = open_gray(source, dicom=_is_dicom_path(source), draft=max_side)
     gray.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

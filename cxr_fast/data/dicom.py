@@ -20,6 +20,7 @@ import numpy as np
 
 from cxr_fast.data import dicom_intensity
 from cxr_fast.data.dicom_codecs import register_decoders
+from cxr_fast.data.pixel_limit import check_declared_bytes, check_pixels
 
 # Parquet column -> DICOM keyword; null for other formats.
 IDENTIFIER_KEYWORDS: dict[str, str] = {
@@ -89,10 +90,13 @@ def _infer_transfer_syntax(ds) -> None:
         )
 
 
-def read_dataset(source: str | BinaryIO, *, header_only: bool = False):
+def read_dataset(
+    source: str | BinaryIO, *, header_only: bool = False, max_pixels: int | None = None
+):
     """The dataset in ``source``; ``force=True`` only when the forced read parses as DICOM.
     ``header_only``: large values (the pixel data) are left on disk, but still listed, so
-    :func:`skip_reason` can tell images from reports."""
+    :func:`skip_reason` can tell images from reports. ``max_pixels``: refuse a header that
+    declares an element larger than any image within that many pixels takes."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -110,8 +114,24 @@ def read_dataset(source: str | BinaryIO, *, header_only: bool = False):
             raise ValueError(
                 "not DICOM: no 'DICM' preamble, and the content does not parse as DICOM"
             ) from None
+    _check_lengths(ds, max_pixels)
     _infer_transfer_syntax(ds)
     return ds
+
+
+# An element of undefined length (a sequence, encapsulated pixel data) ends at a delimiter.
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _check_lengths(ds, max_pixels: int | None) -> None:
+    """A header bomb: an element that declares gigabytes (read from a stream, its value is
+    just the rest of the file, so nothing else would tell)."""
+    if max_pixels is None:
+        return
+    for element in ds.elements():  # raw elements: the lengths as the header declares them
+        length = getattr(element, "length", None)
+        if length is not None and length != _UNDEFINED_LENGTH:
+            check_declared_bytes(f"DICOM element {element.tag}", length, max_pixels)
 
 
 def identifiers(ds) -> dict[str, str | None]:
@@ -159,11 +179,7 @@ def check_size(ds, max_pixels: int | None) -> tuple[int, int]:
     if ds.get("Rows") is None or ds.get("Columns") is None:
         raise ValueError("pixel data without Rows/Columns (an incomplete image module)")
     width, height = int(ds.Columns), int(ds.Rows)
-    if max_pixels is not None and width * height > max_pixels:
-        raise ValueError(
-            f"image is {width}x{height} pixels ({width * height / 1e6:.0f} MP), above the "
-            f"{max_pixels / 1e6:.0f} MP limit (a decompression-bomb guard)"
-        )
+    check_pixels((width, height), max_pixels)
     if min(width, height) < MIN_DICOM_SIDE:
         raise ValueError(f"image is {width}x{height} pixels, below the {MIN_DICOM_SIDE} px minimum")
     return width, height
@@ -200,7 +216,7 @@ def read_dicom(
     """Decode ``source`` to a uint8 grey plane and notes; fills ``info`` with the identifiers as
     soon as they are known (so error rows carry them too). Raises :class:`DicomSkipped`."""
     info = {} if info is None else info
-    ds = read_dataset(source)
+    ds = read_dataset(source, max_pixels=max_pixels)
     info.update(identifiers(ds))
     reason = skip_reason(ds, skip_views)
     if reason is not None:

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import ImageReadError, display_gray, read_gray
 from cxr_fast.device import resolve_device
@@ -23,11 +25,14 @@ from cxr_fast.explain.overlay import (
     for_display,
 )
 from cxr_fast.inference import sigmoid
-from cxr_fast.labels import verdict
+from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.models.registry import default_cam_layer
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, needs_run_folder
+from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 
+# The verdict whose map shows the evidence for the logit itself (grad_cam's target +1).
+_PNEUMONIA = CLASS_NAMES[1]
 # Largest side decoded for the pictures for people (overlay.display_size sizes the panels).
 DISPLAY_SIDE = DISPLAY_MAX_SIDE
 
@@ -48,7 +53,10 @@ class Explanation:
 
 
 class Explainer:
-    """A run's eager model on a device, ready to explain images one batch at a time."""
+    """A run on a device, ready to explain images one batch at a time: the probability and
+    verdict come from the model `cxr-fast score --model RUN` would use on that device
+    (:attr:`scoring`: its fastest verified export, else the eager model), the map from the
+    eager model's gradients (exports keep none)."""
 
     def __init__(
         self,
@@ -57,13 +65,23 @@ class Explainer:
         layer: str | None = None,
         method: str = "gradcam",
         precision: str = "auto",
+        scoring: ScoringModel | None = None,
     ) -> None:
+        """``scoring``: the model that gives the probabilities (`score --cam-dir` passes the
+        one that scores its rows); None: the one ``score`` would load for ``run`` and
+        ``device`` at ``precision``."""
         if not run.is_dir():
             raise needs_run_folder(run)
         self.device = resolve_device(device)
         # Before the model loads: a precision this device cannot run fails at once.
         self.precision = inference_precision(self.device, precision)
         self.model, self.info = load_run(run, self.device)
+        # One answer per film: the same choice of model as `score` (backend "auto").
+        if scoring is None:
+            scoring = load_scoring_model(
+                run, "auto", self.device, precision=precision, loaded=(self.model, self.info)
+            )
+        self.scoring = scoring
         self.layer = layer or default_cam_layer(self.info.arch)
         self.method = method
         # An ensemble's map is the mean of its members' maps at the same layer.
@@ -73,15 +91,28 @@ class Explainer:
 
     @property
     def threshold(self) -> float:
-        return self.info.threshold
+        return self.scoring.threshold
+
+    @property
+    def contract(self) -> PreprocessContract:
+        """How images are decoded for the model: the scoring model's, as `score` decodes."""
+        return self.scoring.contract
 
     def heat_maps(self, pixels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities [N], heat maps [N,S,S]) for uint8 [S,S] arrays from the contract."""
-        x = stack_gray(pixels, self.info.contract).to(self.device)
-        # The same autocast as `score`, so the caption's probability is the one score writes.
+        x = stack_gray(pixels, self.contract)
+        # The probabilities `score` writes for these pixels, from the model it scores with.
+        probs = sigmoid(self.scoring.logits(x).cpu().numpy())
+        # Each map explains the verdict shown, even where the eager logit falls on the
+        # threshold's other side.
+        target = torch.tensor(
+            [1.0 if verdict(float(p), self.threshold) == _PNEUMONIA else -1.0 for p in probs]
+        )
         with self.precision.autocast(self.model):
-            result = grad_cam(self.model, x, self.layers, self.method, self.threshold)
-        return sigmoid(result.logits.float().cpu().numpy()), result.heat.cpu().numpy()
+            result = grad_cam(
+                self.model, x.to(self.device), self.layers, self.method, self.threshold, target
+            )
+        return probs, result.heat.cpu().numpy()
 
     def explain_pixels(
         self, pixels: np.ndarray, size: tuple[int, int], display: Image.Image, name: str
@@ -93,7 +124,7 @@ class Explainer:
         probs, heats = self.heat_maps([pixels])
         prob = float(probs[0])
         pred = verdict(prob, self.threshold)
-        contract = self.info.contract
+        contract = self.contract
         if contract.crop < 1.0:  # show the part of the film the model sees, under its heat
             display = display.crop(tuple(round(v) for v in contract.crop_box(*display.size)))
         display = for_display(display)
@@ -118,7 +149,7 @@ class Explainer:
 
     def explain_file(self, path: str) -> Explanation:
         """Explain one image file; :class:`ImageReadError` when it cannot be read."""
-        pixels, size = read_gray(path, self.info.contract)
+        pixels, size = read_gray(path, self.contract)
         return self.explain_pixels(pixels, size, display_gray(path, DISPLAY_SIDE), Path(path).name)
 
 

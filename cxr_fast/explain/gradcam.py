@@ -60,10 +60,12 @@ def grad_cam(
     layer: str | list[str],
     method: str = "gradcam",
     threshold: float = 0.5,
+    target: torch.Tensor | None = None,
 ) -> CamResult:
     """Heat maps of ``layer`` for a batch ``x`` [N,1,S,S] (already preprocessed). Each map
     explains the predicted class at the run's decision ``threshold`` (a probability): the logit
-    itself when the film is called PNEUMONIA, its negative otherwise.
+    itself when the film is called PNEUMONIA, its negative otherwise. ``target`` [N] (+1/-1)
+    gives the verdicts instead, when another model (the export that scores) made them.
     With several layers (an ensemble's members), each layer's map is computed from the same
     backward pass of the model's output and the maps are averaged."""
     if method not in CAM_METHODS:
@@ -86,7 +88,9 @@ def grad_cam(
             # The verdict's own boundary: with a threshold of 0.74 a film at p = 0.6 is NORMAL,
             # and its map must show the evidence for NORMAL.
             boundary = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else 0.0
-            target = torch.where(logits >= boundary, 1.0, -1.0).to(logits.dtype)
+            if target is None:
+                target = torch.where(logits >= boundary, 1.0, -1.0)
+            target = target.to(logits.device, logits.dtype)
             # Each image's map depends only on its own logit: summing keeps one backward pass.
             (logits * target).sum().backward()
     finally:

@@ -27,12 +27,14 @@ class ExplainConfig:
 
 @dataclass(frozen=True)
 class ExplainResult:
-    """One outcome per input image, and the layer and method that drew the maps."""
+    """One outcome per input image, the layer and method that drew the maps, and the backend
+    that gave the probabilities (the one `score --model RUN` uses)."""
 
     outcomes: list  # of explainer.ExplainOutcome, in input order
     out: Path
     method: str
     layer: str
+    backend: str = "eager"
 
     @property
     def failed(self) -> int:
@@ -64,13 +66,17 @@ class ExplainResult:
         failed = self.failed
         unreadable = f", {failed} unreadable" if failed else ""
         written = plural(len(self.outcomes) - failed, "overlay")
-        return f"{written} in {self.out} ({self.method} on {self.layer}){unreadable}"
+        return (
+            f"{written} in {self.out} ({self.method} on {self.layer}, probabilities from "
+            f"{self.backend}){unreadable}"
+        )
 
 
 def run_explain(
     config: ExplainConfig, progress: Callable[[int], None] | None = None
 ) -> ExplainResult:
-    """Explain every image under ``config.images`` with the eager model of ``config.run``."""
+    """Explain every image under ``config.images``: the probability from the model `score`
+    would use for ``config.run``, the map from its eager model."""
     from cxr_fast.data.discover import discover, require_images
     from cxr_fast.explain.explainer import explain_files, explainer_for
 
@@ -78,4 +84,6 @@ def run_explain(
     records = [record for image in config.images for record in discover(image)]
     paths = [r.path for r in require_images(records, ", ".join(map(str, config.images)))]
     outcomes = explain_files(explainer, paths, config.out, progress=progress)
-    return ExplainResult(outcomes, config.out, config.method, explainer.layer)
+    return ExplainResult(
+        outcomes, config.out, config.method, explainer.layer, explainer.scoring.backend
+    )

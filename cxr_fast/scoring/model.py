@@ -59,9 +59,13 @@ def threshold_source(meta: dict) -> dict:
 
 
 def _eager(
-    run_dir: Path, device: torch.device, tta: bool = False, precision: str = "auto"
+    run_dir: Path,
+    device: torch.device,
+    tta: bool = False,
+    precision: str = "auto",
+    loaded: tuple[torch.nn.Module, RunInfo] | None = None,
 ) -> ScoringModel:
-    model, info = load_run(run_dir, device, tta=tta)
+    model, info = load_run(run_dir, device, tta=tta) if loaded is None or tta else loaded
     scoring = eager_scoring_model(model, info, device, precision)
     # The backend name travels into the metadata and the resume check: TTA rows never mix.
     return replace(scoring, backend="eager-tta") if tta else scoring
@@ -115,14 +119,21 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
 
 
 def load_scoring_model(
-    ref: Path, backend: str, device: torch.device, tta: bool = False, precision: str = "auto"
+    ref: Path,
+    backend: str,
+    device: torch.device,
+    tta: bool = False,
+    precision: str = "auto",
+    loaded: tuple[torch.nn.Module, RunInfo] | None = None,
 ) -> ScoringModel:
     """``ref`` is a run folder or an exported file (its sidecar says the format). For a run
     folder ``backend`` auto takes its fastest verified export for ``device`` when there is one
     (:mod:`cxr_fast.scoring.backend_choice`), else the eager model at ``precision``; eager
     always uses the eager model. ``tta`` averages the run's logits over the test-time views
     (run folders only, eager: an export carries TTA inside when it was exported with
-    ``--tta``)."""
+    ``--tta``). ``loaded``: the run's eager model and info as :func:`load_run` gave them for
+    ``device`` (explain and serve hold it for Grad-CAM), used rather than loaded again when the
+    eager model is the one that scores."""
     if backend not in BACKENDS:
         raise UserInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if ref.is_dir():
@@ -139,9 +150,9 @@ def load_scoring_model(
                 device,
                 precision,
                 lambda path: _exported(path, "auto", device),
-                lambda: _eager(ref, device, tta, precision),
+                lambda: _eager(ref, device, tta, precision, loaded),
             )
-        return _eager(ref, device, tta, precision)
+        return _eager(ref, device, tta, precision, loaded)
     if tta:
         raise UserInputError(
             f"--tta applies to a run folder; {ref} is an export (export it with --tta instead)"

@@ -469,8 +469,9 @@ def _coordinate(
     return ctx, coordinated, device
 
 
-def _explainer(config: ScoreConfig, device: torch.device) -> Explainer | None:
-    """The CAM explainer for --cam-dir (None without it), opened before any scoring."""
+def _explainer(config: ScoreConfig, device: torch.device, model: ScoringModel) -> Explainer | None:
+    """The CAM explainer for --cam-dir (None without it), opened before any scoring; its
+    captions give ``model``'s probability, the one in the rows."""
     # Before any scoring, so a wrong --cam-run or --cam-layer fails in a second, not after the
     # archive.
     if config.cam_dir is None:
@@ -484,6 +485,7 @@ def _explainer(config: ScoreConfig, device: torch.device) -> Explainer | None:
         device=str(device),
         layer=config.cam_layer,
         method=config.cam_method,
+        scoring=model,
     )
 
 
@@ -523,7 +525,7 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
     model = load_scoring_model(config.model, config.backend, device, config.tta, config.precision)
     if model.gate is not None:
         model = replace(model, gate=replace(model.gate, modalities=tuple(config.modalities)))
-    explainer = _explainer(config, device)
+    explainer = _explainer(config, device, model)
     # Rows name files by absolute path under the resolved root, however ARCHIVE was typed: the
     # same file is the same row in every run, part and resume (the README's Parquet policy).
     found = head.records if head is not None else discover(config.archive.resolve())

@@ -13,7 +13,9 @@ from flask import Flask, Response, jsonify, request
 from PIL.Image import DecompressionBombError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cxr_fast.data.decode import ImageReadError, ImageTooLargeError
+from cxr_fast.data.decode import ImageReadError
+from cxr_fast.data.pixel_limit import ImageTooLargeError
+from cxr_fast.serve.forms import FormLimitError, UploadRequest
 from cxr_fast.serve.limits import DEFAULT_MAX_UPLOAD_MB
 from cxr_fast.serve.predictor import ModelBusyError, Predictor
 from cxr_fast.serve.server import RETRY_AFTER_S
@@ -30,6 +32,7 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 def create_app(predictor: Predictor, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> Flask:
     """The app for ``predictor`` (already loaded: requests never load a model)."""
     app = Flask(__name__)
+    app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     page = files("cxr_fast.serve").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -64,7 +67,9 @@ def create_app(predictor: Predictor, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
             return response, status
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_exc):
+    def too_large(exc: RequestEntityTooLarge):
+        if isinstance(exc, FormLimitError):  # too many fields, or a large one: not the size
+            return _error(413, exc.description)
         return _error(413, f"upload larger than the {max_upload_mb:g} MB limit")
 
     @app.errorhandler(HTTPException)

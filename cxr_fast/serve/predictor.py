@@ -1,5 +1,6 @@
-"""One trained run answering uploads: the prediction exactly as `cxr-fast score` computes it,
-and a Grad-CAM overlay on request."""
+"""One trained run answering uploads: the prediction exactly as `cxr-fast score --model RUN`
+computes it (the same model, export or eager, and the same pixels), and a Grad-CAM overlay on
+request."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from cxr_fast.explain.explainer import DISPLAY_SIDE, Explainer
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.run_folder import METRICS_FILE, read_json
-from cxr_fast.scoring.model import eager_scoring_model
 from cxr_fast.serve.limits import MAX_UPLOAD_PIXELS
 from cxr_fast.text import format_probability
 
@@ -32,8 +32,9 @@ class ModelBusyError(Exception):
 
 
 class Predictor:
-    """The run's model (an :class:`Explainer`'s, loaded once) answering uploads; :meth:`predict`
-    is safe to call from several threads."""
+    """The run's models (an :class:`Explainer`'s, loaded once) answering uploads: the scoring
+    model gives every probability, the eager one the Grad-CAM maps; :meth:`predict` is safe to
+    call from several threads."""
 
     def __init__(
         self,
@@ -44,10 +45,8 @@ class Predictor:
         self.explainer = explainer
         # How long a request may wait for the model (None: as long as it takes).
         self.wait_timeout = wait_timeout
-        info = self.explainer.info
-        self.scoring = eager_scoring_model(
-            self.explainer.model, info, self.explainer.device, self.explainer.precision.name
-        )
+        # What `score --model RUN` would load for this device: one answer per film.
+        self.scoring = self.explainer.scoring
         self.max_pixels = max_pixels
         # Grad-CAM hooks live on the shared model, so requests take turns on it.
         self._lock = threading.Lock()
@@ -58,18 +57,21 @@ class Predictor:
 
     def describe(self) -> dict:
         """What /api/model reports: architecture, contract, threshold and the run's metrics."""
-        info = self.explainer.info
+        info, scoring = self.explainer.info, self.scoring
         return {
             "model": self.model_id,
             "arch": info.arch,
-            "checksum": self.scoring.checksum,
-            "contract": info.contract.to_dict(),
-            "threshold": info.threshold,
-            "threshold_source": self.scoring.threshold_source,
+            "checksum": scoring.checksum,
+            "contract": scoring.contract.to_dict(),
+            "threshold": scoring.threshold,
+            "threshold_source": scoring.threshold_source,
+            "backend": scoring.backend,
+            "backend_choice": scoring.choice,
+            "precision": scoring.precision,
             "classes": list(CLASS_NAMES),
             "cam_layer": self.explainer.layer,
             "cam_method": self.explainer.method,
-            "device": str(self.scoring.device),
+            "device": str(scoring.device),
             "metrics": read_json(metrics)
             if (metrics := info.path / METRICS_FILE).is_file()
             else {},
@@ -85,13 +87,14 @@ class Predictor:
         if not self._lock.acquire(timeout=-1 if self.wait_timeout is None else self.wait_timeout):
             raise ModelBusyError(f"the model stayed busy for {self.wait_timeout:g} s")
         try:
-            # The same preprocessing, batch layout and forward as `cxr-fast score`.
-            logits = self.scoring.logits(stack_gray([pixels], contract)).cpu().numpy()
-            if display is not None:
+            if display is None:  # the same preprocessing, batch layout and forward as `score`
+                logits = self.scoring.logits(stack_gray([pixels], contract)).cpu().numpy()
+                prob = float(sigmoid(logits)[0])
+            else:  # the same forward, then the map (Explainer.heat_maps)
                 explanation = self.explainer.explain_pixels(pixels, size, display, name)
+                prob = explanation.prob
         finally:
             self._lock.release()
-        prob = float(sigmoid(logits)[0])
         # The same digits as the overlays and `explain`: enough to tell p from the threshold.
         prob_text, threshold_text = format_probability(prob, self.scoring.threshold)
         answer = {
@@ -101,6 +104,7 @@ class Predictor:
             "prob_text": prob_text,
             "threshold_text": threshold_text,
             "model": self.model_id,
+            "backend": self.scoring.backend,
             "width": size[0],
             "height": size[1],
         }

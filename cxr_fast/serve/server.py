@@ -13,16 +13,28 @@ Load limits, so an overloaded server answers quickly instead of queueing without
   turns) and at most ``max_queue`` more wait; the next one gets ``503 Service Unavailable``
   with ``Retry-After`` straight away (``/healthz`` is exempt);
 - a waiting request waits at most ``request_timeout`` seconds for its turn, and again at most
-  that long for the model, else it gets the same 503; waitress's ``channel_timeout`` drops
-  clients that stall while sending.
+  that long for the model, else it gets the same 503.
   A forward pass that has started is not interrupted (PyTorch cannot be), so that bound is on
-  waiting, which is where overload shows.
+  waiting, which is where overload shows;
+- a client that goes silent in the middle of sending a request for ``request_timeout`` seconds
+  (whole seconds, at least 1: waitress's ``channel_timeout``) gets ``408 Request Timeout`` and
+  the connection is closed. Waitress itself would close such a connection without a word, and
+  only at its next sweep (every ``cleanup_interval``, 30 s by default), so up to twice as late:
+  here the sweep runs every second and answers first (:func:`_sweep`). The bound is on
+  silence: a client that keeps sending, however slowly, is not cut off.
+
+Waitress logs "Task queue depth is N" whenever a request waits for one of its threads even
+for an instant, which under load is every few requests and tells nothing the admission limit
+does not; it is kept to one line a minute (:class:`OncePerInterval`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -30,6 +42,10 @@ from cxr_fast.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT, DE
 
 RETRY_AFTER_S = 1
 _EXEMPT = frozenset({"/healthz"})
+# How often waitress looks for silent clients (its ``cleanup_interval``): the timeout's grain.
+SWEEP_INTERVAL_S = 1
+QUEUE_LOGGER = "waitress.queue"
+QUEUE_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,88 @@ class AdmissionLimit:
             self._admitted.release()
 
 
+class OncePerInterval(logging.Filter):
+    """Lets one record through per ``interval`` seconds and drops the rest, saying on the next
+    line it lets through how many it dropped (``dropped``: those since the last one)."""
+
+    def __init__(self, interval: float = QUEUE_LOG_INTERVAL_S) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: float | None = None
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if self._last is not None and now - self._last < self.interval:
+                self.dropped += 1
+                return False
+            dropped, self.dropped, self._last = self.dropped, 0, now
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more such lines since the last one)"
+        return True
+
+
+def limit_queue_log() -> None:
+    """Keep waitress's queue-depth warnings to one line a minute (once per process)."""
+    logger = logging.getLogger(QUEUE_LOGGER)
+    if not any(isinstance(f, OncePerInterval) for f in logger.filters):
+        logger.addFilter(OncePerInterval())
+
+
+def _request_timeout_error():
+    """Waitress's error answer for a request whose client went silent: a JSON 408."""
+    from waitress.utilities import Error
+
+    class RequestTimeout(Error):
+        code = 408
+        reason = "Request Timeout"
+
+        def to_response(self, ident: str | None = None) -> tuple[str, list, bytes]:
+            body = json.dumps({"error": self.body, "status": self.code}).encode()
+            return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+
+    return RequestTimeout
+
+
+def _sweep(listener, timeout_error, now: float) -> None:
+    """Waitress's ``maintenance`` for one listening socket, answering instead of dropping:
+    a connection silent for ``channel_timeout`` seconds in the middle of a request gets a 408
+    (waitress's own error-answer path: the request is marked complete with an error, and one of
+    its threads writes the answer, then closes); one silent between requests is closed, as
+    waitress does."""
+    cutoff = now - listener.adj.channel_timeout
+    for channel in list(listener.active_channels.values()):
+        if channel.requests or channel.last_activity >= cutoff:
+            continue  # being answered, or not silent for long enough
+        with channel.requests_lock:
+            request = channel.request
+            if request is None or channel.will_close or channel.close_when_flushed:
+                channel.will_close = True
+                continue
+            request.error = timeout_error(
+                f"the client sent nothing for {listener.adj.channel_timeout} s in the middle "
+                "of its request"
+            )
+            request.completed = True
+            channel.request = None
+            channel.requests.append(request)
+        listener.add_task(channel)
+
+
+def _answer_stalled_clients(server) -> None:
+    """Make each of ``server``'s listening sockets sweep with :func:`_sweep`."""
+    from waitress.server import BaseWSGIServer, MultiSocketServer
+
+    listeners = server.map.values() if isinstance(server, MultiSocketServer) else [server]
+    timeout_error = _request_timeout_error()
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            # The one method waitress's own sweep goes through, on this instance only.
+            listener.maintenance = functools.partial(_sweep, listener, timeout_error)
+
+
 # Threads beyond the admitted requests: they only ever answer 503 or /healthz, quickly.
 SPARE_THREADS = 4
 
@@ -124,8 +222,11 @@ def make_server(app: Callable, host: str, port: int, limits: Limits):
         # Connections beyond what is admitted still get their 503 rather than a TCP stall.
         connection_limit=max(100, 4 * (limits.threads + limits.max_queue)),
         channel_timeout=max(1, round(limits.request_timeout)),
+        cleanup_interval=SWEEP_INTERVAL_S,
         ident="cxr-fast",
         clear_untrusted_proxy_headers=True,
     )
+    _answer_stalled_clients(server)
+    limit_queue_log()
     server.admission = admission
     return server

@@ -67,9 +67,13 @@ def run_serve(config: ServeConfig, log: Callable[[str], None] = print) -> ServeR
         raise UserInputError(
             f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
         ) from None
+    scoring = predictor.scoring
+    # Said as `score` says it: the probabilities are the ones it writes for this run.
+    log(f"backend: {scoring.choice or scoring.backend}")
     log(
         f"serving {config.run} on http://{config.host}:{server.effective_port}/  (waitress, "
-        f"{config.threads} threads, queue {config.max_queue}; Ctrl+C to stop)"
+        f"{config.threads} threads, queue {config.max_queue}, {scoring.backend}; Ctrl+C to "
+        "stop)"
     )
     stopped = False
     try:

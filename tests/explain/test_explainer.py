@@ -132,7 +132,8 @@ def test_a_cropping_contract_shows_the_crop_under_the_map(trained_run, tmp_path)
     from dataclasses import replace
 
     cropping = Explainer(trained_run, device="cpu", precision="fp32")
-    cropping.info = replace(cropping.info, contract=replace(cropping.info.contract, crop=0.6))
+    contract = replace(cropping.contract, crop=0.6)
+    cropping.scoring = replace(cropping.scoring, contract=contract)
     side, frame = 400, 60
     pixels = np.tile(np.linspace(0, 120, side), (side, 1)).astype(np.uint8)
     pixels[:frame], pixels[-frame:], pixels[:, :frame], pixels[:, -frame:] = 255, 255, 255, 255

@@ -65,7 +65,7 @@ def test_predict_equals_score_for_the_same_files(client, trained_run, kaggle_dir
         assert answer["pred"] == row["pred"]
         assert (answer["width"], answer["height"]) == (row["width"], row["height"])
         assert set(answer) == {
-            *("prob_pneumonia", "pred", "threshold", "model", "width", "height"),
+            *("prob_pneumonia", "pred", "threshold", "model", "backend", "width", "height"),
             *("prob_text", "threshold_text"),
         }
         assert float(answer["prob_text"]) == pytest.approx(answer["prob_pneumonia"], abs=1e-3)
@@ -86,6 +86,9 @@ def test_formats_are_sniffed_not_taken_from_the_name(client, samples_dir):
     dicom = _post(client, (samples_dir / "siim_sample.dcm").read_bytes(), "scan.jpeg")
     png = _post(client, (samples_dir / "h0001.png").read_bytes(), "photo.dcm")
     assert dicom.status_code == 200 and png.status_code == 200
+    # A DICOM without its preamble (as `score` reads it from a .dcm name).
+    headerless = samples_dir.parent / "dicom" / "dx_lateral_no_preamble.dcm"
+    assert _post(client, headerless.read_bytes(), "lateral").status_code == 200
 
 
 def test_every_bad_kind_is_a_clear_json_error(client, samples_dir, tmp_path):
@@ -121,3 +124,74 @@ def test_names_never_become_paths(client, samples_dir, tmp_path):
     answer = _post(client, b"junk", "../../etc/passwd")
     assert answer.status_code == 422 and answer.get_json()["error"].startswith("passwd:")
     assert _post(client, data, "../../x.jpeg").status_code == 200
+
+
+def _dicom_bomb(samples_dir, **changes) -> bytes:
+    """A real DICOM film whose header declares ``changes`` (Rows, Columns)."""
+    import pydicom
+
+    ds = pydicom.dcmread(samples_dir.parent / "dicom" / "cr_uncompressed.dcm")
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def test_a_dicom_header_bomb_is_413(client, samples_dir):
+    import struct
+
+    huge = _post(client, _dicom_bomb(samples_dir, Rows=65535, Columns=65535), "huge.dcm")
+    assert huge.status_code == 413 and "65535x65535 pixels" in huge.get_json()["error"]
+    # Pixel data that claims 4 GB: read from the upload, its value is just the file's rest.
+    data = bytearray(_dicom_bomb(samples_dir))
+    tag = data.rindex(b"\xe0\x7f\x10\x00OW")  # (7FE0,0010) PixelData, explicit VR
+    struct.pack_into("<I", data, tag + 8, 0xFFFFFFF0)
+    claimed = _post(client, bytes(data), "claimed.dcm")
+    assert claimed.status_code == 413
+    assert "element (7FE0,0010) declares 4,295 MB" in claimed.get_json()["error"]
+    assert _post(client, _dicom_bomb(samples_dir), "fine.dcm").status_code == 200
+
+
+def test_reasons_keep_their_words_whatever_the_upload_is_called(client, samples_dir):
+    report = (samples_dir.parent / "dicom" / "sr_report.dcm").read_bytes()
+    answer = _post(client, report, "e").get_json()  # the name once was cut out of the reason
+    assert answer["error"] == "e: not an image: Basic Text SR Storage without pixel data"
+
+
+def test_too_many_form_fields_is_a_413_that_says_so(client, predictor):
+    fields = {f"field{i}": "x" for i in range(20_000)}
+    answer = client.post("/api/predict", data=fields, content_type="multipart/form-data")
+    assert answer.status_code == 413
+    error = answer.get_json()["error"]
+    assert "too many form fields (20,000" in error and "MB limit" not in error
+    big_field = {"note": "x" * 600_000, "file": (io.BytesIO(b"x"), "x.jpeg")}
+    answer = client.post("/api/predict", data=big_field, content_type="multipart/form-data")
+    assert answer.status_code == 413
+    assert "form field other than 'file'" in answer.get_json()["error"]
+    # The upload limit keeps its own message.
+    small = create_app(predictor, max_upload_mb=0.1).test_client()
+    assert "0.1 MB limit" in small.post("/api/predict", data=fields).get_json()["error"]
+
+
+def _raw_upload(client, data: bytes, filename: bytes):
+    """A multipart upload whose part header carries ``filename`` as raw bytes."""
+    boundary = b"cxrFastBoundary"
+    body = (
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n"
+    )  # fmt: skip
+    content_type = "multipart/form-data; boundary=" + boundary.decode()
+    return client.post("/api/predict", data=body, content_type=content_type)
+
+
+def test_a_file_name_that_is_not_utf8_is_still_the_upload(client, samples_dir):
+    film = (samples_dir / "16747_3_1.jpg").read_bytes()
+    latin1 = "radiografía-tórax.jpeg".encode("latin-1")  # as an older Windows client sends it
+    answer = _raw_upload(client, film, latin1)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["prob_pneumonia"] == _post(client, film).get_json()["prob_pneumonia"]
+    junk = _raw_upload(client, b"not an image", latin1)
+    assert junk.status_code == 422
+    assert junk.get_json()["error"].startswith("radiografía-tórax.jpeg: not an image")
