@@ -1059,6 +1059,7 @@ def export(run, fmt, **options) -> None:
 )
 @DEVICE_OPTION
 @PRECISION_OPTION
+@ACCEPT_OOD_OPTION
 def explain(run, images, **options) -> None:
     """Grad-CAM overlays for IMAGES (files or folders) of RUN.
 
@@ -1339,6 +1340,7 @@ def report(run, out, cams, overwrite, device) -> None:
 )
 @DEVICE_OPTION
 @PRECISION_OPTION
+@ACCEPT_OOD_OPTION
 def serve(run, **options) -> None:
     """Serve RUN on a web page and a JSON API (the model loads once, here: the one `score
     --model RUN` uses on this device, so the probabilities are score's), on the waitress

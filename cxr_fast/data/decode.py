@@ -268,14 +268,21 @@ def _parses_as_dicom(data: bytes) -> bool:
 
 
 def read_gray_bytes(
-    data: bytes, contract: PreprocessContract, name: str = "upload", max_pixels: int | None = None
+    data: bytes,
+    contract: PreprocessContract,
+    name: str = "upload",
+    max_pixels: int | None = None,
+    info: dict | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`read_gray` for an in-memory file (an upload), with the very same pixels; the
-    format is sniffed from the content (:func:`is_dicom_content`), never taken from a name."""
+    format is sniffed from the content (:func:`is_dicom_content`), never taken from a name.
+    ``info`` is filled as :func:`read_image` fills a row's (DICOM identifiers, colour)."""
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
     try:
-        return _model_pixels(io.BytesIO(data), contract, is_dicom_content(data), max_pixels)
+        return _model_pixels(
+            io.BytesIO(data), contract, is_dicom_content(data), max_pixels, info=info
+        )
     except Exception as exc:  # decoders never saw ``name``: there is nothing to strip
         raise ImageReadError(name, _reason(None, exc)) from exc
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import stack_gray
-from cxr_fast.data.decode import ImageReadError, display_gray, read_gray
+from cxr_fast.data.decode import ImageReadError, display_gray, read_image
 from cxr_fast.device import resolve_device
 from cxr_fast.explain.gradcam import find_layer, grad_cam
 from cxr_fast.explain.overlay import (
@@ -24,6 +24,7 @@ from cxr_fast.explain.overlay import (
     compose,
     for_display,
 )
+from cxr_fast.gate import NotChestXrayError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.models.registry import default_cam_layer
@@ -66,10 +67,13 @@ class Explainer:
         method: str = "gradcam",
         precision: str = "auto",
         scoring: ScoringModel | None = None,
+        accept_ood: bool = False,
     ) -> None:
         """``scoring``: the model that gives the probabilities (`score --cam-dir` passes the
         one that scores its rows); None: the one ``score`` would load for ``run`` and
-        ``device`` at ``precision``."""
+        ``device`` at ``precision``. ``accept_ood``: explain films the input gate refuses
+        too (else :meth:`explain_file` raises :class:`NotChestXrayError` for them)."""
+        self.accept_ood = accept_ood
         if not run.is_dir():
             raise needs_run_folder(run)
         self.device = resolve_device(device)
@@ -147,10 +151,22 @@ class Explainer:
             picture=compose(display, overlay, lines, pred),
         )
 
+    def check_gate(self, pixels: np.ndarray, info: dict | None, name: str) -> None:
+        """:class:`NotChestXrayError` when the input gate refuses these pixels (unless
+        ``accept_ood``): no verdict, and no map of one, for a film that is not a chest X-ray."""
+        if self.accept_ood or self.scoring.gate is None:
+            return
+        (judgement,) = self.scoring.gate.judge(stack_gray([pixels], self.contract), [info])
+        if judgement.refused:
+            raise NotChestXrayError(name, judgement.reason)
+
     def explain_file(self, path: str) -> Explanation:
-        """Explain one image file; :class:`ImageReadError` when it cannot be read."""
-        pixels, size = read_gray(path, self.contract)
-        return self.explain_pixels(pixels, size, display_gray(path, DISPLAY_SIDE), Path(path).name)
+        """Explain one image file; :class:`ImageReadError` when it cannot be read,
+        :class:`NotChestXrayError` (one of them) when the input gate refuses it."""
+        read = read_image(path, self.contract)
+        self.check_gate(read.pixels, read.info, Path(path).name)
+        display = display_gray(path, DISPLAY_SIDE)
+        return self.explain_pixels(read.pixels, read.size, display, Path(path).name)
 
 
 def overlay_name(path: str) -> str:
@@ -202,4 +218,5 @@ def explainer_for(config) -> Explainer:
         layer=config.layer,
         method=config.method,
         precision=config.precision,
+        accept_ood=config.accept_ood,
     )

@@ -23,6 +23,7 @@ class ExplainConfig:
     method: str = "gradcam"
     device: str = "auto"
     precision: str = "auto"  # inference precision (precision.inference_precision)
+    accept_ood: bool = False  # explain films the input gate refuses too
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.decode import ImageReadError
 from cxr_fast.gate.appearance import describe, unit_pixels
 from cxr_fast.gate.content import ContentGate
 from cxr_fast.gate.metadata import PROJECTION_MODALITIES, metadata_reason
@@ -23,6 +24,14 @@ from cxr_fast.gate.pixels import colour_reason, span_reason
 
 STATUS_NOT_CXR = "not_cxr"
 GATE_KEY = "gate"  # in model.pt meta and export sidecars
+
+
+class NotChestXrayError(ImageReadError):
+    """A film the input gate refuses, where a command answers one film at a time (serve's 422,
+    explain's error line): the reason says why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, f"does not look like a chest X-ray ({reason})")
 
 
 @dataclass(frozen=True)
@@ -82,4 +91,11 @@ class InputGate:
         return out
 
 
-__all__ = ["GATE_KEY", "STATUS_NOT_CXR", "ContentGate", "InputGate", "Judgement"]
+__all__ = [
+    "GATE_KEY",
+    "STATUS_NOT_CXR",
+    "ContentGate",
+    "InputGate",
+    "Judgement",
+    "NotChestXrayError",
+]

@@ -486,6 +486,7 @@ def _explainer(config: ScoreConfig, device: torch.device, model: ScoringModel) -
         layer=config.cam_layer,
         method=config.cam_method,
         scoring=model,
+        accept_ood=True,  # the rows' gate has spoken: only its ok rows get overlays
     )
 
 

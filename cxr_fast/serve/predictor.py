@@ -13,9 +13,11 @@ from PIL import Image
 from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import display_gray, read_gray_bytes
 from cxr_fast.explain.explainer import DISPLAY_SIDE, Explainer
+from cxr_fast.gate import NotChestXrayError
 from cxr_fast.inference import sigmoid
-from cxr_fast.labels import CLASS_NAMES, verdict
+from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.run_folder import METRICS_FILE, read_json
+from cxr_fast.scoring.gating import gated_verdict, judge_batch
 from cxr_fast.serve.limits import MAX_UPLOAD_PIXELS
 from cxr_fast.text import format_probability
 
@@ -41,8 +43,11 @@ class Predictor:
         explainer: Explainer,
         max_pixels: int = MAX_UPLOAD_PIXELS,
         wait_timeout: float | None = None,
+        accept_ood: bool = False,
     ) -> None:
         self.explainer = explainer
+        # Answer films the input gate refuses too (flagged in the answer's warnings).
+        self.accept_ood = accept_ood
         # How long a request may wait for the model (None: as long as it takes).
         self.wait_timeout = wait_timeout
         # What `score --model RUN` would load for this device: one answer per film.
@@ -80,7 +85,12 @@ class Predictor:
     def predict(self, data: bytes, name: str = "upload", cam: bool = False) -> dict:
         """The JSON answer for one uploaded file; raises ImageReadError for unreadable input."""
         contract = self.scoring.contract
-        pixels, size = read_gray_bytes(data, contract, name, self.max_pixels)
+        info: dict = {}
+        pixels, size = read_gray_bytes(data, contract, name, self.max_pixels, info=info)
+        # The gate first: a refused upload costs no forward pass and no Grad-CAM.
+        (judgement,) = judge_batch(self.scoring, stack_gray([pixels], contract), [info])
+        if judgement.refused and not self.accept_ood:
+            raise NotChestXrayError(name, judgement.reason)
         # Grad-CAM reuses the model's pixels; only the picture for people is decoded anew.
         display = display_gray(data, DISPLAY_SIDE) if cam else None
         explanation = None
@@ -97,9 +107,12 @@ class Predictor:
             self._lock.release()
         # The same digits as the overlays and `explain`: enough to tell p from the threshold.
         prob_text, threshold_text = format_probability(prob, self.scoring.threshold)
+        gated = gated_verdict(prob, self.scoring.threshold, judgement, self.accept_ood)
         answer = {
             "prob_pneumonia": prob,
-            "pred": verdict(prob, self.scoring.threshold),
+            "pred": gated["pred"],
+            "ood_score": gated["ood_score"],
+            "warnings": gated["warnings"],
             "threshold": self.scoring.threshold,
             "prob_text": prob_text,
             "threshold_text": threshold_text,

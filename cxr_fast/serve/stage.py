@@ -34,6 +34,7 @@ class ServeConfig:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     device: str = "auto"
     precision: str = "auto"  # inference precision (precision.inference_precision)
+    accept_ood: bool = False  # answer uploads the input gate refuses (flagged in warnings)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ def run_serve(config: ServeConfig, log: Callable[[str], None] = print) -> ServeR
     from cxr_fast.serve.server import Limits, make_server
 
     explainer = explainer_for(config)
-    predictor = Predictor(explainer, wait_timeout=config.request_timeout)
+    predictor = Predictor(
+        explainer, wait_timeout=config.request_timeout, accept_ood=config.accept_ood
+    )
     app = create_app(predictor, config.max_upload_mb)
     limits = Limits(
         threads=config.threads, max_queue=config.max_queue, request_timeout=config.request_timeout
