@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from PIL import Image
 
 from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import ImageReadError, display_gray, read_gray
+from cxr_fast.data.discover import display_path
 from cxr_fast.device import resolve_device
 from cxr_fast.explain.gradcam import find_layer, grad_cam
 from cxr_fast.explain.overlay import (
@@ -119,14 +121,19 @@ class Explainer:
     def explain_file(self, path: str) -> Explanation:
         """Explain one image file; :class:`ImageReadError` when it cannot be read."""
         pixels, size = read_gray(path, self.info.contract)
-        return self.explain_pixels(pixels, size, display_gray(path, DISPLAY_SIDE), Path(path).name)
+        name = display_path(Path(path).name)  # drawn in the caption: text, not bytes
+        return self.explain_pixels(pixels, size, display_gray(path, DISPLAY_SIDE), name)
 
 
 def overlay_name(path: str) -> str:
     """A file name for ``path``'s overlay: its stem plus a short hash of the full path, so that
-    same-named films from different folders never overwrite each other."""
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    return f"{Path(path).stem}.{digest}.cam.png"
+    same-named films from different folders never overwrite each other. Valid UTF-8 whatever
+    the source's name (``bad\\xff.jpeg`` -> ``bad_xff.HASH.cam.png``); the hash is of its
+    bytes."""
+    digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
+    # No backslash either: the escapes would make a name awkward in shells and on Windows.
+    stem = display_path(Path(path).stem).replace("\\", "_")
+    return f"{stem}.{digest}.cam.png"
 
 
 @dataclass(frozen=True)
