@@ -1153,6 +1153,7 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
     """
     from cxr_fast.data.views import parse_views
     from cxr_fast.scoring import head_start, wait_policy
+    from cxr_fast.scoring.own_outputs import own_outputs
 
     wait_policy.prefer_passive()  # before torch loads its OpenMP runtime
     views = parse_views(skip_views)
@@ -1166,6 +1167,7 @@ def score(archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, **op
         resume=options["resume"],
         shard=shard,
         skip_views=views,
+        outputs=own_outputs(options["out"], options["cam_dir"]),
     )
     try:
         from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
