@@ -161,7 +161,7 @@ def _scandir_refusing(monkeypatch, refused: Path) -> None:
     real = os.scandir
 
     def scandir(path="."):
-        if os.fspath(path) == str(refused):
+        if not isinstance(path, int) and os.fspath(path) == str(refused):  # not an fd
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real(path)
 
