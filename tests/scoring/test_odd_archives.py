@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cxr_fast.data.dali_dicom import route
+from cxr_fast.data.dali_pipeline import dali_available
 from cxr_fast.data.discover import discover
 from cxr_fast.errors import Interrupted
 from cxr_fast.scoring.own_outputs import own_outputs
@@ -189,28 +191,36 @@ def test_a_mode_000_folder_as_root_or_not(trained_run, locked_archive, tmp_path)
     assert summary.errors == (0 if os.geteuid() == 0 else 1)
 
 
+@pytest.mark.parametrize("loader", ["torch", "dali"])
 def test_dicoms_without_extension_are_scored_and_other_files_counted(
-    trained_run, kaggle_dir, samples_dir, tmp_path, monkeypatch, capsys
+    trained_run, kaggle_dir, samples_dir, tmp_path, monkeypatch, capsys, loader
 ):
+    if loader == "dali" and not dali_available():
+        pytest.skip("NVIDIA DALI is not installed")
     root = tmp_path / "pacs"
     (root / "S0001").mkdir(parents=True)
     dicom = samples_dir / "siim_sample.dcm"
     shutil.copy(dicom, root / "S0001" / "IM00001")
     shutil.copy(dicom, root / "S0001" / "x.dicom")
+    shutil.copy(dicom, root / "S0001" / "named.dcm")
     shutil.copy(dicom, root / "DICOMDIR")  # the media's index: left out
     (root / "README.TXT").write_text("exported by a PACS\n")
     shutil.copy(_films(kaggle_dir, 1)[0], root / "film.jpeg")
+    # The DALI path takes a DICOM by its content too, not only a .dcm.
+    assert list(route({0: str(root / "S0001" / "IM00001")}, "cpu")[0]) == [0]
     out = tmp_path / "p.parquet"
     code, stdout, stderr = run_main(
         monkeypatch, capsys, "score", root, "--model", trained_run, "--out", out,
-        "--device", "cpu", "--workers", "0",
+        "--device", "cpu", "--workers", "0", "--loader", loader,
     )  # fmt: skip
     assert code == 0, stderr
     rows = {Path(row["path"]).name: row for row in pq.read_table(out).to_pylist()}
-    assert set(rows) == {"IM00001", "x.dicom", "film.jpeg"}
+    assert set(rows) == {"IM00001", "x.dicom", "named.dcm", "film.jpeg"}
     assert all(row["status"] == "ok" for row in rows.values())
-    assert rows["IM00001"]["modality"] and rows["x.dicom"]["sop_instance_uid"]
-    assert (rows["IM00001"]["width"], rows["IM00001"]["height"]) == (1024, 1024)
+    for name in ("IM00001", "x.dicom"):  # scored as the .dcm is
+        assert rows[name]["prob_pneumonia"] == rows["named.dcm"]["prob_pneumonia"]
+        assert rows[name]["sop_instance_uid"] == rows["named.dcm"]["sop_instance_uid"]
+        assert (rows[name]["width"], rows[name]["height"]) == (1024, 1024)
     assert "2 files left out: not images by name or content" in stdout
 
 
