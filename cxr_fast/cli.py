@@ -260,7 +260,8 @@ def data_synth(
 )
 def data_check(root, as_json, sample, workers) -> None:
     """Report counts per split and class, patients, leakage between splits, image sizes and
-    unreadable files under ROOT. Exits 1 when it finds leakage, unreadable files or no images."""
+    unreadable files or folders under ROOT. Exits 1 when it finds leakage, unreadable files or
+    folders, or no images."""
     from cxr_fast.data.check import check_dataset, format_report, none_readable, nothing_to_check
 
     with _bar(0, "decode") as bar:
@@ -273,7 +274,7 @@ def data_check(root, as_json, sample, workers) -> None:
     hint = empty or none_readable(report)
     if hint:
         click.echo(f"cxr-fast: {hint}", err=True)
-    if report.leaked_patients or report.unreadable or empty:
+    if report.has_problems or empty:
         sys.exit(1)  # the check ran and found a problem in the data (see the README's exit codes)
 
 
@@ -1219,6 +1220,7 @@ def score(
     """
     from cxr_fast.data.views import parse_views
     from cxr_fast.scoring import head_start, wait_policy
+    from cxr_fast.scoring.own_outputs import own_outputs
 
     wait_policy.prefer_passive()  # before torch loads its OpenMP runtime
     views = parse_views(skip_views)
@@ -1232,6 +1234,7 @@ def score(
         resume=options["resume"],
         shard=shard,
         skip_views=views,
+        outputs=own_outputs(options["out"], options["cam_dir"]),
     )
     try:
         from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score

@@ -75,14 +75,15 @@ def default_out_dir(run_dir: Path, data: Path) -> Path:
     """``RUN/eval/<data folder name>-<8 hex of its absolute path>``: two data folders that
     share a name (site_a/test, site_b/test) never share an evaluation folder."""
     resolved = data.resolve()
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]
     return run_dir / EVAL_DIR / f"{resolved.name or 'data'}-{digest}"
 
 
 def data_sha256(root: Path, records) -> str:
     """What the evaluated data was: sorted relative paths and sizes."""
     lines = sorted(f"{os.path.relpath(r.path, root)}\t{os.path.getsize(r.path)}" for r in records)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    # fsencode: the names' bytes, also of names that are not UTF-8.
+    return hashlib.sha256(os.fsencode("\n".join(lines))).hexdigest()
 
 
 def _refuse_other(out_dir: Path, data_sha: str, model_sha: str) -> None:

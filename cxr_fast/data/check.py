@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from cxr_fast.choices import DEFAULT_WORKERS
 from cxr_fast.data.decode import ImageReadError, probe
-from cxr_fast.data.discover import IMAGE_NAMES, Record, scan
+from cxr_fast.data.discover import IMAGE_NAMES, Record, display_path, scan
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.text import plural
 
@@ -32,6 +32,10 @@ class CheckReport:
     width_range: tuple[int, int] | None
     height_range: tuple[int, int] | None
     unreadable: list[dict[str, str]] = field(default_factory=list)
+    # Folders (or entries) the walk could not read: their files are unknown, so not checked.
+    not_read: list[dict[str, str]] = field(default_factory=list)
+    # Image names that are not UTF-8: read all the same, shown with \xNN escapes.
+    odd_names: int = 0
 
     def to_dict(self) -> dict:
         """Plain JSON-safe dict."""
@@ -46,7 +50,14 @@ class CheckReport:
             "width_range": list(self.width_range) if self.width_range else None,
             "height_range": list(self.height_range) if self.height_range else None,
             "unreadable": self.unreadable,
+            "not_read": self.not_read,
+            "odd_names": self.odd_names,
         }
+
+    @property
+    def has_problems(self) -> bool:
+        """Leakage, unreadable files or folders: what makes ``data check`` exit 1."""
+        return bool(self.leaked_patients or self.unreadable or self.not_read)
 
 
 def _probe_one(path: str) -> tuple[str, tuple[int, int] | None, str | None]:
@@ -102,7 +113,7 @@ def check_dataset(
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for path, size, error in pool.map(_probe_one, paths, chunksize=32):
             if size is None:
-                unreadable.append({"path": path, "error": error or "unreadable"})
+                unreadable.append({"path": display_path(path), "error": error or "unreadable"})
             else:
                 widths.append(size[0])
                 heights.append(size[1])
@@ -110,7 +121,7 @@ def check_dataset(
                 progress(1)
 
     return CheckReport(
-        root=str(root),
+        root=display_path(str(root)),
         images=len(records),
         skipped_files=discovery.skipped,
         counts={split: dict(sorted(c.items())) for split, c in sorted(counts.items())},
@@ -120,6 +131,8 @@ def check_dataset(
         width_range=(min(widths), max(widths)) if widths else None,
         height_range=(min(heights), max(heights)) if heights else None,
         unreadable=unreadable,
+        not_read=[{"path": display_path(p), "error": e} for p, e in discovery.unreadable],
+        odd_names=discovery.odd_names,
     )
 
 
@@ -150,8 +163,19 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
         lines.append(f"  {bad['path']}: {bad['error']}")
     if len(report.unreadable) > max_listed:
         lines.append(f"  ... and {len(report.unreadable) - max_listed} more (see --json)")
+    for bad in report.not_read[:max_listed]:
+        lines.append(f"not read: {bad['path']}: {bad['error']}")
+    if len(report.not_read) > max_listed:
+        lines.append(f"not read: ... and {len(report.not_read) - max_listed} more (see --json)")
+    if report.odd_names:
+        lines.append(
+            f"names not UTF-8: {plural(report.odd_names, 'image')} (read; shown with \\xNN "
+            "escapes, score keeps the real name in path_bytes)"
+        )
     if report.skipped_files:
-        lines.append(f"skipped: {plural(report.skipped_files, 'file')} that are not {IMAGE_NAMES}")
+        lines.append(
+            f"left out: {plural(report.skipped_files, 'file')}: not images by name or content"
+        )
     return "\n".join(lines)
 
 
@@ -160,7 +184,9 @@ def nothing_to_check(report: CheckReport) -> str | None:
     the layout it expects; None when there are some."""
     if report.images:
         return None
-    skipped = f" ({plural(report.skipped_files, 'other file')})" if report.skipped_files else ""
+    others = [plural(report.skipped_files, "other file")] if report.skipped_files else []
+    others += [f"{plural(len(report.not_read), 'path')} not read"] if report.not_read else []
+    skipped = f" ({', '.join(others)})" if others else ""
     return (
         f"no {IMAGE_NAMES} images under {report.root}{skipped}: expected the Kaggle layout "
         "ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ or any folder of images"

@@ -27,6 +27,7 @@ from cxr_fast.data.dali_pipeline import contract_normalize, contract_resize
 from cxr_fast.data.decode import MIN_IMAGE_SIDE
 from cxr_fast.data.dicom import frame_count, identifiers, read_dataset, skip_reason
 from cxr_fast.data.dicom_intensity import LinearIntensity, linear_intensity
+from cxr_fast.data.discover import is_dicom_file
 from cxr_fast.data.filecheck import special_file_reason
 
 _BASELINE = "1.2.840.10008.1.2.4.50"
@@ -232,7 +233,7 @@ def route(
     plans: dict[int, DicomPlan] = {}
     rest: list[int] = []
     for position, path in paths.items():
-        found = plan(path, device, skip_views) if path.lower().endswith(".dcm") else None
+        found = plan(path, device, skip_views) if is_dicom_file(path) else None
         if found is None:
             rest.append(position)
         else:

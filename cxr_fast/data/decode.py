@@ -22,6 +22,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.captured import capture_native_stderr, capture_warnings
 from cxr_fast.data.dicom import DicomSkipped, read_dataset, read_dicom
 from cxr_fast.data.dicom_intensity import stretch_to_uint8
+from cxr_fast.data.discover import is_dicom_bytes, is_dicom_file
 from cxr_fast.data.equalize import equalize_uint8
 from cxr_fast.data.filecheck import special_file_reason
 from cxr_fast.data.pixel_limit import check_pixels
@@ -37,7 +38,6 @@ _PIL_FILTERS = {
 # than 2 and differs from DALI's full decode + resize by at most 0.009 mean absolute (0.005 at 2);
 # the IDCT's own downscaling is a clean low-pass, so the extra pixels bought little.
 DRAFT_OVERSAMPLE = 1
-DICOM_EXTENSION = ".dcm"
 # Smaller than this is no radiograph (a 1x1 placeholder, an icon): an error, not a prediction.
 MIN_IMAGE_SIDE = 32
 
@@ -198,7 +198,7 @@ def read_gray(path: str, contract: PreprocessContract) -> tuple[np.ndarray, tupl
     if (special := special_file_reason(path)) is not None:  # a FIFO would block open() forever
         raise ImageReadError(path, special)
     try:
-        return _model_pixels(path, contract, _is_dicom_path(path))
+        return _model_pixels(path, contract, is_dicom_file(path))
     except Exception as exc:  # any decoder failure is this file's error, not ours
         raise ImageReadError(path, _reason(path, exc)) from exc
 
@@ -213,7 +213,7 @@ def read_image(
         raise ImageReadError(path, special)
     info: dict = {}
     notes: list[str] = []
-    dicom = _is_dicom_path(path)
+    dicom = is_dicom_file(path)
     # Only DICOM decoders are native libraries that print (and redirecting costs syscalls).
     native = capture_native_stderr(notes) if dicom else contextlib.nullcontext()
     try:
@@ -230,16 +230,6 @@ def read_image(
 
 def _with_notes(info: dict, notes: list[str]) -> dict:
     return {**info, "warnings": "; ".join(notes) or None}
-
-
-def _is_dicom_path(path: str) -> bool:
-    """Files on disk are told apart by extension (an archive's DICOMs are named .dcm)."""
-    return os.path.splitext(path)[1].lower() == DICOM_EXTENSION
-
-
-def is_dicom_bytes(data: bytes) -> bool:
-    """A DICOM Part 10 file: 128-byte preamble, then ``DICM`` (the content, not the name)."""
-    return data[128:132] == b"DICM"
 
 
 def is_dicom_content(data: bytes) -> bool:
@@ -293,7 +283,7 @@ def display_gray(source: str | bytes, max_side: int) -> Image.Image:
     if isinstance(source, bytes):
         gray, _ = open_gray(io.BytesIO(source), dicom=is_dicom_content(source), draft=max_side)
     else:
-        gray, _ = open_gray(source, dicom=_is_dicom_path(source), draft=max_side)
+        gray, _ = open_gray(source, dicom=is_dicom_file(source), draft=max_side)
     gray.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return gray
 
@@ -307,7 +297,7 @@ def probe(path: str) -> tuple[int, int]:
     if (special := special_file_reason(path)) is not None:
         raise ImageReadError(path, special)
     try:
-        if _is_dicom_path(path):
+        if is_dicom_file(path):
             return _dicom_gray(path).size
         with Image.open(path) as image:
             original = image.size

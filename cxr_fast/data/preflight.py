@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxr_fast.data.decode import ImageReadError, probe
-from cxr_fast.data.discover import Record
+from cxr_fast.data.discover import Record, display_path
 
 CACHE_ENV = "CXR_FAST_CACHE"
 CACHE_VERSION = 1
@@ -43,11 +43,12 @@ def data_key(paths: Sequence[str]) -> str:
     """A fingerprint of the files' identity and content version: path, size, mtime."""
     digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     for path in sorted(paths):
+        name = os.fsencode(path)  # the name's bytes, also where they are not UTF-8
         try:
             info = os.stat(path)
-            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+            digest.update(name + f"\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
         except OSError:
-            digest.update(f"{path}\0missing\n".encode())
+            digest.update(name + b"\0missing\n")
     return digest.hexdigest()
 
 
@@ -95,6 +96,6 @@ def find_bad_files(records: Sequence[Record], workers: int | None = None) -> lis
 
 def describe(bad: Sequence[BadFile], total: int, shown: int = 3) -> str:
     """One line: how many of ``total`` files are bad, and the first few with their reasons."""
-    first = "; ".join(f"{b.path}: {b.reason}" for b in bad[:shown])
+    first = "; ".join(f"{display_path(b.path)}: {b.reason}" for b in bad[:shown])
     more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
     return f"{len(bad)} of {total} images cannot be read ({first}{more})"

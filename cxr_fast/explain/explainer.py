@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import ImageReadError, display_gray, read_image
+from cxr_fast.data.discover import display_path
 from cxr_fast.device import resolve_device
 from cxr_fast.explain.gradcam import find_layer, grad_cam
 from cxr_fast.explain.overlay import (
@@ -164,16 +166,20 @@ class Explainer:
         """Explain one image file; :class:`ImageReadError` when it cannot be read,
         :class:`NotChestXrayError` (one of them) when the input gate refuses it."""
         read = read_image(path, self.contract)
-        self.check_gate(read.pixels, read.info, Path(path).name)
-        display = display_gray(path, DISPLAY_SIDE)
-        return self.explain_pixels(read.pixels, read.size, display, Path(path).name)
+        name = display_path(Path(path).name)  # drawn in the caption: text, not bytes
+        self.check_gate(read.pixels, read.info, name)
+        return self.explain_pixels(read.pixels, read.size, display_gray(path, DISPLAY_SIDE), name)
 
 
 def overlay_name(path: str) -> str:
     """A file name for ``path``'s overlay: its stem plus a short hash of the full path, so that
-    same-named films from different folders never overwrite each other."""
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    return f"{Path(path).stem}.{digest}.cam.png"
+    same-named films from different folders never overwrite each other. Valid UTF-8 whatever
+    the source's name (``bad\\xff.jpeg`` -> ``bad_xff.HASH.cam.png``); the hash is of its
+    bytes."""
+    digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
+    # No backslash either: the escapes would make a name awkward in shells and on Windows.
+    stem = display_path(Path(path).stem).replace("\\", "_")
+    return f"{stem}.{digest}.cam.png"
 
 
 @dataclass(frozen=True)

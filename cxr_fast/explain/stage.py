@@ -47,18 +47,18 @@ class ExplainResult:
 
     def lines(self) -> list[tuple[str, bool]]:
         """(line, is an error) per outcome, in input order: errors go to stderr."""
+        from cxr_fast.data.discover import display_path
         from cxr_fast.text import format_probability
 
         lines = []
         for outcome in self.outcomes:
             e = outcome.explanation
+            source = display_path(outcome.source)  # a name that is not UTF-8, printable
             if e is None:
-                lines.append((f"error: {outcome.source}: {outcome.error}", True))
+                lines.append((f"error: {source}: {outcome.error}", True))
                 continue
             prob, threshold = format_probability(e.prob, e.threshold)
-            line = (
-                f"{e.pred:9s} p={prob} (threshold {threshold})  {outcome.source} -> {outcome.out}"
-            )
+            line = f"{e.pred:9s} p={prob} (threshold {threshold})  {source} -> {outcome.out}"
             lines.append((line, False))
         return lines
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cxr_fast.contract import PreprocessContract
-from cxr_fast.data.discover import Record, discover
+from cxr_fast.data.discover import Discovery, Record, scan
 from cxr_fast.export.common import EXPORT_DIR, sidecar_path
 
 if TYPE_CHECKING:
@@ -96,8 +96,10 @@ class HeadStart:
         contract: PreprocessContract,
         processes: int,
         skip_views: Sequence[str] = (),
+        discovery: Discovery | None = None,
     ) -> None:
         self.records, self.contract = records, contract
+        self.discovery = discovery  # the walk ``records`` came from, for the scorer's counts
         self.started = time.perf_counter()  # when decoding began (the scorer's rate counts it)
         context = multiprocessing.get_context("fork")
         self._stop = context.Event()
@@ -176,10 +178,12 @@ def begin(
     shard: str | None,
     skip_views: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    outputs: Sequence[Path] = (),
 ) -> HeadStart | None:
     """A head start for ``cxr-fast score ARCHIVE --model MODEL`` with these options, or None
-    where none can help or be used (see the module docstring). Never raises: a mistake in the
-    arguments is left for the scorer to report."""
+    where none can help or be used (see the module docstring); ``outputs``: the run's own
+    outputs (:func:`cxr_fast.scoring.own_outputs.own_outputs`), left out as the scorer does.
+    Never raises: a mistake in the arguments is left for the scorer to report."""
     env = os.environ if env is None else env
     if env.get(ENV_SWITCH, "1") == "0" or resume or shard or "WORLD_SIZE" in env:
         return None
@@ -195,9 +199,10 @@ def begin(
     if contract is None:
         return None
     try:
-        records = discover(Path(archive).resolve())
+        found = scan(Path(archive).resolve(), exclude=outputs)
     except Exception:  # the scorer reports it in its own words
         return None
+    records = found.records
     if not records:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -206,6 +211,6 @@ def begin(
     # The scorer's own start-up keeps one core busy; the others decode.
     processes = min(workers, cores - 1)
     try:
-        return HeadStart(records, contract, processes, skip_views)
+        return HeadStart(records, contract, processes, skip_views, found)
     except OSError:  # no processes to spare (a limit): score without a head start
         return None

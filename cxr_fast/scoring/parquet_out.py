@@ -7,6 +7,11 @@ a chunk on disk is always whole. A chunk is written every ``rows_per_chunk`` row
 every file is scored the chunks are streamed, one row group each, into ``preds.parquet.tmp``,
 which is renamed to ``preds.parquet``. ``--resume`` reads back the paths of the chunks already
 written and scores only the rest.
+
+Every text column is valid UTF-8. A file name that is not (the OS hands it over with surrogates)
+is written to ``path`` with its odd bytes as ``\\xNN`` escapes and, in that row only, its real
+bytes to ``path_bytes`` (null elsewhere): the row names its file losslessly and ``--resume``
+recognises it.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cxr_fast.choices import CHUNK_SECONDS, ROWS_PER_CHUNK
+from cxr_fast.data.discover import display_path, path_bytes, real_path
 from cxr_fast.scoring.row_info import INFO_FIELDS
 
 SCHEMA = pa.schema(
     [
         pa.field("path", pa.string(), nullable=False),
+        # The file name's bytes where ``path`` is not the name itself (not UTF-8), else null.
+        pa.field("path_bytes", pa.binary()),
         pa.field("prob_pneumonia", pa.float32()),
         pa.field("pred", pa.string()),
         pa.field("threshold", pa.float32(), nullable=False),
@@ -83,14 +91,16 @@ class ChunkedParquetWriter:
         """Paths already written by an earlier, interrupted run (for ``--resume``)."""
         done: set[str] = set()
         for chunk in self._chunk_files():
-            done.update(pq.read_table(chunk, columns=["path"]).column("path").to_pylist())
+            done.update(real_paths(_read(chunk, "path", "path_bytes")))
         return done
 
     def add(self, row: dict) -> None:
-        """Buffer one row (keys = schema names); writes a chunk when the buffer is full or
-        the last chunk is ``chunk_seconds`` old."""
+        """Buffer one row (keys = schema names; ``path`` the real one, ``path_bytes`` is
+        derived); writes a chunk when the buffer is full or the last chunk is
+        ``chunk_seconds`` old."""
+        row = {**row, "path_bytes": path_bytes(row["path"])}
         for name in SCHEMA.names:
-            self._rows[name].append(row.get(name))
+            self._rows[name].append(_text(row.get(name)))
         if (
             len(self._rows["path"]) >= self.rows_per_chunk
             or time.monotonic() - self._flushed_at >= self.chunk_seconds
@@ -125,11 +135,11 @@ class ChunkedParquetWriter:
         self.flush()
         best: list[tuple[float, str]] = []
         for chunk in self._chunk_files():
-            table = pq.read_table(chunk, columns=["path", "prob_pneumonia", "status"])
+            table = _read(chunk, "path", "path_bytes", "prob_pneumonia", "status")
             table = table.filter(pc.equal(table["status"], STATUS_OK))
             if table.num_rows:
                 top = table.take(pc.select_k_unstable(table, k, [("prob_pneumonia", "descending")]))
-                rows = zip(top["prob_pneumonia"].to_pylist(), top["path"].to_pylist(), strict=True)
+                rows = zip(top["prob_pneumonia"].to_pylist(), real_paths(top), strict=True)
                 best = heapq.nlargest(k, [*best, *rows])
         return [(path, prob) for prob, path in best]
 
@@ -145,13 +155,36 @@ class ChunkedParquetWriter:
             for chunk in self._chunk_files():
                 table = pq.read_table(chunk, schema=SCHEMA)
                 if cam_paths is not None:
-                    cams = [cam_paths.get(path) for path in table["path"].to_pylist()]
+                    cams = [_text(cam_paths.get(path)) for path in real_paths(table)]
                     table = table.append_column(CAM_FIELD, pa.array(cams, pa.string()))
                 writer.write_table(table)
                 rows += table.num_rows
         os.replace(tmp, self.out)
         shutil.rmtree(self.staging, ignore_errors=True)
         return rows
+
+
+def _text(value):
+    """``value``, with a str made valid UTF-8 (Arrow refuses surrogates: see the module
+    docstring); the ASCII test keeps the common case cheap."""
+    if isinstance(value, str) and not value.isascii():
+        return display_path(value)
+    return value
+
+
+def _read(chunk: Path, *columns: str) -> pa.Table:
+    """``columns`` of a chunk file, those it has (``path_bytes`` is newer than some chunks)."""
+    names = pq.read_schema(chunk).names
+    return pq.read_table(chunk, columns=[name for name in columns if name in names])
+
+
+def real_paths(table: pa.Table) -> list[str]:
+    """The real path of every row of ``table`` (``path``, or ``path_bytes`` where set)."""
+    paths = table["path"].to_pylist()
+    if "path_bytes" not in table.column_names:  # a chunk written before the column existed
+        return paths
+    raw = table["path_bytes"].to_pylist()
+    return [real_path(path, data) for path, data in zip(paths, raw, strict=True)]
 
 
 def metadata_json(values: dict) -> dict[str, str]:

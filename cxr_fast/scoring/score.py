@@ -26,7 +26,7 @@ from cxr_fast.choices import (
 )
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
-from cxr_fast.data.discover import Record, discover, require_images
+from cxr_fast.data.discover import Discovery, Record, display_path, require_images, scan
 from cxr_fast.data.file_item import FileItem
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.shard import shard_range
@@ -44,6 +44,7 @@ from cxr_fast.scoring.gating import gated_verdict, judge_batch
 from cxr_fast.scoring.head_start import HeadStart
 from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
+from cxr_fast.scoring.own_outputs import metrics_path_for, own_outputs
 from cxr_fast.scoring.parquet_out import (
     ROWS_PER_CHUNK,
     STATUS_ERROR,
@@ -124,6 +125,8 @@ class ScoreSummary:
     cam_dir: Path | None = None  # where --cam-dir overlays went
     backend_choice: str | None = None  # why --backend auto scored with this model
     not_cxr: int = 0  # films the input gate refused (no verdict)
+    left_out: int = 0  # files discovery found to be no images, by name or content
+    own_outputs: tuple[str, ...] = ()  # this run's outputs under the archive, not scored
 
     def summary(self) -> str:
         """Rows by status, speed, the metrics' headline and the overlays ("" on ranks other
@@ -139,6 +142,11 @@ class ScoreSummary:
         ]
         if self.backend_choice:
             lines.append(f"backend: {self.backend_choice}")
+        if self.left_out:
+            lines.append(f"{plural(self.left_out, 'file')} left out: not images by name or content")
+        if self.own_outputs:
+            shown = ", ".join(display_path(path) for path in self.own_outputs)
+            lines.append(f"not scored: this run's own outputs under the archive ({shown})")
         if self.metrics_path:
             lines.append(headline(json.loads(self.metrics_path.read_text())))
             lines.append(f"metrics: {self.metrics_path}")
@@ -167,11 +175,6 @@ def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[
 def output_path(out: Path, shard: tuple[int, int] | None) -> Path:
     """The Parquet file a run writes: ``out`` itself, or ``out/part-IIIII.parquet``."""
     return out if shard is None else out / f"part-{shard[0]:05d}.parquet"
-
-
-def metrics_path_for(out: Path) -> Path:
-    """``preds.parquet`` -> ``preds.metrics.json``."""
-    return out.with_name(out.stem + ".metrics.json")
 
 
 def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> str:
@@ -505,6 +508,8 @@ class _Setup:
     out: Path
     made_with: dict
     resuming: bool
+    # What discovery found besides the records: folders not read get error rows (shard 0's).
+    discovery: Discovery
 
 
 @dataclass(frozen=True)
@@ -529,8 +534,8 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
     explainer = _explainer(config, device, model)
     # Rows name files by absolute path under the resolved root, however ARCHIVE was typed: the
     # same file is the same row in every run, part and resume (the README's Parquet policy).
-    found = head.records if head is not None else discover(config.archive.resolve())
-    records = require_images(found, str(config.archive))
+    found = _discovery(config, head)
+    records = require_images(found.records, _where(config.archive, found))
     positions = list(range(len(records)))
     if config.shard is not None:
         positions = list(shard_range(len(records), *config.shard))
@@ -555,7 +560,38 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
         out,
         made_with,
         resuming,
+        found,
     )
+
+
+def _discovery(config: ScoreConfig, head: HeadStart | None) -> Discovery:
+    """The archive's files without this run's own outputs: the head start's walk when there
+    is one (made with the same exclusions), else a new one."""
+    if head is not None:
+        return head.discovery or Discovery(head.records, 0)
+    return scan(config.archive.resolve(), exclude=own_outputs(config.out, config.cam_dir))
+
+
+def _where(archive: Path, found: Discovery) -> str:
+    """The archive as the "no images" message names it, with what could not be read."""
+    if not found.unreadable:
+        return str(archive)
+    path, reason = found.unreadable[0]
+    first = f"{display_path(path)}: {reason}"
+    return f"{archive} ({plural(len(found.unreadable), 'path')} not read, e.g. {first})"
+
+
+def _unreadable_rows(run: _Setup, shard: tuple[int, int] | None, done: set[str]) -> list[dict]:
+    """One error row per folder (or entry) discovery could not read, so that no file under it
+    is lost without a trace; written by the first shard only, once across resumes."""
+    if shard is not None and shard[0] != 0:
+        return []
+    threshold = run.model.threshold
+    return [
+        {"path": path, "threshold": threshold, "status": STATUS_ERROR, "error": reason}
+        for path, reason in run.discovery.unreadable
+        if path not in done
+    ]
 
 
 def _score(
@@ -570,6 +606,8 @@ def _score(
     if not run.resuming:
         identity.record(writer.staging, run.made_with)
     done = writer.done_paths() if config.resume else set()
+    for row in _unreadable_rows(run, config.shard, done):
+        writer.add(row)
     todo = [p for p in run.positions if records[p].path not in done]
     if run.ctx.is_main and any(records[p].label is not None for p in todo):
         import_in_background()  # the metrics at the end need scikit-learn: load it meanwhile
@@ -627,8 +665,9 @@ def _summarize(config: ScoreConfig, run: _Setup, scored: _Scored) -> ScoreSummar
         loader_fallback=scored.loader_fallback,
     )
     if run.coordinated:  # rank 0 reports the whole job: every part, one summary
+        files = len(run.records) + len(run.discovery.unreadable)
         metrics_file, part, (rows, ok, skipped, not_cxr) = _finish_job(
-            config.out, run.ctx, len(run.records), model, part
+            config.out, run.ctx, files, model, part
         )
         out = config.out
     return ScoreSummary(
@@ -649,6 +688,8 @@ def _summarize(config: ScoreConfig, run: _Setup, scored: _Scored) -> ScoreSummar
         skipped=skipped,
         is_main=not run.coordinated or run.ctx.is_main,
         cam_dir=config.cam_dir,
+        left_out=run.discovery.skipped,
+        own_outputs=tuple(run.discovery.excluded),
     )
 
 

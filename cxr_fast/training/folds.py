@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast import __version__
-from cxr_fast.data.discover import Record, discover
+from cxr_fast.data.discover import Record, discover, display_path, path_bytes
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
@@ -98,7 +98,9 @@ def _out_of_fold(config: TrainConfig, workers: int):
 def _write_oof(path: Path, records: list, folds: np.ndarray, probs: np.ndarray) -> None:
     table = pa.table(
         {
-            "path": [r.path for r in records],
+            # As in score's output: text paths, and the bytes of names that are not UTF-8.
+            "path": [display_path(r.path) for r in records],
+            "path_bytes": pa.array([path_bytes(r.path) for r in records], pa.binary()),
             "patient": [r.patient for r in records],
             "label": pa.array([r.label for r in records], pa.int8()),
             "fold": pa.array(folds + 1, pa.int8()),

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,6 +69,23 @@ def test_bytes_give_the_same_pixels_as_files_whatever_the_name(samples_dir):
         from_bytes = read_gray_bytes(path.read_bytes(), contract, "renamed.bin")
         assert from_file[1] == from_bytes[1]
         np.testing.assert_array_equal(from_file[0], from_bytes[0])
+
+
+def test_a_dicom_file_is_read_as_dicom_whatever_its_name(samples_dir, tmp_path):
+    """PACS exports name files IM00001 or x.dicom: the content decides, as for uploads."""
+    from cxr_fast.data.decode import display_gray, read_image
+
+    contract = PreprocessContract(image_size=96)
+    source = samples_dir / "siim_sample.dcm"
+    named = read_image(str(source), contract)
+    for name in ("IM00001", "x.dicom"):
+        copy = tmp_path / name
+        shutil.copy(source, copy)
+        read = read_image(str(copy), contract)
+        np.testing.assert_array_equal(read.pixels, named.pixels)
+        assert read.size == named.size and read.info["modality"] == named.info["modality"]
+        assert probe(str(copy)) == (1024, 1024)
+        assert display_gray(str(copy), 64).size == display_gray(str(source), 64).size
 
 
 def test_pixel_limit_refuses_from_the_header(samples_dir):

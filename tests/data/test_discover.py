@@ -1,3 +1,4 @@
+import hashlib
 import os
 import shutil
 from collections import Counter
@@ -5,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from cxr_fast.data.discover import discover, patient_id, scan
+from cxr_fast.data.discover import (
+    discover,
+    display_path,
+    is_dicom_file,
+    path_bytes,
+    paths_sha256,
+    patient_id,
+    real_path,
+    scan,
+)
+from cxr_fast.errors import UserInputError
 
 
 @pytest.mark.parametrize(
@@ -97,3 +108,127 @@ def test_walk_is_deterministic_whatever_the_creation_order(tmp_path, kaggle_dir)
     shutil.copytree(kaggle_dir, copy)
     first = [Path(r.path).relative_to(copy) for r in discover(copy)]
     assert first == sorted(first)
+
+
+def _odd(folder: Path, name: bytes) -> str:
+    """The path of a file named ``name`` (bytes that need not be UTF-8) in ``folder``, as the
+    OS hands it to Python (surrogates for the bytes that are not UTF-8)."""
+    return os.fsdecode(os.path.join(os.fsencode(folder), name))
+
+
+def test_a_name_that_is_not_utf8_is_kept_and_shown_as_text(tmp_path, kaggle_dir):
+    source = sorted((kaggle_dir / "train" / "NORMAL").glob("*.jpeg"))[0]
+    odd = _odd(tmp_path, b"bad\xff.jpeg")
+    shutil.copy(source, odd)
+    shutil.copy(source, tmp_path / "good.jpeg")
+    found = scan(tmp_path)
+    assert [r.path for r in found.records] == [odd, str(tmp_path / "good.jpeg")]
+    assert found.odd_names == 1
+    shown = display_path(odd)
+    shown.encode("utf-8")  # valid text
+    assert shown == f"{tmp_path}/bad\\xff.jpeg"
+    assert path_bytes(odd) == os.fsencode(odd) and path_bytes(str(tmp_path)) is None
+    assert real_path(shown, path_bytes(odd)) == odd
+    assert found.records[0].patient == "bad\\xff"  # ids are text too
+    # The same hash as before for UTF-8 names; no crash for the others.
+    good = [r for r in found.records if r.path.endswith("good.jpeg")]
+    assert paths_sha256(tmp_path, good) == hashlib.sha256(b"good.jpeg").hexdigest()
+    assert len(paths_sha256(tmp_path, found.records)) == 64
+
+
+def test_dicom_without_an_extension_is_found_by_its_content(tmp_path, samples_dir):
+    dicom = (samples_dir / "siim_sample.dcm").read_bytes()
+    root = tmp_path / "export"
+    (root / "S0001").mkdir(parents=True)
+    (root / "S0001" / "IM00001").write_bytes(dicom)
+    (root / "S0001" / "x.dicom").write_bytes(dicom)
+    (root / "DICOMDIR").write_bytes(dicom)  # an index, never an image
+    (root / "S0001" / "VERSION").write_bytes(b"x" * 200)  # no extension, not DICOM
+    (root / "S0001" / "tiny").write_bytes(b"DICM")  # shorter than a preamble
+    os.symlink(root / "missing", root / "S0001" / "dangling")
+    os.mkfifo(root / "S0001" / "pipe")  # never opened: sniffing must not block
+    found = scan(root)
+    assert [Path(r.path).name for r in found.records] == ["IM00001", "x.dicom"]
+    assert found.skipped == 5 and found.unreadable == []
+    assert is_dicom_file(root / "S0001" / "IM00001") and is_dicom_file("any.DCM")
+    assert not is_dicom_file(root / "S0001" / "VERSION") and not is_dicom_file(root / "x.png")
+    assert not is_dicom_file(root / "S0001" / "pipe")
+
+
+def _scandir_refusing(monkeypatch, refused: Path) -> None:
+    """os.scandir raising PermissionError for ``refused``, as for a folder of mode 000 run
+    by a user who is not root (root reads it all the same, so the test simulates it)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if not isinstance(path, int) and os.fspath(path) == str(refused):  # not an fd
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_folder_is_recorded_and_the_rest_found(tmp_path, monkeypatch, caplog):
+    root = _tree(tmp_path / "arch", ["a/1.jpeg", "locked/2.jpeg", "z/3.png"])
+    _scandir_refusing(monkeypatch, root / "locked")
+    found = scan(root)
+    assert [Path(r.path).name for r in found.records] == ["1.jpeg", "3.png"]
+    assert found.unreadable == [(str(root / "locked"), "permission denied: folder not read")]
+    with caplog.at_level("WARNING"):
+        assert len(discover(root)) == 2  # stages without error rows warn instead
+    assert "locked: permission denied: folder not read" in caplog.text
+    _scandir_refusing(monkeypatch, root)
+    with pytest.raises(UserInputError, match=r"cannot read .*permission denied"):
+        scan(root)
+
+
+def test_an_entry_whose_stat_fails_is_recorded(tmp_path, monkeypatch):
+    root = _tree(tmp_path / "arch", ["1.jpeg", "2.jpeg"])
+    real = os.scandir
+
+    class Refusing:
+        """A directory entry whose stat is refused (is_dir has to stat without d_type)."""
+
+        def __init__(self, entry):
+            self.name, self.path = entry.name, entry.path
+
+        def is_dir(self, follow_symlinks=True):
+            raise PermissionError(13, "Permission denied", self.path)
+
+    class Listing:
+        def __init__(self, path):
+            self.entries = [Refusing(e) if e.name == "2.jpeg" else e for e in real(path)]
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(os, "scandir", Listing)
+    found = scan(root)
+    assert [Path(r.path).name for r in found.records] == ["1.jpeg"]
+    assert found.unreadable == [(str(root / "2.jpeg"), "permission denied: file not read")]
+
+
+def test_a_mode_000_folder_as_root_or_not(tmp_path):
+    """The real thing: root reads the folder, anyone else gets it recorded; never a crash."""
+    root = _tree(tmp_path / "arch", ["a/1.jpeg", "locked/2.jpeg"])
+    (root / "locked").chmod(0)
+    try:
+        found = scan(root)
+    finally:
+        (root / "locked").chmod(0o755)
+    if os.geteuid() == 0:
+        assert len(found.records) == 2 and found.unreadable == []
+    else:
+        assert len(found.records) == 1 and found.unreadable[0][0] == str(root / "locked")
+
+
+def test_excluded_outputs_are_left_out_and_named(tmp_path):
+    root = _tree(tmp_path / "arch", ["a.jpeg", "cams/a.1234.cam.png", "p.parquet"])
+    found = scan(root, exclude=[root / "cams", tmp_path / "arch" / "." / "p.parquet"])
+    assert [Path(r.path).name for r in found.records] == ["a.jpeg"]
+    assert found.excluded == [str(root / "cams"), str(root / "p.parquet")]
+    assert found.skipped == 0
+    assert len(scan(root).records) == 2  # without exclusions the overlays are images
