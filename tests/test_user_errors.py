@@ -47,6 +47,16 @@ def truncated_run(trained_run, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def pickled_code_run(trained_run, tmp_path_factory) -> Path:
+    from tests.bad_files import add_pickled_code
+
+    run = tmp_path_factory.mktemp("pickled") / "run"
+    shutil.copytree(trained_run, run)
+    add_pickled_code(run / "model.pt")
+    return run
+
+
 def test_the_family_keeps_builtin_catches_working():
     assert issubclass(UserInputError, ValueError) and issubclass(UserInputError, CxrFastError)
     assert issubclass(NotFoundError, FileNotFoundError)
@@ -123,6 +133,18 @@ def test_a_truncated_checkpoint_in_score_evaluate_and_serve(truncated_run, kaggl
         needle,
     )
     _one_line_exit_2(_cli("serve", str(truncated_run), "--port", "0", "--device", "cpu"), needle)
+
+
+def test_a_checkpoint_carrying_code_is_refused_plainly(pickled_code_run, kaggle_dir):
+    result = _cli("evaluate", str(pickled_code_run), "--data", str(kaggle_dir), "--device", "cpu")
+    line = _one_line_exit_2(
+        result,
+        "model.pt refused: loading it would run code from the file",
+        "builtins.print",
+        "not a plain cxr-fast checkpoint",
+    )
+    assert "weights_only" not in line and "truncated" not in line
+    assert "code from the file ran" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
