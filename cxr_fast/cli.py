@@ -767,7 +767,7 @@ def tune(
         log=click.echo,
     )
     click.echo(
-        f"best ROC-AUC {result.best_value:.4f} after {result.trials} trials: "
+        f"best ROC-AUC {result.best_value:.4f} after {plural(result.trials, 'trial')}: "
         + json.dumps(result.best_params)
     )
     click.echo(f"best options: {result.best_file}  (cxr-fast train --config {result.best_file})")
