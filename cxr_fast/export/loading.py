@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from cxr_fast.device import cuda_device, resolve_device
-from cxr_fast.export.common import ExportError
+from cxr_fast.export.common import FORMATS, ExportError, sidecar_path
 from cxr_fast.export.engine_target import check_engine_target, engine_target
 from cxr_fast.export.onnx import load_onnx
 from cxr_fast.export.pt2 import load_pt2
@@ -105,6 +106,34 @@ def open_artifact(
     )
 
 
+def file_kind(path: Path) -> tuple[str, tuple[str, ...]]:
+    """What ``path`` holds, read from its layout: (a name for people, the export formats it can
+    be). TorchScript and torch.export archives are zips of different layouts (TensorRT's is a
+    torch.export one); ONNX is a protobuf, never a zip. An unknown layout may be any format."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return "an ONNX model (not a zip archive)", ("onnx",)
+    inside = {name.split("/", 1)[-1] for name in names}
+    if "constants.pkl" in inside and any(name.startswith("code/") for name in inside):
+        return "a TorchScript archive", ("torchscript",)
+    if "archive_format" in inside or any(name.startswith("models/") for name in inside):
+        return "a torch.export archive", ("pt2", "tensorrt")
+    return "an archive of unknown layout", FORMATS
+
+
+def _check_format(path: Path, fmt: str) -> None:
+    """ExportError unless the file can be what its sidecar's format says: an edited format
+    would otherwise reach a loader that fails on another format's bytes with its own trace."""
+    what, formats = file_kind(path)
+    if fmt not in formats:
+        raise ExportError(
+            f"{sidecar_path(path)} says format {fmt!r}, but {path} is {what}: the sidecar was "
+            "edited; re-export the run"
+        )
+
+
 def load_exported(
     path: Path, device: str = "cpu"
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
@@ -127,6 +156,7 @@ def load_exported(
         raise ExportError(
             f"{path} is not the file its sidecar describes (changed after export); re-export it"
         )
+    _check_format(path, sidecar["format"])
     try:
         target = resolve_device(str(device))
     except ValueError as exc:
