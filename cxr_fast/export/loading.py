@@ -65,6 +65,16 @@ class ExportedModel:
             return torch.cat([self.module(part).float() for part in x.split(self.batch_max)])
 
 
+def check_device(fmt: str, precision: str, device: torch.device) -> None:
+    """ExportError when an export of ``fmt`` and ``precision`` cannot run on ``device``."""
+    if precision == "int8" and device.type != "cpu":
+        raise ExportError("an int8 export runs on the CPU only: load it with device='cpu'")
+    if precision == "fp16" and device.type != "cuda":
+        raise ExportError("an fp16 export runs on CUDA only: load it with device='cuda'")
+    if fmt == "tensorrt" and device.type != "cuda":
+        raise ExportError("a TensorRT export runs on CUDA only: load it with device='cuda'")
+
+
 def open_artifact(
     path: Path,
     fmt: str,
@@ -76,10 +86,7 @@ def open_artifact(
     """Load ``path`` as ``fmt`` on ``device``; ExportError unless its embedded contract equals
     ``contract`` (the sidecar's) and the precision can run on ``device``. Batches above
     ``batch_max`` are split (see :class:`ExportedModel`)."""
-    if precision == "int8" and device.type != "cpu":
-        raise ExportError("an int8 export runs on the CPU only: load it with device='cpu'")
-    if precision == "fp16" and device.type != "cuda":
-        raise ExportError("an fp16 export runs on CUDA only: load it with device='cuda'")
+    check_device(fmt, precision, device)
     if fmt == "torchscript":
         module, embedded = load_torchscript(path, device)
     elif fmt == "pt2":
@@ -156,7 +163,6 @@ def load_exported(
         raise ExportError(
             f"{path} is not the file its sidecar describes (changed after export); re-export it"
         )
-    _check_format(path, sidecar["format"])
     try:
         target = resolve_device(str(device))
     except ValueError as exc:
@@ -165,6 +171,9 @@ def load_exported(
         require_tensorrt()  # a missing package is the first thing to say
         # Before deserialising: a foreign engine fails there with an error naming nothing.
         check_engine_target(sidecar.get("engine"), engine_target(target), str(path))
+    # What the sidecar says the file cannot run on comes first; then whether it is that format.
+    check_device(sidecar["format"], sidecar["precision"], target)
+    _check_format(path, sidecar["format"])
     batch_max = (sidecar.get("input") or {}).get("batch_max")
     model = open_artifact(
         path, sidecar["format"], sidecar["precision"], sidecar["contract"], target, batch_max
