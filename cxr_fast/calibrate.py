@@ -194,8 +194,7 @@ def _labelled_sample(data: Path, min_per_class: int = MIN_CALIBRATION_PER_CLASS)
     if len(counts) < 2:
         only = CLASS_NAMES[next(iter(counts))]
         raise UserInputError(f"{data} holds only {only} images: calibration needs both classes")
-    few = [name for label, name in enumerate(CLASS_NAMES) if counts[label] < min_per_class]
-    if few:
+    if min(counts[label] for label in range(len(CLASS_NAMES))) < min_per_class:
         held = " and ".join(f"{counts[label]} {name}" for label, name in enumerate(CLASS_NAMES))
         raise UserInputError(
             f"{data} holds {held} images: calibration needs at least {min_per_class} of each "

@@ -149,7 +149,8 @@ def load_plain(path: Path, what: str, remedy: str) -> Any:
             f"read, so it is not a plain cxr-fast {what}; {remedy}"
         ) from None
     except Exception as exc:  # zip and EOF errors alike: the file is not whole
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        # The first sentence says what failed; torch goes on with guesses at why.
+        reason = " ".join(str(exc).split()).split(". ")[0][:200] or type(exc).__name__
         raise UserInputError(
             f"{path} is unreadable (truncated or not a cxr-fast {what}: {reason}); {remedy}"
         ) from exc
