@@ -27,6 +27,7 @@ import torch
 from cxr_fast.choices import (
     CALIBRATION_POLICIES,
     DEFAULT_WORKERS,
+    MIN_CALIBRATION_PER_CLASS,
     ROC_POLICIES,
     RecipeDefaults,
 )
@@ -53,6 +54,9 @@ from cxr_fast.run_folder import (
 # Below this a threshold fitted on the sample is mostly noise (one image moves sensitivity or
 # specificity by more than 4 points in a 25-image class).
 MIN_SAMPLE_IMAGES = 50
+# A calibrated run that misses this much more of the sample's pneumonia than the run as trained
+# did on the same films deserves a line on the console, not only a number in metrics.json.
+SENSITIVITY_DROP_WARNING = 0.05
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class CalibrationResult:
     after: dict
     n: int
     leakage: dict | None = None  # the sample's overlap with the run's training patients
+    warnings: tuple[str, ...] = ()  # one line each, for the console
 
 
 def fit_platt(
@@ -176,7 +181,9 @@ def sample_fingerprint(root: Path, records: list[Record]) -> dict:
     }
 
 
-def _labelled_sample(data: Path) -> list[Record]:
+def _labelled_sample(data: Path, min_per_class: int = MIN_CALIBRATION_PER_CLASS) -> list[Record]:
+    """The labelled records under ``data``; UserInputError unless there are enough of each
+    class to fit on honestly."""
     records = [r for r in discover(data) if r.label is not None]
     counts = Counter(r.label for r in records)
     if len(records) < MIN_SAMPLE_IMAGES:
@@ -187,7 +194,37 @@ def _labelled_sample(data: Path) -> list[Record]:
     if len(counts) < 2:
         only = CLASS_NAMES[next(iter(counts))]
         raise UserInputError(f"{data} holds only {only} images: calibration needs both classes")
+    if min(counts[label] for label in range(len(CLASS_NAMES))) < min_per_class:
+        held = " and ".join(f"{counts[label]} {name}" for label, name in enumerate(CLASS_NAMES))
+        raise UserInputError(
+            f"{data} holds {held} images: calibration needs at least {min_per_class} of each "
+            f"class to fit a threshold that means anything (--min-per-class lowers the bar)"
+        )
     return records
+
+
+def sample_warnings(
+    min_per_class: int, before: dict, after: dict, target_sensitivity: float | None = None
+) -> list[str]:
+    """Lines the user should read before deploying the calibrated run: a lowered
+    ``min_per_class``, and a sensitivity on the sample (``after``, at the calibrated threshold)
+    that fell by more than :data:`SENSITIVITY_DROP_WARNING` below the run as trained
+    (``before``, at its stored threshold, on the same films)."""
+    found = []
+    if min_per_class < MIN_CALIBRATION_PER_CLASS:
+        found.append(
+            f"--min-per-class {min_per_class} is below {MIN_CALIBRATION_PER_CLASS}: with so few "
+            "films of a class the fitted threshold is mostly noise"
+        )
+    drop = before["sensitivity"] - after["sensitivity"]
+    if drop > SENSITIVITY_DROP_WARNING:
+        found.append(
+            f"the calibrated run's sensitivity on the sample is {after['sensitivity']:.3f} at "
+            f"threshold {after['threshold']:.4f}, down from {before['sensitivity']:.3f} for the "
+            f"run as trained at {before['threshold']:.4f}: it misses more pneumonia"
+            + ("" if target_sensitivity is not None else " (--target-sensitivity keeps a level)")
+        )
+    return found
 
 
 def run_calibrate(
@@ -202,17 +239,22 @@ def run_calibrate(
     workers: int = DEFAULT_WORKERS,
     bootstrap: int = 1000,
     overwrite: bool = False,
+    min_per_class: int = MIN_CALIBRATION_PER_CLASS,
 ) -> CalibrationResult:
-    """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``."""
+    """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``;
+    UserInputError, before anything is loaded or written, when the sample holds fewer than
+    ``min_per_class`` films of either class."""
     if out.resolve() == run.resolve():
         raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
     if (out / MODEL_FILE).exists() and not overwrite:
         raise UserInputError(f"{out} already holds a run: choose another --out or pass --overwrite")
+    if min_per_class < 1:
+        raise UserInputError(f"--min-per-class must be at least 1, got {min_per_class}")
+    records = _labelled_sample(data, min_per_class)
     target = resolve_device(device)
     model, info = load_run(run, target)
     if info.calibrated:
         raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
-    records = _labelled_sample(data)
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
     index, logits, _ = predict_logits(model, loader, inference_precision(target))
     labels = np.array([records[i].label for i in index])
@@ -248,7 +290,15 @@ def run_calibrate(
         out / METRICS_FILE,
     )
     return CalibrationResult(
-        out, fit.temperature, fit.bias, choice["threshold"], before, after, len(records), found
+        out,
+        fit.temperature,
+        fit.bias,
+        choice["threshold"],
+        before,
+        after,
+        len(records),
+        found,
+        tuple(sample_warnings(min_per_class, before, after, target_sensitivity)),
     )
 
 

@@ -34,6 +34,10 @@ THRESHOLD_POLICIES = (*ROC_POLICIES, "shift")
 # the site, calling PNEUMONIA at P >= 0.5 makes the fewest expected errors at its prevalence.
 # ("shift" would simulate what the site sample shows for real.)
 CALIBRATION_POLICIES = ("bayes", *ROC_POLICIES)
+# Films of each class a site sample needs before `calibrate` fits on it (--min-per-class):
+# with fewer, one film moves that class's sensitivity or specificity by more than 5 points, and
+# a sample with one or a few pneumonia films can fit a threshold that calls none of them.
+MIN_CALIBRATION_PER_CLASS = 20
 # "per-image": after scaling, every image is standardised to zero mean and unit variance over its
 # own pixels, so exposure and contrast stop being cues. "equalize": every resized uint8 image is
 # histogram-equalised (DALI's fn.equalize, the OpenCV formula) before scaling, so any monotone

@@ -23,6 +23,7 @@ from cxr_fast.choices import (
     EXPORT_FORMATS,
     EXPORT_PRECISIONS,
     LOADERS,
+    MIN_CALIBRATION_PER_CLASS,
     NORMALIZATIONS,
     PRECISIONS,
     PROJECTION_MODALITIES,
@@ -802,7 +803,7 @@ def tune(
         log=click.echo,
     )
     click.echo(
-        f"best ROC-AUC {result.best_value:.4f} after {result.trials} trials: "
+        f"best ROC-AUC {result.best_value:.4f} after {plural(result.trials, 'trial')}: "
         + json.dumps(result.best_params)
     )
     click.echo(f"best options: {result.best_file}  (cxr-fast train --config {result.best_file})")
@@ -878,7 +879,8 @@ def evaluate(run, data, as_json, **options) -> None:
     "--data",
     type=EXISTING,
     required=True,
-    help="The site's labelled sample (NORMAL/ and PNEUMONIA/ inside, at least 50 images).",
+    help="The site's labelled sample (NORMAL/ and PNEUMONIA/ inside, at least 50 images and "
+    "--min-per-class of each class).",
 )
 @click.option(
     "--out",
@@ -910,18 +912,37 @@ def evaluate(run, data, as_json, **options) -> None:
     "threshold): a Gaussian of sd 1/sqrt(S) on the bias and on log T. 0: plain maximum "
     "likelihood.",
 )
+@click.option(
+    "--min-per-class",
+    type=click.IntRange(min=1),
+    default=MIN_CALIBRATION_PER_CLASS,
+    show_default=True,
+    help="Fewest films of each class the sample must hold; below the default the fit is mostly "
+    "noise, and a warning says so.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing calibrated run in --out.")
 @DEVICE_OPTION
 @workers_option(minimum=0)
 def calibrate(
-    run, data, out, target_sensitivity, threshold_policy, prior_strength, overwrite, device, workers
+    run,
+    data,
+    out,
+    target_sensitivity,
+    threshold_policy,
+    prior_strength,
+    min_per_class,
+    overwrite,
+    device,
+    workers,
 ):
     """Calibrate RUN for a deployment site on a small labelled sample from that site.
 
     Platt scaling fits a temperature and a bias, so that P(PNEUMONIA) = sigmoid(logit / T + b)
     means what it says at the site, with a weak prior toward the run as trained
     (--prior-strength); the decision threshold is then chosen on those probabilities
-    (--threshold-policy, or --target-sensitivity).
+    (--threshold-policy, or --target-sensitivity). A sample with fewer than --min-per-class
+    films of either class is refused, and a warning says when the calibrated run's sensitivity
+    on the sample falls more than 0.05 below the run as trained.
 
     Writes a new run folder that every stage takes like the original; its metrics.json holds
     the sample's metrics before and after, with 95% bootstrap intervals. The numbers after are
@@ -942,10 +963,12 @@ def calibrate(
         device=device,
         workers=workers,
         overwrite=overwrite,
+        min_per_class=min_per_class,
     )
     warning = leakage_warning(result.leakage, str(data))
-    if warning:
-        click.echo(f"warning: {warning}", err=True)
+    for line in (warning, *result.warnings):
+        if line:
+            click.echo(f"warning: {line}", err=True)
     click.echo(f"site sample: {plural(result.n, 'image')} under {data}")
     click.echo(
         f"temperature {result.temperature:.3f}, bias {result.bias:+.3f}, threshold "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,16 +130,44 @@ class RunInfo:
         return names
 
 
+def load_plain(path: Path, what: str, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)`` of a file cxr-fast wrote (``what``: "checkpoint",
+    "training state"). A file that is truncated, foreign, or carries a pickle the safe loader
+    refuses is the user's to fix, not a bug: UserInputError, one line, ending in ``remedy``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, which would run whatever the pickle names.
+        names = _unsafe_globals(path)
+        if names:
+            raise UserInputError(
+                f"{path} refused: loading it would run code from the file (its pickle calls "
+                f"{', '.join(names[:3])}), so it is not a plain cxr-fast {what}; {remedy}"
+            ) from None
+        raise UserInputError(
+            f"{path} refused: it holds a pickle only a loader that runs code from the file could "
+            f"read, so it is not a plain cxr-fast {what}; {remedy}"
+        ) from None
+    except Exception as exc:  # zip and EOF errors alike: the file is not whole
+        # The first sentence says what failed; torch goes on with guesses at why.
+        reason = " ".join(str(exc).split()).split(". ")[0][:200] or type(exc).__name__
+        raise UserInputError(
+            f"{path} is unreadable (truncated or not a cxr-fast {what}: {reason}); {remedy}"
+        ) from exc
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """What a pickle-carrying torch file would import and call if loaded in full (read from its
+    opcodes, nothing runs); [] when that cannot be told."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # not a torch zip archive: nothing to name
+        return []
+
+
 def _load_checkpoint(path: Path) -> dict:
     """``model.pt`` as a dict; a truncated or foreign file is the user's to fix, not a bug."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and EOF errors alike: the file is not whole
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise UserInputError(
-            f"{path} is unreadable (truncated or not a cxr-fast checkpoint: {reason}); "
-            "restore it from a backup or train the run again"
-        ) from exc
+    checkpoint = load_plain(path, "checkpoint", "restore it from a backup or train the run again")
     if not isinstance(checkpoint, dict) or not {"state_dict", "meta"} <= set(checkpoint):
         raise UserInputError(f"{path} is not a cxr-fast checkpoint (no state_dict and meta)")
     return checkpoint

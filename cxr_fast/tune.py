@@ -22,6 +22,7 @@ from typing import Any
 from cxr_fast.choices import DEFAULT_WORKERS
 from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import atomic_write_json
+from cxr_fast.text import plural
 
 BEST_FILE = "best.json"
 # What the search varies; train options of the same names take the values of best.json.
@@ -136,20 +137,39 @@ def _progress(log: Callable[[str], None], total: int):
     return callback
 
 
-def _save_plots(study, out: Path) -> list[Path]:
-    """Optimisation history and parameter importances as PNG (importances need two or more
-    finished trials)."""
+def varied_params(study) -> list[str]:
+    """The parameters that took more than one value over the study's completed trials (sorted)."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    values: dict[str, set[str]] = {}
+    for trial in done:
+        for name, value in trial.params.items():
+            values.setdefault(name, set()).add(repr(value))
+    return sorted(name for name, seen in values.items() if len(seen) > 1)
+
+
+def _save_plots(study, out: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Optimisation history and parameter importances as PNG. The importances are drawn over
+    the parameters that varied and only from two or more completed trials: from one trial, or
+    over fixed parameters, the plot would show numbers that mean nothing (a note says so)."""
     import matplotlib
+    import optuna
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ov
 
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    varied = varied_params(study)
+    plots = [("history", ov.plot_optimization_history)]
+    if done < 2 or not varied:
+        why = plural(done, "completed trial") if done < 2 else "no parameter varied"
+        log(f"note: no importance plot ({why}; it needs two or more that differ)")
+    else:
+        plots.append(("importance", lambda s: ov.plot_param_importances(s, params=varied)))
     saved = []
-    for name, plot in (
-        ("history", ov.plot_optimization_history),
-        ("importance", ov.plot_param_importances),
-    ):
+    for name, plot in plots:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
@@ -190,7 +210,7 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResu
         sampler=optuna.samplers.TPESampler(seed=config.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
-    log(f"study {config.study_name!r} in {storage}: {len(study.trials)} earlier trials")
+    log(f"study {config.study_name!r} in {storage}: {plural(len(study.trials), 'earlier trial')}")
     study.optimize(
         _objective(config, log),
         n_trials=config.trials,
@@ -214,7 +234,7 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResu
         best_file,
     )
     return TuneResult(
-        best.value, best.params, len(study.trials), best_file, _save_plots(study, out)
+        best.value, best.params, len(study.trials), best_file, _save_plots(study, out, log)
     )
 
 

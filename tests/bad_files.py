@@ -81,3 +81,20 @@ def write_special_files(folder: Path) -> dict[str, str]:
     server.close()  # the socket file stays
     os.symlink("/dev/zero", folder / "zero.jpeg")
     return {"pipe.jpeg": "error", "socket.png": "error", "zero.jpeg": "error"}
+
+
+class CodeOnLoad:
+    """Pickles as a call: a full unpickler would run ``print`` on load, the safe one refuses."""
+
+    def __reduce__(self):
+        return (print, ("code from the file ran",))
+
+
+def add_pickled_code(path: Path) -> None:
+    """Rewrite the torch file ``path`` (model.pt, last.pt) with an object whose unpickling runs
+    code, beside what it held: what a tampered or foreign checkpoint looks like."""
+    import torch
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    data["extra"] = CodeOnLoad()
+    torch.save(data, path)

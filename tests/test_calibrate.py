@@ -11,12 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cxr_fast.calibrate import fit_platt, fit_site, run_calibrate
+from cxr_fast.calibrate import fit_platt, fit_site, run_calibrate, sample_warnings
 from cxr_fast.cli import cli
 from cxr_fast.data.discover import discover
 from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.models.ensemble import TemperatureScaled
 from cxr_fast.run_folder import load_run, read_json, sha256
+from tests.cli_in_process import run_main
 
 
 def test_fit_platt_recovers_a_known_temperature_and_bias():
@@ -107,6 +108,8 @@ def test_calibrated_run_shares_the_weights_and_records_the_sample(
     calibrated, trained_run, synth_small
 ):
     result, out = calibrated
+    # A balanced sample the run as trained already fits: nothing to warn about.
+    assert result.warnings == ()
     original, original_info = load_run(trained_run)
     model, info = load_run(out)
     assert isinstance(model, TemperatureScaled) and info.temperature == result.temperature
@@ -184,3 +187,79 @@ def test_refuses_small_or_one_class_samples_in_one_line(trained_run, synth_small
         )  # fmt: skip
         assert result.returncode == 2 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _sample(synth_small, folder, normal: int, pneumonia: int):
+    """A site sample of ``normal`` NORMAL and ``pneumonia`` PNEUMONIA films of ``synth_small``."""
+    records = discover(synth_small)
+    for label, count in ((0, normal), (1, pneumonia)):
+        target = folder / ("PNEUMONIA" if label else "NORMAL")
+        target.mkdir(parents=True)
+        chosen = [r for r in records if r.label == label][:count]
+        assert len(chosen) == count
+        for record in chosen:
+            shutil.copy(record.path, target)
+    return folder
+
+
+@pytest.mark.parametrize("normal, pneumonia", [(49, 1), (45, 5)])
+def test_refuses_a_sample_with_too_few_films_of_a_class(
+    trained_run, synth_small, tmp_path, normal, pneumonia
+):
+    data = _sample(synth_small, tmp_path / "site", normal, pneumonia)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr_fast", "calibrate", str(trained_run), "--data", str(data),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"{normal} NORMAL and {pneumonia} PNEUMONIA" in lines[0]
+    assert "at least 20 of each class" in lines[0] and "--min-per-class" in lines[0]
+    assert not out.exists()
+
+
+def test_min_per_class_lowers_the_bar_with_a_warning(
+    trained_run, synth_small, tmp_path, monkeypatch, capsys
+):
+    data = _sample(synth_small, tmp_path / "site", 45, 5)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_main(
+        monkeypatch, capsys, "calibrate", trained_run, "--data", data, "--out", out,
+        "--min-per-class", "5", "--workers", "0",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "warning: --min-per-class 5 is below 20" in stderr
+    assert "calibrated run:" in stdout and (out / "model.pt").is_file()
+
+
+def test_a_sensitivity_drop_on_the_sample_is_warned(
+    trained_run, synth_small, tmp_path, monkeypatch, capsys
+):
+    # Few pneumonia films: the fewest errors at this prevalence (bayes) calls fewer of them.
+    data = _sample(synth_small, tmp_path / "site", 80, 20)
+    code, _, stderr = run_main(
+        monkeypatch, capsys, "calibrate", trained_run, "--data", data, "--out",
+        tmp_path / "out", "--workers", "0",
+    )  # fmt: skip
+    assert code == 0, stderr
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    before, after = metrics["before"]["sensitivity"], metrics["after"]["sensitivity"]
+    assert before - after > 0.05
+    warned = [line for line in stderr.splitlines() if "sensitivity on the sample" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: ")
+    assert f"{after:.3f}" in warned[0] and f"{before:.3f}" in warned[0]
+
+
+def test_sample_warnings_only_for_a_drop_beyond_the_margin_or_a_lowered_bar():
+    before = {"sensitivity": 0.90, "threshold": 0.3}
+    assert sample_warnings(20, before, {"sensitivity": 0.86, "threshold": 0.5}) == []
+    assert sample_warnings(20, before, {"sensitivity": 0.95, "threshold": 0.5}) == []
+    (drop,) = sample_warnings(20, before, {"sensitivity": 0.80, "threshold": 0.5})
+    assert "0.800" in drop and "0.900" in drop and "--target-sensitivity" in drop
+    (drop,) = sample_warnings(20, before, {"sensitivity": 0.80, "threshold": 0.5}, 0.8)
+    assert "--target-sensitivity" not in drop  # the user chose the level
+    (low,) = sample_warnings(10, before, before)
+    assert "--min-per-class 10 is below 20" in low

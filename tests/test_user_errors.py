@@ -47,6 +47,16 @@ def truncated_run(trained_run, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def pickled_code_run(trained_run, tmp_path_factory) -> Path:
+    from tests.bad_files import add_pickled_code
+
+    run = tmp_path_factory.mktemp("pickled") / "run"
+    shutil.copytree(trained_run, run)
+    add_pickled_code(run / "model.pt")
+    return run
+
+
 def test_the_family_keeps_builtin_catches_working():
     assert issubclass(UserInputError, ValueError) and issubclass(UserInputError, CxrFastError)
     assert issubclass(NotFoundError, FileNotFoundError)
@@ -103,6 +113,73 @@ def test_exports_with_a_missing_invalid_or_edited_sidecar_or_a_truncated_file(
         side.write_text(json.dumps(original))
 
 
+def test_sidecar_fields_outside_the_seal_edited_or_removed(export_copy, kaggle_dir, tmp_path):
+    side = export_copy.with_name(export_copy.name + ".json")
+    original = json.loads(side.read_text())
+    base = ["score", str(kaggle_dir), "--out", str(tmp_path / "p.parquet"), "--device", "cpu"]
+    calibration = {
+        "temperature": 1.4,
+        "bias": -0.3,
+        "sample": {"n": 120},
+        "source_model_sha256": original["source_sha256"],
+    }
+    no_calibration = {k: v for k, v in original.items() if k != "calibration"}
+    cases = [
+        (
+            {**original, "calibration": {**calibration, "temperature": None}},
+            "calibration.temperature is not a positive number",
+        ),
+        ({**original, "calibration": {"sample": {"n": 120}}}, "calibration lacks temperature"),
+        ({**original, "calibration": "platt"}, "calibration is neither null nor an object"),
+        (no_calibration, "lacks calibration"),
+        # The file is TorchScript: ONNX Runtime would fail on it with InvalidProtobuf.
+        ({**original, "format": "onnx"}, "says format 'onnx'", "is a TorchScript archive"),
+        ({**original, "format": "pt2"}, "says format 'pt2'"),
+    ]
+    try:
+        for data, *needles in cases:
+            side.write_text(json.dumps(data))
+            _one_line_exit_2(_cli(*base, "--model", str(export_copy)), *needles, "re-export")
+        # A calibrated export's own fields pass.
+        side.write_text(json.dumps({**original, "calibration": calibration}))
+        result = _cli(*base, "--model", str(export_copy))
+        assert result.returncode == 0, result.stderr
+    finally:
+        side.write_text(json.dumps(original))
+
+
+def test_every_unsealed_field_a_loader_reads_is_checked(export_copy):
+    from cxr_fast.export.sidecar import unsealed_problem
+
+    original = json.loads(export_copy.with_name(export_copy.name + ".json").read_text())
+    assert unsealed_problem(original) is None
+    edits = [
+        ({"file_sha256": 12}, "file_sha256"),
+        (
+            {
+                "calibration": {
+                    "temperature": 1.2,
+                    "bias": "up",
+                    "sample": {},
+                    "source_model_sha256": "",
+                }
+            },
+            "calibration.bias",
+        ),
+        ({"threshold_choice": "margin"}, "threshold_choice"),
+        ({"members": 0}, "members"),
+        ({"members": True}, "members"),
+        ({"input": [1, 64, 64]}, "input is not an object"),
+        ({"input": {**original["input"], "batch_max": 0}}, "input.batch_max"),
+        ({"device": "gpu"}, "device 'gpu'"),
+        ({"speed": {"speedup_vs_eager": "fast"}}, "speed"),
+        ({"engine": {"gpu": "H100"}}, "records a TensorRT engine"),
+    ]
+    for edit, needle in edits:
+        problem = unsealed_problem({**original, **edit})
+        assert problem is not None and needle in problem, (edit, problem)
+
+
 def test_a_truncated_checkpoint_in_score_evaluate_and_serve(truncated_run, kaggle_dir, tmp_path):
     needle = "model.pt is unreadable"
     _one_line_exit_2(
@@ -123,6 +200,18 @@ def test_a_truncated_checkpoint_in_score_evaluate_and_serve(truncated_run, kaggl
         needle,
     )
     _one_line_exit_2(_cli("serve", str(truncated_run), "--port", "0", "--device", "cpu"), needle)
+
+
+def test_a_checkpoint_carrying_code_is_refused_plainly(pickled_code_run, kaggle_dir):
+    result = _cli("evaluate", str(pickled_code_run), "--data", str(kaggle_dir), "--device", "cpu")
+    line = _one_line_exit_2(
+        result,
+        "model.pt refused: loading it would run code from the file",
+        "builtins.print",
+        "not a plain cxr-fast checkpoint",
+    )
+    assert "weights_only" not in line and "truncated" not in line
+    assert "code from the file ran" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from cxr_fast.device import cuda_device, resolve_device
-from cxr_fast.export.common import ExportError
+from cxr_fast.export.common import FORMATS, ExportError, sidecar_path
 from cxr_fast.export.engine_target import check_engine_target, engine_target
 from cxr_fast.export.onnx import load_onnx
 from cxr_fast.export.pt2 import load_pt2
@@ -64,6 +65,16 @@ class ExportedModel:
             return torch.cat([self.module(part).float() for part in x.split(self.batch_max)])
 
 
+def check_device(fmt: str, precision: str, device: torch.device) -> None:
+    """ExportError when an export of ``fmt`` and ``precision`` cannot run on ``device``."""
+    if precision == "int8" and device.type != "cpu":
+        raise ExportError("an int8 export runs on the CPU only: load it with device='cpu'")
+    if precision == "fp16" and device.type != "cuda":
+        raise ExportError("an fp16 export runs on CUDA only: load it with device='cuda'")
+    if fmt == "tensorrt" and device.type != "cuda":
+        raise ExportError("a TensorRT export runs on CUDA only: load it with device='cuda'")
+
+
 def open_artifact(
     path: Path,
     fmt: str,
@@ -75,10 +86,7 @@ def open_artifact(
     """Load ``path`` as ``fmt`` on ``device``; ExportError unless its embedded contract equals
     ``contract`` (the sidecar's) and the precision can run on ``device``. Batches above
     ``batch_max`` are split (see :class:`ExportedModel`)."""
-    if precision == "int8" and device.type != "cpu":
-        raise ExportError("an int8 export runs on the CPU only: load it with device='cpu'")
-    if precision == "fp16" and device.type != "cuda":
-        raise ExportError("an fp16 export runs on CUDA only: load it with device='cuda'")
+    check_device(fmt, precision, device)
     if fmt == "torchscript":
         module, embedded = load_torchscript(path, device)
     elif fmt == "pt2":
@@ -103,6 +111,34 @@ def open_artifact(
         contiguous=fmt == "tensorrt",
         batch_max=batch_max,
     )
+
+
+def file_kind(path: Path) -> tuple[str, tuple[str, ...]]:
+    """What ``path`` holds, read from its layout: (a name for people, the export formats it can
+    be). TorchScript and torch.export archives are zips of different layouts (TensorRT's is a
+    torch.export one); ONNX is a protobuf, never a zip. An unknown layout may be any format."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return "an ONNX model (not a zip archive)", ("onnx",)
+    inside = {name.split("/", 1)[-1] for name in names}
+    if "constants.pkl" in inside and any(name.startswith("code/") for name in inside):
+        return "a TorchScript archive", ("torchscript",)
+    if "archive_format" in inside or any(name.startswith("models/") for name in inside):
+        return "a torch.export archive", ("pt2", "tensorrt")
+    return "an archive of unknown layout", FORMATS
+
+
+def _check_format(path: Path, fmt: str) -> None:
+    """ExportError unless the file can be what its sidecar's format says: an edited format
+    would otherwise reach a loader that fails on another format's bytes with its own trace."""
+    what, formats = file_kind(path)
+    if fmt not in formats:
+        raise ExportError(
+            f"{sidecar_path(path)} says format {fmt!r}, but {path} is {what}: the sidecar was "
+            "edited; re-export the run"
+        )
 
 
 def load_exported(
@@ -135,6 +171,9 @@ def load_exported(
         require_tensorrt()  # a missing package is the first thing to say
         # Before deserialising: a foreign engine fails there with an error naming nothing.
         check_engine_target(sidecar.get("engine"), engine_target(target), str(path))
+    # What the sidecar says the file cannot run on comes first; then whether it is that format.
+    check_device(sidecar["format"], sidecar["precision"], target)
+    _check_format(path, sidecar["format"])
     batch_max = (sidecar.get("input") or {}).get("batch_max")
     model = open_artifact(
         path, sidecar["format"], sidecar["precision"], sidecar["contract"], target, batch_max

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -42,7 +43,11 @@ REQUIRED_KEYS = (
     "arch",
     "source_sha256",
     "file_sha256",
+    # null for a run that was not site-calibrated; its absence means the sidecar was edited.
+    "calibration",
 )
+# What scoring reads from a calibrated export's ``calibration`` (scoring.model.threshold_source).
+CALIBRATION_KEYS = ("temperature", "sample", "source_model_sha256")
 
 
 # The fields whose edit would change what the model's outputs mean; the input gate too when
@@ -170,7 +175,10 @@ def read_sidecar(path: Path) -> dict:
         raise ExportError(f"{side}: unsupported sidecar version {version!r}")
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
-        raise ExportError(f"{side} lacks {', '.join(missing)}")
+        raise ExportError(
+            f"{side} lacks {', '.join(missing)} (edited, or written by an older cxr-fast); "
+            "re-export the run"
+        )
     if data["format"] not in FORMATS:
         raise ExportError(f"{side}: unknown export format {data['format']!r}")
     if data["precision"] not in EXPORT_PRECISIONS:
@@ -182,4 +190,70 @@ def read_sidecar(path: Path) -> dict:
             f"{side} was edited: its {', '.join(SEALED_KEYS)} no longer match {SEAL_KEY}; "
             "re-export the run (to change the threshold, use `cxr-fast calibrate`)"
         )
+    problem = unsealed_problem(data)
+    if problem is not None:
+        raise ExportError(f"{side} was edited outside its seal: {problem}; re-export the run")
     return data
+
+
+def unsealed_problem(data: dict) -> str | None:
+    """What is wrong with the fields outside the seal that loading, scoring and ``score
+    --backend auto`` read (None: nothing). The seal keeps the meaning of a prediction; these
+    fields only describe it, but an edited one must fail in one line, not deep in a loader."""
+    for key in ("file_sha256", "source_sha256"):
+        if not isinstance(data[key], str):
+            return f"{key} is not a SHA-256 string"
+    calibration = data["calibration"]
+    if calibration is not None:
+        if not isinstance(calibration, dict):
+            return "calibration is neither null nor an object"
+        missing = [key for key in CALIBRATION_KEYS if key not in calibration]
+        if missing:
+            return f"calibration lacks {', '.join(missing)}"
+        if not _number(calibration["temperature"]) or calibration["temperature"] <= 0:
+            return "calibration.temperature is not a positive number"
+        if not _number(calibration.get("bias", 0.0)):
+            return "calibration.bias is not a number"
+        if not isinstance(calibration["sample"], dict):
+            return "calibration.sample is not an object"
+        if not isinstance(calibration["source_model_sha256"], str):
+            return "calibration.source_model_sha256 is not a SHA-256 string"
+    if not isinstance(data.get("threshold_choice"), dict | None):
+        return "threshold_choice is neither null nor an object"
+    members = data.get("members", 1)
+    if not _number(members) or members != int(members) or members < 1:
+        return "members is not a positive whole number"
+    shape = data.get("input")
+    if shape is not None:
+        if not isinstance(shape, dict):
+            return "input is not an object"
+        batch_max = shape.get("batch_max")
+        if batch_max is not None and (not isinstance(batch_max, int) or batch_max < 1):
+            return "input.batch_max is neither null nor a positive whole number"
+    device = data.get("device", "cpu")
+    if not _device_name(device):
+        return f"device {device!r} is not a torch device name"
+    speed = data.get("speed")
+    if speed is not None and not (
+        isinstance(speed, dict) and _number(speed.get("speedup_vs_eager"))
+    ):
+        return "speed is neither null nor an object with a numeric speedup_vs_eager"
+    if "engine" in data and data["format"] != "tensorrt":
+        return f"it records a TensorRT engine but names the format {data['format']!r}"
+    return None
+
+
+def _number(value: object) -> bool:
+    """A finite JSON number (not a bool, which Python counts as an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _device_name(value: object) -> bool:
+    """A device name torch parses (``cpu``, ``cuda:1``)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        torch.device(value)
+    except RuntimeError:
+        return False
+    return True

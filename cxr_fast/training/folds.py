@@ -42,6 +42,7 @@ from cxr_fast.run_folder import (
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
 from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
+from cxr_fast.training.state import load_training_state
 from cxr_fast.training.trainer import TrainResult, contract_for, plan, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions
@@ -117,7 +118,7 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
         state = member_dir(run_dir, k) / LAST_FILE
         if not state.is_file():
             return None
-        progress = torch.load(state, map_location="cpu", weights_only=True)["progress"]
+        progress = load_training_state(state)["progress"]
         if progress["epoch"] < config.epochs and progress["bad_epochs"] < config.patience:
             return None
         epochs += progress["epoch"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cxr_fast.errors import NotFoundError
-from cxr_fast.run_folder import FORMAT_VERSION, LAST_FILE, atomic_torch_save
+from cxr_fast.errors import NotFoundError, UserInputError
+from cxr_fast.run_folder import FORMAT_VERSION, LAST_FILE, atomic_torch_save, load_plain
 from cxr_fast.training.rng import restore_rng_state, rng_state
 
 
@@ -72,7 +72,7 @@ def load_state(
     path = run_dir / LAST_FILE
     if not path.is_file():
         raise NotFoundError(f"nothing to resume in {run_dir}: {LAST_FILE} is missing")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_training_state(path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -81,6 +81,19 @@ def load_state(
         ema.load_state_dict(state["ema"])
     restore_rng_state(state["rng"], _device_of(model))
     return Progress(**state["progress"])
+
+
+def load_training_state(path: Path) -> dict:
+    """A ``last.pt`` as a dict; UserInputError (one line) for a truncated, foreign or
+    pickle-carrying file."""
+    state = load_plain(
+        path,
+        "training state",
+        "delete it and --resume starts the run again from epoch 1, or train into another --out",
+    )
+    if not isinstance(state, dict) or not {"progress", "model"} <= set(state):
+        raise UserInputError(f"{path} is not a cxr-fast training state (no progress and model)")
+    return state
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -95,3 +97,30 @@ def test_ctrl_c_during_train_says_what_was_kept_and_how_to_continue(
     assert code == 130
     assert f"epoch 1 of 3 saved in {out}; continue with: cxr-fast train --out {out} --resume" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled code"])
+def test_resume_from_a_damaged_last_pt_is_one_line(own_run, damage):
+    from tests.bad_files import add_pickled_code
+
+    state = own_run / "last.pt"
+    if damage == "truncated":
+        state.write_bytes(state.read_bytes()[:3000])
+        needles = ["last.pt is unreadable (truncated or not a cxr-fast training state"]
+    else:
+        add_pickled_code(state)
+        needles = [
+            "last.pt refused: loading it would run code from the file",
+            "builtins.print",
+            "not a plain cxr-fast training state",
+        ]
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr_fast", "train", "--out", str(own_run), "--resume"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in [*needles, "delete it and --resume starts the run again"]:
+        assert needle in lines[0], lines[0]
+    assert "code from the file ran" not in result.stdout + result.stderr
