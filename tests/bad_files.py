@@ -98,3 +98,16 @@ def add_pickled_code(path: Path) -> None:
     data = torch.load(path, map_location="cpu", weights_only=True)
     data["extra"] = CodeOnLoad()
     torch.save(data, path)
+
+
+def scandir_refusing(monkeypatch, refused: Path) -> None:
+    """os.scandir raising PermissionError for ``refused``, as for a folder of mode 000 run
+    by a user who is not root (root reads it all the same, so the tests simulate it)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if not isinstance(path, int) and os.fspath(path) == str(refused):  # not an fd
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

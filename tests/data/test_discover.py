@@ -17,6 +17,7 @@ from cxr_fast.data.discover import (
     scan,
 )
 from cxr_fast.errors import UserInputError
+from tests.bad_files import scandir_refusing
 
 
 @pytest.mark.parametrize(
@@ -155,29 +156,16 @@ def test_dicom_without_an_extension_is_found_by_its_content(tmp_path, samples_di
     assert not is_dicom_file(root / "S0001" / "pipe")
 
 
-def _scandir_refusing(monkeypatch, refused: Path) -> None:
-    """os.scandir raising PermissionError for ``refused``, as for a folder of mode 000 run
-    by a user who is not root (root reads it all the same, so the test simulates it)."""
-    real = os.scandir
-
-    def scandir(path="."):
-        if not isinstance(path, int) and os.fspath(path) == str(refused):  # not an fd
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
-
-
 def test_an_unreadable_folder_is_recorded_and_the_rest_found(tmp_path, monkeypatch, caplog):
     root = _tree(tmp_path / "arch", ["a/1.jpeg", "locked/2.jpeg", "z/3.png"])
-    _scandir_refusing(monkeypatch, root / "locked")
+    scandir_refusing(monkeypatch, root / "locked")
     found = scan(root)
     assert [Path(r.path).name for r in found.records] == ["1.jpeg", "3.png"]
     assert found.unreadable == [(str(root / "locked"), "permission denied: folder not read")]
     with caplog.at_level("WARNING"):
         assert len(discover(root)) == 2  # stages without error rows warn instead
     assert "locked: permission denied: folder not read" in caplog.text
-    _scandir_refusing(monkeypatch, root)
+    scandir_refusing(monkeypatch, root)
     with pytest.raises(UserInputError, match=r"cannot read .*permission denied"):
         scan(root)
 

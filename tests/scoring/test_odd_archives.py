@@ -20,6 +20,7 @@ from cxr_fast.errors import Interrupted
 from cxr_fast.scoring.own_outputs import own_outputs
 from cxr_fast.scoring.parquet_out import ChunkedParquetWriter, real_paths
 from cxr_fast.scoring.score import ScoreConfig, run_score
+from tests.bad_files import scandir_refusing
 from tests.cli_in_process import run_main
 
 ODD = b"bad\xff.jpeg"  # a Latin-1 name copied from an old PACS share: not UTF-8
@@ -117,19 +118,6 @@ def test_explain_and_cam_dir_write_overlays_with_safe_names(trained_run, odd_arc
     assert all(name.encode("utf-8") for name in os.listdir(cams))
 
 
-def _scandir_refusing(monkeypatch, refused: Path) -> None:
-    """os.scandir raising PermissionError for ``refused``: a folder of mode 000 for a user
-    who is not root (root reads it anyway, so the test simulates it)."""
-    real = os.scandir
-
-    def scandir(path="."):
-        if not isinstance(path, int) and os.fspath(path) == str(refused):  # not an fd
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
-
-
 @pytest.fixture
 def locked_archive(kaggle_dir, tmp_path) -> Path:
     """Two films at the top, one in ``locked/`` (the folder the tests refuse to list)."""
@@ -145,7 +133,7 @@ def locked_archive(kaggle_dir, tmp_path) -> Path:
 def test_an_unreadable_folder_is_an_error_row_and_the_rest_is_scored(
     trained_run, locked_archive, tmp_path, monkeypatch
 ):
-    _scandir_refusing(monkeypatch, locked_archive / "locked")
+    scandir_refusing(monkeypatch, locked_archive / "locked")
     out = tmp_path / "p.parquet"
     summary = run_score(_config(trained_run, locked_archive, out))
     rows = {row["path"]: row for row in pq.read_table(out).to_pylist()}
@@ -156,7 +144,7 @@ def test_an_unreadable_folder_is_an_error_row_and_the_rest_is_scored(
 
 
 def test_a_resume_keeps_the_folders_row_once(trained_run, locked_archive, tmp_path, monkeypatch):
-    _scandir_refusing(monkeypatch, locked_archive / "locked")
+    scandir_refusing(monkeypatch, locked_archive / "locked")
     out = tmp_path / "p.parquet"
     config = _config(trained_run, locked_archive, out, batch_size=1, loader="torch")
 
@@ -174,7 +162,7 @@ def test_a_resume_keeps_the_folders_row_once(trained_run, locked_archive, tmp_pa
 def test_an_unreadable_folder_row_comes_from_the_first_shard_only(
     trained_run, locked_archive, tmp_path, monkeypatch
 ):
-    _scandir_refusing(monkeypatch, locked_archive / "locked")
+    scandir_refusing(monkeypatch, locked_archive / "locked")
     config = _config(trained_run, locked_archive, tmp_path / "parts")
     rows = [run_score(replace(config, shard=(i, 2))).rows for i in range(2)]
     assert sum(rows) == 3 and rows[0] == 2  # one film and the folder; the other film
