@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=Path, default=SHARED / "kaggle-test-sample")
     parser.add_argument("--image-size", type=int, default=128, help="without --run")
     parser.add_argument("--fullres", type=int, default=193, help="generated full-res films")
+    parser.add_argument(
+        "--chest", type=Path, nargs="*", default=[], help="more folders of real chest films"
+    )
     parser.add_argument("--json", type=Path, help="write the numbers here")
     args = parser.parse_args(argv)
 
@@ -103,7 +106,13 @@ def main(argv: list[str] | None = None) -> None:
         "external sample": judge_files(gate, sample_paths),
         "full-res generated": judge_files(gate, [r.path for r in discover(full)]),
     }
+    for folder in args.chest:
+        sets[f"chest: {folder.name}"] = judge_files(gate, [r.path for r in discover(folder)])
     results = {name: refused_line(name, judged) for name, judged in sets.items()}
+    for name in sets:
+        for path, j in sets[name] if name.startswith("chest: ") else []:
+            if j.refused:
+                print(f"    refused: {Path(path).name} ({j.reason})")
     chest = [
         j.ood_score for name in ("external sample", "full-res generated") for _, j in sets[name]
     ]

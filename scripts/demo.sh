@@ -2,7 +2,8 @@
 # The main job end to end on the embedded default data (make demo): synthesise a Kaggle-layout
 # dataset, check it, stream it through both loaders, train a small cross-validated CNN ensemble
 # on the CPU, evaluate it on the held-out test/ split, calibrate it on that "site" sample,
-# export it, and score the test split into Parquet with the ensemble run folder.
+# export it, score the test split into Parquet with the ensemble run folder, and score a folder
+# of pictures that are not chest X-rays (every one should get status not_cxr).
 # Usage: scripts/demo.sh [DIR]
 set -euo pipefail
 dir=${1:-.cache/demo}
@@ -26,6 +27,11 @@ run "$cli" export "$dir/run" --format torchscript
 run "$cli" export "$dir/run" --format pt2
 run "$cli" score "$dir/data/test" --model "$dir/run" --out "$dir/preds.parquet" \
     --overwrite --device cpu --cam-dir "$dir/cams" --cam-top 3
+# The input gate: photos, pages, patterns and other modalities get status not_cxr, no verdict.
+rm -rf "$dir/not-cxr"
+.venv/bin/python -m bench.ood_corpus "$dir/not-cxr" >/dev/null
+run "$cli" score "$dir/not-cxr" --model "$dir/run" --out "$dir/not-cxr.parquet" \
+    --overwrite --device cpu
 printf '\nfirst rows of %s:\n' "$dir/preds.parquet"
 .venv/bin/python - "$dir/preds.parquet" <<'PY'
 import os
