@@ -66,8 +66,9 @@ def test_predict_equals_score_for_the_same_files(client, trained_run, kaggle_dir
         assert (answer["width"], answer["height"]) == (row["width"], row["height"])
         assert set(answer) == {
             *("prob_pneumonia", "pred", "threshold", "model", "backend", "width", "height"),
-            *("prob_text", "threshold_text"),
+            *("prob_text", "threshold_text", "ood_score", "warnings"),
         }
+        assert answer["ood_score"] == row["ood_score"]  # None: this run has no fitted gate
         assert float(answer["prob_text"]) == pytest.approx(answer["prob_pneumonia"], abs=1e-3)
 
 

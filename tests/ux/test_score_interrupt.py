@@ -17,11 +17,11 @@ def test_ctrl_c_during_score_keeps_rows_and_names_the_resume_command(
     real_rows = score._rows
     calls = []
 
-    def rows_then_sigint(batch, records, model):
+    def rows_then_sigint(batch, records, model, *rest):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
-        return real_rows(batch, records, model)
+        return real_rows(batch, records, model, *rest)
 
     monkeypatch.setattr(score, "_rows", rows_then_sigint)
     out = tmp_path / "preds.parquet"
