@@ -95,12 +95,12 @@ _CHROMA_SIDE = 128
 
 
 def _chroma(image: Image.Image) -> float:
-    """Mean chroma of a small copy of ``image`` (0 for a grey picture stored in colour)."""
-    from cxr_fast.gate.pixels import chroma
-
+    """Mean chroma (max - min of R, G, B, 0-255) of a small copy of ``image``: 0 for a grey
+    picture stored in colour. Plain numpy: the head start decodes before torch is imported."""
     small = image.convert("RGB")
     small.thumbnail((_CHROMA_SIDE, _CHROMA_SIDE))
-    return chroma(np.asarray(small))
+    rgb = np.asarray(small, dtype=np.int16)
+    return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
 
 
 def _to_gray8(image: Image.Image) -> Image.Image:

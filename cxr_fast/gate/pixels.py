@@ -27,14 +27,9 @@ def span_reason(images: np.ndarray) -> list[str | None]:
     ]
 
 
-def chroma(rgb: np.ndarray) -> float:
-    """Mean chroma of an RGB array [H, W, 3] (0-255): 0 for a grey picture."""
-    rgb = np.asarray(rgb, dtype=np.int16)
-    return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
-
-
 def colour_reason(info: dict | None) -> str | None:
-    """A reason when decoding measured a colour picture (``info["chroma"]``)."""
+    """A reason when decoding measured a colour picture (``info["chroma"]``, mean max - min of
+    R, G and B over a small copy: cxr_fast/data/decode.py)."""
     value = (info or {}).get("chroma")
     if value is None or value <= MAX_CHROMA:
         return None
