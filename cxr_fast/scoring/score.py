@@ -31,7 +31,7 @@ from cxr_fast.errors import Interrupted, UserInputError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
-from cxr_fast.outputs import writable_file
+from cxr_fast.outputs import writable_file, writable_folder
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
 from cxr_fast.scoring.head_start import HeadStart
@@ -193,6 +193,14 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
             parts += ["--cam-method", config.cam_method]
     command = " ".join([*parts, "--resume"])
     return f"the same torchrun launch of {command}" if torchrun else command
+
+
+def _check_outputs(config: ScoreConfig) -> None:
+    """Every output location writable, before the model loads: a read-only --cam-dir must not
+    fail after the whole archive is scored."""
+    writable_file(output_path(config.out, config.shard))
+    if config.cam_dir is not None:
+        writable_folder(config.cam_dir, "--cam-dir")
 
 
 def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
@@ -621,6 +629,7 @@ def _run_score(
     config: ScoreConfig, progress: Callable[[int], None] | None, head: HeadStart | None
 ) -> ScoreSummary:
     """Set up, score and summarize one run (see :func:`run_score`)."""
+    _check_outputs(config)
     run = _set_up(config, head)
     scored = _score(config, run, progress, head)
     return _summarize(config, run, scored)
