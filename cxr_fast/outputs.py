@@ -1,9 +1,13 @@
-"""Checks that an output location can be written before any work goes into filling it."""
+"""Checks that an output location can be written before any work goes into filling it, and
+the lock that keeps two runs from writing one output at once."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from cxr_fast.errors import OutputError
@@ -46,3 +50,57 @@ def writable_file(path: Path, option: str = "--out") -> Path:
         )
     writable_folder(path.parent, option)
     return path
+
+
+def lock_path(out: Path) -> Path:
+    """The hidden lock file beside ``out`` (``.NAME.lock``)."""
+    return out.parent / f".{out.name}.lock"
+
+
+def _holder(fd: int) -> str:
+    """The pid the lock's holder wrote in the lock file ("unknown" until it has)."""
+    try:
+        return os.pread(fd, 32, 0).decode().strip() or "unknown"
+    except (OSError, UnicodeDecodeError):
+        return "unknown"
+
+
+@contextlib.contextmanager
+def exclusive_output(out: Path, command: str = "cxr-fast score") -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` while the body runs (flock on :func:`lock_path`,
+    which names the holder's pid): a second run on the same output, which would delete or
+    rename the first one's files under it, gets a one-line :class:`OutputError` instead. The
+    kernel drops the lock when its holder dies, even by SIGKILL. Call after
+    :func:`writable_file`: the folder must exist."""
+    lock = lock_path(out)
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot create the lock file {lock}: {_why(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd)
+            os.close(fd)
+            raise OutputError(
+                f"another {command} is writing {out} (pid {pid}): wait for it to finish or "
+                "choose another --out"
+            ) from None
+        # The holder before us may have removed the file between our open and our lock:
+        # only a lock on the file that is there now counts.
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # before the release: a run that opened it retries
+        os.close(fd)

@@ -31,7 +31,7 @@ from cxr_fast.errors import Interrupted, UserInputError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
-from cxr_fast.outputs import writable_file, writable_folder
+from cxr_fast.outputs import exclusive_output, writable_file, writable_folder
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
 from cxr_fast.scoring.head_start import HeadStart
@@ -630,6 +630,9 @@ def _run_score(
 ) -> ScoreSummary:
     """Set up, score and summarize one run (see :func:`run_score`)."""
     _check_outputs(config)
-    run = _set_up(config, head)
-    scored = _score(config, run, progress, head)
-    return _summarize(config, run, scored)
+    # Held for the whole run: a second --overwrite or --resume on this output would delete or
+    # publish the chunks under this one.
+    with exclusive_output(output_path(config.out, config.shard)):
+        run = _set_up(config, head)
+        scored = _score(config, run, progress, head)
+        return _summarize(config, run, scored)
