@@ -101,11 +101,15 @@ class ChunkedParquetWriter:
         if not self._rows["path"]:
             return
         table = pa.Table.from_pydict(self._rows, schema=SCHEMA)
-        self._chunks += 1
-        final = self.staging / f"chunk-{self._chunks:06d}.parquet"
+        final = self.staging / f"chunk-{self._chunks + 1:06d}.parquet"
         tmp = final.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a partial chunk (a full disk) only takes space
+            raise
+        self._chunks += 1
         self._rows = {name: [] for name in SCHEMA.names}
 
     def top_k(self, k: int) -> list[tuple[str, float]]:
@@ -130,15 +134,19 @@ class ChunkedParquetWriter:
         tmp = self.out.with_name(self.out.name + ".tmp")
         schema = SCHEMA if cam_paths is None else SCHEMA.append(CAM_FIELD)
         rows = 0
-        with pq.ParquetWriter(tmp, schema.with_metadata(self.metadata)) as writer:
-            for chunk in self._chunk_files():
-                table = pq.read_table(chunk, schema=SCHEMA)
-                if cam_paths is not None:
-                    cams = [cam_paths.get(path) for path in table["path"].to_pylist()]
-                    table = table.append_column(CAM_FIELD, pa.array(cams, pa.string()))
-                writer.write_table(table)
-                rows += table.num_rows
-        os.replace(tmp, self.out)
+        try:
+            with pq.ParquetWriter(tmp, schema.with_metadata(self.metadata)) as writer:
+                for chunk in self._chunk_files():
+                    table = pq.read_table(chunk, schema=SCHEMA)
+                    if cam_paths is not None:
+                        cams = [cam_paths.get(path) for path in table["path"].to_pylist()]
+                        table = table.append_column(CAM_FIELD, pa.array(cams, pa.string()))
+                    writer.write_table(table)
+                    rows += table.num_rows
+            os.replace(tmp, self.out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the chunks stay: --resume publishes them
+            raise
         shutil.rmtree(self.staging, ignore_errors=True)
         return rows
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
-from cxr_fast.errors import Interrupted, UserInputError
+from cxr_fast.errors import Interrupted, OutputError, UserInputError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
@@ -535,15 +536,42 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
     )
 
 
+# A write that fails for want of space (or of quota): the user frees some, then resumes.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _score(
     config: ScoreConfig,
     run: _Setup,
     progress: Callable[[int], None] | None,
     head: HeadStart | None = None,
 ) -> _Scored:
-    """Score the files not yet done into the output, write the CAMs, and publish the file."""
+    """Score the files not yet done into the output, write the CAMs, and publish the file. A
+    full disk is one line: the rows kept and the command that finishes the run."""
+    writer = None
+    try:
+        writer = _open_writer(config, run.model, run.out)
+        return _score_into(writer, config, run, progress, head)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        kept = len(writer.done_paths()) if writer is not None else 0
+        raise OutputError(
+            f"the disk is full ({os.strerror(exc.errno)}) writing {run.out}: {kept:,} of "
+            f"{len(run.positions):,} rows are kept in {staging_dir(run.out)}; free some space, "
+            f"then continue with: {resume_command(config)}"
+        ) from None
+
+
+def _score_into(
+    writer: ChunkedParquetWriter,
+    config: ScoreConfig,
+    run: _Setup,
+    progress: Callable[[int], None] | None,
+    head: HeadStart | None,
+) -> _Scored:
+    """:func:`_score`'s work, through ``writer``."""
     model, records = run.model, run.records
-    writer = _open_writer(config, model, run.out)
     if not run.resuming:
         identity.record(writer.staging, run.made_with)
     done = writer.done_paths() if config.resume else set()
