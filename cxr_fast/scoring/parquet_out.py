@@ -6,7 +6,8 @@ a chunk on disk is always whole. A chunk is written every ``rows_per_chunk`` row
 ``chunk_seconds`` seconds, whichever comes first, so a kill loses at most that much work. When
 every file is scored the chunks are streamed, one row group each, into ``preds.parquet.tmp``,
 which is renamed to ``preds.parquet``. ``--resume`` reads back the paths of the chunks already
-written and scores only the rest.
+written and scores only the rest. Chunks carry page checksums: on resume a chunk that no longer
+reads back whole (truncated, a flipped bit) is deleted and its rows are scored again.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class ChunkedParquetWriter:
         self.staging = staging_dir(out)
         self.staging.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list] = {name: [] for name in SCHEMA.names}
-        self._chunks = len(self._chunk_files())
+        # Numbered after the last one: after a deleted chunk, a count would name an existing one.
+        self._chunks = max((_number(chunk) for chunk in self._chunk_files()), default=0)
         self._flushed_at = time.monotonic()
 
     def set_metadata(self, key: str, value) -> None:
@@ -76,6 +78,21 @@ class ChunkedParquetWriter:
 
     def _chunk_files(self) -> list[Path]:
         return sorted(self.staging.glob("chunk-*.parquet"))
+
+    def drop_unreadable(self) -> int:
+        """Delete the chunks that do not read back whole, checksums verified (a truncated
+        file, a flipped bit), and what interrupted chunk writes left; returns how many chunks
+        went. Their rows are not done, so ``--resume`` scores them again."""
+        dropped = 0
+        for chunk in self._chunk_files():
+            try:
+                pq.read_table(chunk, schema=SCHEMA, page_checksum_verification=True)
+            except (pa.ArrowException, OSError, ValueError):
+                chunk.unlink()
+                dropped += 1
+        for partial in self.staging.glob("chunk-*.tmp"):
+            partial.unlink(missing_ok=True)
+        return dropped
 
     def done_paths(self) -> set[str]:
         """Paths already written by an earlier, interrupted run (for ``--resume``)."""
@@ -104,7 +121,8 @@ class ChunkedParquetWriter:
         final = self.staging / f"chunk-{self._chunks + 1:06d}.parquet"
         tmp = final.with_suffix(".tmp")
         try:
-            pq.write_table(table, tmp)
+            # Checksums: a chunk damaged on disk must fail to read, not resume with wrong rows.
+            pq.write_table(table, tmp, write_page_checksum=True)
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a partial chunk (a full disk) only takes space
@@ -149,6 +167,11 @@ class ChunkedParquetWriter:
             raise
         shutil.rmtree(self.staging, ignore_errors=True)
         return rows
+
+
+def _number(chunk: Path) -> int:
+    """``chunk-000012.parquet`` -> 12."""
+    return int(chunk.stem.rsplit("-", 1)[1])
 
 
 def metadata_json(values: dict) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import time
@@ -55,6 +56,7 @@ from cxr_fast.versions import versions
 if TYPE_CHECKING:
     from cxr_fast.explain.explainer import Explainer
 
+log = logging.getLogger(__name__)
 # Written by rank 0 of a torchrun job into OUT/ once every part is complete.
 SUCCESS_FILE = "_SUCCESS"
 # "_": pyarrow.dataset (and Spark) skip such files, so OUT/ still reads back as the parts alone.
@@ -574,6 +576,12 @@ def _score_into(
     model, records = run.model, run.records
     if not run.resuming:
         identity.record(writer.staging, run.made_with)
+    dropped = writer.drop_unreadable() if config.resume else 0
+    if dropped:
+        log.warning(
+            "cxr-fast: warning: %s unreadable: their rows are scored again",
+            plural(dropped, "chunk"),
+        )
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in run.positions if records[p].path not in done]
     if run.ctx.is_main and any(records[p].label is not None for p in todo):

@@ -5,15 +5,18 @@ import errno
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from cxr_fast.data.discover import discover
+from cxr_fast.errors import Interrupted
 from cxr_fast.outputs import exclusive_output, lock_path
 from cxr_fast.scoring import parquet_out
 from cxr_fast.scoring.parquet_out import staging_dir
+from cxr_fast.scoring.score import ScoreConfig, run_score
 from tests.cli_in_process import run_main
 
 
@@ -119,3 +122,65 @@ def test_a_full_disk_is_one_line_that_keeps_the_rows_and_says_how_to_resume(
     paths = pq.read_table(out, columns=["path"]).column("path").to_pylist()
     assert len(paths) == len(set(paths)) == 160
     assert set(paths) == {r.path for r in discover(synth_small)}
+
+
+def _flip_a_bit(chunk: Path) -> None:
+    """Flip one bit in the last byte of the path column's pages (data, never a page header)."""
+    column = pq.ParquetFile(chunk).metadata.row_group(0).column(0)
+    start = column.dictionary_page_offset if column.has_dictionary_page else None
+    offset = (start or column.data_page_offset) + column.total_compressed_size - 1
+    data = bytearray(chunk.read_bytes())
+    data[offset] ^= 0x10
+    chunk.write_bytes(bytes(data))
+
+
+def test_resume_scores_the_rows_of_truncated_or_bit_flipped_chunks_again(
+    trained_run, synth_small, tmp_path
+):
+    out = tmp_path / "p.parquet"
+    config = ScoreConfig(
+        archive=synth_small,
+        model=trained_run,
+        out=out,
+        device="cpu",
+        workers=0,
+        batch_size=8,
+        rows_per_chunk=8,
+        chunk_seconds=1000,
+    )
+    batches = []
+
+    def progress(n: int) -> None:
+        batches.append(n)
+        if len(batches) == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        run_score(config, progress=progress)
+    chunks = sorted(staging_dir(out).glob("chunk-*.parquet"))
+    assert len(chunks) == 6
+    chunks[1].write_bytes(chunks[1].read_bytes()[: chunks[1].stat().st_size // 2])  # truncated
+    _flip_a_bit(chunks[3])
+    (staging_dir(out) / "chunk-000007.tmp").write_bytes(b"PAR1 an interrupted write")
+
+    args = ["score", synth_small, "--model", trained_run, "--out", out, "--device", "cpu"]
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr_fast", *map(str, args), "--workers", "0", "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "2 chunks unreadable: their rows are scored again" in result.stderr
+    assert "32 kept from before" in result.stdout  # 6 chunks of 8 rows, 2 of them dropped
+    resumed = pq.read_table(out, columns=["path", "prob_pneumonia"]).to_pydict()
+    assert len(resumed["path"]) == len(set(resumed["path"])) == 160
+    assert set(resumed["path"]) == {r.path for r in discover(synth_small)}
+    run_score(replace(config, out=tmp_path / "whole.parquet"))  # the same archive, uninterrupted
+    whole = pq.read_table(tmp_path / "whole.parquet", columns=["path", "prob_pneumonia"])
+    expected = dict(zip(*whole.to_pydict().values(), strict=True))
+    got = dict(zip(resumed["path"], resumed["prob_pneumonia"], strict=True))
+    assert got.keys() == expected.keys()
+    for path, prob in got.items():
+        assert prob == pytest.approx(expected[path], abs=1e-5), path
