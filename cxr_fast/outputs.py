@@ -42,6 +42,29 @@ def writable_folder(folder: Path, option: str = "--out") -> Path:
     return folder
 
 
+def creatable_folder(folder: Path, option: str = "--out") -> Path:
+    """Prove that ``folder`` can be created (or is a folder) and written in, creating nothing:
+    for a check before any other, after which a run may still be refused and must leave
+    nothing behind. One-line :class:`OutputError` as :func:`writable_folder`."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(
+            f"cannot create {folder} for {option}: {existing} is a file; choose another location"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cxr-fast-write-test.", dir=existing)
+    except OSError as exc:
+        where = "" if existing == folder else f" (in {existing})"
+        raise OutputError(
+            f"cannot write in {folder} ({option}): {_why(exc)}{where}; choose another location"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 def writable_file(path: Path, option: str = "--out") -> Path:
     """A file path whose folder is writable and which is not itself a folder."""
     if path.is_dir():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -33,7 +34,7 @@ from cxr_fast.errors import Interrupted, OutputError, UserInputError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
-from cxr_fast.outputs import exclusive_output, writable_file, writable_folder
+from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
 from cxr_fast.scoring.head_start import HeadStart
@@ -200,10 +201,14 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
 
 def _check_outputs(config: ScoreConfig) -> None:
     """Every output location writable, before the model loads: a read-only --cam-dir must not
-    fail after the whole archive is scored."""
-    writable_file(output_path(config.out, config.shard))
+    fail after the whole archive is scored. Creates nothing (a run refused later, for its
+    model say, leaves no folder behind)."""
+    out = output_path(config.out, config.shard)
+    if out.is_dir():
+        writable_file(out)  # its one-line "is a folder"
+    creatable_folder(out.parent)
     if config.cam_dir is not None:
-        writable_folder(config.cam_dir, "--cam-dir")
+        creatable_folder(config.cam_dir, "--cam-dir")
 
 
 def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
@@ -501,8 +506,9 @@ class _Scored:
     loader_fallback: str | None
 
 
-def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
-    """Coordination, model, explainer, records and output checked, before anything is written."""
+def _set_up(config: ScoreConfig, head: HeadStart | None, held: contextlib.ExitStack) -> _Setup:
+    """Coordination, model, explainer, records and output checked, before anything is written;
+    the output's lock is taken into ``held`` (released when the run ends)."""
     started = time.perf_counter()
     ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
     model = load_scoring_model(config.model, config.backend, device, config.tta, config.precision)
@@ -515,6 +521,10 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
     if config.shard is not None:
         positions = list(shard_range(len(records), *config.shard))
     out = output_path(config.out, config.shard)
+    writable_file(out)
+    # Before _prepare: a second --overwrite or --resume on this output would delete or publish
+    # the chunks under the run that holds it.
+    held.enter_context(exclusive_output(out))
     _prepare(out, config.resume, config.overwrite)
     made_with = identity.identity(model, config.archive, config.shard)
     resuming = config.resume and staging_dir(out).exists()
@@ -666,9 +676,7 @@ def _run_score(
 ) -> ScoreSummary:
     """Set up, score and summarize one run (see :func:`run_score`)."""
     _check_outputs(config)
-    # Held for the whole run: a second --overwrite or --resume on this output would delete or
-    # publish the chunks under this one.
-    with exclusive_output(output_path(config.out, config.shard)):
-        run = _set_up(config, head)
+    with contextlib.ExitStack() as held:  # the output's lock, for the whole run
+        run = _set_up(config, head, held)
         scored = _score(config, run, progress, head)
         return _summarize(config, run, scored)

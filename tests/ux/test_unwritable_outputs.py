@@ -70,7 +70,7 @@ def test_a_cam_dir_under_a_file_is_refused_before_scoring(trained_run, kaggle_di
     out = tmp_path / "p.parquet"
     args = ["score", kaggle_dir, "--model", trained_run, "--out", out, "--device", "cpu"]
     result = _cli(*args, "--cam-dir", tmp_path / "afile" / "cams")
-    _one_line(result.returncode, result.stderr, "--cam-dir", "Not a directory")
+    _one_line(result.returncode, result.stderr, "--cam-dir", "afile is a file")
     assert not out.exists() and not staging_dir(out).exists()
 
 
