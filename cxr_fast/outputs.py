@@ -49,9 +49,14 @@ def creatable_folder(folder: Path, option: str = "--out") -> Path:
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    if existing == folder and not folder.is_dir():
+        raise OutputError(
+            f"cannot use {option} {folder}: a file of that name is in the way; choose another"
+        )
     if not existing.is_dir():
         raise OutputError(
-            f"cannot create {folder} for {option}: {existing} is a file; choose another location"
+            f"cannot create {folder} for {option}: {existing} is a file, not a folder; choose "
+            "another location"
         )
     try:
         fd, probe = tempfile.mkstemp(prefix=".cxr-fast-write-test.", dir=existing)
