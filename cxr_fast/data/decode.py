@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.captured import capture_native_stderr, capture_warnings
+from cxr_fast.data.decode_budget import decode_budget
 from cxr_fast.data.dicom import DicomSkipped, read_dicom
 from cxr_fast.data.dicom_intensity import stretch_to_uint8
 from cxr_fast.data.equalize import equalize_uint8
@@ -127,6 +128,21 @@ def _check_size(size: tuple[int, int]) -> None:
         )
 
 
+def decoded_bytes(image: Image.Image) -> int:
+    """Bytes that decoding ``image`` (opened, its draft chosen) to 8-bit grey holds at its
+    peak: the decoded pixels and the grey copy; a wider image also its array copy and what
+    :func:`stretch_to_uint8` makes of it (a byte per pixel for 16 bits, float32 temporaries
+    for 32)."""
+    width, height = image.size
+    mode = ImageMode.getmode(image.mode)
+    depth = int(mode.typestr[-1])  # bytes per band: '|u1' -> 1, '<u2' -> 2, '<f4' -> 4
+    if depth == 1:  # PIL keeps a pixel of several bands in 4 bytes (RGB too)
+        per_pixel = (4 if len(mode.bands) > 1 else 1) + 1
+    else:
+        per_pixel = 2 * depth + 2 + (12 if depth > 2 else 0)
+    return width * height * per_pixel
+
+
 def open_gray(
     source: str | BinaryIO,
     *,
@@ -159,8 +175,10 @@ def open_gray(
         _check_size(original)
         if draft is not None and image.format == "JPEG":
             image.draft("L", (draft, draft))
-        gray = _to_gray8(image)
-        gray.load()  # PIL decodes lazily: finish while the file is open
+        # A huge image waits for room among the decodes in flight (decode_budget.py).
+        with decode_budget(decoded_bytes(image)):
+            gray = _to_gray8(image)
+            gray.load()  # PIL decodes lazily: finish while the file is open
     return gray, original
 
 

@@ -28,6 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# Imported for its side effect, before the fork: the decode budget its processes share with the
+# scorer's DataLoader workers.
+import cxr_fast.data.decode_budget  # noqa: F401
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import Record, discover
 from cxr_fast.export.common import EXPORT_DIR, sidecar_path
