@@ -73,11 +73,11 @@ def run_explain(
     """Explain every image under ``config.images`` with the eager model of ``config.run``."""
     from cxr_fast.data.discover import discover, require_images
     from cxr_fast.explain.explainer import explain_files, explainer_for
-    from cxr_fast.outputs import writable_folder
+    from cxr_fast.outputs import creatable_folder
 
     explainer = explainer_for(config)
     records = [record for image in config.images for record in discover(image)]
     paths = [r.path for r in require_images(records, ", ".join(map(str, config.images)))]
-    writable_folder(config.out)  # before the first overlay is drawn, not at its saving
+    creatable_folder(config.out)  # before the first overlay is drawn, not at its saving
     outcomes = explain_files(explainer, paths, config.out, progress=progress)
     return ExplainResult(outcomes, config.out, config.method, explainer.layer)

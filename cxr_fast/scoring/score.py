@@ -588,9 +588,11 @@ def _score_into(
         identity.record(writer.staging, run.made_with)
     dropped = writer.drop_unreadable() if config.resume else 0
     if dropped:
+        their = "its" if dropped == 1 else "their"
         log.warning(
-            "cxr-fast: warning: %s unreadable: their rows are scored again",
+            "cxr-fast: warning: %s unreadable: %s rows are scored again",
             plural(dropped, "chunk"),
+            their,
         )
     done = writer.done_paths() if config.resume else set()
     todo = [p for p in run.positions if records[p].path not in done]
