@@ -23,6 +23,7 @@ from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.leakage import leakage, leakage_warning
 from cxr_fast.metrics import binary_metrics, describe_threshold, format_metrics
 from cxr_fast.models.ensemble import TTA_VIEWS
+from cxr_fast.outputs import creatable_folder
 from cxr_fast.plots import save_plots
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
@@ -155,6 +156,7 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
     data_sha, model_sha = data_sha256(data, records), sha256(run_dir / MODEL_FILE)
     if not config.overwrite:
         _refuse_other(out_dir, data_sha, model_sha)
+    creatable_folder(out_dir)  # before any image is scored, not after
     # Unreadable files are reported, not fatal: a DALI pipeline would die on the first one.
     bad = find_bad_files(records, config.workers or None)
     dropped = {b.path for b in bad}

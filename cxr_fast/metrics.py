@@ -6,6 +6,7 @@ in, plain Python values out, so the result can go straight into ``metrics.json``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import threading
@@ -317,6 +318,14 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else None
 
 
+def _import_quietly(name: str) -> None:
+    """Import ``name``; a failure is left to the import that needs it. A command that ends
+    early (a one-line error, a full disk) shuts the interpreter down under this import, which
+    then fails ("can't register atexit after shutdown") with a traceback after that line."""
+    with contextlib.suppress(Exception):  # the foreground import, if any, raises it again
+        importlib.import_module(name)
+
+
 def import_in_background() -> threading.Thread:
     """Start importing scikit-learn's metrics on a thread, and return the thread.
 
@@ -327,7 +336,7 @@ def import_in_background() -> threading.Thread:
     an early exit lets it finish rather than stopping it inside an import.
     """
     thread = threading.Thread(
-        target=importlib.import_module, args=("sklearn.metrics",), name="import-sklearn"
+        target=_import_quietly, args=("sklearn.metrics",), name="import-sklearn"
     )
     thread.start()
     return thread

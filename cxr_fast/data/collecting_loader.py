@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.discover import Record
 from cxr_fast.data.file_item import FileItem, read_item
 from cxr_fast.data.headers import dali_takes, read_headers
-from cxr_fast.data.workers import steady_memory_worker
+from cxr_fast.data.workers import scoring_worker
 
 log = logging.getLogger(__name__)
 # How DALI reports an undecodable sample ("Failed to decode sample #3 : /a/b.jpeg").
@@ -175,7 +176,8 @@ def pil_batches(
         _Files(records, positions, contract, skip_views),
         batch_size=batch_size,
         num_workers=workers,
-        worker_init_fn=steady_memory_worker,
+        # Workers that die with this process: a kill -9 leaves no decoder behind.
+        worker_init_fn=functools.partial(scoring_worker, parent=os.getpid()),
         collate_fn=functools.partial(collate, contract=contract, dtype=torch.float32),
         prefetch_factor=4 if workers else None,
     )

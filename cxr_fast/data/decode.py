@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.captured import capture_native_stderr, capture_warnings
+from cxr_fast.data.decode_budget import decode_budget
 from cxr_fast.data.dicom import DicomSkipped, read_dataset, read_dicom
 from cxr_fast.data.dicom_intensity import stretch_to_uint8
 from cxr_fast.data.discover import is_dicom_bytes, is_dicom_file
@@ -97,8 +98,11 @@ _CHROMA_SIDE = 128
 def _chroma(image: Image.Image) -> float:
     """Mean chroma (max - min of R, G, B, 0-255) of a small copy of ``image``: 0 for a grey
     picture stored in colour. Plain numpy: the head start decodes before torch is imported."""
-    small = image.convert("RGB")
-    small.thumbnail((_CHROMA_SIDE, _CHROMA_SIDE))
+    factor = max(1, max(image.size) // _CHROMA_SIDE)
+    try:  # reduced in its own mode first: a huge picture is never copied whole as RGB
+        small = (image.reduce(factor) if factor > 1 else image).convert("RGB")
+    except ValueError:  # a mode reduce does not take (palette, CMYK)
+        small = image.convert("RGB").reduce(factor)
     rgb = np.asarray(small, dtype=np.int16)
     return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
 
@@ -129,6 +133,21 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError(
             f"image is {size[0]}x{size[1]} pixels, below the {MIN_IMAGE_SIDE} px minimum"
         )
+
+
+def decoded_bytes(image: Image.Image) -> int:
+    """Bytes that decoding ``image`` (opened, its draft chosen) to 8-bit grey holds at its
+    peak: the decoded pixels and the grey copy; a wider image also its array copy and what
+    :func:`stretch_to_uint8` makes of it (a byte per pixel for 16 bits, float32 temporaries
+    for 32)."""
+    width, height = image.size
+    mode = ImageMode.getmode(image.mode)
+    depth = int(mode.typestr[-1])  # bytes per band: '|u1' -> 1, '<u2' -> 2, '<f4' -> 4
+    if depth == 1:  # PIL keeps a pixel of several bands in 4 bytes (RGB too)
+        per_pixel = (4 if len(mode.bands) > 1 else 1) + 1
+    else:
+        per_pixel = 2 * depth + 2 + (12 if depth > 2 else 0)
+    return width * height * per_pixel
 
 
 def open_gray(
@@ -163,12 +182,14 @@ def open_gray(
         _check_size(original)
         if draft is not None and image.format == "JPEG":
             image.draft("L", (draft, draft))
-        elif info is not None and image.mode in _COLOUR_MODES:
-            # JPEGs are drafted straight to grey (their chroma is never decoded): the content
-            # check judges those; other formats are decoded whole, so their colour is free.
-            info["chroma"] = _chroma(image)
-        gray = _to_gray8(image)
-        gray.load()  # PIL decodes lazily: finish while the file is open
+        # A huge image waits for room among the decodes in flight (decode_budget.py).
+        with decode_budget(decoded_bytes(image)):
+            if info is not None and image.format != "JPEG" and image.mode in _COLOUR_MODES:
+                # JPEGs are drafted straight to grey (their chroma is never decoded): the
+                # content check judges those; other formats are decoded whole, colour is free.
+                info["chroma"] = _chroma(image)
+            gray = _to_gray8(image)
+            gray.load()  # PIL decodes lazily: finish while the file is open
     return gray, original
 
 

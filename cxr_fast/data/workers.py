@@ -1,11 +1,19 @@
-"""DataLoader worker set-up shared by every PIL loader."""
+"""Set-up shared by decoding worker processes: flat memory, and no orphan outliving its parent."""
 
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
+import sys
+import threading
+import time
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
 _MMAP_THRESHOLD_BYTES = 128 * 1024
+_PR_SET_PDEATHSIG = 1  # prctl option number, from linux/prctl.h
+# How often the fallback watchdog looks for its parent (where prctl is missing).
+WATCHDOG_INTERVAL_S = 0.5
 
 
 def steady_memory_worker(_worker_id: int) -> None:
@@ -21,3 +29,39 @@ def steady_memory_worker(_worker_id: int) -> None:
     except OSError:  # not glibc: nothing to tune
         return
     libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+
+
+def _set_parent_death_signal() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCHDOG_INTERVAL_S)
+    os._exit(1)  # no clean-up: it could block on a queue nobody reads any more
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process end when ``parent`` (its parent's pid, taken before the fork)
+    dies, even by SIGKILL: otherwise a worker blocked on a queue nobody reads lives on, adopted
+    by PID 1, for ever (issue 26). prctl(PR_SET_PDEATHSIG) on Linux (sent when the *thread*
+    that forked ends: start workers from one that outlives them, as the scorer's main thread
+    does); elsewhere a watchdog thread that polls the parent's pid."""
+    if not _set_parent_death_signal():
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def scoring_worker(worker_id: int, parent: int) -> None:
+    """``worker_init_fn`` of the scorer's DataLoader workers (with ``functools.partial`` for
+    ``parent``, the pid of the process that starts them): flat memory, and gone with it."""
+    die_with_parent(parent)
+    steady_memory_worker(worker_id)

@@ -80,10 +80,12 @@ def run_explain(
     would use for ``config.run``, the map from its eager model."""
     from cxr_fast.data.discover import discover, require_images
     from cxr_fast.explain.explainer import explain_files, explainer_for
+    from cxr_fast.outputs import creatable_folder
 
     explainer = explainer_for(config)
     records = [record for image in config.images for record in discover(image)]
     paths = [r.path for r in require_images(records, ", ".join(map(str, config.images)))]
+    creatable_folder(config.out)  # before the first overlay is drawn, not at its saving
     outcomes = explain_files(explainer, paths, config.out, progress=progress)
     return ExplainResult(
         outcomes, config.out, config.method, explainer.layer, explainer.scoring.backend

@@ -52,6 +52,7 @@ from cxr_fast.export.verify import (
     traceable,
 )
 from cxr_fast.export.wrappers import HalfPrecision
+from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, read_run, sha256
 
 _CALIBRATION_BATCH = 32
@@ -428,15 +429,15 @@ def _resolve(
     precision = _check_options(fmt, precision, batch_size)
     target = _export_device(fmt, precision, device)
     model, info = _load(run_dir, target, tta)
+    out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision, tta)
+    writable_file(out)  # before the model is traced and checked, not at the end
     source_sha = sha256(run_dir / MODEL_FILE)
     data_root, _, selection, source = _selection(run_dir, info, data, precision, batch_size)
     x, _ = load_images(selection.verify, info.contract)
     example = traceable(x).to(target)
     contract = info.contract.to_dict()
-    out = Path(out) if out is not None else default_out_path(run_dir, fmt, precision, tta)
     if not overwrite:
         _refuse_other_export(out, fmt, precision, source_sha)
-    out.parent.mkdir(parents=True, exist_ok=True)
     return _Inputs(
         run_dir,
         fmt,

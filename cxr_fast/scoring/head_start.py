@@ -28,6 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# Imported for its side effect, before the fork: the decode budget its processes share with the
+# scorer's DataLoader workers.
+import cxr_fast.data.decode_budget  # noqa: F401
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import Discovery, Record, scan
 from cxr_fast.export.common import EXPORT_DIR, sidecar_path
@@ -70,15 +73,19 @@ def _decode_ahead(
     limit: int,
     stop,
     results,
+    parent: int,
 ) -> None:
     """One head-start process: files ``start, start + step, ...`` until stopped or ``limit``
-    are done, each put on ``results``; then None."""
+    are done, each put on ``results``; then None. Dies with ``parent`` (the scorer's pid)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scorer's to handle
+    from cxr_fast.data.workers import die_with_parent, steady_memory_worker
+
+    # First: a scorer killed now (kill -9 while it starts) must not leave this process behind,
+    # blocked for ever on flushing ``results`` to a pipe nobody reads.
+    die_with_parent(parent)
     from cxr_fast.data.file_item import read_item
-    from cxr_fast.data.workers import steady_memory_worker
 
     steady_memory_worker(start)
-    parent = os.getppid()
     for i in range(start, len(paths), step)[:limit]:
         if stop.is_set() or os.getppid() != parent:  # stopped, or the scorer was killed
             break
@@ -108,10 +115,14 @@ class HeadStart:
         paths = [r.path for r in records]
         queues = (self._stop, self._results)
         labels = [r.label for r in records]
+        here = os.getpid()
         self._processes = [
             context.Process(
                 target=_decode_ahead,
-                args=(paths, labels, contract, tuple(skip_views), i, processes, limit, *queues),
+                args=(
+                    *(paths, labels, contract, tuple(skip_views)),
+                    *(i, processes, limit, *queues, here),
+                ),
                 daemon=True,
                 name=f"cxr-fast-head-start-{i}",
             )

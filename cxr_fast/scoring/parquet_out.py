@@ -6,7 +6,8 @@ a chunk on disk is always whole. A chunk is written every ``rows_per_chunk`` row
 ``chunk_seconds`` seconds, whichever comes first, so a kill loses at most that much work. When
 every file is scored the chunks are streamed, one row group each, into ``preds.parquet.tmp``,
 which is renamed to ``preds.parquet``. ``--resume`` reads back the paths of the chunks already
-written and scores only the rest.
+written and scores only the rest. Chunks carry page checksums: on resume a chunk that no longer
+reads back whole (truncated, a flipped bit) is deleted and its rows are scored again.
 
 Every text column is valid UTF-8. A file name that is not (the OS hands it over with surrogates)
 is written to ``path`` with its odd bytes as ``\\xNN`` escapes and, in that row only, its real
@@ -77,7 +78,8 @@ class ChunkedParquetWriter:
         self.staging = staging_dir(out)
         self.staging.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list] = {name: [] for name in SCHEMA.names}
-        self._chunks = len(self._chunk_files())
+        # Numbered after the last one: after a deleted chunk, a count would name an existing one.
+        self._chunks = max((_number(chunk) for chunk in self._chunk_files()), default=0)
         self._flushed_at = time.monotonic()
 
     def set_metadata(self, key: str, value) -> None:
@@ -86,6 +88,21 @@ class ChunkedParquetWriter:
 
     def _chunk_files(self) -> list[Path]:
         return sorted(self.staging.glob("chunk-*.parquet"))
+
+    def drop_unreadable(self) -> int:
+        """Delete the chunks that do not read back whole, checksums verified (a truncated
+        file, a flipped bit), and what interrupted chunk writes left; returns how many chunks
+        went. Their rows are not done, so ``--resume`` scores them again."""
+        dropped = 0
+        for chunk in self._chunk_files():
+            try:
+                pq.read_table(chunk, schema=SCHEMA, page_checksum_verification=True)
+            except (pa.ArrowException, OSError, ValueError):
+                chunk.unlink()
+                dropped += 1
+        for partial in self.staging.glob("chunk-*.tmp"):
+            partial.unlink(missing_ok=True)
+        return dropped
 
     def done_paths(self) -> set[str]:
         """Paths already written by an earlier, interrupted run (for ``--resume``)."""
@@ -113,11 +130,16 @@ class ChunkedParquetWriter:
         if not self._rows["path"]:
             return
         table = pa.Table.from_pydict(self._rows, schema=SCHEMA)
-        self._chunks += 1
-        final = self.staging / f"chunk-{self._chunks:06d}.parquet"
+        final = self.staging / f"chunk-{self._chunks + 1:06d}.parquet"
         tmp = final.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        try:
+            # Checksums: a chunk damaged on disk must fail to read, not resume with wrong rows.
+            pq.write_table(table, tmp, write_page_checksum=True)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a partial chunk (a full disk) only takes space
+            raise
+        self._chunks += 1
         self._rows = {name: [] for name in SCHEMA.names}
 
     def count_status(self, status: str) -> int:
@@ -151,15 +173,19 @@ class ChunkedParquetWriter:
         tmp = self.out.with_name(self.out.name + ".tmp")
         schema = SCHEMA if cam_paths is None else SCHEMA.append(CAM_FIELD)
         rows = 0
-        with pq.ParquetWriter(tmp, schema.with_metadata(self.metadata)) as writer:
-            for chunk in self._chunk_files():
-                table = pq.read_table(chunk, schema=SCHEMA)
-                if cam_paths is not None:
-                    cams = [_text(cam_paths.get(path)) for path in real_paths(table)]
-                    table = table.append_column(CAM_FIELD, pa.array(cams, pa.string()))
-                writer.write_table(table)
-                rows += table.num_rows
-        os.replace(tmp, self.out)
+        try:
+            with pq.ParquetWriter(tmp, schema.with_metadata(self.metadata)) as writer:
+                for chunk in self._chunk_files():
+                    table = pq.read_table(chunk, schema=SCHEMA)
+                    if cam_paths is not None:
+                        cams = [_text(cam_paths.get(path)) for path in real_paths(table)]
+                        table = table.append_column(CAM_FIELD, pa.array(cams, pa.string()))
+                    writer.write_table(table)
+                    rows += table.num_rows
+            os.replace(tmp, self.out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the chunks stay: --resume publishes them
+            raise
         shutil.rmtree(self.staging, ignore_errors=True)
         return rows
 
@@ -185,6 +211,11 @@ def real_paths(table: pa.Table) -> list[str]:
         return paths
     raw = table["path_bytes"].to_pylist()
     return [real_path(path, data) for path, data in zip(paths, raw, strict=True)]
+
+
+def _number(chunk: Path) -> int:
+    """``chunk-000012.parquet`` -> 12."""
+    return int(chunk.stem.rsplit("-", 1)[1])
 
 
 def metadata_json(values: dict) -> dict[str, str]:

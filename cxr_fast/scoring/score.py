@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
 import time
@@ -32,12 +35,12 @@ from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
-from cxr_fast.errors import Interrupted, UserInputError
+from cxr_fast.errors import Interrupted, OutputError, UserInputError
 from cxr_fast.gate import STATUS_NOT_CXR
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
-from cxr_fast.outputs import writable_file
+from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
 from cxr_fast.scoring.gating import gated_verdict, judge_batch
@@ -62,6 +65,7 @@ from cxr_fast.versions import versions
 if TYPE_CHECKING:
     from cxr_fast.explain.explainer import Explainer
 
+log = logging.getLogger(__name__)
 # Written by rank 0 of a torchrun job into OUT/ once every part is complete.
 SUCCESS_FILE = "_SUCCESS"
 # "_": pyarrow.dataset (and Spark) skip such files, so OUT/ still reads back as the parts alone.
@@ -210,6 +214,18 @@ def resume_command(config: ScoreConfig, env: Mapping[str, str] = os.environ) -> 
             parts += ["--cam-method", config.cam_method]
     command = " ".join([*parts, "--resume"])
     return f"the same torchrun launch of {command}" if torchrun else command
+
+
+def _check_outputs(config: ScoreConfig) -> None:
+    """Every output location writable, before the model loads: a read-only --cam-dir must not
+    fail after the whole archive is scored. Creates nothing (a run refused later, for its
+    model say, leaves no folder behind)."""
+    out = output_path(config.out, config.shard)
+    if out.is_dir():
+        writable_file(out)  # its one-line "is a folder"
+    creatable_folder(out.parent)
+    if config.cam_dir is not None:
+        creatable_folder(config.cam_dir, "--cam-dir")
 
 
 def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
@@ -524,8 +540,9 @@ class _Scored:
     loader_fallback: str | None
 
 
-def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
-    """Coordination, model, explainer, records and output checked, before anything is written."""
+def _set_up(config: ScoreConfig, head: HeadStart | None, held: contextlib.ExitStack) -> _Setup:
+    """Coordination, model, explainer, records and output checked, before anything is written;
+    the output's lock is taken into ``held`` (released when the run ends)."""
     started = time.perf_counter()
     ctx, coordinated, device = _coordinate(config, resolve_device(config.device))
     model = load_scoring_model(config.model, config.backend, device, config.tta, config.precision)
@@ -540,6 +557,10 @@ def _set_up(config: ScoreConfig, head: HeadStart | None = None) -> _Setup:
     if config.shard is not None:
         positions = list(shard_range(len(records), *config.shard))
     out = output_path(config.out, config.shard)
+    writable_file(out)
+    # Before _prepare: a second --overwrite or --resume on this output would delete or publish
+    # the chunks under the run that holds it.
+    held.enter_context(exclusive_output(out))
     _prepare(out, config.resume, config.overwrite)
     made_with = identity.identity(model, config.archive, config.shard, config.accept_ood)
     resuming = config.resume and staging_dir(out).exists()
@@ -594,17 +615,52 @@ def _unreadable_rows(run: _Setup, shard: tuple[int, int] | None, done: set[str])
     ]
 
 
+# A write that fails for want of space (or of quota): the user frees some, then resumes.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _score(
     config: ScoreConfig,
     run: _Setup,
     progress: Callable[[int], None] | None,
     head: HeadStart | None = None,
 ) -> _Scored:
-    """Score the files not yet done into the output, write the CAMs, and publish the file."""
+    """Score the files not yet done into the output, write the CAMs, and publish the file. A
+    full disk is one line: the rows kept and the command that finishes the run."""
+    writer = None
+    try:
+        writer = _open_writer(config, run.model, run.out)
+        return _score_into(writer, config, run, progress, head)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        kept = len(writer.done_paths()) if writer is not None else 0
+        raise OutputError(
+            f"the disk is full ({os.strerror(exc.errno)}) writing {run.out}: {kept:,} of "
+            f"{len(run.positions):,} rows are kept in {staging_dir(run.out)}; free some space, "
+            f"then continue with: {resume_command(config)}"
+        ) from None
+
+
+def _score_into(
+    writer: ChunkedParquetWriter,
+    config: ScoreConfig,
+    run: _Setup,
+    progress: Callable[[int], None] | None,
+    head: HeadStart | None,
+) -> _Scored:
+    """:func:`_score`'s work, through ``writer``."""
     model, records = run.model, run.records
-    writer = _open_writer(config, model, run.out)
     if not run.resuming:
         identity.record(writer.staging, run.made_with)
+    dropped = writer.drop_unreadable() if config.resume else 0
+    if dropped:
+        their = "its" if dropped == 1 else "their"
+        log.warning(
+            "cxr-fast: warning: %s unreadable: %s rows are scored again",
+            plural(dropped, "chunk"),
+            their,
+        )
     done = writer.done_paths() if config.resume else set()
     for row in _unreadable_rows(run, config.shard, done):
         writer.add(row)
@@ -697,6 +753,8 @@ def _run_score(
     config: ScoreConfig, progress: Callable[[int], None] | None, head: HeadStart | None
 ) -> ScoreSummary:
     """Set up, score and summarize one run (see :func:`run_score`)."""
-    run = _set_up(config, head)
-    scored = _score(config, run, progress, head)
-    return _summarize(config, run, scored)
+    _check_outputs(config)
+    with contextlib.ExitStack() as held:  # the output's lock, for the whole run
+        run = _set_up(config, head, held)
+        scored = _score(config, run, progress, head)
+        return _summarize(config, run, scored)

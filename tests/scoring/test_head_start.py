@@ -210,3 +210,89 @@ def test_begin_before_torch_decodes_ahead(exported, archive):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert int(out.stdout) == len(discover(archive))
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a live process (None when gone or a zombie): names it across pid
+    reuse."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _children_of(parent: int) -> dict[int, str]:
+    """The live children of ``parent``, pid -> start time (from /proc: no psutil needed)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            children[int(entry.name)] = fields[19]
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_scorer_killed_during_its_head_start_leaves_no_process_behind(
+    exported, synth_small, tmp_path
+):
+    # 160 films: the head start decodes them in a second, then waits to hand them over, its
+    # queue full (issue 26: killed now, the scorer left that process behind for ever).
+    command = [sys.executable, "-m", "cxr_fast", "score", str(synth_small), "--model"]
+    command += [str(exported), "--out", str(tmp_path / "p.parquet"), "--device", "cpu"]
+    env = {**os.environ, head_start.ENV_SWITCH: "1"}
+    scorer = subprocess.Popen(
+        [*command, "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children: dict[int, str] = {}
+    deadline = time.monotonic() + 60
+    while not children and scorer.poll() is None and time.monotonic() < deadline:
+        children = _children_of(scorer.pid)
+        time.sleep(0.01)
+    assert children, "the scorer started no decoding process"
+    time.sleep(1.0)  # they decode and fill the queue, as during the scorer's start-up
+    children.update(_children_of(scorer.pid))
+    scorer.kill()
+    scorer.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = [pid for pid, start in children.items() if _process_start(pid) == start]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"processes left behind by the killed scorer: {left}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_the_scorers_decoding_workers_die_with_it(synth_small):
+    # torch's own watchdog ends an orphaned DataLoader worker within 5 s, unless it is blocked
+    # on a full queue; the scorer's workers go at once.
+    code = (
+        "import sys, time; from cxr_fast.contract import PreprocessContract; "
+        "from cxr_fast.data.collecting_loader import pil_batches; "
+        "from cxr_fast.data.discover import discover; "
+        f"records = discover({str(synth_small)!r}); "
+        "batches = pil_batches(records, range(len(records)), PreprocessContract(image_size=64), "
+        "batch_size=8, workers=2); next(batches); print('ready', flush=True); time.sleep(600)"
+    )
+    loader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert loader.stdout.readline().strip() == "ready"
+    workers = _children_of(loader.pid)
+    assert len(workers) == 2
+    loader.kill()
+    loader.wait()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        left = [pid for pid, start in workers.items() if _process_start(pid) == start]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"workers left behind: {left}"
