@@ -16,6 +16,20 @@ _PR_SET_PDEATHSIG = 1  # prctl option number, from linux/prctl.h
 WATCHDOG_INTERVAL_S = 0.5
 
 
+def _libc_function(name: str):
+    """libc's ``name``, looked up now, in the parent: a worker forked while another thread
+    (the background scikit-learn import) held the dynamic loader's lock would block for ever
+    in dlopen or dlsym, so workers only call what was resolved before the fork."""
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):  # not glibc, or no such function: nothing to call
+        return None
+
+
+_MALLOPT = _libc_function("mallopt")
+_PRCTL = _libc_function("prctl") if sys.platform.startswith("linux") else None
+
+
 def steady_memory_worker(_worker_id: int) -> None:
     """``worker_init_fn`` that keeps a long-running worker's memory flat.
 
@@ -24,22 +38,13 @@ def steady_memory_worker(_worker_id: int) -> None:
     over a 4,000-image archive (bench/memory.py). A fixed threshold keeps large buffers in mmap,
     returned to the system as soon as they are freed.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    if _MALLOPT is not None:  # not glibc: nothing to tune
+        _MALLOPT(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 def _set_parent_death_signal() -> bool:
     """Ask Linux to SIGKILL this process when its parent dies; False where it cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _PRCTL is not None and _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
 
 
 def _watch_parent(parent: int) -> None:
