@@ -4,9 +4,11 @@ the lock that keeps two runs from writing one output at once."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,22 +95,51 @@ def _holder(fd: int) -> str:
         return "unknown"
 
 
+# Outputs this process holds locked (record locks exclude other processes only).
+_HELD: set[str] = set()
+_HELD_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
 def exclusive_output(out: Path, command: str = "cxr-fast score") -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` while the body runs (flock on :func:`lock_path`,
-    which names the holder's pid): a second run on the same output, which would delete or
-    rename the first one's files under it, gets a one-line :class:`OutputError` instead. The
-    kernel drops the lock when its holder dies, even by SIGKILL. Call after
+    """Hold an exclusive lock on ``out`` while the body runs (a POSIX record lock on
+    :func:`lock_path`, which names the holder's pid): a second run on the same output, which
+    would delete or rename the first one's files under it, gets a one-line
+    :class:`OutputError` instead. The kernel drops the lock when its holder dies, even by
+    SIGKILL; a record lock, unlike flock, is not inherited by forked decoding workers, so a
+    worker that outlived its scorer cannot keep the output locked. Call after
     :func:`writable_file`: the folder must exist."""
     lock = lock_path(out)
+    key = os.path.realpath(lock)
+    with _HELD_GUARD:  # record locks do not exclude their own process: this does
+        if key in _HELD:
+            raise OutputError(
+                f"another {command} is writing {out} (pid {os.getpid()}, this process): wait "
+                "for it to finish or choose another --out"
+            )
+        _HELD.add(key)
+    try:
+        with _locked(lock, out, command):
+            yield
+    finally:
+        with _HELD_GUARD:
+            _HELD.discard(key)
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, out: Path, command: str) -> Iterator[None]:
+    """The record lock of :func:`exclusive_output` on ``lock``, held while the body runs."""
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot create the lock file {lock}: {_why(exc)}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise OutputError(f"cannot lock {lock}: {_why(exc)}") from None
             pid = _holder(fd)
             os.close(fd)
             raise OutputError(

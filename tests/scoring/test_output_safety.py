@@ -2,6 +2,7 @@
 and never lose the rows already on disk."""
 
 import errno
+import os
 import shlex
 import subprocess
 import sys
@@ -184,3 +185,26 @@ def test_resume_scores_the_rows_of_truncated_or_bit_flipped_chunks_again(
     assert got.keys() == expected.keys()
     for path, prob in got.items():
         assert prob == pytest.approx(expected[path], abs=1e-5), path
+
+
+def test_a_forked_worker_that_outlives_its_scorer_holds_no_lock(tmp_path):
+    """A decoding worker forked while the scorer held the lock, left behind when the scorer
+    died: the next run on the same output is not refused because of it."""
+    out = tmp_path / "p.parquet"
+    code = (
+        "import os, sys, time; from pathlib import Path; "
+        "from cxr_fast.outputs import exclusive_output\n"
+        f"with exclusive_output(Path({str(out)!r})):\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
+        "        os.close(1); os.close(2); time.sleep(30); os._exit(0)\n"
+        "    print(child, flush=True); os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    orphan = int(done.stdout)
+    try:
+        os.kill(orphan, 0)  # still alive, holding the inherited descriptor
+        with exclusive_output(out):
+            pass
+    finally:
+        os.kill(orphan, 9)
