@@ -16,6 +16,7 @@ Free of PIL and torch, so the head start can import it before it forks.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -42,6 +43,8 @@ def _open_budget():
 
 
 _file = _open_budget()
+if _file is not None:  # closed at exit, not left to the garbage collector's warning
+    atexit.register(_file.close)
 # Record locks belong to a process, not a thread: one thread of a process at a time takes slots.
 _threads = threading.Lock()
 

@@ -190,6 +190,7 @@ class ExplainOutcome:
     out: Path | None
     explanation: Explanation | None
     error: str | None
+    not_cxr: bool = False  # refused by the input gate (readable, but no chest X-ray)
 
 
 def explain_files(
@@ -205,7 +206,8 @@ def explain_files(
         try:
             explanation = explainer.explain_file(path)
         except ImageReadError as exc:
-            outcomes.append(ExplainOutcome(path, None, None, exc.reason))
+            refused = isinstance(exc, NotChestXrayError)
+            outcomes.append(ExplainOutcome(path, None, None, exc.reason, not_cxr=refused))
         else:
             target = out_dir / overlay_name(path)
             explanation.picture.save(target, optimize=False)

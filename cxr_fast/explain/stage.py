@@ -63,9 +63,13 @@ class ExplainResult:
         return lines
 
     def summary(self) -> str:
-        """The closing line: overlays written, where, how, and how many were unreadable."""
+        """The closing line: overlays written, where, how, and how many were unreadable or
+        refused by the input gate."""
         failed = self.failed
-        unreadable = f", {failed} unreadable" if failed else ""
+        refused = sum(o.not_cxr for o in self.outcomes)
+        unreadable = f", {failed - refused} unreadable" if failed - refused else ""
+        if refused:
+            unreadable += f", {refused} not a chest X-ray by the input gate (--accept-ood)"
         written = plural(len(self.outcomes) - failed, "overlay")
         return (
             f"{written} in {self.out} ({self.method} on {self.layer}, probabilities from "
