@@ -643,13 +643,14 @@ def train(
     """
     from cxr_fast.data.augment import recipe_augment
     from cxr_fast.training.config import TrainConfig
-    from cxr_fast.training.folds import folds_under_torchrun
+    from cxr_fast.training.folds import describe_folds, folds_under_torchrun
     from cxr_fast.training.trainer import plan, resume_config, run_train
 
     if config_file is not None:
         epochs, aug_strength = _apply_best(config_file, options, epochs, aug_strength)
     if resume:
-        config = resume_config(out, epochs, options["export"] if _given("export") else None)
+        export = options["export"] if _given("export") else None
+        config = resume_config(out, epochs, export, data=data)
     else:
         if data is None:
             raise UserError("--data is required (unless --resume)")
@@ -666,7 +667,9 @@ def train(
         )
     config = folds_under_torchrun(config, explicit=_given("folds"), log=click.echo)
     if dry_run:
-        click.echo(json.dumps(plan(config).describe(), indent=2))
+        # An ensemble's plan lists every member's fold: the counts its run will log.
+        described = describe_folds(config) if config.folds > 1 else plan(config).describe()
+        click.echo(json.dumps(described, indent=2))
         return
     _echo_summary(run_train(config, resume=resume, log=click.echo))
 

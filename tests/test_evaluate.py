@@ -114,7 +114,9 @@ def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
     # Training precision: bf16 autocast on CPUs with native bf16, fp32 elsewhere.
     assert plan["train"]["epochs"] == 3
     assert plan["precision"] == resolve_precision("auto", torch.device("cpu")).name
-    assert plan["images"]["train"] + plan["images"]["val"] == 160
+    # The default ensemble: every member's fold, each holding all 160 films.
+    assert plan["images"]["train"] == 160
+    assert all(f["train"] + f["val"] == 160 for f in plan["images"]["folds"])
     assert not (tmp_path / "x").exists()
 
     result = runner.invoke(

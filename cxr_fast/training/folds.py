@@ -22,6 +22,7 @@ import torch
 from cxr_fast import __version__
 from cxr_fast.data.discover import Record, discover, display_path, path_bytes
 from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.preflight import BadFile
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError
@@ -43,7 +44,7 @@ from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
 from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
 from cxr_fast.training.state import load_training_state
-from cxr_fast.training.trainer import TrainResult, contract_for, plan, train_model
+from cxr_fast.training.trainer import TrainResult, contract_for, plan, plan_data, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions
 
@@ -58,6 +59,34 @@ def member_dir(run_dir: Path, k: int) -> Path:
 
 def _member_config(config: TrainConfig, k: int) -> TrainConfig:
     return replace(config, out=str(member_dir(Path(config.out), k)), fold=k)
+
+
+def member_data(config: TrainConfig) -> list[tuple[TrainData, list[BadFile]]]:
+    """Each member's (training and validation records, files left out by --skip-bad), as its
+    own run will select them: the same code, so --dry-run shows the folds the run trains on,
+    and bad files or a fold without one class are refused before anything is written."""
+    records = discover(config.data)
+    return [plan_data(_member_config(config, k), records) for k in range(config.folds)]
+
+
+def describe_folds(config: TrainConfig) -> dict:
+    """What ``--dry-run`` prints for an ensemble: the resolved plan, with each member's
+    training and validation image counts (those its run logs)."""
+    members = member_data(config)
+    skipped = {b.path: b for _, bad in members for b in bad}
+    return {
+        **plan(_member_config(config, 0)).describe(),
+        "train": config.to_dict(),
+        "images": {
+            "train": len(members[0][0].train) + len(members[0][0].val),
+            "folds": [
+                {"fold": k + 1, "train": len(data.train), "val": len(data.val)}
+                for k, (data, _) in enumerate(members)
+            ],
+        },
+        "val_source": f"{config.folds}-fold patient-level CV",
+        **({"skipped_bad_files": [vars(b) for b in skipped.values()]} if skipped else {}),
+    }
 
 
 def _write_parent_config(config: TrainConfig) -> None:
@@ -211,6 +240,7 @@ def run_train_folds(
         if done is not None:
             log(f"nothing to do: all {config.folds} members of {run_dir} are trained")
             return replace(done, seconds=time.perf_counter() - started)
+    member_data(config)  # bad files are refused before the folder is made (nothing left)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_parent_config(config)
     results = []

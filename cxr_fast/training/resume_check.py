@@ -8,6 +8,7 @@ the start must equal the one computed now.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cxr_fast.errors import ResumeMismatchError
@@ -35,4 +36,21 @@ def check_same_data(run_dir: Path, current: dict) -> None:
         f"cannot resume {run_dir}: the data under {current['root']} changed since the run "
         f"started ({_images(saved)} training+validation images then, {_images(current)} now"
         f"{split}); restore the data, or train a new run in another --out"
+    )
+
+
+def check_same_folder(run_dir: Path, saved_data: str, given: str | os.PathLike | None) -> None:
+    """ResumeMismatchError when ``--data`` was given with ``--resume`` and names another folder
+    than the run's own (``saved_data``): resume never switches data, and ignoring the option
+    would train on the run's data while the user thinks it trains on theirs."""
+    if given is None:
+        return
+    saved = read_json(run_dir / CONFIG_FILE).get("data")
+    # The fingerprint's absolute root: config's "data" may be relative to where it started.
+    root = saved["root"] if isinstance(saved, dict) and "root" in saved else saved_data
+    if os.path.realpath(given) == os.path.realpath(root):
+        return
+    raise ResumeMismatchError(
+        f"cannot resume {run_dir} with --data {given}: the run was trained on {root} (resume "
+        "uses the run's own data; start a new --out for other data)"
     )

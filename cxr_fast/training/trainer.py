@@ -47,7 +47,7 @@ from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, select_train_val
 from cxr_fast.training.loop import Regularisers, train_epoch
 from cxr_fast.training.preflight import checked
-from cxr_fast.training.resume_check import check_same_data
+from cxr_fast.training.resume_check import check_same_data, check_same_folder
 from cxr_fast.training.schedule import warmup_cosine
 from cxr_fast.training.shift_threshold import rethreshold_under_shift, wants_shift_threshold
 from cxr_fast.training.state import Progress, load_state
@@ -140,10 +140,7 @@ def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:
     """Resolve device, precision, loader, contract and the train/validation records (under
     torchrun, the device is this process's own GPU)."""
     device = device_for(ctx or DistContext(), resolve_device(config.device))
-    records = discover(config.data)
-    fold = None if config.fold is None else (config.fold, config.folds)
-    data = select_train_val(records, config.val_fraction, config.seed, fold)
-    data, skipped = checked(data, config.skip_bad)  # every file decodes before epoch 1
+    data, skipped = plan_data(config)
     return Plan(
         config=config,
         device=device,
@@ -154,6 +151,17 @@ def plan(config: TrainConfig, ctx: DistContext | None = None) -> Plan:
         pos_weight=pos_weight_value(config.pos_weight, data.train),
         skipped=tuple(skipped),
     )
+
+
+def plan_data(
+    config: TrainConfig, records: Sequence[Record] | None = None
+) -> tuple[TrainData, list[BadFile]]:
+    """The run's training and validation records (its fold's, for an ensemble member) after
+    the file check, and the files ``--skip-bad`` left out (``records``: already discovered)."""
+    records = discover(config.data) if records is None else records
+    fold = None if config.fold is None else (config.fold, config.folds)
+    data = select_train_val(records, config.val_fraction, config.seed, fold)
+    return checked(data, config.skip_bad)  # every file decodes before epoch 1
 
 
 def load_config(run_dir: Path) -> TrainConfig:
@@ -532,11 +540,16 @@ def _silent(_message: str) -> None:
 
 
 def resume_config(
-    run_dir: Path, epochs: int | None = None, export: str | None = None
+    run_dir: Path,
+    epochs: int | None = None,
+    export: str | None = None,
+    data: str | Path | None = None,
 ) -> TrainConfig:
     """The saved configuration of ``run_dir``, in ``run_dir`` itself (a run folder that was
     copied or moved continues where it is now, not where it was started), optionally with a
-    new epoch count or export choice."""
+    new epoch count or export choice. ``data`` (a ``--data`` given with ``--resume``) must be
+    the run's own data folder, else ResumeMismatchError."""
     config = replace(load_config(run_dir), out=str(run_dir))
+    check_same_folder(Path(run_dir), config.data, data)
     config = replace(config, epochs=epochs) if epochs is not None else config
     return replace(config, export=export) if export is not None else config
