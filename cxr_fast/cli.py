@@ -1071,7 +1071,8 @@ def ood_fit(run, data, workers) -> None:
     type=EXISTING,
     default=None,
     help="Images for the check batch and int8 calibration.  [default: the run's own records: "
-    "int8 calibrates on its training records, checks use its validation records; never test/]",
+    "int8 calibrates on its training records, checks use its validation records (an ensemble "
+    "has none: training records outside the calibration set); never test/]",
 )
 @click.option(
     "--overwrite",
