@@ -480,3 +480,20 @@ def test_int8_resnet_traces_without_a_generalisation_warning():
         other = torch.rand(3, 1, 64, 64)
         assert torch.equal(traced(other), quantized(other))
     assert not [note for note in notes if note.startswith("trace:")]
+
+
+def test_an_ensembles_int8_check_does_not_call_its_training_films_held_out(
+    tiny_ensemble, monkeypatch, tmp_path
+):
+    """Every film of an ensemble trained some member: the note and the sidecar say the int8
+    change was measured on training images outside the calibration set."""
+    # A 1-epoch ensemble ranks near-ties: the wording, not the AUC gate, is under test here.
+    monkeypatch.setattr(exporter, "_judge", lambda *args: None)
+    out = tmp_path / "ens.int8.ts"
+    result = export_run(tiny_ensemble, "torchscript", precision="int8", device="cpu", out=out)
+    note = result.notes[0]
+    assert note.startswith("int8: ") and "held-out" not in note
+    assert "training images outside the calibration set" in note
+    _, sidecar = load_exported(result.path)
+    assert sidecar["int8"]["measured_on"].startswith("training images")
+    assert "no validation records" in sidecar["verification"]["source"]
