@@ -933,7 +933,8 @@ def evaluate(run, data, as_json, **options) -> None:
     metavar="K",
     help="Also estimate the calibration on films it was not fitted on: split the sample into "
     "K patient folds, fit on K-1, predict the other, and print the pooled accuracy, "
-    "sensitivity and specificity (10 fits on 90% of the sample, close to the real fit).",
+    "sensitivity and specificity. With 10, each fit uses 90% of the sample, close to the "
+    "real fit's size.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing calibrated run in --out.")
 @DEVICE_OPTION
