@@ -1,11 +1,13 @@
 """How well does site calibration transfer to films it was not fitted on?
 
 `cxr-fast calibrate` reports the sample's metrics after fitting on that same sample, which is
-optimistic. This cross-fits: the site sample is split by patient into K folds; the calibration
-(`cxr_fast.calibrate.fit_site`, the same code `calibrate` runs) is fitted on K-1 folds and applied
-to the held-out fold, and the held-out predictions of every fold are pooled. Every policy is
-reported, with the default prior and without one (plain maximum likelihood), over several
-random patient splits. One inference pass over the sample; the rest is arithmetic.
+optimistic; `cxr-fast calibrate --cross-fit K` adds one cross-fitted estimate of the chosen
+policy. This bench runs the same code (`cxr_fast.calibrate.cross_fitted`) more widely: the site
+sample is split by patient into K folds; the calibration (`cxr_fast.calibrate.fit_site`) is
+fitted on K-1 folds and applied to the held-out fold, and the held-out predictions of every fold
+are pooled. Every policy is reported, with the default prior and without one (plain maximum
+likelihood), over several random patient splits. One inference pass over the sample; the rest
+is arithmetic.
 
 `calibrate` fits on the whole sample; the default 10 folds fit on 90% of it, close to that
 size. Two folds (halves) fit on half as many films and so understate what calibration does.
@@ -21,43 +23,15 @@ import json
 import numpy as np
 import torch
 
-from cxr_fast.calibrate import fit_site
+from cxr_fast.calibrate import cross_fit_summary as _summary
+from cxr_fast.calibrate import cross_fitted
 from cxr_fast.choices import CALIBRATION_POLICIES, RecipeDefaults
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.split import patient_folds
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import binary_metrics
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run
-
-
-def cross_fitted(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    folds: list[int],
-    k: int,
-    policy: str,
-    *,
-    threshold: float = 0.5,
-    prior: float = 0.0,
-) -> np.ndarray:
-    """Held-out predictions (1 = PNEUMONIA) of every fold, the calibration fitted without it
-    (``threshold`` and ``prior`` as in :func:`cxr_fast.calibrate.fit_site`)."""
-    pred = np.zeros(labels.size, dtype=np.int64)
-    folds_arr = np.asarray(folds)
-    for fold in range(k):
-        fit, held = folds_arr != fold, folds_arr == fold
-        site = fit_site(logits[fit], labels[fit], policy, threshold=threshold, prior=prior)
-        pred[held] = site.probabilities(logits[held]) >= site.choice["threshold"]
-    return pred
-
-
-def _summary(labels: np.ndarray, pred: np.ndarray, bootstrap: int) -> dict:
-    # binary_metrics on 0/1 "probabilities" at 0.5 gives the held-out confusion and its CI.
-    metrics = binary_metrics(labels, pred.astype(float), 0.5, bootstrap=bootstrap)
-    keys = ("accuracy", "sensitivity", "specificity")
-    return {k: round(metrics[k], 4) for k in keys} | {"accuracy_ci95": metrics["ci95"]["accuracy"]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ distribution (healthy films scored higher than in training). The threshold is th
 0.5 on those probabilities ("bayes": the fewest expected errors at the sample's prevalence), or
 a prevalence-free policy on them, or the one keeping a target sensitivity. Two parameters fitted
 on ~100 films transfer to films they were not fitted on far better than a threshold picked from
-the sample's own ROC curve (bench/site_calibration.py; docs/results.md). A weak prior centred
+the sample's own ROC curve (:func:`cross_fit`; docs/results.md). A weak prior centred
 on the run as trained (T = 1, decision at its stored threshold) keeps ~100-200 films from
 moving the threshold further than they show. The weights are not
 touched: the new run folder holds the same state dict with the calibration in its metadata.
@@ -33,6 +33,7 @@ from cxr_fast.choices import (
 )
 from cxr_fast.data.discover import Record, discover, paths_sha256
 from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.split import patient_folds
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
@@ -72,6 +73,7 @@ class CalibrationResult:
     n: int
     leakage: dict | None = None  # the sample's overlap with the run's training patients
     warnings: tuple[str, ...] = ()  # one line each, for the console
+    cross_fit: dict | None = None  # :func:`cross_fit_summary` with ``--cross-fit K``; else None
 
 
 def fit_platt(
@@ -169,6 +171,70 @@ def fit_site(
     return SiteFit(temperature, bias, choice)
 
 
+def cross_fitted(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    folds: list[int],
+    k: int,
+    policy: str = RecipeDefaults.calibration_policy,
+    target_sensitivity: float | None = None,
+    *,
+    threshold: float = 0.5,
+    prior: float = 0.0,
+) -> np.ndarray:
+    """Held-out predictions (1 = PNEUMONIA) of every fold, the calibration fitted without it
+    (the other arguments as in :func:`fit_site`)."""
+    pred = np.zeros(labels.size, dtype=np.int64)
+    folds_arr = np.asarray(folds)
+    for fold in range(k):
+        fit, held = folds_arr != fold, folds_arr == fold
+        site = fit_site(
+            logits[fit], labels[fit], policy, target_sensitivity, threshold=threshold, prior=prior
+        )
+        pred[held] = site.probabilities(logits[held]) >= site.choice["threshold"]
+    return pred
+
+
+def cross_fit_summary(labels: np.ndarray, pred: np.ndarray, bootstrap: int = 1000) -> dict:
+    """Accuracy (with its 95% bootstrap interval), sensitivity and specificity of 0/1
+    predictions."""
+    # binary_metrics on 0/1 "probabilities" at 0.5 gives the held-out confusion and its CI.
+    metrics = binary_metrics(labels, pred.astype(float), 0.5, bootstrap=bootstrap)
+    keys = ("accuracy", "sensitivity", "specificity")
+    return {k: round(metrics[k], 4) for k in keys} | {"accuracy_ci95": metrics["ci95"]["accuracy"]}
+
+
+def cross_fit(
+    records: list[Record],
+    logits: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    policy: str = RecipeDefaults.calibration_policy,
+    target_sensitivity: float | None = None,
+    *,
+    threshold: float = 0.5,
+    prior: float = 0.0,
+    seed: int = 0,
+    bootstrap: int = 1000,
+) -> dict:
+    """The calibration judged on films it was not fitted on: ``records`` split by patient into
+    ``k`` folds, each fold predicted by :func:`fit_site` on the other ``k - 1``; the pooled
+    held-out predictions' :func:`cross_fit_summary`, with ``folds`` and ``seed``."""
+    _check_cross_fit(k, records)
+    folds = patient_folds(records, k, seed=seed)
+    pred = cross_fitted(
+        logits, labels, folds, k, policy, target_sensitivity, threshold=threshold, prior=prior
+    )
+    return {"folds": k, "seed": seed} | cross_fit_summary(labels, pred, bootstrap)
+
+
+def _check_cross_fit(k: int, records: list[Record]) -> None:
+    """UserInputError unless every one of ``k`` patient folds can hold a patient."""
+    patients = len({r.patient for r in records})
+    if not 2 <= k <= patients:
+        raise UserInputError(f"--cross-fit must be between 2 and the sample's {patients} patients")
+
+
 def sample_fingerprint(root: Path, records: list[Record]) -> dict:
     """Size, class counts, patients and a hash of the sorted relative paths of a sample."""
     counts = Counter(CLASS_NAMES[r.label] for r in records)
@@ -240,10 +306,12 @@ def run_calibrate(
     bootstrap: int = 1000,
     overwrite: bool = False,
     min_per_class: int = MIN_CALIBRATION_PER_CLASS,
+    cross_fit_folds: int | None = None,
 ) -> CalibrationResult:
     """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``;
     UserInputError, before anything is loaded or written, when the sample holds fewer than
-    ``min_per_class`` films of either class."""
+    ``min_per_class`` films of either class. ``cross_fit_folds`` K also estimates the
+    calibration on films it was not fitted on (:func:`cross_fit`, K patient folds)."""
     if out.resolve() == run.resolve():
         raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
     if (out / MODEL_FILE).exists() and not overwrite:
@@ -251,13 +319,16 @@ def run_calibrate(
     if min_per_class < 1:
         raise UserInputError(f"--min-per-class must be at least 1, got {min_per_class}")
     records = _labelled_sample(data, min_per_class)
+    if cross_fit_folds is not None:
+        _check_cross_fit(cross_fit_folds, records)  # before the model is loaded
     target = resolve_device(device)
     model, info = load_run(run, target)
     if info.calibrated:
         raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
     index, logits, _ = predict_logits(model, loader, inference_precision(target))
-    labels = np.array([records[i].label for i in index])
+    records = [records[i] for i in index]  # the order of logits, for the patient folds
+    labels = np.array([r.label for r in records])
     fit = fit_site(
         logits, labels, policy, target_sensitivity, threshold=info.threshold, prior=prior
     )
@@ -277,6 +348,19 @@ def run_calibrate(
         "source_model_sha256": sha256(run / MODEL_FILE),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    crossed = None
+    if cross_fit_folds is not None:
+        crossed = cross_fit(
+            records,
+            logits,
+            labels,
+            cross_fit_folds,
+            policy,
+            target_sensitivity,
+            threshold=info.threshold,
+            prior=prior,
+            bootstrap=bootstrap,
+        )
     found = leakage(info.config, records)
     _write_run(run, out, info.meta, choice, calibration)
     atomic_write_json(
@@ -286,7 +370,8 @@ def run_calibrate(
             "calibration": calibration,
             "before": before,
             "after": after,
-        },
+        }
+        | ({"cross_fitted": crossed} if crossed is not None else {}),
         out / METRICS_FILE,
     )
     return CalibrationResult(
@@ -299,6 +384,7 @@ def run_calibrate(
         len(records),
         found,
         tuple(sample_warnings(min_per_class, before, after, target_sensitivity)),
+        crossed,
     )
 
 

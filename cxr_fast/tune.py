@@ -229,7 +229,9 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResu
             else "patient-level validation ROC-AUC",
             "trial": best.number,
             "study": config.study_name,
-            "fixed": {"epochs": config.epochs, "folds": config.folds, "seed": config.seed},
+            # The trial budget, for the record only: read_best does not hand it to train, whose
+            # recipe (its default epochs and folds) is what the searched options are for.
+            "screened_with": {"epochs": config.epochs, "folds": config.folds, "seed": config.seed},
         },
         best_file,
     )
@@ -239,15 +241,17 @@ def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResu
 
 
 def read_best(path: Path) -> dict[str, Any]:
-    """The train options of a best.json (its ``params`` and the fixed epochs/folds)."""
+    """The train options of a best.json: its searched ``params`` only.
+
+    The trial budget (``screened_with``, or ``fixed`` in older files: tune's epochs and folds) is
+    left out: it sized the screening, and applying it would train a one-fold, few-epoch model
+    instead of the recipe.
+    """
     data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or "params" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
         raise UserInputError(f"{path} is not a best.json written by cxr-fast tune")
     params = dict(data["params"])
-    for key in ("epochs", "folds"):
-        if key in data.get("fixed", {}):
-            params[key] = data["fixed"][key]
-    unknown = set(params) - set(SEARCHED) - {"epochs", "folds"}
+    unknown = set(params) - set(SEARCHED)
     if unknown:
         raise UserInputError(f"{path}: unknown training options {', '.join(sorted(unknown))}")
     return params

@@ -11,11 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cxr_fast.calibrate import fit_platt, fit_site, run_calibrate, sample_warnings
+from cxr_fast.calibrate import cross_fit, fit_platt, fit_site, run_calibrate, sample_warnings
+from cxr_fast.choices import RecipeDefaults
 from cxr_fast.cli import cli
 from cxr_fast.data.discover import discover
+from cxr_fast.data.loaders import make_loader
 from cxr_fast.evaluate import EvalConfig, run_evaluate
+from cxr_fast.inference import predict_logits
 from cxr_fast.models.ensemble import TemperatureScaled
+from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, read_json, sha256
 from tests.cli_in_process import run_main
 
@@ -263,3 +267,38 @@ def test_sample_warnings_only_for_a_drop_beyond_the_margin_or_a_lowered_bar():
     assert "--target-sensitivity" not in drop  # the user chose the level
     (low,) = sample_warnings(10, before, before)
     assert "--min-per-class 10 is below 20" in low
+
+
+def test_cross_fit_prints_what_the_bench_computes(
+    trained_run, synth_small, tmp_path, monkeypatch, capsys
+):
+    """`calibrate --cross-fit K` judges each patient fold by a calibration fitted without it:
+    the same numbers as `cross_fit` on the same logits, in metrics.json and on the console."""
+    out = tmp_path / "site"
+    result = CliRunner().invoke(
+        cli,
+        ["calibrate", str(trained_run), "--data", str(synth_small), "--out", str(out),
+         "--cross-fit", "3", "--workers", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    crossed = read_json(out / "metrics.json")["cross_fitted"]
+    assert crossed["folds"] == 3 and 0 <= crossed["accuracy"] <= 1
+    assert "cross-fitted (3 patient folds" in result.output
+    assert f"accuracy {crossed['accuracy']:.3f}" in result.output
+    assert f"specificity {crossed['specificity']:.3f}" in result.output
+    model, info = load_run(trained_run, "cpu")
+    records = [r for r in discover(synth_small) if r.label is not None]
+    loader = make_loader(records, info.contract, batch_size=64, device="cpu", workers=0)
+    index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
+    records = [records[i] for i in index]
+    labels = np.array([r.label for r in records])
+    prior = RecipeDefaults.calibration_prior
+    again = cross_fit(records, logits, labels, 3, threshold=info.threshold, prior=prior)
+    assert again == crossed
+    patients = len({r.patient for r in records})
+    code, _, stderr = run_main(
+        monkeypatch, capsys, "calibrate", trained_run, "--data", synth_small,
+        "--out", tmp_path / "b", "--cross-fit", patients + 1,
+    )  # fmt: skip
+    assert code == 2 and "--cross-fit must be between 2" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

@@ -6,6 +6,7 @@ import json
 import optuna
 from click.testing import CliRunner
 
+from cxr_fast.choices import RecipeDefaults
 from cxr_fast.cli import cli
 from cxr_fast.tune import SEARCHED, _save_plots, read_best, varied_params
 
@@ -43,7 +44,10 @@ def test_tune_resumes_its_study_and_best_json_feeds_train(synth_small, tmp_path)
     assert plan.exit_code == 0, plan.output
     train = json.loads(plan.output)["train"]
     assert train["lr"] == params["lr"] and train["mixup"] == params["mixup"]
-    assert train["image_size"] == 64 and train["epochs"] == 1
+    assert train["image_size"] == 64
+    # The trial budget (1 epoch, 1 fold) screened the recipe; train trains it with its own.
+    assert best["screened_with"] == {"epochs": 1, "folds": 1, "seed": 0}
+    assert train["epochs"] == RecipeDefaults.epochs and train["folds"] == RecipeDefaults.folds
     assert train["batch_size"] == 8  # the command line wins over best.json
     assert train["augment"]["rotate_deg"] == 7.0 * params["aug_strength"]
 
@@ -77,3 +81,22 @@ def test_importance_plot_only_over_parameters_that_varied(tmp_path):
     assert varied_params(varied) == ["lr"]
     saved = _save_plots(varied, tmp_path, notes.append)
     assert [p.name for p in saved] == ["history.png", "importance.png"] and len(notes) == 1
+
+
+def test_best_json_trial_budget_is_not_applied_to_train(synth_small, tmp_path):
+    """An older best.json recorded its budget under "fixed": train still uses its own epochs
+    and folds, and the command line still wins."""
+    best = tmp_path / "best.json"
+    best.write_text(
+        json.dumps({"params": {"lr": 0.002, "arch": "cnn"}, "fixed": {"epochs": 1, "folds": 1}})
+    )
+    assert read_best(best) == {"lr": 0.002, "arch": "cnn"}
+    base = ["train", "--config", str(best), "--data", str(synth_small), "--out",
+            str(tmp_path / "run"), "--dry-run"]  # fmt: skip
+    plan = CliRunner().invoke(cli, base)
+    assert plan.exit_code == 0, plan.output
+    train = json.loads(plan.output)["train"]
+    assert train["epochs"] == RecipeDefaults.epochs and train["folds"] == RecipeDefaults.folds
+    assert train["lr"] == 0.002 and train["arch"] == "cnn"
+    given = json.loads(CliRunner().invoke(cli, [*base, "--epochs", "2"]).output)["train"]
+    assert given["epochs"] == 2

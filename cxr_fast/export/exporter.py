@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,8 +40,10 @@ from cxr_fast.export.speed import measure_speedup
 from cxr_fast.export.tensorrt import require_tensorrt, save_tensorrt
 from cxr_fast.export.torchscript import save_torchscript
 from cxr_fast.export.verify import (
+    OUTSIDE_CALIBRATION,
     Selection,
     check_sizes,
+    describe_data_images,
     iter_images,
     load_images,
     max_abs_diff,
@@ -52,6 +54,7 @@ from cxr_fast.export.verify import (
     traceable,
 )
 from cxr_fast.export.wrappers import HalfPrecision
+from cxr_fast.leakage import leakage
 from cxr_fast.outputs import writable_file
 from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, read_run, sha256
 
@@ -149,7 +152,9 @@ def _selection(
     root, records = _data_records(run_dir, info, data)
     own = run_records(root, info) if data is None else None
     if own is None:
-        return root, records, select_images(records, precision, batch_size), f"--data {root}"
+        chosen = select_images(records, precision, batch_size)
+        measured = describe_data_images(leakage(info.config, chosen.heldout))
+        return root, records, replace(chosen, measured=measured), f"--data {root}"
     train, val = own
     source = (
         f"the run's validation records ({len(val)}); int8 calibration: its training records"
@@ -196,7 +201,7 @@ def _verify(
 
 @dataclass(frozen=True)
 class _Int8Check:
-    """int8 against eager fp32 on held-out images."""
+    """int8 against eager fp32 on images outside the calibration set (``films`` says which)."""
 
     images: int
     calibration_images: int
@@ -205,6 +210,7 @@ class _Int8Check:
     max_abs_diff: float
     threshold: float = 0.5
     decisions_changed: int = 0
+    films: str = OUTSIDE_CALIBRATION
 
     @property
     def auc_drop(self) -> float | None:
@@ -214,23 +220,24 @@ class _Int8Check:
 
     def note(self) -> str:
         if not self.images:
-            return "int8: no held-out images to measure the accuracy change on"
+            return f"int8: no {OUTSIDE_CALIBRATION} to measure the accuracy change on"
         rest = (
             f"{self.decisions_changed} of {self.images} decisions change at the run's threshold "
             f"{self.threshold:.3g}, max probability change {self.max_abs_diff:.4f}"
         )
         if self.auc_eager is None or self.auc_int8 is None:
-            return f"int8: ROC-AUC not measured (held-out images lack a class); {rest}"
+            return f"int8: ROC-AUC not measured ({self.films} lack a class); {rest}"
         return (
             f"int8: ROC-AUC {self.auc_eager:.4f} -> {self.auc_int8:.4f} "
-            f"({self.auc_int8 - self.auc_eager:+.4f}) on {self.images} held-out images "
-            f"(calibrated on {self.calibration_images}); {rest}"
+            f"({self.auc_int8 - self.auc_eager:+.4f}) on {self.images} {self.films}, "
+            f"calibrated on {self.calibration_images} others; {rest}"
         )
 
     def to_dict(self) -> dict:
         return {
             "calibration_images": self.calibration_images,
-            "heldout_images": self.images,
+            "heldout_images": self.images,  # the key kept for readers; measured_on says what
+            "measured_on": self.films,
             "roc_auc_eager": self.auc_eager,
             "roc_auc_int8": self.auc_int8,
             "max_auc_drop": INT8_MAX_AUC_DROP,
@@ -241,7 +248,12 @@ class _Int8Check:
 
 
 def _check_int8(
-    eager: nn.Module, exported: ExportedModel, records: list[Record], info: RunInfo, n_cal: int
+    eager: nn.Module,
+    exported: ExportedModel,
+    records: list[Record],
+    info: RunInfo,
+    n_cal: int,
+    films: str = OUTSIDE_CALIBRATION,
 ) -> _Int8Check:
     cpu = torch.device("cpu")
     ref, got, labels = [], [], []
@@ -250,7 +262,7 @@ def _check_int8(
         got.append(probabilities(exported, x, cpu))
         labels.append(y)
     if not ref:
-        return _Int8Check(0, n_cal, None, None, 0.0, info.threshold)
+        return _Int8Check(0, n_cal, None, None, 0.0, info.threshold, films=films)
     ref_p, got_p = torch.cat(ref), torch.cat(got)
     y = torch.cat(labels).numpy()
     changed = (ref_p >= info.threshold) != (got_p >= info.threshold)
@@ -262,6 +274,7 @@ def _check_int8(
         max_abs_diff=max_abs_diff(ref_p, got_p),
         threshold=info.threshold,
         decisions_changed=int(changed.sum()),
+        films=films,
     )
 
 
@@ -270,7 +283,7 @@ def _judge(
 ) -> None:
     """ExportError unless the export passes its rule.
 
-    int8 with both classes among the held-out images: ROC-AUC may drop by at most
+    int8 with both classes among the images it is measured on: ROC-AUC may drop by at most
     INT8_MAX_AUC_DROP (ranking is what screening uses; single probabilities may move more).
     Otherwise: max |probability difference| on the verification batch within the tolerance.
     """
@@ -278,7 +291,7 @@ def _judge(
     if drop is not None:
         if drop > INT8_MAX_AUC_DROP:
             raise ExportError(
-                f"int8 model loses {drop:.4f} ROC-AUC on {int8.images} held-out images "
+                f"int8 model loses {drop:.4f} ROC-AUC on {int8.images} {int8.films} "
                 f"({int8.auc_eager:.4f} -> {int8.auc_int8:.4f}), more than the "
                 f"{INT8_MAX_AUC_DROP} allowed; export fp32 instead"
             )
@@ -484,7 +497,12 @@ def _make_artifact(inp: _Inputs, batch_size: int) -> _Artifact:
             diff = _verify(model, exported, x, target)
             if precision == "int8":
                 int8 = _check_int8(
-                    model, exported, selection.heldout, inp.info, len(selection.calibration)
+                    model,
+                    exported,
+                    selection.heldout,
+                    inp.info,
+                    len(selection.calibration),
+                    selection.measured,
                 )
         tolerance = TOLERANCES[precision]
         if int8 is not None:

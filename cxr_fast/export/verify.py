@@ -31,13 +31,22 @@ def evenly_spaced(n: int, k: int) -> list[int]:
     return [i * (n - 1) // (k - 1) for i in range(k)]
 
 
+# What the int8 accuracy check's images are, after their count in its messages. Only images no
+# member of the run trained on are called held-out.
+OUTSIDE_CALIBRATION = "images outside the calibration set"
+VALIDATION_IMAGES = "held-out validation images (the run never trained on them)"
+TRAINING_IMAGES = "training images outside the calibration set (not held out: the run keeps none)"
+
+
 @dataclass(frozen=True)
 class Selection:
-    """Which images verify the export, calibrate int8 and measure int8's accuracy."""
+    """Which images verify the export, calibrate int8 and measure int8's accuracy
+    (``heldout``: never among ``calibration``; ``measured`` says what else they are)."""
 
     verify: list[Record]
     calibration: list[Record]
     heldout: list[Record]
+    measured: str = OUTSIDE_CALIBRATION
 
 
 def select_images(records: Sequence[Record], precision: str, batch_size: int) -> Selection:
@@ -71,13 +80,27 @@ def select_run_images(
     :func:`select_images` over the training records; ``test/`` is never among either."""
     train, val = list(train), list(val)
     if not val:
-        return select_images(train, precision, batch_size)
+        chosen = select_images(train, precision, batch_size)
+        return Selection(chosen.verify, chosen.calibration, chosen.heldout, TRAINING_IMAGES)
     if precision != "int8":
         return Selection([val[i] for i in evenly_spaced(len(val), batch_size)], [], [])
     calibration = [train[i] for i in evenly_spaced(len(train), CALIBRATION_IMAGES)]
     heldout = [val[i] for i in evenly_spaced(len(val), HELDOUT_IMAGES)]
     verify = [heldout[i] for i in evenly_spaced(len(heldout), batch_size)]
-    return Selection(verify, calibration, heldout)
+    return Selection(verify, calibration, heldout, VALIDATION_IMAGES)
+
+
+def describe_data_images(found: dict | None) -> str:
+    """What the int8 check's images from ``--data`` are, by their overlap with the run's
+    training patients (:func:`cxr_fast.leakage.leakage` of them; None: the run lists none)."""
+    if found is None:
+        return f"{OUTSIDE_CALIBRATION} from --data (the run lists no patients to check them by)"
+    if found["training_patients"]:
+        return (
+            f"{OUTSIDE_CALIBRATION} from --data ({found['training_images']} of them from "
+            "patients the run trained on)"
+        )
+    return "held-out images from --data (no patient the run trained on; outside calibration)"
 
 
 def iter_images(

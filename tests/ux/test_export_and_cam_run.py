@@ -82,9 +82,9 @@ def test_int8_calibrates_on_training_records_and_verifies_on_validation(
         seen["calibration"] = args[7]
         return real_build(*args)
 
-    def check(eager, exported, records, info, n_cal):
+    def check(eager, exported, records, info, n_cal, films):
         seen["heldout"] = records
-        return real_check(eager, exported, records, info, n_cal)
+        return real_check(eager, exported, records, info, n_cal, films)
 
     monkeypatch.setattr(exporter, "_build", build)
     monkeypatch.setattr(exporter, "_check_int8", check)
@@ -96,3 +96,5 @@ def test_int8_calibrates_on_training_records_and_verifies_on_validation(
     assert {r.patient for r in seen["heldout"]} <= set(patients["val"])
     _, sidecar = load_exported(result.path)
     assert "validation records" in sidecar["verification"]["source"]
+    # Validation films: no member trained on them, so these alone are called held-out.
+    assert sidecar["int8"]["measured_on"].startswith("held-out validation images")
