@@ -442,7 +442,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     type=click.FloatRange(0, 1, min_open=True),
     default=None,
     help="Choose the decision threshold that keeps validation sensitivity at this "
-    "level (e.g. 0.95) instead of maximising Youden's J.",
+    "level (e.g. 0.95) instead of the --threshold-policy rule (margin by default).",
 )
 @click.option(
     "--pretrained",
@@ -635,7 +635,9 @@ def train(
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
     The folder gets model.pt (best validation ROC-AUC, with its preprocessing contract and
-    decision threshold), config.json, metrics.json and train_log.jsonl.
+    decision threshold), config.json, metrics.json and train_log.jsonl; with --folds K the
+    folder holds the ensemble and out-of-fold metrics, and each member's train_log.jsonl is in
+    members/fold-1/ to fold-K/.
 
     Under torchrun (`torchrun --nproc-per-node N -m cxr_fast train ...`) it trains with
     DistributedDataParallel (NCCL on GPUs, gloo on CPUs); --batch-size is per process and only

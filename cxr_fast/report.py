@@ -204,6 +204,8 @@ def _data_section(info: RunInfo, evaluations: list[tuple[Path, dict]]) -> str:
         )
         for side in ("train", "val")
     ]
+    if info.members > 1:  # no val folder: every image is validated by the member not trained on it
+        rows[1] = ("val", f"{info.members}-fold cross-validation", "", "", "")
     shared = set(patients.get("train", [])) & set(patients.get("val", []))
     check = (
         f"<p class=warn>{plural(len(shared), 'patient')} {agree(len(shared), 'is', 'are')} in "

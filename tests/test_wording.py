@@ -28,3 +28,13 @@ def test_bad_files_lines():
     # What --skip-bad trains without: no "training without 2 of 2 images cannot be read".
     assert skipped_line([one, two]).startswith("2 unreadable images (")
     assert skipped_line([one]).startswith("1 unreadable image (")
+
+
+def test_train_help_names_where_logs_are_and_the_default_policy():
+    from click.testing import CliRunner
+
+    from cxr_fast.cli import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())
+    assert "members/fold-1/ to fold-K/" in text  # an ensemble's train_log.jsonl
+    assert "Youden's J." not in text and "the --threshold-policy rule (margin by default)" in text
