@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,10 +241,13 @@ def run_calibrate(
     bootstrap: int = 1000,
     overwrite: bool = False,
     min_per_class: int = MIN_CALIBRATION_PER_CLASS,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> CalibrationResult:
     """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``;
     UserInputError, before anything is loaded or written, when the sample holds fewer than
-    ``min_per_class`` films of either class."""
+    ``min_per_class`` films of either class. ``progress(n)``: films scored; ``on_total(n)``: how
+    many there are, once counted."""
     if out.resolve() == run.resolve():
         raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
     if (out / MODEL_FILE).exists() and not overwrite:
@@ -251,12 +255,14 @@ def run_calibrate(
     if min_per_class < 1:
         raise UserInputError(f"--min-per-class must be at least 1, got {min_per_class}")
     records = _labelled_sample(data, min_per_class)
+    if on_total is not None:
+        on_total(len(records))
     target = resolve_device(device)
     model, info = load_run(run, target)
     if info.calibrated:
         raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
-    index, logits, _ = predict_logits(model, loader, inference_precision(target))
+    index, logits, _ = predict_logits(model, loader, inference_precision(target), progress)
     labels = np.array([records[i].label for i in index])
     fit = fit_site(
         logits, labels, policy, target_sensitivity, threshold=info.threshold, prior=prior

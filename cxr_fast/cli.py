@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from cxr_fast import __version__
 from cxr_fast.choices import (
@@ -36,6 +35,7 @@ from cxr_fast.choices import (
 from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.stage import DEFAULT_OUT as DEFAULT_CAM_OUT
+from cxr_fast.progress import Progress, start_line
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
@@ -132,9 +132,9 @@ def _echo_summary(result) -> None:
         click.echo(text)
 
 
-def _bar(total: int, desc: str, unit: str = "img") -> tqdm:
-    # disable=None: a bar on a terminal, silence in logs and pipes.
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False, disable=None)
+def _bar(total: int, desc: str, unit: str = "img") -> Progress:
+    # A bar on a terminal; in logs and pipes a plain line every LOG_INTERVAL_S seconds.
+    return Progress(desc, total, unit)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -955,18 +955,22 @@ def calibrate(
     from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import format_metrics
 
-    result = run_calibrate(
-        run,
-        data,
-        out,
-        target_sensitivity=target_sensitivity,
-        policy=threshold_policy,
-        prior=prior_strength,
-        device=device,
-        workers=workers,
-        overwrite=overwrite,
-        min_per_class=min_per_class,
-    )
+    start_line(f"calibrate: scoring the sample under {data} with {run}")
+    with _bar(0, "calibrate") as bar:
+        result = run_calibrate(
+            run,
+            data,
+            out,
+            target_sensitivity=target_sensitivity,
+            policy=threshold_policy,
+            prior=prior_strength,
+            device=device,
+            workers=workers,
+            overwrite=overwrite,
+            min_per_class=min_per_class,
+            progress=bar.update,
+            on_total=bar.set_total,
+        )
     warning = leakage_warning(result.leakage, str(data))
     for line in (warning, *result.warnings):
         if line:
@@ -1057,6 +1061,8 @@ def export(run, fmt, **options) -> None:
     precision, source checksum), and check it against the eager model on a real batch."""
     from cxr_fast.export.stage import ExportConfig, run_export
 
+    # Loading, exporting and the check against the eager model take a while and count nothing.
+    start_line(f"export: {run} to {fmt}, then checked against the eager model")
     click.echo(run_export(ExportConfig(run, fmt, **options)).summary())
 
 
@@ -1274,7 +1280,7 @@ def score(
             **options,
         )
         with _bar(0, "score") as bar:
-            summary = run_score(config, progress=bar.update, head=head)
+            summary = run_score(config, progress=bar.update, head=head, total=bar.set_total)
     finally:
         if head is not None:
             head.close()
@@ -1311,6 +1317,7 @@ def report(run, out, cams, overwrite, device) -> None:
     95% intervals and plots, the threshold and its source, calibration, and Grad-CAM overlays."""
     from cxr_fast.report import write_report
 
+    start_line(f"report: reading {run} and drawing its plots ({plural(cams, 'Grad-CAM overlay')})")
     result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
     click.echo(
         f"report of {run}: {plural(result.evaluations, 'evaluation')}, "
