@@ -35,7 +35,7 @@ from cxr_fast.choices import (
 from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.stage import DEFAULT_OUT as DEFAULT_CAM_OUT
-from cxr_fast.progress import Progress, start_line
+from cxr_fast.progress import Progress, Working
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
@@ -955,7 +955,6 @@ def calibrate(
     from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import format_metrics
 
-    start_line(f"calibrate: scoring the sample under {data} with {run}")
     with _bar(0, "calibrate") as bar:
         result = run_calibrate(
             run,
@@ -1062,8 +1061,9 @@ def export(run, fmt, **options) -> None:
     from cxr_fast.export.stage import ExportConfig, run_export
 
     # Loading, exporting and the check against the eager model take a while and count nothing.
-    start_line(f"export: {run} to {fmt}, then checked against the eager model")
-    click.echo(run_export(ExportConfig(run, fmt, **options)).summary())
+    with Working("export", f"{run} ({fmt})"):
+        result = run_export(ExportConfig(run, fmt, **options))
+    click.echo(result.summary())
 
 
 @cli.command("explain")
@@ -1317,8 +1317,8 @@ def report(run, out, cams, overwrite, device) -> None:
     95% intervals and plots, the threshold and its source, calibration, and Grad-CAM overlays."""
     from cxr_fast.report import write_report
 
-    start_line(f"report: reading {run} and drawing its plots ({plural(cams, 'Grad-CAM overlay')})")
-    result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
+    with Working("report", str(run)):
+        result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
     click.echo(
         f"report of {run}: {plural(result.evaluations, 'evaluation')}, "
         f"{plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "

@@ -85,6 +85,19 @@ class Progress:
         self.close()
 
 
-def start_line(text: str) -> None:
-    """One line on stderr as a stage begins work that shows no count (loading, tracing)."""
-    print(text, file=sys.stderr, flush=True)
+class Working(Progress):
+    """Progress for work that counts nothing (loading, tracing, drawing): on a terminal
+    ``export: working on RUN`` until it ends; in a log ``export: working on RUN, 20 s so far``
+    every :data:`LOG_INTERVAL_S` seconds. Nothing is printed at once in a log, so that a user
+    mistake found while starting stays the one line it is (issue 11)."""
+
+    def __init__(self, desc: str, what: str) -> None:
+        self.what = what
+        super().__init__(desc)
+        self.bar.bar_format = f"{desc}: working on {what}"
+        self.bar.refresh()
+
+    def line(self) -> str:
+        """``export: working on runs/a, 20 s so far``."""
+        seconds = time.perf_counter() - self.started
+        return f"{self.desc}: working on {self.what}, {seconds:.0f} s so far"

@@ -4,7 +4,7 @@ import shutil
 import time
 
 from cxr_fast import progress as progress_module
-from cxr_fast.progress import Progress
+from cxr_fast.progress import Progress, Working
 from cxr_fast.scoring.score import ScoreConfig, run_score
 from tests.cli_in_process import run_main
 
@@ -56,3 +56,17 @@ def test_score_cli_prints_progress_lines_in_a_log(
     )  # fmt: skip
     assert code == 0, err
     assert "score: " in err and " of 3 images, " in err, err
+
+
+def test_uncounted_work_says_it_is_working_in_a_log(monkeypatch, capsys):
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_S", 0.05)
+    with Working("export", "runs/a (onnx)"):
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[0].startswith("export: working on runs/a (onnx), "), lines
+
+
+def test_nothing_is_printed_at_once_so_a_mistake_stays_one_line(capsys):
+    with Working("report", "runs/a"):
+        pass
+    assert capsys.readouterr().err == ""
