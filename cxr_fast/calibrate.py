@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,11 +308,14 @@ def run_calibrate(
     overwrite: bool = False,
     min_per_class: int = MIN_CALIBRATION_PER_CLASS,
     cross_fit_folds: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> CalibrationResult:
     """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``;
     UserInputError, before anything is loaded or written, when the sample holds fewer than
     ``min_per_class`` films of either class. ``cross_fit_folds`` K also estimates the
-    calibration on films it was not fitted on (:func:`cross_fit`, K patient folds)."""
+    calibration on films it was not fitted on (:func:`cross_fit`, K patient folds).
+    ``progress(n)``: films scored; ``on_total(n)``: how many there are, once counted."""
     if out.resolve() == run.resolve():
         raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
     if (out / MODEL_FILE).exists() and not overwrite:
@@ -321,12 +325,14 @@ def run_calibrate(
     records = _labelled_sample(data, min_per_class)
     if cross_fit_folds is not None:
         _check_cross_fit(cross_fit_folds, records)  # before the model is loaded
+    if on_total is not None:
+        on_total(len(records))
     target = resolve_device(device)
     model, info = load_run(run, target)
     if info.calibrated:
         raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
     loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
-    index, logits, _ = predict_logits(model, loader, inference_precision(target))
+    index, logits, _ = predict_logits(model, loader, inference_precision(target), progress)
     records = [records[i] for i in index]  # the order of logits, for the patient folds
     labels = np.array([r.label for r in records])
     fit = fit_site(

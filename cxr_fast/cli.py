@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from cxr_fast import __version__
 from cxr_fast.choices import (
@@ -36,6 +35,7 @@ from cxr_fast.choices import (
 from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.stage import DEFAULT_OUT as DEFAULT_CAM_OUT
+from cxr_fast.progress import Progress, Working
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
@@ -132,9 +132,9 @@ def _echo_summary(result) -> None:
         click.echo(text)
 
 
-def _bar(total: int, desc: str, unit: str = "img") -> tqdm:
-    # disable=None: a bar on a terminal, silence in logs and pipes.
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False, disable=None)
+def _bar(total: int, desc: str, unit: str = "img") -> Progress:
+    # A bar on a terminal; in logs and pipes a plain line every LOG_INTERVAL_S seconds.
+    return Progress(desc, total, unit)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -442,7 +442,7 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     type=click.FloatRange(0, 1, min_open=True),
     default=None,
     help="Choose the decision threshold that keeps validation sensitivity at this "
-    "level (e.g. 0.95) instead of maximising Youden's J.",
+    "level (e.g. 0.95) instead of the --threshold-policy rule (margin by default).",
 )
 @click.option(
     "--pretrained",
@@ -635,7 +635,9 @@ def train(
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
     The folder gets model.pt (best validation ROC-AUC, with its preprocessing contract and
-    decision threshold), config.json, metrics.json and train_log.jsonl.
+    decision threshold), config.json, metrics.json and train_log.jsonl; with --folds K the
+    folder holds the ensemble and out-of-fold metrics, and each member's train_log.jsonl is in
+    members/fold-1/ to fold-K/.
 
     Under torchrun (`torchrun --nproc-per-node N -m cxr_fast train ...`) it trains with
     DistributedDataParallel (NCCL on GPUs, gloo on CPUs); --batch-size is per process and only
@@ -973,19 +975,22 @@ def calibrate(
     from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import format_metrics
 
-    result = run_calibrate(
-        run,
-        data,
-        out,
-        target_sensitivity=target_sensitivity,
-        policy=threshold_policy,
-        prior=prior_strength,
-        device=device,
-        workers=workers,
-        overwrite=overwrite,
-        min_per_class=min_per_class,
-        cross_fit_folds=cross_fit,
-    )
+    with _bar(0, "calibrate") as bar:
+        result = run_calibrate(
+            run,
+            data,
+            out,
+            target_sensitivity=target_sensitivity,
+            policy=threshold_policy,
+            prior=prior_strength,
+            device=device,
+            workers=workers,
+            overwrite=overwrite,
+            min_per_class=min_per_class,
+            cross_fit_folds=cross_fit,
+            progress=bar.update,
+            on_total=bar.set_total,
+        )
     warning = leakage_warning(result.leakage, str(data))
     for line in (warning, *result.warnings):
         if line:
@@ -1090,7 +1095,10 @@ def export(run, fmt, **options) -> None:
     precision, source checksum), and check it against the eager model on a real batch."""
     from cxr_fast.export.stage import ExportConfig, run_export
 
-    click.echo(run_export(ExportConfig(run, fmt, **options)).summary())
+    # Loading, exporting and the check against the eager model take a while and count nothing.
+    with Working("export", f"{run} ({fmt})"):
+        result = run_export(ExportConfig(run, fmt, **options))
+    click.echo(result.summary())
 
 
 @cli.command("explain")
@@ -1307,7 +1315,7 @@ def score(
             **options,
         )
         with _bar(0, "score") as bar:
-            summary = run_score(config, progress=bar.update, head=head)
+            summary = run_score(config, progress=bar.update, head=head, total=bar.set_total)
     finally:
         if head is not None:
             head.close()
@@ -1344,7 +1352,8 @@ def report(run, out, cams, overwrite, device) -> None:
     95% intervals and plots, the threshold and its source, calibration, and Grad-CAM overlays."""
     from cxr_fast.report import write_report
 
-    result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
+    with Working("report", str(run)):
+        result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
     click.echo(
         f"report of {run}: {plural(result.evaluations, 'evaluation')}, "
         f"{plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "

@@ -34,7 +34,7 @@ from cxr_fast.run_folder import (
     read_json,
     sha256,
 )
-from cxr_fast.text import plural
+from cxr_fast.text import agree, plural
 
 EVAL_DIR = "eval"
 
@@ -147,7 +147,8 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
     unlabeled = sum(r.label is None for r in records)
     if unlabeled:
         raise UserInputError(
-            f"{unlabeled} of {len(records)} images under {data} have no label: evaluation needs "
+            f"{unlabeled:,} of {plural(len(records), 'image')} under {data} "
+            f"{agree(unlabeled, 'has', 'have')} no label: evaluation needs "
             "NORMAL/ and PNEUMONIA/ folders (use `cxr-fast score` for unlabeled archives)"
         )
     if threshold is not None and not 0.0 <= threshold <= 1.0:

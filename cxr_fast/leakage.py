@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cxr_fast.data.discover import Record
+from cxr_fast.text import agree, plural
 
 
 def leakage(config: dict, records: Sequence[Record]) -> dict | None:
@@ -31,16 +32,13 @@ def leakage(config: dict, records: Sequence[Record]) -> dict | None:
     }
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 def leakage_warning(found: dict | None, where: str) -> str | None:
     """One line for the user when ``where`` holds training patients, else None."""
     if not found or not found["training_patients"]:
         return None
+    n = found["training_patients"]
     return (
-        f"{_count(found['training_patients'], 'patient')} of {found['patients']:,} under "
-        f"{where} ({_count(found['training_images'], 'image')}) were in the run's training "
-        f"data (e.g. {', '.join(found['examples'][:3])}): these numbers are optimistic"
+        f"{n:,} of {plural(found['patients'], 'patient')} under {where} "
+        f"({plural(found['training_images'], 'image')}) {agree(n, 'was', 'were')} in the run's "
+        f"training data (e.g. {', '.join(found['examples'][:3])}): these numbers are optimistic"
     )

@@ -24,6 +24,7 @@ from PIL import Image
 from cxr_fast import __version__
 from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import LOG_FILE, METRICS_FILE, MODEL_FILE, RunInfo, read_run, sha256
+from cxr_fast.text import agree, plural
 
 REPORT_FILE = "report.html"
 # Longest side of a Grad-CAM picture inline in the page (both panels and the caption).
@@ -203,9 +204,12 @@ def _data_section(info: RunInfo, evaluations: list[tuple[Path, dict]]) -> str:
         )
         for side in ("train", "val")
     ]
+    if info.members > 1:  # no val folder: every image is validated by the member not trained on it
+        rows[1] = ("val", f"{info.members}-fold cross-validation", "", "", "")
     shared = set(patients.get("train", [])) & set(patients.get("val", []))
     check = (
-        f"<p class=warn>{len(shared)} patients are in both training and validation.</p>"
+        f"<p class=warn>{plural(len(shared), 'patient')} {agree(len(shared), 'is', 'are')} in "
+        "both training and validation.</p>"
         if shared
         else "<p>Leakage check: no patient is in both training and validation.</p>"
     )
@@ -214,8 +218,10 @@ def _data_section(info: RunInfo, evaluations: list[tuple[Path, dict]]) -> str:
         found = metrics.get("leakage") or {}
         if found.get("training_patients"):
             leaks.append(
-                f"<p class=warn>Evaluation {_e(path.parent.name)}: {found['training_patients']} "
-                f"of {found['patients']} patients were in the training data: its numbers are "
+                f"<p class=warn>Evaluation {_e(path.parent.name)}: {found['training_patients']:,} "
+                f"of {plural(found['patients'], 'patient')} "
+                f"{agree(found['training_patients'], 'was', 'were')} in the training data: its "
+                "numbers are "
                 "optimistic.</p>"
             )
     return (

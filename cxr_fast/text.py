@@ -15,6 +15,11 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else (nouns or noun + 's')}"
 
 
+def agree(n: int, one: str, many: str) -> str:
+    """The verb (or pronoun) that agrees with ``n``: ``agree(1, "was", "were")`` is "was"."""
+    return one if n == 1 else many
+
+
 def probability_digits(prob: float, threshold: float) -> int:
     """Decimals that show ``prob`` and ``threshold`` as different numbers when they differ
     (3 at least, 6 at most): p = 0.9994 at threshold 0.9991 reads "0.9994 / 0.9991", never

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from cxr_fast.choices import DEFAULT_WORKERS
-from cxr_fast.data.decode import ImageReadError, probe
+from cxr_fast.data.decode import ImageReadError, ImageSkipped, probe
 from cxr_fast.data.discover import IMAGE_NAMES, Record, display_path, scan
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.text import plural
@@ -36,6 +36,9 @@ class CheckReport:
     not_read: list[dict[str, str]] = field(default_factory=list)
     # Image names that are not UTF-8: read all the same, shown with \xNN escapes.
     odd_names: int = 0
+    # DICOM objects with no image to score (reports, plans): `score` writes skipped rows for
+    # them, so they are counted here the same way, not as unreadable.
+    not_images: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Plain JSON-safe dict."""
@@ -52,6 +55,7 @@ class CheckReport:
             "unreadable": self.unreadable,
             "not_read": self.not_read,
             "odd_names": self.odd_names,
+            "not_images": self.not_images,
         }
 
     @property
@@ -60,11 +64,14 @@ class CheckReport:
         return bool(self.leaked_patients or self.unreadable or self.not_read)
 
 
-def _probe_one(path: str) -> tuple[str, tuple[int, int] | None, str | None]:
+def _probe_one(path: str) -> tuple[str, tuple[int, int] | None, str | None, bool]:
+    """(path, size or None, reason, skipped): skipped for DICOM objects that are no image."""
     try:
-        return path, probe(path), None
+        return path, probe(path), None, False
+    except ImageSkipped as exc:
+        return path, None, exc.reason, True
     except ImageReadError as exc:
-        return path, None, exc.reason
+        return path, None, exc.reason, False
 
 
 def _split_name(record: Record) -> str:
@@ -109,10 +116,13 @@ def check_dataset(
     widths: list[int] = []
     heights: list[int] = []
     unreadable = []
+    not_images = []
     # Decoding dominates on large trees; chunks keep the inter-process overhead small.
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, size, error in pool.map(_probe_one, paths, chunksize=32):
-            if size is None:
+        for path, size, error, skipped in pool.map(_probe_one, paths, chunksize=32):
+            if skipped:
+                not_images.append({"path": display_path(path), "reason": error or "skipped"})
+            elif size is None:
                 unreadable.append({"path": display_path(path), "error": error or "unreadable"})
             else:
                 widths.append(size[0])
@@ -133,6 +143,7 @@ def check_dataset(
         unreadable=unreadable,
         not_read=[{"path": display_path(p), "error": e} for p, e in discovery.unreadable],
         odd_names=discovery.odd_names,
+        not_images=not_images,
     )
 
 
@@ -158,6 +169,16 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
     if report.width_range and report.height_range:
         (w0, w1), (h0, h1) = report.width_range, report.height_range
         lines.append(f"image size ({report.checked} decoded): width {w0}-{w1}, height {h0}-{h1}")
+    if report.not_images:
+        lines.append(
+            f"skipped: {plural(len(report.not_images), 'DICOM object')} with no image to score "
+            "(as score skips them)"
+        )
+        lines.extend(
+            f"  {item['path']}: {item['reason']}" for item in report.not_images[:max_listed]
+        )
+        if len(report.not_images) > max_listed:
+            lines.append(f"  ... and {len(report.not_images) - max_listed} more (see --json)")
     lines.append(f"unreadable: {len(report.unreadable)} of {report.checked} decoded")
     for bad in report.unreadable[:max_listed]:
         lines.append(f"  {bad['path']}: {bad['error']}")
@@ -195,7 +216,8 @@ def nothing_to_check(report: CheckReport) -> str | None:
 
 def none_readable(report: CheckReport) -> str | None:
     """A hint when every decoded image was unreadable; None otherwise."""
-    if not report.checked or len(report.unreadable) < report.checked:
+    pictures = report.checked - len(report.not_images)  # DICOM reports are not failed reads
+    if not pictures or len(report.unreadable) < pictures:
         return None
     return (
         f"none of the {plural(report.checked, 'decoded image')} could be read: see the "

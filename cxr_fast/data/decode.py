@@ -313,7 +313,8 @@ def probe(path: str) -> tuple[int, int]:
     """Fully decode ``path`` as cheaply as possible and return its (width, height).
 
     JPEGs are decoded at 1/8 scale: every byte of the entropy-coded stream is still read, so a
-    truncated or corrupt file fails here as it would in a loader.
+    truncated or corrupt file fails here as it would in a loader. Raises :class:`ImageSkipped`
+    for DICOM objects that hold no image to score (as ``score`` skips them).
     """
     if (special := special_file_reason(path)) is not None:
         raise ImageReadError(path, special)
@@ -325,5 +326,7 @@ def probe(path: str) -> tuple[int, int]:
             image.draft(image.mode, (max(1, original[0] // 8), max(1, original[1] // 8)))
             image.load()
             return original
+    except DicomSkipped as exc:  # a report or plan: `score` skips it too, so no error here
+        raise ImageSkipped(path, exc.reason, exc.info) from None
     except Exception as exc:  # any decoder failure is this file's error, not ours
         raise ImageReadError(path, _reason(path, exc)) from exc

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cxr_fast.data.decode import ImageReadError, probe
 from cxr_fast.data.discover import Record, display_path
+from cxr_fast.text import plural
 
 CACHE_ENV = "CXR_FAST_CACHE"
 CACHE_VERSION = 1
@@ -94,8 +95,17 @@ def find_bad_files(records: Sequence[Record], workers: int | None = None) -> lis
     return bad
 
 
+def reasons(bad: Sequence[BadFile], shown: int = 3) -> str:
+    """The first ``shown`` bad files with their reasons, and how many more there are."""
+    first = "; ".join(f"{display_path(b.path)}: {b.reason}" for b in bad[:shown])
+    return first + (f"; and {len(bad) - shown:,} more" if len(bad) > shown else "")
+
+
 def describe(bad: Sequence[BadFile], total: int, shown: int = 3) -> str:
     """One line: how many of ``total`` files are bad, and the first few with their reasons."""
-    first = "; ".join(f"{display_path(b.path)}: {b.reason}" for b in bad[:shown])
-    more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
-    return f"{len(bad)} of {total} images cannot be read ({first}{more})"
+    return f"{len(bad):,} of {plural(total, 'image')} cannot be read ({reasons(bad, shown)})"
+
+
+def skipped_line(bad: Sequence[BadFile], shown: int = 3) -> str:
+    """``2 unreadable images (a.jpeg: ...; b.jpeg: ...)``: what --skip-bad trains without."""
+    return f"{plural(len(bad), 'unreadable image')} ({reasons(bad, shown)})"

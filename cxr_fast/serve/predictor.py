@@ -29,6 +29,15 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def roc_auc_label(metrics: dict) -> str:
+    """What the run's ROC-AUC was measured on, in the words the page shows: "out-of-fold
+    ROC-AUC" for a fold ensemble (it has no validation set), "validation ROC-AUC" else."""
+    split = metrics.get("split")
+    if split in (None, "validation", "out-of-fold"):
+        return f"{split or 'validation'} ROC-AUC"
+    return f"ROC-AUC ({split})"
+
+
 class ModelBusyError(Exception):
     """The model stayed busy past the request's time limit (the server answers 503)."""
 
@@ -63,6 +72,8 @@ class Predictor:
     def describe(self) -> dict:
         """What /api/model reports: architecture, contract, threshold and the run's metrics."""
         info, scoring = self.explainer.info, self.scoring
+        path = info.path / METRICS_FILE
+        metrics = read_json(path) if path.is_file() else {}
         return {
             "model": self.model_id,
             "arch": info.arch,
@@ -77,9 +88,8 @@ class Predictor:
             "cam_layer": self.explainer.layer,
             "cam_method": self.explainer.method,
             "device": str(scoring.device),
-            "metrics": read_json(metrics)
-            if (metrics := info.path / METRICS_FILE).is_file()
-            else {},
+            "metrics": metrics,
+            "roc_auc_label": roc_auc_label(metrics),
         }
 
     def predict(self, data: bytes, name: str = "upload", cam: bool = False) -> dict:

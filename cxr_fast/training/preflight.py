@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from cxr_fast.data.preflight import BadFile, describe, find_bad_files
 from cxr_fast.errors import UserInputError
+from cxr_fast.text import agree
 from cxr_fast.training.data import TrainData
 
 
@@ -23,8 +24,8 @@ def checked(data: TrainData, skip_bad: bool) -> tuple[TrainData, list[BadFile]]:
         return data, []
     if not skip_bad:
         raise BadTrainingFilesError(
-            f"{describe(bad, len(records))}: fix or remove them, or pass --skip-bad to train "
-            "without them"
+            f"{describe(bad, len(records))}: fix or remove {agree(len(bad), 'it', 'them')}, or "
+            f"pass --skip-bad to train without {agree(len(bad), 'it', 'them')}"
         )
     dropped = {b.path for b in bad}
     kept = replace(

@@ -18,7 +18,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import num_batches
 from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader, resolve_loader
-from cxr_fast.data.preflight import BadFile, describe
+from cxr_fast.data.preflight import BadFile, skipped_line
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import (
     DistContext,
@@ -297,7 +297,7 @@ def train_model(
         # A finished run: no loader is built, no epoch is trained, nothing is rewritten.
         return _finish(ctx, writer, progress, config, started, progress.epoch)
     if p.skipped:
-        log(f"--skip-bad: training without {describe(p.skipped, len(p.skipped))}")
+        log(f"--skip-bad: training without {skipped_line(p.skipped)}")
     log(
         f"training {config.arch} on {len(p.data.train)} images, validating on "
         f"{len(p.data.val)} ({p.data.val_source}); {p.device}, {p.precision.name}, "

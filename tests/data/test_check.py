@@ -68,3 +68,19 @@ def test_unreadable_folders_odd_names_and_files_left_out(
     code, stdout, _ = run_main(monkeypatch, capsys, "data", "check", root, "--json")
     assert code == 1  # a folder could not be checked
     assert json.loads(stdout)["not_read"] == report.not_read
+
+
+def test_dicom_report_is_skipped_not_unreadable(kaggle_dir, tmp_path, monkeypatch, capsys):
+    """A DICOM structured report is a `skipped` row in score: data check says the same."""
+    dicom = kaggle_dir.parent / "dicom"
+    root = tmp_path / "archive"
+    root.mkdir()
+    shutil.copy(dicom / "sr_report.dcm", root / "sr_report.dcm")
+    shutil.copy(dicom / "cr_uncompressed.dcm", root / "cr_uncompressed.dcm")
+    report = check_dataset(root, workers=1)
+    assert report.unreadable == [] and not report.has_problems
+    assert [item["path"].rsplit("/", 1)[-1] for item in report.not_images] == ["sr_report.dcm"]
+    assert "skipped: 1 DICOM object with no image to score" in format_report(report)
+    code, stdout, _ = run_main(monkeypatch, capsys, "data", "check", root, "--json")
+    assert code == 0
+    assert len(json.loads(stdout)["not_images"]) == 1

@@ -11,7 +11,7 @@ from PIL import Image
 from cxr_fast.explain.explainer import Explainer
 from cxr_fast.scoring.score import ScoreConfig, run_score
 from cxr_fast.serve.app import create_app
-from cxr_fast.serve.predictor import Predictor
+from cxr_fast.serve.predictor import Predictor, roc_auc_label
 from tests.bad_files import write_bad_files
 
 
@@ -41,8 +41,16 @@ def test_health_model_and_page(client, trained_run):
     model = client.get("/api/model").get_json()
     assert model["arch"] == "cnn" and model["contract"]["image_size"] == 64
     assert 0 < model["threshold"] < 1 and "roc_auc" in model["metrics"]
+    assert model["roc_auc_label"] == "validation ROC-AUC"
     page = client.get("/")
     assert page.status_code == 200 and b'id="file"' in page.data
+    assert b"m.roc_auc_label" in page.data and b"validation ROC-AUC" not in page.data
+
+
+def test_roc_auc_label_says_out_of_fold_for_an_ensemble():
+    assert roc_auc_label({"split": "out-of-fold", "roc_auc": 0.9}) == "out-of-fold ROC-AUC"
+    assert roc_auc_label({"split": "validation"}) == "validation ROC-AUC"
+    assert roc_auc_label({"split": "site sample"}) == "ROC-AUC (site sample)"
 
 
 def test_predict_equals_score_for_the_same_files(client, trained_run, kaggle_dir, tmp_path):

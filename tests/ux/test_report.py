@@ -57,6 +57,9 @@ def test_report_of_single_ensemble_and_calibrated_runs(single, ensemble, calibra
     assert pages["single"].count("<figure>") == 2  # the Grad-CAM overlays
     assert "Data <code>" in pages["single"]  # the evaluation with its plots
     assert "Out-of-fold predictions" in pages["ensemble"] and "fold-1" in pages["ensemble"]
+    # An ensemble has no val folder: its data table says how it was validated, not "val 0 0 0 0".
+    assert "<td>val</td><td>2-fold cross-validation</td>" in pages["ensemble"]
+    assert "<td>val</td><td>0</td>" not in pages["ensemble"]
     assert "Before (the run as trained)" in pages["site"] and "temperature" in pages["site"]
     assert "strength 3.0000, centred on threshold" in pages["site"]
     # One overwrite policy: the same run's report is rewritten, another run's is not replaced.
