@@ -1039,7 +1039,7 @@ def ood_fit(run, data, workers) -> None:
     from cxr_fast.gate.store import fit_and_store
 
     with _bar(0, "ood-fit") as bar:
-        fit = fit_and_store(run, data, workers=workers, progress=bar.update, on_start=bar.reset)
+        fit = fit_and_store(run, data, workers=workers, progress=bar.update, on_start=bar.set_total)
     click.echo(fit.summary())
 
 
