@@ -14,3 +14,15 @@ def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         raise SystemExit(0)
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
+
+
+def assert_one_line(code: int, err: str, *needles: str) -> str:
+    """A user mistake as the CLI reports it: exit 2 and one ``cxr-fast: error:`` line holding
+    every needle, no traceback; returns that line."""
+    assert code == 2, (code, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cxr-fast: error:"), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

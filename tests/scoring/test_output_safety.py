@@ -18,21 +18,11 @@ from cxr_fast.outputs import exclusive_output, lock_path
 from cxr_fast.scoring import parquet_out
 from cxr_fast.scoring.parquet_out import staging_dir
 from cxr_fast.scoring.score import ScoreConfig, run_score
-from tests.cli_in_process import run_main
+from tests.cli_in_process import assert_one_line, run_main
 
 
 def _score_args(trained_run: Path, archive: Path, out: Path, *more: str) -> list:
     return ["score", archive, "--model", trained_run, "--out", out, "--device", "cpu", *more]
-
-
-def _one_line(code: int, err: str, *needles: str) -> str:
-    assert code == 2, (code, err)
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cxr-fast: error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("mode", ["--overwrite", "--resume"])
@@ -56,7 +46,7 @@ def test_a_second_run_on_one_output_is_refused_while_the_first_writes(
         assert first.stdout.readline().strip() == "writing"
         args = _score_args(trained_run, kaggle_dir, out, mode, "--workers", "0")
         code, _, err = run_main(monkeypatch, capsys, *args)
-        _one_line(code, err, f"another cxr-fast score is writing {out} (pid {first.pid})")
+        assert_one_line(code, err, f"another cxr-fast score is writing {out} (pid {first.pid})")
         # Refused before touching anything: the first run's chunks are where they were.
         assert (staging_dir(out) / "chunk-000001.parquet").read_bytes() == b"the first run's"
     finally:
@@ -112,7 +102,7 @@ def test_a_full_disk_is_one_line_that_keeps_the_rows_and_says_how_to_resume(
     options = ["--workers", "0", "--chunk-rows", "8", "--chunk-seconds", "1000"]
     args = _score_args(trained_run, synth_small, out, *options)
     code, _, err = run_main(monkeypatch, capsys, *args)
-    line = _one_line(code, err, "the disk is full", f"{kept} of 160 rows are kept")
+    line = assert_one_line(code, err, "the disk is full", f"{kept} of 160 rows are kept")
     assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
     assert not list(staging_dir(out).glob("*.tmp"))  # the half-written file is removed
     command = shlex.split(line.split("continue with: ", 1)[1])

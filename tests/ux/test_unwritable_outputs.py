@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cxr_fast.scoring.parquet_out import staging_dir
-from tests.cli_in_process import run_main
+from tests.cli_in_process import assert_one_line, run_main
 
 AS_ROOT = os.geteuid() == 0
 
@@ -24,15 +24,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
-
-
-def _one_line(code: int, err: str, *needles: str) -> None:
-    assert code == 2, (code, err)
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cxr-fast: error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _commands(run: Path, kaggle: Path, image: Path, out: Path, tmp: Path) -> dict[str, list]:
@@ -59,7 +50,7 @@ def test_an_output_under_proc_is_one_line_before_any_work(
     where = Path("/proc/cxr-fast-out")
     args = _commands(trained_run, kaggle_dir, image, where, tmp_path)[command]
     result = _cli(*args)
-    _one_line(result.returncode, result.stderr, str(where), command.split()[1])
+    assert_one_line(result.returncode, result.stderr, str(where), command.split()[1])
     assert (
         not (tmp_path / "p.parquet").exists() and not staging_dir(tmp_path / "p.parquet").exists()
     )
@@ -70,7 +61,7 @@ def test_a_cam_dir_under_a_file_is_refused_before_scoring(trained_run, kaggle_di
     out = tmp_path / "p.parquet"
     args = ["score", kaggle_dir, "--model", trained_run, "--out", out, "--device", "cpu"]
     result = _cli(*args, "--cam-dir", tmp_path / "afile" / "cams")
-    _one_line(result.returncode, result.stderr, "--cam-dir", "afile is a file")
+    assert_one_line(result.returncode, result.stderr, "--cam-dir", "afile is a file")
     assert not out.exists() and not staging_dir(out).exists()
 
 
@@ -100,7 +91,7 @@ def test_a_read_only_output_folder_is_one_line_before_any_work(
     image = next((kaggle_dir / "train" / "NORMAL").glob("*.jpeg"))
     args = _commands(trained_run, kaggle_dir, image, read_only, tmp_path)[command]
     code, _, err = run_main(monkeypatch, capsys, *args)
-    _one_line(code, err, str(read_only), "Read-only file system")
+    assert_one_line(code, err, str(read_only), "Read-only file system")
     assert (
         not (tmp_path / "p.parquet").exists() and not staging_dir(tmp_path / "p.parquet").exists()
     )
@@ -114,5 +105,5 @@ def test_an_unwritable_cam_dir_as_a_user(trained_run, kaggle_dir, tmp_path):
     out = tmp_path / "p.parquet"
     args = ["score", kaggle_dir, "--model", trained_run, "--out", out, "--device", "cpu"]
     result = _cli(*args, "--cam-dir", locked)
-    _one_line(result.returncode, result.stderr, "--cam-dir", "Permission denied")
+    assert_one_line(result.returncode, result.stderr, "--cam-dir", "Permission denied")
     assert not out.exists()
