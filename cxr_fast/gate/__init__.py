@@ -17,7 +17,7 @@ import torch
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.decode import ImageReadError
-from cxr_fast.gate.appearance import describe, unit_pixels
+from cxr_fast.gate.appearance import describe, grey_histogram, unit_pixels
 from cxr_fast.gate.content import ContentGate
 from cxr_fast.gate.metadata import PROJECTION_MODALITIES, metadata_reason
 from cxr_fast.gate.pixels import colour_reason, span_reason
@@ -74,11 +74,13 @@ class InputGate:
     def judge(self, x: torch.Tensor, infos: Sequence[dict | None]) -> list[Judgement]:
         """One :class:`Judgement` per image of the model input ``x`` [N,1,S,S]; ``infos``: what
         reading each file found (DICOM identifiers, ``chroma``), aligned with ``x``."""
-        unit = unit_pixels(x, self.contract).numpy()
-        spans = span_reason(unit)
+        unit = unit_pixels(x, self.contract)
+        # One histogram per film serves the span check and the descriptor.
+        histogram = grey_histogram(unit.reshape(len(unit), -1))
+        spans = span_reason(unit, histogram)
         scores = [None] * len(unit)
         if self.content is not None:
-            scores = [float(s) for s in self.content.distance(describe(unit))]
+            scores = [float(s) for s in self.content.distance(describe(unit, histogram))]
         out = []
         for score, span, info in zip(scores, spans, infos, strict=True):
             reason = metadata_reason(info, self.modalities) or span or colour_reason(info)

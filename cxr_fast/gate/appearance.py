@@ -45,9 +45,12 @@ def unit_pixels(x: torch.Tensor, contract: PreprocessContract) -> torch.Tensor:
     return x[:, 0].clamp_(0.0, 1.0)
 
 
-def describe(images: np.ndarray | torch.Tensor) -> np.ndarray:
+def describe(
+    images: np.ndarray | torch.Tensor, histogram: torch.Tensor | None = None
+) -> np.ndarray:
     """Descriptors [N, D] (float64) of grey images [N, SIDE, SIDE] on [0, 1]. Computed in
-    float32 torch ops: this runs on every scored batch."""
+    float32 torch ops: this runs on every scored batch. ``histogram``: their
+    :func:`grey_histogram`, when the caller has it already."""
     x = torch.as_tensor(images, dtype=torch.float32)
     n, side = x.shape[0], x.shape[1]
     b = side // _BLOCKS
@@ -55,7 +58,7 @@ def describe(images: np.ndarray | torch.Tensor) -> np.ndarray:
     rows = x.reshape(n, _BANDS, side // _BANDS, side).mean(dim=(2, 3))
     cols = x.reshape(n, side, _BANDS, side // _BANDS).mean(dim=(1, 3))
     flat = x.reshape(n, -1)
-    fine = grey_histogram(flat)
+    fine = grey_histogram(flat) if histogram is None else histogram
     hist = fine.reshape(n, _BINS, -1).sum(dim=2)
     quantiles = histogram_quantiles(fine, _QUANTILES)
     mean = flat.mean(dim=1)

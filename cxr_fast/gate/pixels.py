@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cxr_fast.gate.appearance import grey_histogram, histogram_quantiles
+
 # The 1st to 99th percentile of a radiograph spans much of the grey scale; a blank, a flat
 # test pattern or a nearly empty page spans a few levels (on [0, 1]).
 MIN_SPAN = 0.03
@@ -13,12 +15,15 @@ MIN_SPAN = 0.03
 MAX_CHROMA = 12.0
 
 
-def span_reason(images: np.ndarray) -> list[str | None]:
-    """Per image of ``images`` [N, H, W] on [0, 1]: a reason when it is near-constant."""
-    from cxr_fast.gate.appearance import grey_histogram, histogram_quantiles
-
-    flat = torch.as_tensor(images, dtype=torch.float32).reshape(len(images), -1)
-    low, high = histogram_quantiles(grey_histogram(flat), (0.01, 0.99)).T.numpy()
+def span_reason(
+    images: np.ndarray | torch.Tensor, histogram: torch.Tensor | None = None
+) -> list[str | None]:
+    """Per image of ``images`` [N, H, W] on [0, 1]: a reason when it is near-constant.
+    ``histogram``: their :func:`grey_histogram`, when the caller has it already."""
+    if histogram is None:
+        flat = torch.as_tensor(images, dtype=torch.float32).reshape(len(images), -1)
+        histogram = grey_histogram(flat)
+    low, high = histogram_quantiles(histogram, (0.01, 0.99)).T.numpy()
     return [
         None
         if span >= MIN_SPAN
