@@ -32,6 +32,7 @@ from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.models.registry import default_cam_layer
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, needs_run_folder
+from cxr_fast.scoring.gating import judge_batch
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 
 # The verdict whose map shows the evidence for the logit itself (grad_cam's target +1).
@@ -156,9 +157,9 @@ class Explainer:
     def check_gate(self, pixels: np.ndarray, info: dict | None, name: str) -> None:
         """:class:`NotChestXrayError` when the input gate refuses these pixels (unless
         ``accept_ood``): no verdict, and no map of one, for a film that is not a chest X-ray."""
-        if self.accept_ood or self.scoring.gate is None:
+        if self.accept_ood:
             return
-        (judgement,) = self.scoring.gate.judge(stack_gray([pixels], self.contract), [info])
+        (judgement,) = judge_batch(self.scoring, stack_gray([pixels], self.contract), [info])
         if judgement.refused:
             raise NotChestXrayError(name, judgement.reason)
 

@@ -23,6 +23,18 @@ def judge_batch(
     return model.gate.judge(x, infos)
 
 
+def gate_settings(model: ScoringModel, accept_ood: bool) -> dict | None:
+    """How a run gates its rows (None without a gate): what resume checks and the Parquet
+    metadata records."""
+    if model.gate is None:
+        return None
+    return {
+        "threshold": model.gate.threshold,
+        "modalities": list(model.gate.modalities),
+        "accept_ood": accept_ood,
+    }
+
+
 def gated_verdict(
     prob: float,
     threshold: float,

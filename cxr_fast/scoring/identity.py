@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cxr_fast.errors import ResumeMismatchError
 from cxr_fast.run_folder import atomic_write_json
+from cxr_fast.scoring.gating import gate_settings
 
 IDENTITY_FILE = "_identity.json"
 # Field -> how a refusal names it. Order: the most telling difference is named first.
@@ -25,15 +26,8 @@ FIELDS = {
 
 def identity(model, archive: Path, shard: tuple[int, int] | None, accept_ood: bool = False) -> dict:
     """The identity of a scoring run with ``model`` (a ScoringModel) over ``archive``."""
-    gate = model.gate
     return {
-        "gate": None
-        if gate is None
-        else {
-            "threshold": gate.threshold,
-            "modalities": list(gate.modalities),
-            "accept_ood": accept_ood,
-        },
+        "gate": gate_settings(model, accept_ood),
         "model_sha256": model.checksum,
         "contract": model.contract.to_dict(),
         "threshold": model.threshold,

@@ -43,7 +43,7 @@ from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
 from cxr_fast.scoring import identity
-from cxr_fast.scoring.gating import gated_verdict, judge_batch
+from cxr_fast.scoring.gating import gate_settings, gated_verdict, judge_batch
 from cxr_fast.scoring.head_start import HeadStart
 from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
@@ -399,9 +399,7 @@ def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> Chunked
         "cxr_fast_gate": None
         if model.gate is None
         else {
-            "threshold": model.gate.threshold,
-            "modalities": list(model.gate.modalities),
-            "accept_ood": config.accept_ood,
+            **gate_settings(model, config.accept_ood),
             "fitted": None if model.gate.content is None else model.gate.content.fitted,
         },
         "cxr_fast_archive": str(config.archive.resolve()),
