@@ -137,12 +137,8 @@ def _gated(batches: Iterable[Batch], gate: InputGate, refused: dict[int, str]) -
         yield batch
 
 
-def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Score every labeled image under ``config.data`` with the run's model, contract and
-    threshold (``config.threshold`` overrides the run's), and write metrics.json and plots."""
-    run_dir, data, threshold = config.run, config.data, config.threshold
-    target = resolve_device(config.device)
-    model, info = load_run(run_dir, target, tta=config.tta)
+def _labelled_records(data: Path, threshold: float | None) -> list:
+    """The images under ``data``, every one labelled; the threshold, if given, in [0, 1]."""
     records = require_images(discover(data), str(data))
     unlabeled = sum(r.label is None for r in records)
     if unlabeled:
@@ -153,15 +149,13 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
         )
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UserInputError(f"threshold must be in [0, 1], got {threshold}")
-    out_dir = config.out or default_out_dir(run_dir, data)
-    data_sha, model_sha = data_sha256(data, records), sha256(run_dir / MODEL_FILE)
-    if not config.overwrite:
-        _refuse_other(out_dir, data_sha, model_sha)
-    creatable_folder(out_dir)  # before any image is scored, not after
-    # Unreadable files are reported, not fatal: a DALI pipeline would die on the first one.
-    bad = find_bad_files(records, config.workers or None)
-    dropped = {b.path for b in bad}
-    records = require_images([r for r in records if r.path not in dropped], str(data))
+    return records
+
+
+def _predict(model, info, records, config: EvalConfig, target, progress):
+    """(record index, logits, films the input gate refused: index -> reason, files that went
+    bad after the pre-flight check) for ``records``; refused films are left out of the index
+    and logits unless ``config.accept_ood``."""
     batches = make_loader(
         records,
         info.contract,
@@ -181,8 +175,26 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
     if refused and not config.accept_ood:
         kept = np.array([i not in refused for i in index], dtype=bool)
         index, logits = index[kept], logits[kept]
-    # Files that went bad after the check are left out by the loader: count them too.
-    later = batches.skipped
+    return index, logits, refused, batches.skipped
+
+
+def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Score every labeled image under ``config.data`` with the run's model, contract and
+    threshold (``config.threshold`` overrides the run's), and write metrics.json and plots."""
+    run_dir, data, threshold = config.run, config.data, config.threshold
+    target = resolve_device(config.device)
+    model, info = load_run(run_dir, target, tta=config.tta)
+    records = _labelled_records(data, threshold)
+    out_dir = config.out or default_out_dir(run_dir, data)
+    data_sha, model_sha = data_sha256(data, records), sha256(run_dir / MODEL_FILE)
+    if not config.overwrite:
+        _refuse_other(out_dir, data_sha, model_sha)
+    creatable_folder(out_dir)  # before any image is scored, not after
+    # Unreadable files are reported, not fatal: a DALI pipeline would die on the first one.
+    bad = find_bad_files(records, config.workers or None)
+    dropped = {b.path for b in bad}
+    records = require_images([r for r in records if r.path not in dropped], str(data))
+    index, logits, refused, later = _predict(model, info, records, config, target, progress)
     skipped = [*(vars(b) for b in bad), *({"path": p, "reason": r} for p, r in later)]
     labels = np.array([records[i].label for i in index])
     probs = sigmoid(logits)
