@@ -294,6 +294,36 @@ def sample_warnings(
     return found
 
 
+def _check_request(run: Path, out: Path, overwrite: bool, min_per_class: int) -> None:
+    """One line, before anything is read, for an --out that would replace the run or another
+    run, or a --min-per-class below 1."""
+    if out.resolve() == run.resolve():
+        raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
+    if (out / MODEL_FILE).exists() and not overwrite:
+        raise UserInputError(f"{out} already holds a run: choose another --out or pass --overwrite")
+    if min_per_class < 1:
+        raise UserInputError(f"--min-per-class must be at least 1, got {min_per_class}")
+
+
+def _calibration_record(
+    fit, prior: float, threshold: float, run: Path, data: Path, records: list
+) -> dict:
+    """What the calibrated run's metadata says of its calibration: the fit, its prior, the
+    sample it was fitted on and the run it came from."""
+    return {
+        "method": "platt",
+        "temperature": fit.temperature,
+        "bias": fit.bias,
+        # The prior's centre is the run's own threshold, at temperature 1.
+        "prior": {"strength": prior, "threshold": threshold},
+        "threshold_choice": fit.choice,
+        "sample": sample_fingerprint(data, records),
+        "source_run": str(run.resolve()),
+        "source_model_sha256": sha256(run / MODEL_FILE),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def run_calibrate(
     run: Path,
     data: Path,
@@ -316,12 +346,7 @@ def run_calibrate(
     ``min_per_class`` films of either class. ``cross_fit_folds`` K also estimates the
     calibration on films it was not fitted on (:func:`cross_fit`, K patient folds).
     ``progress(n)``: films scored; ``on_total(n)``: how many there are, once counted."""
-    if out.resolve() == run.resolve():
-        raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
-    if (out / MODEL_FILE).exists() and not overwrite:
-        raise UserInputError(f"{out} already holds a run: choose another --out or pass --overwrite")
-    if min_per_class < 1:
-        raise UserInputError(f"--min-per-class must be at least 1, got {min_per_class}")
+    _check_request(run, out, overwrite, min_per_class)
     records = _labelled_sample(data, min_per_class)
     if cross_fit_folds is not None:
         _check_cross_fit(cross_fit_folds, records)  # before the model is loaded
@@ -342,18 +367,7 @@ def run_calibrate(
     before = binary_metrics(labels, sigmoid(logits), info.threshold, bootstrap=bootstrap)
     probs = fit.probabilities(logits)
     after = binary_metrics(labels, probs, choice["threshold"], bootstrap=bootstrap)
-    calibration = {
-        "method": "platt",
-        "temperature": fit.temperature,
-        "bias": fit.bias,
-        # The prior's centre is the run's own threshold, at temperature 1.
-        "prior": {"strength": prior, "threshold": info.threshold},
-        "threshold_choice": choice,
-        "sample": sample_fingerprint(data, records),
-        "source_run": str(run.resolve()),
-        "source_model_sha256": sha256(run / MODEL_FILE),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    calibration = _calibration_record(fit, prior, info.threshold, run, data, records)
     crossed = None
     if cross_fit_folds is not None:
         crossed = cross_fit(
