@@ -34,7 +34,7 @@ from cxr_fast.choices import (
 )
 from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
-from cxr_fast.explain.stage import DEFAULT_OUT as DEFAULT_CAM_OUT
+from cxr_fast.explain.explain_stage import DEFAULT_OUT as DEFAULT_CAM_OUT
 from cxr_fast.progress import Progress, Working
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
@@ -42,7 +42,7 @@ from cxr_fast.serve.limits import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_THREADS,
 )
-from cxr_fast.serve.stage import DEFAULT_HOST, DEFAULT_PORT
+from cxr_fast.serve.serve_stage import DEFAULT_HOST, DEFAULT_PORT
 from cxr_fast.text import plural, rate
 
 EXISTING = click.Path(exists=True, path_type=Path)
@@ -1093,7 +1093,7 @@ def ood_fit(run, data, workers) -> None:
 def export(run, fmt, **options) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
-    from cxr_fast.export.stage import ExportConfig, run_export
+    from cxr_fast.export.export_stage import ExportConfig, run_export
 
     # Loading, exporting and the check against the eager model take a while and count nothing.
     with Working("export", f"{run} ({fmt})"):
@@ -1135,7 +1135,7 @@ def explain(run, images, **options) -> None:
     device (its fastest verified export, else the eager model), the map from the eager model's
     gradients. Needs the run folder: exported TorchScript, pt2 and TensorRT files keep none.
     """
-    from cxr_fast.explain.stage import ExplainConfig, run_explain
+    from cxr_fast.explain.explain_stage import ExplainConfig, run_explain
 
     with _bar(0, "explain") as bar:
         result = run_explain(ExplainConfig(run, images, **options), progress=bar.update)
@@ -1423,7 +1423,7 @@ def serve(run, **options) -> None:
     GET  /api/model           arch, contract, threshold, the run's validation metrics
     GET  /healthz             liveness
     """
-    from cxr_fast.serve.stage import ServeConfig, run_serve
+    from cxr_fast.serve.serve_stage import ServeConfig, run_serve
 
     _echo_summary(run_serve(ServeConfig(run, **options), log=click.echo))
 

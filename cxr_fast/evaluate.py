@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from cxr_fast.choices import DEFAULT_WORKERS, EVAL_BATCH_SIZE
+from cxr_fast.data.bad_file_scan import find_bad_files
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import make_loader
-from cxr_fast.data.preflight import find_bad_files
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.gate import InputGate

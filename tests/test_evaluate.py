@@ -143,8 +143,8 @@ def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
 def test_unreadable_files_are_counted_not_fatal(
     trained_run, kaggle_dir, samples_dir, tmp_path, monkeypatch, loader
 ):
+    from cxr_fast.data.bad_file_scan import CACHE_ENV
     from cxr_fast.data.dali_pipeline import dali_available
-    from cxr_fast.data.preflight import CACHE_ENV
     from tests.bad_files import write_special_files
 
     if loader == "dali" and not dali_available():

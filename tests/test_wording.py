@@ -1,6 +1,6 @@
 """Counts agree with their nouns and verbs in the messages that count things (issue 31)."""
 
-from cxr_fast.data.preflight import BadFile, describe, skipped_line
+from cxr_fast.data.bad_file_scan import BadFile, describe, skipped_line
 from cxr_fast.leakage import leakage_warning
 from cxr_fast.text import agree
 

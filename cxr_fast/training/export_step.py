@@ -27,7 +27,7 @@ def export_after_training(
     None when none was written."""
     if config.export == "none":
         return None
-    from cxr_fast.export.stage import ExportConfig, run_export
+    from cxr_fast.export.export_stage import ExportConfig, run_export
 
     run = shlex.quote(str(run_dir))
     started = time.perf_counter()

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast import __version__
+from cxr_fast.data.bad_file_scan import BadFile
 from cxr_fast.data.discover import Record, discover, display_path, path_bytes
 from cxr_fast.data.loaders import make_loader
-from cxr_fast.data.preflight import BadFile
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError

@@ -15,10 +15,10 @@ from torch import nn
 from tqdm import tqdm
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.bad_file_scan import BadFile, skipped_line
 from cxr_fast.data.batch import num_batches
 from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader, resolve_loader
-from cxr_fast.data.preflight import BadFile, skipped_line
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import (
     DistContext,

@@ -105,7 +105,7 @@ def test_the_writer_reads_back_real_paths(tmp_path):
 
 
 def test_explain_and_cam_dir_write_overlays_with_safe_names(trained_run, odd_archive, tmp_path):
-    from cxr_fast.explain.stage import ExplainConfig, run_explain
+    from cxr_fast.explain.explain_stage import ExplainConfig, run_explain
 
     root, odd = odd_archive
     result = run_explain(ExplainConfig(trained_run, (Path(odd),), out=tmp_path / "cam"))

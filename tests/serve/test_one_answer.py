@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cxr_fast.explain.explain_stage import ExplainConfig, run_explain
 from cxr_fast.explain.explainer import Explainer
-from cxr_fast.explain.stage import ExplainConfig, run_explain
 from cxr_fast.export import export_run, sidecar_path
 from cxr_fast.export.int8 import QUANTIZED_ENGINE
 from cxr_fast.scoring.score import ScoreConfig, run_score

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cxr_fast.data.preflight import CACHE_ENV
+from cxr_fast.data.bad_file_scan import CACHE_ENV
 from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.folds import OOF_FILE

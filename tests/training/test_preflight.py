@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cxr_fast.data.bad_file_scan import CACHE_ENV, cache_dir
 from cxr_fast.data.discover import discover
-from cxr_fast.data.preflight import CACHE_ENV, cache_dir
 from cxr_fast.errors import ResumeMismatchError
 from cxr_fast.run_folder import read_json
 from cxr_fast.training.config import TrainConfig

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_fast.data.preflight import CACHE_ENV
+from cxr_fast.data.bad_file_scan import CACHE_ENV
 from cxr_fast.errors import ResumeMismatchError
 from cxr_fast.training.trainer import resume_config
 from tests.cli_in_process import run_main
