@@ -7,12 +7,12 @@ images/s, about 25 s left`` every :data:`LOG_INTERVAL_S` seconds instead.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
 from tqdm import tqdm
 
+from cxr_fast.messages import to_stderr
 from cxr_fast.text import plural, rate
 
 # Seconds between two plain progress lines in a log (a module global, so tests can shorten it).
@@ -69,7 +69,7 @@ class Progress:
 
     def _tick(self) -> None:
         while not self._stop.wait(LOG_INTERVAL_S):
-            print(self.line(), file=sys.stderr, flush=True)
+            to_stderr(self.line())
 
     def close(self) -> None:
         """Stop the ticker and the bar."""

@@ -12,15 +12,15 @@ MySQL database. ``OUT/best.json`` holds the best trial's options, which
 from __future__ import annotations
 
 import json
-import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cxr_fast.choices import DEFAULT_WORKERS
 from cxr_fast.errors import UserInputError
+from cxr_fast.messages import Log, silent, to_stdout
 from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.text import plural
 
@@ -89,7 +89,7 @@ def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)
 
 
-def _objective(config: TuneConfig, log: Callable[[str], None]):
+def _objective(config: TuneConfig, log: Log):
     import optuna
 
     from cxr_fast.training.folds import run_train_folds
@@ -114,17 +114,17 @@ def _objective(config: TuneConfig, log: Callable[[str], None]):
             if trial.should_prune():
                 raise optuna.TrialPruned(f"ROC-AUC {auc:.4f} at step {step}")
 
-        quiet = lambda _message: None  # noqa: E731 - one line per trial instead
+        # One line per trial instead of each trial's own.
         if config.folds > 1:
-            result = run_train_folds(train, log=quiet, on_member=report)
+            result = run_train_folds(train, log=silent, on_member=report)
         else:
-            result = train_model(train, log=quiet, on_epoch=report)
+            result = train_model(train, log=silent, on_epoch=report)
         return result.best_auc
 
     return objective
 
 
-def _progress(log: Callable[[str], None], total: int):
+def _progress(log: Log, total: int):
     def callback(study, trial) -> None:
         value = "pruned" if trial.value is None else f"ROC-AUC {trial.value:.4f}"
         try:
@@ -149,7 +149,7 @@ def varied_params(study) -> list[str]:
     return sorted(name for name, seen in values.items() if len(seen) > 1)
 
 
-def _save_plots(study, out: Path, log: Callable[[str], None] = print) -> list[Path]:
+def _save_plots(study, out: Path, log: Log = to_stdout) -> list[Path]:
     """Optimisation history and parameter importances as PNG. The importances are drawn over
     the parameters that varied and only from two or more completed trials: from one trial, or
     over fixed parameters, the plot would show numbers that mean nothing (a note says so)."""
@@ -194,14 +194,14 @@ class TuneResult:
     plots: Sequence[Path]
 
 
-def run_tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
+def run_tune(config: TuneConfig, log: Log = to_stdout) -> TuneResult:
     """Run (or continue) the study and write best.json and the plots into ``config.out``."""
     import optuna
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = config.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
-    optuna.logging.set_verbosity(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=config.study_name,
         storage=storage,

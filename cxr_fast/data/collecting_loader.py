@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,8 +38,8 @@ from cxr_fast.data.discover import Record
 from cxr_fast.data.file_item import FileItem, read_item
 from cxr_fast.data.headers import dali_takes, read_headers
 from cxr_fast.data.workers import scoring_worker
+from cxr_fast.messages import to_stderr
 
-log = logging.getLogger(__name__)
 # How DALI reports an undecodable sample ("Failed to decode sample #3 : /a/b.jpeg").
 _DECODE_ERROR_MARK = "Failed to decode sample"
 
@@ -286,7 +285,7 @@ def _dali_jpeg_batches(
                 continue  # one file's fault: a new pipeline goes on with the files after it
             use.name = "torch"
             use.fallback = f"DALI pipeline failed ({_first_line(exc)}); PIL decoded the rest"
-            log.warning("cxr-fast: %s", use.fallback)
+            to_stderr(f"cxr-fast: {use.fallback}")
             rest = jpegs[start:]
             yield from pil_batches(records, rest, contract, batch_size=batch_size, workers=workers)
             return

@@ -15,7 +15,6 @@ cannot read are listed (``Discovery.unreadable``) and the caller's own outputs u
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import stat
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from cxr_fast.errors import NotFoundError, UserInputError
 from cxr_fast.labels import label_index
+from cxr_fast.messages import to_stderr
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg", ".png", ".dcm"})
 IMAGE_NAMES = ".jpeg/.jpg/.png/.dcm"  # IMAGE_EXTENSIONS as messages spell them
@@ -37,8 +37,6 @@ DICOM_MAGIC = b"DICM"
 DICOM_HEAD_BYTES = 132
 # A DICOMDIR is a media index (it has the DICM magic too), never an image: left out by name.
 DICOMDIR_NAME = "DICOMDIR"
-
-log = logging.getLogger(__name__)
 
 # Kaggle names: person12_virus_40, NORMAL2-IM-0373-0001, IM-0115-0001. Anything else keeps its
 # stem minus one trailing counter (00000001_000 -> 00000001, as NIH ChestX-ray14 names follow-ups).
@@ -247,7 +245,7 @@ def discover(root: str | os.PathLike[str]) -> list[Record]:
     warning each (stages that report per file use :func:`scan`)."""
     found = scan(root)
     for path, reason in found.unreadable:
-        log.warning("cxr-fast: warning: %s: %s", display_path(path), reason)
+        to_stderr(f"cxr-fast: warning: {display_path(path)}: {reason}")
     return found.records
 
 

@@ -8,7 +8,6 @@ its batch, logged and listed in :attr:`TorchLoader.skipped`: never a crash in a 
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -22,8 +21,7 @@ from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.discover import Record
 from cxr_fast.data.shard import shard_range
 from cxr_fast.data.workers import steady_memory_worker
-
-log = logging.getLogger(__name__)
+from cxr_fast.messages import to_stderr
 
 
 class _ImageDataset(Dataset):
@@ -135,7 +133,7 @@ class TorchLoader:
             for i, reason in failed:
                 path = self._dataset.paths[i]
                 self.skipped.append((path, reason))
-                log.warning("cxr-fast: skipped %s: %s", path, reason)
+                to_stderr(f"cxr-fast: skipped {path}: {reason}")
             if images is None:
                 continue
             x = images.to(self.device, non_blocking=True)

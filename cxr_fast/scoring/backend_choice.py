@@ -17,7 +17,6 @@ choice and its reason go into the summary line and the Parquet metadata.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,10 +24,10 @@ import torch
 
 from cxr_fast.errors import CxrFastError
 from cxr_fast.export.common import EXPORT_DIR, sidecar_path
+from cxr_fast.messages import to_stderr
 from cxr_fast.run_folder import MODEL_FILE, sha256
 from cxr_fast.scoring.model import ScoringModel
 
-log = logging.getLogger(__name__)
 # What a user types to build the export `auto` looks for.
 EXPORT_HINT = "cxr-fast export {run} --format auto"
 
@@ -120,7 +119,7 @@ def load_auto(
         try:
             return replace(load_exported_model(path), choice=f"{path.name}: {why}")
         except CxrFastError as exc:  # e.g. the file changed after its sidecar was written
-            log.warning("cxr-fast: %s unusable (%s); scoring with the eager model", path, exc)
+            to_stderr(f"cxr-fast: {path} unusable ({exc}); scoring with the eager model")
             why = f"{path.name} failed to load ({exc})"
     model = load_eager()
     return replace(model, choice=f"eager {model.precision}: {why}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import shutil
 import time
@@ -39,6 +38,7 @@ from cxr_fast.errors import Interrupted, OutputError, UserInputError
 from cxr_fast.gate import STATUS_NOT_CXR
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES
+from cxr_fast.messages import to_stderr
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
 from cxr_fast.run_folder import atomic_write_json, cam_run_for
@@ -65,7 +65,6 @@ from cxr_fast.versions import versions
 if TYPE_CHECKING:
     from cxr_fast.explain.explainer import Explainer
 
-log = logging.getLogger(__name__)
 # Written by rank 0 of a torchrun job into OUT/ once every part is complete.
 SUCCESS_FILE = "_SUCCESS"
 # "_": pyarrow.dataset (and Spark) skip such files, so OUT/ still reads back as the parts alone.
@@ -658,10 +657,9 @@ def _score_into(
     dropped = writer.drop_unreadable() if config.resume else 0
     if dropped:
         their = "its" if dropped == 1 else "their"
-        log.warning(
-            "cxr-fast: warning: %s unreadable: %s rows are scored again",
-            plural(dropped, "chunk"),
-            their,
+        to_stderr(
+            f"cxr-fast: warning: {plural(dropped, 'chunk')} unreadable: {their} rows are scored "
+            "again"
         )
     done = writer.done_paths() if config.resume else set()
     for row in _unreadable_rows(run, config.shard, done):

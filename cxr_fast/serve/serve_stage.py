@@ -3,11 +3,11 @@ requests on waitress until Ctrl-C (see :mod:`cxr_fast.serve.server` for the load
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cxr_fast.errors import UserInputError
+from cxr_fast.messages import Log, to_stdout
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
@@ -48,7 +48,7 @@ class ServeResult:
         return "stopped" if self.stopped_by_user else ""
 
 
-def run_serve(config: ServeConfig, log: Callable[[str], None] = print) -> ServeResult:
+def run_serve(config: ServeConfig, log: Log = to_stdout) -> ServeResult:
     """Load ``config.run`` once, bind, ``log`` the address and serve until Ctrl-C; an address
     that cannot be bound is a :class:`UserInputError`."""
     from cxr_fast.explain.explainer import explainer_for

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.export.common import ExportResult
+from cxr_fast.messages import Log, to_stdout
 from cxr_fast.training.config import TrainConfig
 
 
 def export_after_training(
-    run_dir: Path, config: TrainConfig, log: Callable[[str], None] = print
+    run_dir: Path, config: TrainConfig, log: Log = to_stdout
 ) -> ExportResult | None:
     """Build ``config.export`` ("auto"; "none": nothing) for the trained run in ``run_dir`` and
     log one line saying what was written, kept or skipped and why. Returns the new export, or

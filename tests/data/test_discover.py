@@ -156,15 +156,16 @@ def test_dicom_without_an_extension_is_found_by_its_content(tmp_path, samples_di
     assert not is_dicom_file(root / "S0001" / "pipe")
 
 
-def test_an_unreadable_folder_is_recorded_and_the_rest_found(tmp_path, monkeypatch, caplog):
+def test_an_unreadable_folder_is_recorded_and_the_rest_found(tmp_path, monkeypatch, capsys):
     root = _tree(tmp_path / "arch", ["a/1.jpeg", "locked/2.jpeg", "z/3.png"])
     scandir_refusing(monkeypatch, root / "locked")
     found = scan(root)
     assert [Path(r.path).name for r in found.records] == ["1.jpeg", "3.png"]
     assert found.unreadable == [(str(root / "locked"), "permission denied: folder not read")]
-    with caplog.at_level("WARNING"):
-        assert len(discover(root)) == 2  # stages without error rows warn instead
-    assert "locked: permission denied: folder not read" in caplog.text
+    assert len(discover(root)) == 2  # stages without error rows warn instead
+    err = capsys.readouterr().err
+    assert err.startswith("cxr-fast: warning: ")
+    assert "locked: permission denied: folder not read" in err
     scandir_refusing(monkeypatch, root)
     with pytest.raises(UserInputError, match=r"cannot read .*permission denied"):
         scan(root)

@@ -78,7 +78,7 @@ def test_the_check_refuses_from_the_library_too(with_bad_files, tmp_path):
         run_train(config, log=lambda _: None)
 
 
-def test_a_file_going_bad_mid_run_is_skipped_and_logged(kaggle_dir, tmp_path, caplog):
+def test_a_file_going_bad_mid_run_is_skipped_and_logged(kaggle_dir, tmp_path, capsys):
     """The pre-flight check passes; the file breaks before the epoch reads it."""
     from cxr_fast.contract import PreprocessContract
     from cxr_fast.data.loaders import make_loader
@@ -100,7 +100,8 @@ def test_a_file_going_bad_mid_run_is_skipped_and_logged(kaggle_dir, tmp_path, ca
     seen = [i for batch in loader for i in batch.index.tolist()]
     assert 3 not in seen and len(seen) >= 24
     assert loader.skipped == [(broken, "not an image in a format cxr-fast reads")]
-    assert any(broken in r.getMessage() for r in caplog.records)
+    err = capsys.readouterr().err
+    assert f"cxr-fast: skipped {broken}: not an image in a format cxr-fast reads" in err
 
 
 def test_resume_refuses_changed_data(kaggle_dir, tmp_path):
