@@ -339,19 +339,19 @@ def run_calibrate(
     min_per_class: int = MIN_CALIBRATION_PER_CLASS,
     cross_fit_folds: int | None = None,
     progress: Callable[[int], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
+    set_total: Callable[[int], None] | None = None,
 ) -> CalibrationResult:
     """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``;
     UserInputError, before anything is loaded or written, when the sample holds fewer than
     ``min_per_class`` films of either class. ``cross_fit_folds`` K also estimates the
     calibration on films it was not fitted on (:func:`cross_fit`, K patient folds).
-    ``progress(n)``: films scored; ``on_total(n)``: how many there are, once counted."""
+    ``progress(n)``: films scored; ``set_total(n)``: how many there are, once counted."""
     _check_request(run, out, overwrite, min_per_class)
     records = _labelled_sample(data, min_per_class)
     if cross_fit_folds is not None:
         _check_cross_fit(cross_fit_folds, records)  # before the model is loaded
-    if on_total is not None:
-        on_total(len(records))
+    if set_total is not None:
+        set_total(len(records))
     target = resolve_device(device)
     model, info = load_run(run, target)
     if info.calibrated:

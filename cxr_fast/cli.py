@@ -989,7 +989,7 @@ def calibrate(
             min_per_class=min_per_class,
             cross_fit_folds=cross_fit,
             progress=bar.update,
-            on_total=bar.set_total,
+            set_total=bar.set_total,
         )
     warning = leakage_warning(result.leakage, str(data))
     for line in (warning, *result.warnings):
@@ -1039,7 +1039,9 @@ def ood_fit(run, data, workers) -> None:
     from cxr_fast.gate.store import fit_and_store
 
     with _bar(0, "ood-fit") as bar:
-        fit = fit_and_store(run, data, workers=workers, progress=bar.update, on_start=bar.set_total)
+        fit = fit_and_store(
+            run, data, workers=workers, progress=bar.update, set_total=bar.set_total
+        )
     click.echo(fit.summary())
 
 
@@ -1315,7 +1317,7 @@ def score(
             **options,
         )
         with _bar(0, "score") as bar:
-            summary = run_score(config, progress=bar.update, head=head, total=bar.set_total)
+            summary = run_score(config, progress=bar.update, head=head, set_total=bar.set_total)
     finally:
         if head is not None:
             head.close()

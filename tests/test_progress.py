@@ -38,7 +38,7 @@ def test_score_gives_its_progress_the_file_count(trained_run, kaggle_dir, tmp_pa
     config = ScoreConfig(
         archive=archive, model=trained_run, out=tmp_path / "p.parquet", device="cpu", workers=0
     )
-    run_score(config, progress=done.append, total=totals.append)
+    run_score(config, progress=done.append, set_total=totals.append)
     assert totals == [3] and sum(done) == 3
 
 

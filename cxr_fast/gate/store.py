@@ -55,14 +55,14 @@ def fit_and_store(
     *,
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    set_total: Callable[[int], None] | None = None,
 ) -> GateFit:
     """Fit the gate of ``run_dir`` on the training films under ``data`` through the run's
-    contract, and store it. ``on_start(films)`` is called once the films are counted."""
+    contract, and store it. ``set_total(films)`` is called once the films are counted."""
     _, info = read_run(run_dir)
     records = training_records(data)
-    if on_start is not None:
-        on_start(len(records))
+    if set_total is not None:
+        set_total(len(records))
     gate = fit_gate(records, info.contract, workers=workers, progress=progress)
     return GateFit(Path(run_dir), gate, store_gate(Path(run_dir), gate))
 

@@ -320,15 +320,15 @@ def run_score(
     config: ScoreConfig,
     progress: Callable[[int], None] | None = None,
     head: HeadStart | None = None,
-    total: Callable[[int], None] | None = None,
+    set_total: Callable[[int], None] | None = None,
 ) -> ScoreSummary:
     """Score every image under ``config.archive`` into Parquet; see :class:`ScoreConfig`.
     ``head``: films decoded while this process started (:mod:`cxr_fast.scoring.head_start`),
-    used where they are what this run would decode; the caller closes it. ``total(n)``: the
+    used where they are what this run would decode; the caller closes it. ``set_total(n)``: the
     files this process will score, once discovery and --resume have settled it (a bar's total)."""
     previous = torch.get_num_threads()
     try:
-        return _run_score(config, progress, head, total)
+        return _run_score(config, progress, head, set_total)
     finally:
         torch.set_num_threads(previous)
 
@@ -623,14 +623,14 @@ def _score(
     run: _Setup,
     progress: Callable[[int], None] | None,
     head: HeadStart | None = None,
-    total: Callable[[int], None] | None = None,
+    set_total: Callable[[int], None] | None = None,
 ) -> _Scored:
     """Score the files not yet done into the output, write the CAMs, and publish the file. A
     full disk is one line: the rows kept and the command that finishes the run."""
     writer = None
     try:
         writer = _open_writer(config, run.model, run.out)
-        return _score_into(writer, config, run, progress, head, total)
+        return _score_into(writer, config, run, progress, head, set_total)
     except OSError as exc:
         if exc.errno not in _DISK_FULL:
             raise
@@ -648,7 +648,7 @@ def _score_into(
     run: _Setup,
     progress: Callable[[int], None] | None,
     head: HeadStart | None,
-    total: Callable[[int], None] | None = None,
+    set_total: Callable[[int], None] | None = None,
 ) -> _Scored:
     """:func:`_score`'s work, through ``writer``."""
     model, records = run.model, run.records
@@ -665,8 +665,8 @@ def _score_into(
     for row in _unreadable_rows(run, config.shard, done):
         writer.add(row)
     todo = [p for p in run.positions if records[p].path not in done]
-    if total is not None:
-        total(len(todo))
+    if set_total is not None:
+        set_total(len(todo))
     if run.ctx.is_main and any(records[p].label is not None for p in todo):
         import_in_background()  # the metrics at the end need scikit-learn: load it meanwhile
     torch.set_num_threads(model_threads(config, run.device, model, [records[p].path for p in todo]))
@@ -755,11 +755,11 @@ def _run_score(
     config: ScoreConfig,
     progress: Callable[[int], None] | None,
     head: HeadStart | None,
-    total: Callable[[int], None] | None = None,
+    set_total: Callable[[int], None] | None = None,
 ) -> ScoreSummary:
     """Set up, score and summarize one run (see :func:`run_score`)."""
     _check_outputs(config)
     with contextlib.ExitStack() as held:  # the output's lock, for the whole run
         run = _set_up(config, head, held)
-        scored = _score(config, run, progress, head, total)
+        scored = _score(config, run, progress, head, set_total)
         return _summarize(config, run, scored)
