@@ -1,11 +1,11 @@
 """The one way library code says something to a person: a :data:`Log`, one line per call.
 
-A stage's entry point takes ``log: Log`` for what it tells the user as it goes (stdout by
-default, as the command line prints it); code deep in a stage with no caller to hand it a
-``log`` (a loader, folder discovery, backend choice) warns through :func:`to_stderr`, where
-progress lines go too, so a command's results on stdout stay clean. Nothing else in
-``cxr_fast/`` prints or uses :mod:`logging`, except to tame third-party loggers (waitress's
-queue warning, ONNX tooling, Optuna).
+A stage that talks while it runs takes ``log: Log`` (stdout by default, as the command line
+prints it); what a stage concludes is in its result, for the caller to show. Code deep in a
+stage with no caller to hand it a ``log`` (a loader, folder discovery, backend choice) warns
+through :func:`to_stderr`, where progress lines go too, so a command's results on stdout stay
+clean. Nothing else in ``cxr_fast/`` prints or uses :mod:`logging`, except to tame
+third-party loggers (waitress's queue warning, ONNX tooling, Optuna).
 """
 
 from __future__ import annotations
