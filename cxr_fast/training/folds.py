@@ -41,9 +41,9 @@ from cxr_fast.run_folder import (
     save_model,
 )
 from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.data import TrainData, fingerprint, training_records
 from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
 from cxr_fast.training.state import load_training_state
+from cxr_fast.training.train_data import TrainData, fingerprint, training_records
 from cxr_fast.training.trainer import TrainResult, contract_for, plan, plan_data, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions

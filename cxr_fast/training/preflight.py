@@ -8,7 +8,7 @@ from dataclasses import replace
 from cxr_fast.data.bad_file_scan import BadFile, describe, find_bad_files
 from cxr_fast.errors import UserInputError
 from cxr_fast.text import agree
-from cxr_fast.training.data import TrainData
+from cxr_fast.training.train_data import TrainData
 
 
 class BadTrainingFilesError(UserInputError):

@@ -44,13 +44,13 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.text import plural
 from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, select_train_val
 from cxr_fast.training.loop import Regularisers, train_epoch
 from cxr_fast.training.preflight import checked
 from cxr_fast.training.resume_check import check_same_data, check_same_folder
 from cxr_fast.training.schedule import warmup_cosine
 from cxr_fast.training.shift_threshold import rethreshold_under_shift, wants_shift_threshold
 from cxr_fast.training.state import Progress, load_state
+from cxr_fast.training.train_data import TrainData, fingerprint, pos_weight_value, select_train_val
 from cxr_fast.training.writer import RunWriter, kept_after_interrupt
 
 # Steps between reads of the training loss for the progress bar (each read is a GPU sync).

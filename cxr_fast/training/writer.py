@@ -28,8 +28,8 @@ from cxr_fast.run_folder import (
     save_model,
 )
 from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.data import fingerprint
 from cxr_fast.training.state import Progress, save_state
+from cxr_fast.training.train_data import fingerprint
 from cxr_fast.versions import versions
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 import pytest
 
 from cxr_fast.data.discover import Record
-from cxr_fast.training.data import fingerprint, pos_weight_value, select_train_val
+from cxr_fast.training.train_data import fingerprint, pos_weight_value, select_train_val
 
 
 def _records(split: str, n_normal: int, n_pneumonia: int) -> list[Record]:

@@ -21,7 +21,7 @@ from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run
 from cxr_fast.scoring.score import ScoreConfig, run_score
 from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.data import select_train_val
+from cxr_fast.training.train_data import select_train_val
 
 TIMEOUT_S = 420
 

@@ -15,7 +15,7 @@ from cxr_fast.data.discover import discover
 from cxr_fast.distributed import context_from_env, gather_objects, start, stop
 from cxr_fast.run_folder import LAST_FILE
 from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.data import select_train_val
+from cxr_fast.training.train_data import select_train_val
 from cxr_fast.training.trainer import run_train
 from tests.training.test_ddp import _torchrun
 
