@@ -91,3 +91,28 @@ def test_precision_is_refused_for_an_export_file(run_with_exports, kaggle_dir, t
     _, _, int8 = run_with_exports
     with pytest.raises(UserInputError, match="computes at the precision it was exported with"):
         _score(int8, kaggle_dir, tmp_path / "p.parquet", precision="fp32")
+
+
+def test_an_export_that_fails_to_load_falls_back_to_eager_with_a_warning(
+    tmp_path, monkeypatch, capsys
+):
+    """The sidecar said yes, the file did not load: one stderr line and the eager model."""
+    from cxr_fast.contract import PreprocessContract
+    from cxr_fast.errors import CxrFastError
+    from cxr_fast.scoring import backend_choice
+    from cxr_fast.scoring.model import ScoringModel
+
+    export = tmp_path / "export" / "model.ts"
+    monkeypatch.setattr(backend_choice, "choose_for_run", lambda run, device: (export, "fastest"))
+
+    def load_exported_model(path):
+        raise CxrFastError("checksum differs")
+
+    eager = ScoringModel(
+        lambda x: x, PreprocessContract(image_size=32), 0.5, "eager", "m", "c", CPU
+    )
+    model = backend_choice.load_auto(tmp_path, CPU, "auto", load_exported_model, lambda: eager)
+    assert model.backend == "eager"
+    assert model.choice == "eager fp32: model.ts failed to load (checksum differs)"
+    err = capsys.readouterr().err
+    assert err == f"cxr-fast: {export} unusable (checksum differs); scoring with the eager model\n"
