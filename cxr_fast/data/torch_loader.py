@@ -2,7 +2,7 @@
 formats DALI does not take. It yields the same :class:`Batch` as the DALI loader.
 
 A file that cannot be decoded (one that went bad after the pre-flight check) is left out of
-its batch, logged and listed in :attr:`TorchLoader.skipped`: never a crash in a worker.
+its batch, named on stderr and listed in :attr:`TorchLoader.skipped`: never a crash in a worker.
 """
 
 from __future__ import annotations
