@@ -869,9 +869,9 @@ def tune(
 @PRECISION_OPTION
 @ACCEPT_OOD_OPTION
 def evaluate(run, data, as_json, **options) -> None:
-    """Evaluate a trained RUN on a labelled folder: accuracy, precision, sensitivity,
-    specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
-    intervals, plus ROC, PR, calibration and confusion-matrix plots. Films the input gate
+    """Evaluate a trained RUN (or an exported file) on a labelled folder: accuracy, precision,
+    sensitivity, specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95%
+    bootstrap intervals, plus ROC, PR, calibration and confusion-matrix plots. Films the input gate
     judges not to be chest X-rays are left out and counted (--accept-ood keeps them)."""
     from cxr_fast.evaluate import EvalConfig, run_evaluate
 

@@ -21,9 +21,11 @@ from cxr_fast.choices import BACKENDS
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import Batch
 from cxr_fast.errors import CxrFastError, NotFoundError, UserInputError
+from cxr_fast.export.source import source_run
 from cxr_fast.gate import InputGate
+from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.precision import Precision, inference_precision
-from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
+from cxr_fast.run_folder import CONFIG_FILE, MODEL_FILE, RunInfo, load_run, read_json, sha256
 from cxr_fast.scoring.backend_choice import choose_for_run
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,8 @@ class ScoringModel:
     # The run's model.pt metadata, or the export's sidecar: calibration, members, policy.
     meta: dict = field(default_factory=dict)
     arch: str = ""
-    # The run folder an eager model was loaded from (None: an export, or a module in memory).
-    run_dir: Path | None = None
+    # The run folder or exported file the model was loaded from (None: a module in memory).
+    source: Path | None = None
     # The eager module behind ``forward`` (None for an export): put in eval mode to predict.
     module: nn.Module | None = None
 
@@ -104,6 +106,32 @@ class ScoringModel:
     def calibrated(self) -> bool:
         """Whether the logits are site-calibrated (``cxr-fast calibrate``)."""
         return self.temperature != 1.0 or self.bias != 0.0
+
+    @property
+    def tta(self) -> list[str] | None:
+        """The test-time views averaged into each logit (None: the image as it is)."""
+        if self.backend == "eager-tta":
+            return list(TTA_VIEWS)
+        return self.meta.get("tta") if self.is_export else None
+
+    @property
+    def is_export(self) -> bool:
+        """Whether the model is an exported file (not a run folder or a module in memory)."""
+        return self.source is not None and not self.source.is_dir()
+
+    def run_folder(self) -> Path | None:
+        """The run folder behind the model: its own, or for an export the run it was made from
+        while that folder still holds the very model.pt (:func:`source_run`); else None."""
+        if not self.is_export:
+            return self.source
+        return source_run(self.source, self.meta)
+
+    def run_config(self) -> dict:
+        """The config.json of :meth:`run_folder` (the training patients, for the leakage
+        check); {} when there is none."""
+        run = self.run_folder()
+        path = None if run is None else run / CONFIG_FILE
+        return read_json(path) if path is not None and path.is_file() else {}
 
 
 def module_model(
@@ -186,7 +214,7 @@ def eager_scoring_model(
         gate=InputGate.from_meta(info.meta, info.contract),
         meta=info.meta,
         arch=info.arch,
-        run_dir=run_dir,
+        source=run_dir,
         module=model,
     )
 
@@ -211,6 +239,7 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
         gate=InputGate.from_meta(sidecar, contract),
         meta=sidecar,
         arch=sidecar["arch"],
+        source=path,
     )
 
 
