@@ -139,7 +139,8 @@ def module_model(
 ) -> ScoringModel:
     """A module in memory (training validation, out-of-fold predictions) as a ScoringModel at
     ``precision``, on the device its parameters are on; it has no threshold of its own."""
-    device = next(module.parameters()).device
+    weight = next(module.parameters(), None)
+    device = torch.device("cpu") if weight is None else weight.device
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with precision.autocast(module):
