@@ -2,10 +2,10 @@
 
 A stage that talks while it runs takes ``log: Log`` (stdout by default, as the command line
 prints it); what a stage concludes is in its result, for the caller to show. Code deep in a
-stage with no caller to hand it a ``log`` (a loader, folder discovery, backend choice) warns
-through :func:`to_stderr`, where progress lines go too, so a command's results on stdout stay
-clean. Nothing else in ``cxr_fast/`` prints or uses :mod:`logging`, except to tame
-third-party loggers (waitress's queue warning, ONNX tooling, Optuna).
+stage with no caller to hand it a ``log`` (a loader, folder discovery, ``--backend auto``'s
+fallback) warns through :func:`to_stderr`, where progress lines go too, so a command's results
+on stdout stay clean. Nothing else in ``cxr_fast/`` prints or uses :mod:`logging`, except to
+tame third-party loggers (waitress's queue warning, ONNX tooling, Optuna).
 """
 
 from __future__ import annotations

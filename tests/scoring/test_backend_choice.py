@@ -99,19 +99,19 @@ def test_an_export_that_fails_to_load_falls_back_to_eager_with_a_warning(
     """The sidecar said yes, the file did not load: one stderr line and the eager model."""
     from cxr_fast.contract import PreprocessContract
     from cxr_fast.errors import CxrFastError
-    from cxr_fast.scoring import backend_choice
-    from cxr_fast.scoring.model import ScoringModel
+    from cxr_fast.scoring import model as scoring_model
 
     export = tmp_path / "export" / "model.ts"
-    monkeypatch.setattr(backend_choice, "choose_for_run", lambda run, device: (export, "fastest"))
+    monkeypatch.setattr(scoring_model, "choose_for_run", lambda run, device: (export, "fastest"))
 
-    def load_exported_model(path):
+    def failing_load(path, backend, device):
         raise CxrFastError("checksum differs")
 
-    eager = ScoringModel(
+    monkeypatch.setattr(scoring_model, "_exported", failing_load)
+    eager = scoring_model.ScoringModel(
         lambda x: x, PreprocessContract(image_size=32), 0.5, "eager", "m", "c", CPU
     )
-    model = backend_choice.load_auto(tmp_path, CPU, "auto", load_exported_model, lambda: eager)
+    model = scoring_model._auto(tmp_path, CPU, "auto", lambda: eager)
     assert model.backend == "eager"
     assert model.choice == "eager fp32: model.ts failed to load (checksum differs)"
     err = capsys.readouterr().err
