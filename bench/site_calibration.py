@@ -27,7 +27,8 @@ from cxr_fast.calibrate import cross_fit_summary as _summary
 from cxr_fast.calibrate import cross_fitted
 from cxr_fast.choices import CALIBRATION_POLICIES, RecipeDefaults
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.split import patient_folds
 from cxr_fast.inference import predict_logits, sigmoid
 from cxr_fast.precision import inference_precision
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = [r for r in discover(args.data) if r.label is not None]
     model, info = load_run(args.run)
-    loader = make_loader(records, info.contract, batch_size=64, device="cpu")
+    loader = make_scoring_loader(LoaderSpec(records, info.contract, 64))
     index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
     records = [records[i] for i in index]
     labels = np.array([r.label for r in records])

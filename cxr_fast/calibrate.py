@@ -33,7 +33,8 @@ from cxr_fast.choices import (
     RecipeDefaults,
 )
 from cxr_fast.data.discover import Record, discover, paths_sha256
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.split import patient_folds
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
@@ -356,7 +357,7 @@ def run_calibrate(
     model, info = load_run(run, target)
     if info.calibrated:
         raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
-    loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
+    loader = make_scoring_loader(LoaderSpec(records, info.contract, 64, workers, target))
     index, logits, _ = predict_logits(model, loader, inference_precision(target), progress)
     records = [records[i] for i in index]  # the order of logits, for the patient folds
     labels = np.array([r.label for r in records])
