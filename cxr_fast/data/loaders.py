@@ -64,8 +64,8 @@ def make_train_loader(
 ) -> TrainLoader:
     """One training epoch over ``spec``'s shard: shuffled by ``seed``, ``augment`` applied
     (None: no augmentation), a last partial batch dropped. ``loader``: ``auto``, ``dali`` or
-    ``torch`` (:func:`resolve_loader`). A file that fails to decode (one that went bad after
-    the pre-flight check) is left out of its batch and listed in the loader's ``skipped``."""
+    ``torch`` (:func:`resolve_loader`). The PIL loader leaves a file that fails to decode (one
+    that went bad after the pre-flight check) out of its batch and lists it in ``skipped``."""
     train = TrainMode(augment=augment, seed=seed)
     if resolve_loader(loader, spec.device, spec.records) == "dali":
         return DaliLoader(spec, train)
