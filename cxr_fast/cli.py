@@ -309,7 +309,8 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     """Decode and preprocess every image under ROOT once and print images/s."""
     from cxr_fast.contract import PreprocessContract
     from cxr_fast.data.discover import discover, require_images
-    from cxr_fast.data.loaders import make_loader, resolve_loader
+    from cxr_fast.data.loader_spec import LoaderSpec
+    from cxr_fast.data.loaders import make_scoring_loader, make_train_loader, resolve_loader
     from cxr_fast.data.throughput import stream
     from cxr_fast.device import resolve_device
 
@@ -318,15 +319,8 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     backend = resolve_loader(loader, resolve_device(device), records)
 
     def build():
-        return make_loader(
-            records,
-            contract,
-            batch_size=batch_size,
-            loader=backend,
-            device=device,
-            train=train,
-            workers=workers,
-        )
+        spec = LoaderSpec(records, contract, batch_size, workers=workers, device=device)
+        return (make_train_loader if train else make_scoring_loader)(spec, backend)
 
     with _bar(len(records), f"stream ({backend})") as bar:
         stats = stream(build, progress=bar.update)

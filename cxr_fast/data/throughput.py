@@ -31,6 +31,8 @@ def stream(
     images = 0
     start = time.perf_counter()
     for batch in build():
+        if batch.x is None:  # a scoring loader's batch of files that did not decode
+            continue
         if batch.x.is_cuda:
             torch.cuda.synchronize(batch.x.device)
         images += batch.x.shape[0]
