@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from cxr_fast.choices import DEFAULT_WORKERS, TRAIN_EXPORTS, RecipeDefaults
+from cxr_fast.choices import DEFAULT_WORKERS, THRESHOLD_POLICIES, TRAIN_EXPORTS, RecipeDefaults
 from cxr_fast.data.augment import Augment, recipe_augment
 from cxr_fast.errors import UserInputError
 
@@ -97,6 +97,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserInputError(message)
+        if self.threshold_policy not in THRESHOLD_POLICIES:
+            # A run saved before the shift policy was removed still scores and evaluates with
+            # its stored threshold; only training it further is refused.
+            raise UserInputError(
+                f"threshold policy {self.threshold_policy!r} is no longer offered (one of "
+                f"{', '.join(THRESHOLD_POLICIES)}): train a new run to continue with this data"
+            )
         if self.export not in TRAIN_EXPORTS:
             raise UserInputError(
                 f"export must be one of {', '.join(TRAIN_EXPORTS)}, got {self.export!r}"

@@ -20,14 +20,14 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast import __version__
-from cxr_fast.data.discover import Record, discover, display_path, path_bytes
+from cxr_fast.data.discover import discover, display_path, path_bytes
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.preflight import BadFile
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import predict_logits, sigmoid
-from cxr_fast.metrics import binary_metrics, threshold_choice, uses_shift_policy
+from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.models.ensemble import Ensemble
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
@@ -42,7 +42,6 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
-from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
 from cxr_fast.training.state import load_training_state
 from cxr_fast.training.trainer import TrainResult, contract_for, plan, plan_data, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
@@ -167,33 +166,6 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
     )
 
 
-def _shifted_for_threshold(
-    config: TrainConfig,
-    members: list[torch.nn.Module],
-    records: list[Record],
-    folds: list[int],
-    log: Callable[[str], None],
-) -> dict[str, np.ndarray] | None:
-    """The out-of-fold probabilities under each simulated shift, when the shift policy needs
-    them (None otherwise)."""
-    if not uses_shift_policy(config.threshold_policy, config.target_sensitivity):
-        return None
-    log(f"threshold: re-scoring the out-of-fold films under {', '.join(SHIFTS)}")
-    device = resolve_device(config.device)
-    shifted = shifted_out_of_fold(
-        members,
-        records,
-        folds,
-        contract_for(config),
-        inference_precision(device),
-        device=str(device),
-        workers=config.workers,
-        seed=config.seed,
-    )
-    del shifted[CLEAN]  # threshold_choice takes the clean films as probs
-    return shifted
-
-
 def _save_ensemble(
     config: TrainConfig,
     members: list[torch.nn.Module],
@@ -260,7 +232,6 @@ def run_train_folds(
         probs,
         policy=config.threshold_policy,
         target_sensitivity=config.target_sensitivity,
-        shifted=_shifted_for_threshold(config, members, records, folds, log),
     )
     metrics = binary_metrics(labels, probs, choice["threshold"], seed=config.seed)
     metrics["threshold_choice"] = choice

@@ -49,7 +49,6 @@ from cxr_fast.training.loop import Regularisers, train_epoch
 from cxr_fast.training.preflight import checked
 from cxr_fast.training.resume_check import check_same_data, check_same_folder
 from cxr_fast.training.schedule import warmup_cosine
-from cxr_fast.training.shift_threshold import rethreshold_under_shift, wants_shift_threshold
 from cxr_fast.training.state import Progress, load_state
 from cxr_fast.training.writer import RunWriter, kept_after_interrupt
 
@@ -246,8 +245,6 @@ def run_train(
         raise Interrupted(kept_after_interrupt(config)) from None
     if result.epochs_trained != 0 and result.best_epoch is None:
         raise UserInputError("training finished without a validation result")
-    if config.folds == 1 and result.is_main and wants_shift_threshold(config, result.run_dir):
-        result = replace(result, threshold=rethreshold_under_shift(result.run_dir, config, log))
     if result.is_main:
         _fit_gate(result.run_dir, config, log)
         from cxr_fast.training.export_step import export_after_training

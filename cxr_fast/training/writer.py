@@ -16,7 +16,7 @@ from torch import nn
 
 from cxr_fast import __version__
 from cxr_fast.errors import UserInputError
-from cxr_fast.metrics import MARGIN, SHIFT, binary_metrics, threshold_choice
+from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.run_folder import (
     CONFIG_FILE,
     LAST_FILE,
@@ -104,9 +104,7 @@ class RunWriter:
         choice = threshold_choice(
             val.labels,
             val.probs,
-            # The shift policy re-scores the films under every shift: once, when training
-            # ends (shift_threshold), not at every best epoch.
-            policy=MARGIN if config.threshold_policy == SHIFT else config.threshold_policy,
+            policy=config.threshold_policy,
             target_sensitivity=config.target_sensitivity,
         )
         metrics = binary_metrics(val.labels, val.probs, choice["threshold"], seed=config.seed)
