@@ -12,7 +12,6 @@ LOADERS = ("auto", "dali", "torch")
 ARCHITECTURES = (
     "cnn",
     "resnet18",
-    "resnet18_ibn",
     "resnet50",
     "efficientnet_b0",
     "densenet121",
@@ -42,6 +41,9 @@ MIN_CALIBRATION_PER_CLASS = 20
 # histogram-equalised (DALI's fn.equalize, the OpenCV formula) before scaling, so any monotone
 # grey curve (gamma, window/level, a scanner's LUT) maps to the same input.
 NORMALIZATIONS = ("none", "per-image", "equalize")
+# What `train --normalize` offers: equalisation was measured and not adopted (docs/results.md),
+# but runs trained with it keep scoring, so the contract still reads it.
+TRAIN_NORMALIZATIONS = ("none", "per-image")
 
 
 class RecipeDefaults:
@@ -59,7 +61,6 @@ class RecipeDefaults:
     label_smoothing = 0.0
     mixup = 0.0
     erase = 0.0
-    normal_blur = 0.0
     normalize = "none"
     crop = 1.0
     # The middle of the near-optimal J interval, in logit space (docs/results.md).
@@ -76,10 +77,6 @@ class RecipeDefaults:
     # the one change that moved the external sample (docs/results.md); x3 and EMA/label
     # smoothing did worse there and on validation.
     aug_strength = 2.0
-    # Acquisition augmentation (blur, gamma, grain; SITE_RANGES times this): off, as it moved
-    # neither validation nor the sample beyond noise (cnn 160 px and resnet18 128 px,
-    # docs/results.md); --site-aug 1 turns it on.
-    site_aug = 0.0
     # Aspect-ratio augmentation (Augment.stretch), r from 0.71 to 1.4: the films were squashed
     # to a square from originals of other shapes, and without it a film 15% narrower made the
     # model call 24% of healthy films pneumonia (bench/aspect.py). Sample accuracy 0.876 -> 0.938

@@ -340,7 +340,6 @@ class _Epochs:
             label_smoothing=config.label_smoothing,
             mixup=config.mixup,
             erase=config.erase,
-            normal_blur=config.normal_blur,
             ema=ema,
         )
         # The model that is validated and saved: the weight average when there is one.
