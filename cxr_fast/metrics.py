@@ -286,6 +286,22 @@ def binary_metrics(
     ``bootstrap=0``), class_names. With one class in labels, roc_auc, pr_auc and their CIs are
     None, as are recall/sensitivity (no positives) or specificity (no negatives).
     """
+    y, p = check_inputs(labels, probs)
+    threshold = float(threshold)
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    pred = (p >= threshold).astype(np.int64)
+    metrics = _metrics_at(y, p, pred, threshold)
+    if bootstrap:
+        acc, auc = _bootstrap(y, p, (pred == y).astype(np.float64), bootstrap, seed)
+        metrics["ci95"] = {"accuracy": _percentile_ci(acc), "roc_auc": _percentile_ci(auc)}
+    return metrics
+
+
+def _metrics_at(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float) -> dict[str, Any]:
+    """:func:`binary_metrics` without the bootstrap: the point values at ``threshold``."""
     # Imported here: sklearn costs ~0.5 s at start-up, which scoring an unlabelled archive (the
     # usual case) never needs.
     from sklearn.metrics import (
@@ -299,14 +315,6 @@ def binary_metrics(
         roc_auc_score,
     )
 
-    y, p = check_inputs(labels, probs)
-    threshold = float(threshold)
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if bootstrap < 0:
-        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
-
-    pred = (p >= threshold).astype(np.int64)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
     n_pos, n_neg = tp + fn, tn + fp
     both_classes = n_pos > 0 and n_neg > 0
@@ -334,9 +342,6 @@ def binary_metrics(
         "ci95": {"accuracy": None, "roc_auc": None},
         "class_names": list(CLASS_NAMES),
     }
-    if bootstrap:
-        acc, auc = _bootstrap(y, p, (pred == y).astype(np.float64), bootstrap, seed)
-        metrics["ci95"] = {"accuracy": _percentile_ci(acc), "roc_auc": _percentile_ci(auc)}
     return metrics
 
 

@@ -42,8 +42,10 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
+from cxr_fast.training.one_model import train_model
+from cxr_fast.training.plan import contract_for, plan, plan_data
+from cxr_fast.training.results import TrainResult
 from cxr_fast.training.state import load_training_state
-from cxr_fast.training.trainer import TrainResult, contract_for, plan, plan_data, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions
 
@@ -224,6 +226,25 @@ def run_train_folds(
         )
         if on_member is not None:
             on_member(k, float(np.mean([r.best_auc for r in results])))
+    metrics = _assemble(config, [r.best_epoch for r in results], log)
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=sum(r.epochs_done for r in results),
+        best_epoch=max(r.best_epoch or 0 for r in results),
+        best_auc=float(metrics["roc_auc"]),
+        threshold=metrics["threshold"],
+        stopped_early=False,
+        seconds=time.perf_counter() - started,
+        folds=config.folds,
+    )
+
+
+def _assemble(
+    config: TrainConfig, member_epochs: list[int | None], log: Callable[[str], None]
+) -> dict:
+    """The ensemble from its trained members: the out-of-fold predictions, the threshold
+    chosen on them, metrics.json, oof.parquet and model.pt. Returns the metrics."""
+    run_dir = Path(config.out)
     members, records, folds, logits = _out_of_fold(config, config.workers)
     labels = np.array([r.label for r in records])
     probs = sigmoid(logits)
@@ -239,22 +260,13 @@ def run_train_folds(
         {"split": "out-of-fold", "members": config.folds, **metrics}, run_dir / METRICS_FILE
     )
     _write_oof(run_dir / OOF_FILE, records, folds, probs)
-    _save_ensemble(config, members, choice, metrics, [r.best_epoch for r in results])
+    _save_ensemble(config, members, choice, metrics, member_epochs)
     ci = metrics["ci95"]["roc_auc"]
     log(
         f"out-of-fold ROC-AUC {metrics['roc_auc']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}) on "
         f"{len(records)} images; ensemble of {config.folds} -> {run_dir / MODEL_FILE}"
     )
-    return TrainResult(
-        run_dir=run_dir,
-        epochs_done=sum(r.epochs_done for r in results),
-        best_epoch=max(r.best_epoch or 0 for r in results),
-        best_auc=float(metrics["roc_auc"]),
-        threshold=choice["threshold"],
-        stopped_early=False,
-        seconds=time.perf_counter() - started,
-        folds=config.folds,
-    )
+    return metrics
 
 
 def folds_under_torchrun(

@@ -29,11 +29,12 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import fingerprint
-from cxr_fast.training.state import Progress, save_state
 from cxr_fast.versions import versions
 
 if TYPE_CHECKING:
-    from cxr_fast.training.trainer import Plan, ValResult
+    from cxr_fast.training.plan import Plan
+    from cxr_fast.training.results import ValResult
+    from cxr_fast.training.state import TrainingState
 
 TRAINING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "numpy", "scikit-learn")
 
@@ -124,14 +125,13 @@ class RunWriter:
             {"split": "validation", "epoch": epoch, **metrics}, self.run_dir / METRICS_FILE
         )
 
-    def epoch(self, entry: dict, progress: Progress, state: tuple) -> None:
-        """One train_log.jsonl line and last.pt (``state``: model, optimizer, scheduler,
-        scaler, EMA) after a finished epoch."""
+    def epoch(self, entry: dict, state: TrainingState) -> None:
+        """One train_log.jsonl line and last.pt after a finished epoch."""
         if not self.enabled:
             return
         with (self.run_dir / LOG_FILE).open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
-        save_state(self.run_dir, progress, *state)
+        state.save(self.run_dir)
 
     def threshold(self) -> float | None:
         """The decision threshold of the best model saved so far (None: none saved)."""
