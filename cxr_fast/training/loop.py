@@ -21,9 +21,8 @@ class Regularisers:
     ``label_smoothing`` pulls the 0/1 targets towards 0.5 by that fraction; ``mixup`` > 0 blends
     each batch with a shuffled copy of itself (images and targets) with a Beta(a, a) weight;
     ``erase`` is the probability that an image gets one random rectangle set to 0 (random
-    erasing, Zhong et al., AAAI 2020: 2-25% of the area, aspect ratio 0.3-3.3);
-    ``ema`` holds a
-    :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
+    erasing, Zhong et al., AAAI 2020: 2-25% of the area, aspect ratio 0.3-3.3); ``ema`` holds
+    a :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
     """
 
     label_smoothing: float = 0.0
