@@ -12,7 +12,6 @@ LOADERS = ("auto", "dali", "torch")
 ARCHITECTURES = (
     "cnn",
     "resnet18",
-    "resnet18_ibn",
     "resnet50",
     "efficientnet_b0",
     "densenet121",
@@ -27,12 +26,11 @@ TRAIN_EXPORTS = ("auto", "none")
 CAM_METHODS = ("gradcam", "gradcam++")
 # Policies that read one ROC curve: the validation (or out-of-fold) one, or a site sample's.
 ROC_POLICIES = ("margin", "youden")
-# Training also offers "shift": the same films re-scored under simulated acquisition changes
-# (cxr_fast/training/shift.py), and the threshold with the best worst case over them.
-THRESHOLD_POLICIES = (*ROC_POLICIES, "shift")
+# The policies training chooses its threshold with (the "shift" policy was measured level with
+# margin and removed: docs/results.md).
+THRESHOLD_POLICIES = ROC_POLICIES
 # Site calibration also offers "bayes": with Platt-scaled probabilities that mean what they say at
 # the site, calling PNEUMONIA at P >= 0.5 makes the fewest expected errors at its prevalence.
-# ("shift" would simulate what the site sample shows for real.)
 CALIBRATION_POLICIES = ("bayes", *ROC_POLICIES)
 # Films of each class a site sample needs before `calibrate` fits on it (--min-per-class):
 # with fewer, one film moves that class's sensitivity or specificity by more than 5 points, and
@@ -43,6 +41,9 @@ MIN_CALIBRATION_PER_CLASS = 20
 # histogram-equalised (DALI's fn.equalize, the OpenCV formula) before scaling, so any monotone
 # grey curve (gamma, window/level, a scanner's LUT) maps to the same input.
 NORMALIZATIONS = ("none", "per-image", "equalize")
+# What `train --normalize` offers: equalisation was measured and not adopted (docs/results.md),
+# but runs trained with it keep scoring, so the contract still reads it.
+TRAIN_NORMALIZATIONS = ("none", "per-image")
 
 
 class RecipeDefaults:
@@ -60,13 +61,9 @@ class RecipeDefaults:
     label_smoothing = 0.0
     mixup = 0.0
     erase = 0.0
-    normal_blur = 0.0
     normalize = "none"
     crop = 1.0
-    # Margin, not "shift": on 8 fold-ensemble runs without --stretch, shift called 1-8 more of
-    # the sample's healthy films healthy, but with the stretch (two seeds) it only raised the
-    # threshold past 1 and 3 pneumonia films: what it corrected was the aspect shortcut
-    # (docs/results.md).
+    # The middle of the near-optimal J interval, in logit space (docs/results.md).
     threshold_policy = "margin"
     # Cross-fitted on the 193-film sample (bench/site_calibration.py): bayes 0.91 accuracy against
     # 0.86 for the margin policy refitted on the tempered probabilities (docs/results.md).
@@ -80,10 +77,6 @@ class RecipeDefaults:
     # the one change that moved the external sample (docs/results.md); x3 and EMA/label
     # smoothing did worse there and on validation.
     aug_strength = 2.0
-    # Acquisition augmentation (blur, gamma, grain; SITE_RANGES times this): off, as it moved
-    # neither validation nor the sample beyond noise (cnn 160 px and resnet18 128 px,
-    # docs/results.md); --site-aug 1 turns it on.
-    site_aug = 0.0
     # Aspect-ratio augmentation (Augment.stretch), r from 0.71 to 1.4: the films were squashed
     # to a square from originals of other shapes, and without it a film 15% narrower made the
     # model call 24% of healthy films pneumonia (bench/aspect.py). Sample accuracy 0.876 -> 0.938

@@ -23,13 +23,13 @@ from cxr_fast.choices import (
     EXPORT_PRECISIONS,
     LOADERS,
     MIN_CALIBRATION_PER_CLASS,
-    NORMALIZATIONS,
     PRECISIONS,
     PROJECTION_MODALITIES,
     ROWS_PER_CHUNK,
     SCORE_BATCH_SIZE,
     THRESHOLD_POLICIES,
     TRAIN_EXPORTS,
+    TRAIN_NORMALIZATIONS,
     RecipeDefaults,
 )
 from cxr_fast.contract import MIN_CROP
@@ -482,15 +482,6 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
     "from [1-Z, 1+Z], black outside.  [default: 0.08 x --aug-strength]",
 )
 @click.option(
-    "--site-aug",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.site_aug,
-    show_default=True,
-    help="Acquisition augmentation: blur up to sigma 1 px, gamma 0.8-1.25 and grain up to 4 "
-    "grey levels, times this (0: off). Teaches the model that sharpness, exposure curve and "
-    "detector noise are the site's, not the disease's.",
-)
-@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=RecipeDefaults.ema_decay,
@@ -522,21 +513,11 @@ def data_stream(root, loader, device, batch_size, image_size, workers, train) ->
 )
 @click.option(
     "--normalize",
-    type=click.Choice(NORMALIZATIONS),
+    type=click.Choice(TRAIN_NORMALIZATIONS),
     default=RecipeDefaults.normalize,
     show_default=True,
-    help="per-image: standardise every image by its own mean and standard deviation; "
-    "equalize: histogram-equalise every resized image (any monotone grey curve gives the same "
-    "input). Part of the preprocessing contract, so scoring does the same.",
-)
-@click.option(
-    "--normal-blur",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.normal_blur,
-    show_default=True,
-    help="Blur every NORMAL training film by a Gaussian of sigma up to this many input pixels "
-    "(0: off). The training normals are sharper than the pneumonia films, which a model can "
-    "learn as a cue that another site's softer normals do not share.",
+    help="per-image: standardise every image by its own mean and standard deviation. Part of "
+    "the preprocessing contract, so scoring does the same.",
 )
 @click.option(
     "--crop",
@@ -622,7 +603,6 @@ def train(
     aug_strength,
     stretch,
     zoom,
-    site_aug,
     config_file,
     **options,
 ) -> None:
@@ -654,9 +634,7 @@ def train(
             data=str(data),
             out=str(out),
             epochs=epochs or RecipeDefaults.epochs,
-            augment=recipe_augment(
-                aug_strength, stretch=stretch, site_aug=site_aug, zoom=zoom, hflip=hflip
-            )
+            augment=recipe_augment(aug_strength, stretch=stretch, zoom=zoom, hflip=hflip)
             if augment
             else None,
             **options,

@@ -28,4 +28,4 @@ def to_stderr(line: str) -> None:
 
 
 def silent(line: str) -> None:
-    """Show nothing (a tune trial, which reports one line per trial instead)."""
+    """Show nothing (a tune trial, which reports one line per trial instead; ranks other than 0)."""

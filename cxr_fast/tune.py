@@ -83,7 +83,6 @@ def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     augment = recipe_augment(
         values.pop("aug_strength", 1.0),
         stretch=RecipeDefaults.stretch,
-        site_aug=values.pop("site_aug", RecipeDefaults.site_aug),
         zoom=RecipeDefaults.zoom,
     )
     return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)

@@ -23,7 +23,7 @@ _CHUNK = 256
 def gate_augment() -> Augment:
     """The views the gate is fitted on besides the films themselves: the recipe's training
     augmentation, whatever a run was trained with, so every run's gate means the same."""
-    return recipe_augment(RecipeDefaults.aug_strength, stretch=RecipeDefaults.stretch, site_aug=0)
+    return recipe_augment(RecipeDefaults.aug_strength, stretch=RecipeDefaults.stretch)
 
 
 def descriptors(x: torch.Tensor, contract: PreprocessContract) -> np.ndarray:

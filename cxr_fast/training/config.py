@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from cxr_fast.choices import DEFAULT_WORKERS, TRAIN_EXPORTS, RecipeDefaults
+from cxr_fast.choices import DEFAULT_WORKERS, THRESHOLD_POLICIES, TRAIN_EXPORTS, RecipeDefaults
 from cxr_fast.data.augment import Augment, recipe_augment
 from cxr_fast.errors import UserInputError
 
@@ -42,7 +42,6 @@ class TrainConfig:
     label_smoothing: float = RecipeDefaults.label_smoothing
     mixup: float = RecipeDefaults.mixup
     erase: float = RecipeDefaults.erase  # probability of one random erased rectangle per image
-    normal_blur: float = RecipeDefaults.normal_blur  # largest blur sigma of NORMAL films, px
     normalize: str = RecipeDefaults.normalize
     crop: float = RecipeDefaults.crop  # central fraction of the film kept (in the contract)
     threshold_policy: str = RecipeDefaults.threshold_policy
@@ -61,7 +60,6 @@ class TrainConfig:
         default_factory=lambda: recipe_augment(
             RecipeDefaults.aug_strength,
             stretch=RecipeDefaults.stretch,
-            site_aug=RecipeDefaults.site_aug,
             zoom=RecipeDefaults.zoom,
         )
     )
@@ -83,7 +81,6 @@ class TrainConfig:
             ),
             (self.mixup >= 0, f"mixup must be >= 0, got {self.mixup}"),
             (0 <= self.erase <= 1, f"erase must be in [0, 1], got {self.erase}"),
-            (self.normal_blur >= 0, f"normal blur must be >= 0, got {self.normal_blur}"),
             (self.folds >= 1, f"folds must be at least 1, got {self.folds}"),
             (
                 self.fold is None or 0 <= self.fold < self.folds,
@@ -97,6 +94,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserInputError(message)
+        if self.threshold_policy not in THRESHOLD_POLICIES:
+            # A run saved before the shift policy was removed still scores and evaluates with
+            # its stored threshold; only training it further is refused.
+            raise UserInputError(
+                f"threshold policy {self.threshold_policy!r} is no longer offered (one of "
+                f"{', '.join(THRESHOLD_POLICIES)}): train a new run to continue with this data"
+            )
         if self.export not in TRAIN_EXPORTS:
             raise UserInputError(
                 f"export must be one of {', '.join(TRAIN_EXPORTS)}, got {self.export!r}"
@@ -121,5 +125,5 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("augment"), dict):
-            values["augment"] = Augment(**values["augment"])
+            values["augment"] = Augment.from_dict(values["augment"])
         return cls(**values)
