@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from cxr_fast.options import option
+
 LOADERS = ("auto", "dali", "torch")
 ARCHITECTURES = (
     "cnn",
@@ -130,3 +132,72 @@ CHUNK_SECONDS = 15.0
 # DICOM Modality values the input gate accepts: computed and digital radiography
 # (`--modalities` widens it; cxr_fast/gate/metadata.py).
 PROJECTION_MODALITIES = ("CR", "DX")
+
+# Bootstrap resamples behind every 95% interval (evaluate, calibrate, the report).
+BOOTSTRAP = 1000
+# The Grad-CAM method of every stage that draws overlays, when not given.
+DEFAULT_CAM_METHOD = CAM_METHODS[0]
+
+
+def device_option(section: str = "run"):
+    """``--device``: the same default (auto) and words in every stage."""
+    return option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N.", section=section)
+
+
+def precision_option():
+    """``--precision`` of every stage that runs a model."""
+    return option(
+        "auto",
+        choices=PRECISIONS,
+        section="model",
+        help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA where "
+        "supported (else fp16 with GradScaler when training), fp32 on other CPUs.",
+    )
+
+
+def loader_option():
+    """``--loader`` of every stage that decodes images."""
+    return option(
+        "auto",
+        choices=LOADERS,
+        section="data",
+        help="dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the "
+        "faster measured one on CPU.",
+    )
+
+
+def workers_option(minimum: int = 0, help: str = "DALI threads or DataLoader worker processes."):
+    """``--workers``: all cores unless given."""
+    return option(DEFAULT_WORKERS, min=minimum, default_text="all cores", section="data", help=help)
+
+
+def tta_option():
+    """``--tta/--no-tta``: three views per film, three times the model's cost."""
+    return option(
+        False,
+        flag="--tta/--no-tta",
+        section="model",
+        help="Test-time augmentation: average the logits of the film, a 90% zoom-in and a 90% "
+        "zoom-out (three forward passes: three times the model's cost).",
+    )
+
+
+def accept_ood_option():
+    """``--accept-ood``: give a verdict even for films the input gate refuses."""
+    return option(
+        False,
+        section="model",
+        help="Give a verdict even for films the input gate judges not to be a frontal chest "
+        "X-ray (another modality or body part, a photo, a page, a blank): scored, with the "
+        "gate's reason in warnings.  [default: refused, status not_cxr, no verdict]",
+    )
+
+
+def cam_method_option(help: str, name: str | None = None):
+    """The Grad-CAM method: gradcam unless given."""
+    return option(DEFAULT_CAM_METHOD, choices=CAM_METHODS, section="output", help=help, name=name)
+
+
+def cam_layer_option(help: str, name: str | None = None):
+    """The Grad-CAM target layer: the architecture's last convolutional block unless given."""
+    return option(None, section="output", help=help, name=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -12,37 +13,27 @@ import click
 from cxr_fast import __version__
 from cxr_fast.choices import (
     ARCHITECTURES,
-    BACKENDS,
     CALIBRATION_POLICIES,
-    CAM_METHODS,
-    CHUNK_SECONDS,
     DEFAULT_WORKERS,
     EVAL_BATCH_SIZE,
-    EXPORT_BATCH_SIZE,
-    EXPORT_FORMATS,
-    EXPORT_PRECISIONS,
     LOADERS,
     MIN_CALIBRATION_PER_CLASS,
     NORMALIZATIONS,
     PRECISIONS,
     PROJECTION_MODALITIES,
-    ROWS_PER_CHUNK,
-    SCORE_BATCH_SIZE,
     THRESHOLD_POLICIES,
     TRAIN_EXPORTS,
     RecipeDefaults,
 )
+from cxr_fast.configs import CheckConfig, OodFitConfig, ReportConfig, StreamConfig, SynthConfig
 from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
-from cxr_fast.explain.stage import DEFAULT_OUT as DEFAULT_CAM_OUT
+from cxr_fast.explain.stage import ExplainConfig
+from cxr_fast.export.stage import ExportConfig
+from cxr_fast.options import SectionOption, StageCommand, config_from_cli, config_options
 from cxr_fast.progress import Progress, Working
-from cxr_fast.serve.limits import (
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_MAX_UPLOAD_MB,
-    DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_THREADS,
-)
-from cxr_fast.serve.stage import DEFAULT_HOST, DEFAULT_PORT
+from cxr_fast.scoring.score_config import ScoreConfig
+from cxr_fast.serve.stage import ServeConfig
 from cxr_fast.text import plural, rate
 
 EXISTING = click.Path(exists=True, path_type=Path)
@@ -152,121 +143,43 @@ def data() -> None:
     """Make, inspect and stream datasets."""
 
 
-@data.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--n",
-    "n",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Number of images to write.",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same bytes."
-)
-@click.option(
-    "--min-size",
-    type=click.IntRange(min=16),
-    default=1000,
-    show_default=True,
-    help="Smallest width/height in pixels.",
-)
-@click.option(
-    "--max-size",
-    type=click.IntRange(min=16),
-    default=2200,
-    show_default=True,
-    help="Largest width/height in pixels.",
-)
-@click.option(
-    "--pneumonia-fraction",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Share of PNEUMONIA images.",
-)
-@click.option(
-    "--test-fraction",
-    type=click.FloatRange(0, 1),
-    default=0.2,
-    show_default=True,
-    help="Share of patients (per class) put in test/ rather than train/.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_WORKERS,
-    show_default="all cores",
-    help="Processes rendering images in parallel.",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace OUT/train and OUT/test when OUT is not empty (else refused: a merge would mix "
-    "two datasets).",
-)
-def data_synth(
-    out, n, seed, min_size, max_size, pneumonia_fraction, test_fraction, workers, overwrite
-) -> None:
+@data.command("synth", cls=StageCommand)
+@config_options(SynthConfig)
+def data_synth(**values) -> None:
     """Write a synthetic Kaggle-layout dataset of chest-X-ray-like JPEGs to OUT.
 
     OUT/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg with Kaggle-style names (person12_virus_3.jpeg,
     IM-0042-0001.jpeg) so patient ids parse; PNEUMONIA images add patchy lung opacities.
     """
-    from cxr_fast.data.synth import synth_dataset
+    from cxr_fast.data.synth import run_synth
 
-    if min_size > max_size:
-        raise UserError(f"--min-size {min_size} is larger than --max-size {max_size}")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"{out} is not empty: pass --overwrite to replace its train/ and test/, or "
-                "choose a new folder"
-            )
-        import shutil
-
-        for split in ("train", "test"):
-            shutil.rmtree(out / split, ignore_errors=True)
-    with _bar(n, "synth") as bar:
-        paths = synth_dataset(
-            out,
-            n,
-            seed=seed,
-            min_size=min_size,
-            max_size=max_size,
-            pneumonia_fraction=pneumonia_fraction,
-            test_fraction=test_fraction,
-            workers=workers,
-            progress=bar.update,
-        )
-    click.echo(f"wrote {plural(len(paths), 'image')} to {out}")
+    config = config_from_cli(SynthConfig, values)
+    with _bar(config.n, "synth") as bar:
+        paths = run_synth(config, progress=bar.update)
+    click.echo(f"wrote {plural(len(paths), 'image')} to {config.out}")
 
 
-@data.command("check")
-@click.argument("root", type=EXISTING)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
+@data.command("check", cls=StageCommand)
+@config_options(CheckConfig)
 @click.option(
-    "--sample",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Decode only this many evenly spaced images (default: all).",
+    "--json",
+    "as_json",
+    is_flag=True,
+    cls=SectionOption,
+    section="output",
+    help="Print the report as JSON instead of text.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_WORKERS,
-    show_default="all cores",
-    help="Processes decoding images in parallel.",
-)
-def data_check(root, as_json, sample, workers) -> None:
+def data_check(as_json: bool, **values) -> None:
     """Report counts per split and class, patients, leakage between splits, image sizes and
     unreadable files or folders under ROOT. Exits 1 when it finds leakage, unreadable files or
     folders, or no images."""
     from cxr_fast.data.check import check_dataset, format_report, none_readable, nothing_to_check
 
+    config = config_from_cli(CheckConfig, values)
     with _bar(0, "decode") as bar:
-        report = check_dataset(root, sample=sample, workers=workers, progress=bar.update)
+        report = check_dataset(
+            config.root, sample=config.sample, workers=config.workers, progress=bar.update
+        )
     empty = nothing_to_check(report)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -279,61 +192,20 @@ def data_check(root, as_json, sample, workers) -> None:
         sys.exit(1)  # the check ran and found a problem in the data (see the README's exit codes)
 
 
-@data.command("stream")
-@click.argument("root", type=EXISTING)
-@LOADER_OPTION
-@DEVICE_OPTION
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Images per batch.",
-)
-@click.option(
-    "--image-size",
-    type=click.IntRange(min=8, max=4096),
-    default=224,
-    show_default=True,
-    help="Square model input size in pixels.",
-)
-@workers_option(minimum=1)
-@click.option(
-    "--train/--eval",
-    "train",
-    default=False,
-    show_default=True,
-    help="Training mode shuffles and augments; eval mode keeps order.",
-)
-def data_stream(root, loader, device, batch_size, image_size, workers, train) -> None:
+@data.command("stream", cls=StageCommand)
+@config_options(StreamConfig)
+def data_stream(**values) -> None:
     """Decode and preprocess every image under ROOT once and print images/s."""
-    from cxr_fast.contract import PreprocessContract
-    from cxr_fast.data.discover import discover, require_images
-    from cxr_fast.data.loaders import make_loader, resolve_loader
-    from cxr_fast.data.throughput import stream
-    from cxr_fast.device import resolve_device
+    from cxr_fast.data.throughput import plan_stream, stream
 
-    records = require_images(discover(root), str(root))
-    contract = PreprocessContract(image_size=image_size)
-    backend = resolve_loader(loader, resolve_device(device), records)
-
-    def build():
-        return make_loader(
-            records,
-            contract,
-            batch_size=batch_size,
-            loader=backend,
-            device=device,
-            train=train,
-            workers=workers,
-        )
-
-    with _bar(len(records), f"stream ({backend})") as bar:
+    config = config_from_cli(StreamConfig, values)
+    count, backend, build = plan_stream(config)
+    with _bar(count, f"stream ({backend})") as bar:
         stats = stream(build, progress=bar.update)
     click.echo(
         f"{plural(stats.images, 'image')} in {stats.seconds:.2f} s: "
-        f"{rate(stats.images, stats.seconds)} ({backend}, {plural(workers, 'worker')}, "
-        f"batch {batch_size}, {image_size} px)"
+        f"{rate(stats.images, stats.seconds)} ({backend}, {plural(config.workers, 'worker')}, "
+        f"batch {config.batch_size}, {config.image_size} px)"
     )
 
 
@@ -1022,112 +894,44 @@ def _cross_fit_line(crossed: dict) -> str:
     )
 
 
-@cli.command("ood-fit")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--data",
-    type=EXISTING,
-    required=True,
-    help="The films the run was trained on (a Kaggle layout's test/ split is left out).",
-)
-@workers_option(minimum=1)
-def ood_fit(run, data, workers) -> None:
+@cli.command("ood-fit", cls=StageCommand)
+@config_options(OodFitConfig)
+def ood_fit(**values) -> None:
     """Fit RUN's input gate on its training films, for a run trained before the gate (training
     fits it by itself). The out-of-distribution threshold is set so that at most 0.5% of the
     films' out-of-fold views exceed it. Rewrites RUN/model.pt (same weights, new checksum) and
     the sidecars of the exports in RUN/export/ made from it, so they gate alike."""
     from cxr_fast.gate.store import fit_and_store
 
+    config = config_from_cli(OodFitConfig, values)
     with _bar(0, "ood-fit") as bar:
-        fit = fit_and_store(run, data, workers=workers, progress=bar.update, on_start=bar.set_total)
+        fit = fit_and_store(
+            config.run,
+            config.data,
+            workers=config.workers,
+            progress=bar.update,
+            on_start=bar.set_total,
+        )
     click.echo(fit.summary())
 
 
-@cli.command("export")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(("auto", *EXPORT_FORMATS)),
-    required=True,
-    help="torchscript: traced and frozen; pt2: torch.export program with a dynamic "
-    "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra); onnx: ONNX for ONNX "
-    "Runtime (the onnx extra); auto: the fastest for this host (int8 on a CPU, TensorRT fp16 "
-    "on CUDA), which `score --model RUN` then uses by itself.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(EXPORT_PRECISIONS),
-    default=None,
-    help="fp32; fp16 (CUDA); int8 (CPU, TorchScript or ONNX: post-training quantisation "
-    "calibrated on training images).  [default: fp16 for tensorrt, else fp32; auto chooses]",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=2),
-    default=EXPORT_BATCH_SIZE,
-    show_default=True,
-    help="Batch used to trace and to check the export against the eager model.",
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.pt2,onnx}]",
-)
-@click.option(
-    "--data",
-    type=EXISTING,
-    default=None,
-    help="Images for the check batch and int8 calibration.  [default: the run's own records: "
-    "int8 calibrates on its training records, checks use its validation records (an ensemble "
-    "has none: training records outside the calibration set); never test/]",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an --out that holds another run's export (or another format or precision).",
-)
-@DEVICE_OPTION
-@TTA_OPTION
-def export(run, fmt, **options) -> None:
+@cli.command("export", cls=StageCommand)
+@config_options(ExportConfig)
+def export(**values) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
-    from cxr_fast.export.stage import ExportConfig, run_export
+    from cxr_fast.export.stage import run_export
 
+    config = config_from_cli(ExportConfig, values)
     # Loading, exporting and the check against the eager model take a while and count nothing.
-    with Working("export", f"{run} ({fmt})"):
-        result = run_export(ExportConfig(run, fmt, **options))
+    with Working("export", f"{config.run} ({config.format})"):
+        result = run_export(config)
     click.echo(result.summary())
 
 
-@cli.command("explain")
-@click.argument("run", type=EXISTING)
-@click.argument("images", nargs=-1, required=True, type=EXISTING)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_CAM_OUT,
-    show_default=True,
-    help="Folder for the overlay PNGs (NAME.HASH.cam.png, one per image).",
-)
-@click.option(
-    "--layer",
-    default=None,
-    help="Target layer, dotted (e.g. layer4, features.6).  [default: the architecture's last "
-    "convolutional block]",
-)
-@click.option(
-    "--method",
-    type=click.Choice(CAM_METHODS),
-    default="gradcam",
-    show_default=True,
-    help="gradcam++ weighs gradients per location; sharper when one region dominates.",
-)
-@DEVICE_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-def explain(run, images, **options) -> None:
+@cli.command("explain", cls=StageCommand)
+@config_options(ExplainConfig)
+def explain(**values) -> None:
     """Grad-CAM overlays for IMAGES (files or folders) of RUN.
 
     Each PNG shows the X-ray and the X-ray with the heat map of the predicted class, with the
@@ -1135,10 +939,11 @@ def explain(run, images, **options) -> None:
     device (its fastest verified export, else the eager model), the map from the eager model's
     gradients. Needs the run folder: exported TorchScript, pt2 and TensorRT files keep none.
     """
-    from cxr_fast.explain.stage import ExplainConfig, run_explain
+    from cxr_fast.explain.stage import run_explain
 
+    config = config_from_cli(ExplainConfig, values)
     with _bar(0, "explain") as bar:
-        result = run_explain(ExplainConfig(run, images, **options), progress=bar.update)
+        result = run_explain(config, progress=bar.update)
     for line, is_error in result.lines():
         click.echo(line, err=is_error)
     click.echo(result.summary())
@@ -1146,130 +951,16 @@ def explain(run, images, **options) -> None:
         sys.exit(1)
 
 
-@cli.command("score")
-@click.argument("archive", type=EXISTING)
-@click.option(
-    "--model",
-    "model_ref",
-    type=EXISTING,
-    required=True,
-    help="A run folder (eager PyTorch) or a file written by `cxr-fast export`.",
-)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Parquet file to write (a folder of part files with --shard or torchrun).",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(BACKENDS),
-    default="auto",
-    show_default=True,
-    help="auto: for a run folder its fastest export in RUN/export/ verified for this device and "
-    "made from its model.pt (`cxr-fast export RUN --format auto`), else the eager model at "
-    "--precision; for a file, the export's own format.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Images per model batch.  [default: "
-    + ", ".join(f"{n} on {kind}" for kind, n in SCORE_BATCH_SIZE.items())
-    + "]",
-)
-@LOADER_OPTION
-@DEVICE_OPTION
-@workers_option(minimum=0)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU threads for the model.  [default: all cores, with OpenMP's passive wait, which "
-    "score sets unless OMP_WAIT_POLICY is set; under OMP_WAIT_POLICY=ACTIVE measured: all "
-    "cores, or the cores the workers leave when decoding is the bottleneck]",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Keep the rows an interrupted run already wrote and score only the rest.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@cli.command("score", cls=StageCommand)
+@config_options(ScoreConfig)
 @click.option(
     "--fail-on-error",
     is_flag=True,
+    cls=SectionOption,
+    section="run",
     help="Exit 1 when any file could not be scored (they are rows either way).",
 )
-@click.option(
-    "--shard",
-    default=None,
-    metavar="I/N",
-    help="Score only slice I of N (0-based) into OUT/part-IIIII.parquet.  "
-    "[default: RANK/WORLD_SIZE under torchrun, else everything]",
-)
-@click.option(
-    "--cam-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write Grad-CAM overlays of the --cam-top most suspicious images (highest probability) "
-    "here and add a cam_path column.",
-)
-@click.option(
-    "--cam-top",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="How many overlays --cam-dir gets (of the whole archive under torchrun; per part "
-    "with --shard).",
-)
-@click.option(
-    "--cam-run",
-    type=EXISTING,
-    default=None,
-    help="Run folder for the overlays when --model is an export kept outside RUN/export/.",
-)
-@click.option(
-    "--cam-layer",
-    default=None,
-    help="Grad-CAM target layer for --cam-dir, as explain's --layer.  [default: the "
-    "architecture's last convolutional block]",
-)
-@click.option(
-    "--cam-method",
-    type=click.Choice(CAM_METHODS),
-    default="gradcam",
-    show_default=True,
-    help="Grad-CAM method for --cam-dir, as explain's --method.",
-)
-@click.option(
-    "--skip-views",
-    default="",
-    metavar="V1,V2",
-    help="DICOM ViewPosition values not to score (e.g. LATERAL,LL): rows with status "
-    "skipped.  [default: score every view; the view_position column records it]",
-)
-@click.option(
-    "--chunk-rows",
-    type=click.IntRange(min=1),
-    default=ROWS_PER_CHUNK,
-    show_default=True,
-    help="Write the rows scored so far to disk every this many rows (what --resume keeps "
-    "after a kill) ...",
-)
-@click.option(
-    "--chunk-seconds",
-    type=click.FloatRange(min=0),
-    default=CHUNK_SECONDS,
-    show_default=True,
-    help="... or every this many seconds, whichever comes first.",
-)
-@TTA_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-@MODALITIES_OPTION
-def score(
-    archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, modalities, **options
-) -> None:
+def score(fail_on_error: bool, **values) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 
     Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
@@ -1284,36 +975,28 @@ def score(
     an interrupted run only when it was made with the same model checksum, contract,
     threshold, backend, precision and archive.
     """
-    from cxr_fast.data.views import parse_views
     from cxr_fast.scoring import head_start, wait_policy
     from cxr_fast.scoring.own_outputs import own_outputs
 
     wait_policy.prefer_passive()  # before torch loads its OpenMP runtime
-    views = parse_views(skip_views)
+    config = config_from_cli(ScoreConfig, values)
     # Before the scoring modules import torch: decoding starts on the cores that start-up
     # leaves idle.
     head = head_start.begin(
-        archive,
-        model_ref,
-        device=options["device"],
-        workers=options["workers"],
-        resume=options["resume"],
-        shard=shard,
-        skip_views=views,
-        outputs=own_outputs(options["out"], options["cam_dir"]),
+        config.archive,
+        config.model,
+        device=config.device,
+        workers=config.workers,
+        resume=config.resume,
+        shard=config.shard,
+        skip_views=config.skip_views,
+        outputs=own_outputs(config.out, config.cam_dir),
     )
     try:
-        from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
+        from cxr_fast.scoring.score import parse_shard, run_score
 
-        config = ScoreConfig(
-            archive=archive,
-            model=model_ref,
-            shard=parse_shard(shard),
-            rows_per_chunk=chunk_rows,
-            skip_views=views,
-            modalities=parse_modalities(modalities),
-            **options,
-        )
+        if config.shard is None:  # under torchrun: RANK/WORLD_SIZE
+            config = dataclasses.replace(config, shard=parse_shard(None))
         with _bar(0, "score") as bar:
             summary = run_score(config, progress=bar.update, head=head, total=bar.set_total)
     finally:
@@ -1326,92 +1009,27 @@ def score(
         sys.exit(1)
 
 
-@cli.command("report")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="HTML file to write.  [default: RUN/report.html]",
-)
-@click.option(
-    "--cams",
-    type=click.IntRange(min=0),
-    default=4,
-    show_default=True,
-    help="Grad-CAM overlays of the most suspicious validation films (0: none; needs the run's "
-    "data folder).",
-)
-@click.option(
-    "--overwrite", is_flag=True, help="Replace an --out that is not a report of this run."
-)
-@DEVICE_OPTION
-def report(run, out, cams, overwrite, device) -> None:
+@cli.command("report", cls=StageCommand)
+@config_options(ReportConfig)
+def report(**values) -> None:
     """One self-contained HTML page (images inline) for RUN: data and leakage check,
     configuration and versions, training curves, validation and every evaluation's metrics with
     95% intervals and plots, the threshold and its source, calibration, and Grad-CAM overlays."""
-    from cxr_fast.report import write_report
+    from cxr_fast.report import run_report
 
-    with Working("report", str(run)):
-        result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
+    config = config_from_cli(ReportConfig, values)
+    with Working("report", str(config.run)):
+        result = run_report(config)
     click.echo(
-        f"report of {run}: {plural(result.evaluations, 'evaluation')}, "
+        f"report of {config.run}: {plural(result.evaluations, 'evaluation')}, "
         f"{plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
         f"{result.path}"
     )
 
 
-@cli.command("serve")
-@click.argument("run", type=EXISTING)
-@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="TCP port.",
-)
-@click.option(
-    "--max-upload-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_MAX_UPLOAD_MB,
-    show_default=True,
-    help="Larger uploads get HTTP 413.",
-)
-@click.option("--layer", default=None, help="Grad-CAM target layer (as for `explain`).")
-@click.option(
-    "--method",
-    type=click.Choice(CAM_METHODS),
-    default="gradcam",
-    show_default=True,
-    help="Grad-CAM.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=DEFAULT_THREADS,
-    show_default=True,
-    help="Worker threads of the WSGI server (waitress); they take turns on the one model.",
-)
-@click.option(
-    "--max-queue",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MAX_QUEUE,
-    show_default=True,
-    help="Requests admitted beyond those being answered; more get 503 with Retry-After.",
-)
-@click.option(
-    "--request-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_REQUEST_TIMEOUT,
-    show_default=True,
-    help="Seconds a request may wait for the model (else 503), or a client may go silent in the "
-    "middle of sending one (else 408).",
-)
-@DEVICE_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-def serve(run, **options) -> None:
+@cli.command("serve", cls=StageCommand)
+@config_options(ServeConfig)
+def serve(**values) -> None:
     """Serve RUN on a web page and a JSON API (the model loads once, here: the one `score
     --model RUN` uses on this device, so the probabilities are score's), on the waitress
     production WSGI server with bounded load (see docs/serving.md).
@@ -1423,9 +1041,9 @@ def serve(run, **options) -> None:
     GET  /api/model           arch, contract, threshold, the run's validation metrics
     GET  /healthz             liveness
     """
-    from cxr_fast.serve.stage import ServeConfig, run_serve
+    from cxr_fast.serve.stage import run_serve
 
-    _echo_summary(run_serve(ServeConfig(run, **options), log=click.echo))
+    _echo_summary(run_serve(config_from_cli(ServeConfig, values), log=click.echo))
 
 
 def main() -> None:
