@@ -13,11 +13,8 @@ import click
 from cxr_fast import __version__
 from cxr_fast.choices import (
     ARCHITECTURES,
-    CALIBRATION_POLICIES,
     DEFAULT_WORKERS,
-    EVAL_BATCH_SIZE,
     LOADERS,
-    MIN_CALIBRATION_PER_CLASS,
     NORMALIZATIONS,
     PRECISIONS,
     PROJECTION_MODALITIES,
@@ -25,7 +22,16 @@ from cxr_fast.choices import (
     TRAIN_EXPORTS,
     RecipeDefaults,
 )
-from cxr_fast.configs import CheckConfig, OodFitConfig, ReportConfig, StreamConfig, SynthConfig
+from cxr_fast.configs import (
+    CalibrateConfig,
+    CheckConfig,
+    EvalConfig,
+    OodFitConfig,
+    ReportConfig,
+    StreamConfig,
+    SynthConfig,
+    TuneConfig,
+)
 from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.stage import ExplainConfig
@@ -573,85 +579,9 @@ def _apply_best(path: Path, options: dict, epochs, aug_strength):
     return epochs, aug_strength
 
 
-@cli.command("tune")
-@click.option("--data", type=EXISTING, required=True, help="Dataset folder (Kaggle layout).")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("tune"),
-    show_default=True,
-    help="Folder for the study database, the trial runs, best.json and the plots.",
-)
-@click.option(
-    "--trials",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Trials to run in this invocation (the study keeps earlier ones).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    help="Stop starting trials after this many seconds.",
-)
-@click.option(
-    "--folds",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="K > 1: judge each trial by K-fold patient-level cross-validation.",
-)
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Epochs per trial (per member with --folds).",
-)
-@click.option(
-    "--arch",
-    "archs",
-    type=click.Choice(ARCHITECTURES),
-    multiple=True,
-    default=("cnn",),
-    show_default=True,
-    help="Architectures to search (repeat the option for several).",
-)
-@click.option(
-    "--image-size",
-    "image_sizes",
-    type=click.IntRange(min=32, max=4096),
-    multiple=True,
-    default=(128, 160, 224),
-    show_default=True,
-    help="Input sizes to search (repeat the option for several).",
-)
-@click.option(
-    "--storage",
-    default=None,
-    help="Optuna storage URL.  [default: sqlite:///OUT/tune.db] Point several machines at "
-    "one PostgreSQL/MySQL URL to tune one study together.",
-)
-@click.option("--study-name", default="cxr-fast", show_default=True, help="Study in the storage.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and split seed.")
-@DEVICE_OPTION
-@workers_option(minimum=0)
-def tune(
-    data,
-    out,
-    trials,
-    timeout,
-    folds,
-    epochs,
-    archs,
-    image_sizes,
-    storage,
-    study_name,
-    seed,
-    device,
-    workers,
-) -> None:
+@cli.command("tune", cls=StageCommand)
+@config_options(TuneConfig)
+def tune(**values) -> None:
     """Search learning rate, weight decay, batch size, augmentation strength, mixup, EMA,
     label smoothing, architecture and image size with Optuna (TPE sampler, median pruner on
     the per-epoch validation ROC-AUC).
@@ -664,26 +594,9 @@ def tune(
     carries only the searched options (architecture and image size included, since the other
     values were tuned for them); train then uses its own epochs and folds unless given.
     """
-    from cxr_fast.tune import TuneConfig, run_tune
+    from cxr_fast.tune import run_tune
 
-    result = run_tune(
-        TuneConfig(
-            data=str(data),
-            out=str(out),
-            trials=trials,
-            timeout=timeout,
-            folds=folds,
-            epochs=epochs,
-            archs=archs,
-            image_sizes=image_sizes,
-            storage=storage,
-            study_name=study_name,
-            seed=seed,
-            workers=workers,
-            device=device,
-        ),
-        log=click.echo,
-    )
+    result = run_tune(config_from_cli(TuneConfig, values), log=click.echo)
     click.echo(
         f"best ROC-AUC {result.best_value:.4f} after {plural(result.trials, 'trial')}: "
         + json.dumps(result.best_params)
@@ -693,142 +606,35 @@ def tune(
         click.echo(f"plot: {path}")
 
 
-@cli.command("evaluate")
-@click.argument("run", type=EXISTING)
+@cli.command("evaluate", cls=StageCommand)
+@config_options(EvalConfig)
 @click.option(
-    "--data",
-    type=EXISTING,
-    required=True,
-    help="Labeled folder (NORMAL/ and PNEUMONIA/ inside, at any level).",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    default=None,
-    help="Decision threshold.  [default: the one chosen on validation, from the run]",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder for metrics.json and the plots (refused when it holds an evaluation of other "
-    "data or another model, unless --overwrite).  [default: RUN/eval/<data name>-<path hash>]",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON instead of a table.")
-@click.option(
-    "--overwrite",
+    "--json",
+    "as_json",
     is_flag=True,
-    help="Replace an --out folder that holds an evaluation of other data or another model.",
+    cls=SectionOption,
+    section="output",
+    help="Print metrics as JSON instead of a table.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=EVAL_BATCH_SIZE,
-    show_default=True,
-    help="Images per batch.",
-)
-@LOADER_OPTION
-@DEVICE_OPTION
-@workers_option(minimum=0)
-@click.option(
-    "--bootstrap",
-    type=click.IntRange(min=0),
-    default=1000,
-    show_default=True,
-    help="Bootstrap resamples for the 95% confidence intervals (0: none).",
-)
-@TTA_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-def evaluate(run, data, as_json, **options) -> None:
+def evaluate(as_json: bool, **values) -> None:
     """Evaluate a trained RUN on a labelled folder: accuracy, precision, sensitivity,
     specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
     intervals, plus ROC, PR, calibration and confusion-matrix plots. Films the input gate
     judges not to be chest X-rays are left out and counted (--accept-ood keeps them)."""
-    from cxr_fast.evaluate import EvalConfig, run_evaluate
+    from cxr_fast.evaluate import run_evaluate
 
+    config = config_from_cli(EvalConfig, values)
     with _bar(0, "evaluate") as bar:
-        result = run_evaluate(EvalConfig(run, data, **options), progress=bar.update)
+        result = run_evaluate(config, progress=bar.update)
     warning = result.warning()
     if warning:
         click.echo(f"warning: {warning}", err=True)
     click.echo(result.summary(as_json))
 
 
-@cli.command("calibrate")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--data",
-    type=EXISTING,
-    required=True,
-    help="The site's labelled sample (NORMAL/ and PNEUMONIA/ inside, at least 50 images and "
-    "--min-per-class of each class).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="New run folder: the same weights with the fitted temperature, bias and threshold.",
-)
-@click.option(
-    "--target-sensitivity",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    help="Choose the threshold that keeps the sample's sensitivity at this level.",
-)
-@click.option(
-    "--threshold-policy",
-    type=click.Choice(CALIBRATION_POLICIES),
-    default=RecipeDefaults.calibration_policy,
-    show_default=True,
-    help="bayes: PNEUMONIA at calibrated P >= 0.5, the fewest errors at the sample's prevalence "
-    "(so the sample should have the site's mix of cases); margin, youden: prevalence-free "
-    "rules on the sample's calibrated probabilities (see `cxr-fast train --help`).",
-)
-@click.option(
-    "--prior-strength",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.calibration_prior,
-    show_default=True,
-    help="Strength of the prior that the run as trained is right (temperature 1, its stored "
-    "threshold): a Gaussian of sd 1/sqrt(S) on the bias and on log T. 0: plain maximum "
-    "likelihood.",
-)
-@click.option(
-    "--min-per-class",
-    type=click.IntRange(min=1),
-    default=MIN_CALIBRATION_PER_CLASS,
-    show_default=True,
-    help="Fewest films of each class the sample must hold; below the default the fit is mostly "
-    "noise, and a warning says so.",
-)
-@click.option(
-    "--cross-fit",
-    "cross_fit",
-    type=click.IntRange(min=2),
-    default=None,
-    metavar="K",
-    help="Also estimate the calibration on films it was not fitted on: split the sample into "
-    "K patient folds, fit on K-1, predict the other, and print the pooled accuracy, "
-    "sensitivity and specificity. With 10, each fit uses 90% of the sample, close to the "
-    "real fit's size.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing calibrated run in --out.")
-@DEVICE_OPTION
-@workers_option(minimum=0)
-def calibrate(
-    run,
-    data,
-    out,
-    target_sensitivity,
-    threshold_policy,
-    prior_strength,
-    min_per_class,
-    cross_fit,
-    overwrite,
-    device,
-    workers,
-):
+@cli.command("calibrate", cls=StageCommand)
+@config_options(CalibrateConfig)
+def calibrate(**values) -> None:
     """Calibrate RUN for a deployment site on a small labelled sample from that site.
 
     Platt scaling fits a temperature and a bias, so that P(PNEUMONIA) = sigmoid(logit / T + b)
@@ -847,19 +653,21 @@ def calibrate(
     from cxr_fast.leakage import leakage_warning
     from cxr_fast.metrics import format_metrics
 
+    config = config_from_cli(CalibrateConfig, values)
+    data = config.data
     with _bar(0, "calibrate") as bar:
         result = run_calibrate(
-            run,
+            config.run,
             data,
-            out,
-            target_sensitivity=target_sensitivity,
-            policy=threshold_policy,
-            prior=prior_strength,
-            device=device,
-            workers=workers,
-            overwrite=overwrite,
-            min_per_class=min_per_class,
-            cross_fit_folds=cross_fit,
+            config.out,
+            target_sensitivity=config.target_sensitivity,
+            policy=config.threshold_policy,
+            prior=config.prior_strength,
+            device=config.device,
+            workers=config.workers,
+            overwrite=config.overwrite,
+            min_per_class=config.min_per_class,
+            cross_fit_folds=config.cross_fit,
             progress=bar.update,
             on_total=bar.set_total,
         )

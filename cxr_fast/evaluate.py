@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_fast.choices import DEFAULT_WORKERS, EVAL_BATCH_SIZE
+from cxr_fast.configs import EvalConfig
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.discover import discover, require_images
 from cxr_fast.data.loaders import make_loader
@@ -103,25 +103,6 @@ def _refuse_other(out_dir: Path, data_sha: str, model_sha: str) -> None:
         f"{out_dir} holds an evaluation of {what} ({old.get('data', '?')}): pass --overwrite "
         "to replace it, or choose another --out"
     )
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What ``cxr-fast evaluate`` was asked to do."""
-
-    run: Path
-    data: Path  # a labelled folder
-    threshold: float | None = None  # None: the run's own
-    out: Path | None = None  # None: default_out_dir(run, data)
-    loader: str = "auto"
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast where the CPU has it (precision.py)
-    batch_size: int = EVAL_BATCH_SIZE
-    workers: int = DEFAULT_WORKERS
-    bootstrap: int = 1000
-    tta: bool = False
-    overwrite: bool = False
-    accept_ood: bool = False  # keep films the input gate refuses (else left out and counted)
 
 
 def _gated(batches: Iterable[Batch], gate: InputGate, refused: dict[int, str]) -> Iterator[Batch]:

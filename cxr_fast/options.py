@@ -92,15 +92,22 @@ def check_options(config: Any) -> None:
     """Check every declared range and choice of ``config``: the first problem as one line."""
     for f in fields(config):
         spec, value = spec_of(f), getattr(config, f.name)
-        if spec is None or value is None or isinstance(value, bool):
-            continue
-        problem = None
-        if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
-            problem = f"must be one of {', '.join(spec.choices)}"
-        elif isinstance(value, (int, float)):
-            problem = _range_problem(spec, value)
-        if problem:
-            raise UserInputError(f"{option_name(f)} {problem}, got {value!r}")
+        values = value if isinstance(value, tuple) and spec and spec.multiple else (value,)
+        for one in values:
+            problem = spec and _problem(spec, one)
+            if problem:
+                raise UserInputError(f"{option_name(f)} {problem}, got {one!r}")
+
+
+def _problem(spec: OptionSpec, value: Any) -> str | None:
+    """What is wrong with one value of an option, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
+        return f"must be one of {', '.join(spec.choices)}"
+    if isinstance(value, (int, float)):
+        return _range_problem(spec, value)
+    return None
 
 
 def _base_type(cls: type, f: dataclasses.Field) -> Any:
@@ -115,19 +122,19 @@ def _base_type(cls: type, f: dataclasses.Field) -> Any:
 def _click_type(spec: OptionSpec, kind: Any) -> Any:
     if spec.choices is not None:
         return click.Choice(spec.choices)
-    if kind is Path:
+    if typing.get_origin(kind) is tuple and spec.multiple:
+        return _click_type(spec, typing.get_args(kind)[0])
+    if kind is Path or (kind is str and (spec.exists or not spec.file_okay or not spec.dir_okay)):
         return click.Path(
             exists=spec.exists,
             dir_okay=spec.dir_okay,
             file_okay=spec.file_okay,
-            path_type=Path,
+            path_type=kind,
         )
     if kind in (int, float) and (spec.min is not None or spec.max is not None):
         ranged = click.IntRange if kind is int else click.FloatRange
         bounds = dict(min_open=spec.min_open, max_open=spec.max_open)
         return ranged(spec.min, spec.max, **bounds)
-    if typing.get_origin(kind) is tuple and spec.multiple:
-        return _click_type(spec, typing.get_args(kind)[0])
     return kind if kind in (int, float) else str
 
 

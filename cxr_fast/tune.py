@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxr_fast.choices import DEFAULT_WORKERS
+from cxr_fast.configs import TuneConfig
 from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.text import plural
@@ -37,25 +37,6 @@ SEARCHED = (
     "ema_decay",
     "label_smoothing",
 )
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """A search: the data, its size and where the study and the trial runs live."""
-
-    data: str
-    out: str
-    trials: int = 20
-    timeout: float | None = None
-    folds: int = 1
-    epochs: int = 8
-    archs: tuple[str, ...] = ("cnn",)
-    image_sizes: tuple[int, ...] = (128, 160, 224)
-    storage: str | None = None
-    study_name: str = "cxr-fast"
-    seed: int = 0
-    workers: int = DEFAULT_WORKERS
-    device: str = "auto"
 
 
 def suggest(trial: Any, config: TuneConfig) -> dict[str, Any]:
