@@ -30,8 +30,8 @@ from cxr_fast.choices import (
     DEFAULT_WORKERS,
     MIN_CALIBRATION_PER_CLASS,
     ROC_POLICIES,
-    RecipeDefaults,
 )
+from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import Record, discover, paths_sha256
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.split import patient_folds
@@ -147,7 +147,7 @@ def bayes_choice(labels: np.ndarray, probs: np.ndarray) -> dict:
 def fit_site(
     logits: np.ndarray,
     labels: np.ndarray,
-    policy: str = RecipeDefaults.calibration_policy,
+    policy: str = CalibrateConfig.threshold_policy,
     target_sensitivity: float | None = None,
     *,
     threshold: float = 0.5,
@@ -177,7 +177,7 @@ def cross_fitted(
     labels: np.ndarray,
     folds: list[int],
     k: int,
-    policy: str = RecipeDefaults.calibration_policy,
+    policy: str = CalibrateConfig.threshold_policy,
     target_sensitivity: float | None = None,
     *,
     threshold: float = 0.5,
@@ -210,7 +210,7 @@ def cross_fit(
     logits: np.ndarray,
     labels: np.ndarray,
     k: int,
-    policy: str = RecipeDefaults.calibration_policy,
+    policy: str = CalibrateConfig.threshold_policy,
     target_sensitivity: float | None = None,
     *,
     threshold: float = 0.5,
@@ -330,8 +330,8 @@ def run_calibrate(
     out: Path,
     *,
     target_sensitivity: float | None = None,
-    policy: str = RecipeDefaults.calibration_policy,
-    prior: float = RecipeDefaults.calibration_prior,
+    policy: str = CalibrateConfig.threshold_policy,
+    prior: float = CalibrateConfig.prior_strength,
     device: str = "auto",
     workers: int = DEFAULT_WORKERS,
     bootstrap: int = 1000,

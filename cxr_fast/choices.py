@@ -47,69 +47,6 @@ MIN_CALIBRATION_PER_CLASS = 20
 NORMALIZATIONS = ("none", "per-image", "equalize")
 
 
-class RecipeDefaults:
-    """Defaults of the training recipe (the CLI's defaults and TrainConfig's are these); the
-    comments say which were chosen by the measurements in docs/results.md."""
-
-    batch_size = 32
-    lr = 1e-3
-    weight_decay = 1e-4
-    val_fraction = 0.15
-    patience = 5
-    warmup_epochs = 1.0
-    clip_grad = 1.0
-    ema_decay = 0.0
-    label_smoothing = 0.0
-    mixup = 0.0
-    erase = 0.0
-    normal_blur = 0.0
-    normalize = "none"
-    crop = 1.0
-    # Margin, not "shift": on 8 fold-ensemble runs without --stretch, shift called 1-8 more of
-    # the sample's healthy films healthy, but with the stretch (two seeds) it only raised the
-    # threshold past 1 and 3 pneumonia films: what it corrected was the aspect shortcut
-    # (docs/results.md).
-    threshold_policy = "margin"
-    # Cross-fitted on the 193-film sample (bench/site_calibration.py): bayes 0.91 accuracy against
-    # 0.86 for the margin policy refitted on the tempered probabilities (docs/results.md).
-    calibration_policy = "bayes"
-    # Platt's prior strength (calibrate.fit_platt): a Gaussian of sd 1/sqrt(3) = 0.58 on the bias
-    # and on log T around the run as trained. Cross-fitted on the sample (10 folds by patient),
-    # 11 runs averaged 0.920 accuracy with it against 0.917 by plain maximum likelihood
-    # (0.912 with 2 folds); strengths 2 to 5 were alike (docs/results.md).
-    calibration_prior = 3.0
-    # Augmentation ranges x2 (rotation 14 deg, zoom 16%, shift 10%, brightness/contrast 20%):
-    # the one change that moved the external sample (docs/results.md); x3 and EMA/label
-    # smoothing did worse there and on validation.
-    aug_strength = 2.0
-    # Acquisition augmentation (blur, gamma, grain; SITE_RANGES times this): off, as it moved
-    # neither validation nor the sample beyond noise (cnn 160 px and resnet18 128 px,
-    # docs/results.md); --site-aug 1 turns it on.
-    site_aug = 0.0
-    # Aspect-ratio augmentation (Augment.stretch), r from 0.71 to 1.4: the films were squashed
-    # to a square from originals of other shapes, and without it a film 15% narrower made the
-    # model call 24% of healthy films pneumonia (bench/aspect.py). Sample accuracy 0.876 -> 0.938
-    # and ROC-AUC 0.970 -> 0.977, at an out-of-fold ROC-AUC of 0.9943 against 0.9973: the
-    # proportions are predictive within train/ only (docs/results.md).
-    stretch = 0.4
-    # The zoom range (factor 1 +- zoom) when set; None: 0.08 x aug_strength (0.16).
-    zoom: float | None = None
-    # resnet18 from scratch at 128 px: validation ROC-AUC 0.9984 against the cnn's 0.9971-0.9975
-    # at 128-224 px, sample ROC-AUC 0.977 against 0.953-0.965, and at 128 px it trains in about
-    # the time the cnn takes at 224.
-    arch = "resnet18"
-    image_size = 128
-    # Three patient-level folds -> an ensemble and a threshold chosen on 5,216 out-of-fold
-    # predictions instead of one 775-image split, within 40 minutes on 2 CPU cores (five
-    # resnet18 members would take about an hour).
-    folds = 3
-    epochs = 12
-    # The host's best verified export, built when training ends: without it the plain
-    # `score --model RUN` runs the eager model (resnet18 128 px whole command: 1.46x the plain
-    # torchvision scorer against 2.45x with an int8 export; docs/benchmarks.md).
-    export = "auto"
-
-
 # DataLoader worker processes (or DALI threads, or decoding processes) of every stage that
 # loads images, when not given: all cores. The CLI's --workers shows it as "all cores".
 DEFAULT_WORKERS = os.cpu_count() or 1

@@ -12,15 +12,10 @@ import click
 
 from cxr_fast import __version__
 from cxr_fast.choices import (
-    ARCHITECTURES,
     DEFAULT_WORKERS,
     LOADERS,
-    NORMALIZATIONS,
     PRECISIONS,
     PROJECTION_MODALITIES,
-    THRESHOLD_POLICIES,
-    TRAIN_EXPORTS,
-    RecipeDefaults,
 )
 from cxr_fast.configs import (
     CalibrateConfig,
@@ -32,15 +27,23 @@ from cxr_fast.configs import (
     SynthConfig,
     TuneConfig,
 )
-from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.stage import ExplainConfig
 from cxr_fast.export.stage import ExportConfig
-from cxr_fast.options import SectionOption, StageCommand, config_from_cli, config_options
+from cxr_fast.options import (
+    SectionOption,
+    StageCommand,
+    build_config,
+    config_from_cli,
+    config_options,
+    given,
+    merged_values,
+)
 from cxr_fast.progress import Progress, Working
 from cxr_fast.scoring.score_config import ScoreConfig
 from cxr_fast.serve.stage import ServeConfig
 from cxr_fast.text import plural, rate
+from cxr_fast.training.config import AugmentOptions, TrainConfig
 
 EXISTING = click.Path(exists=True, path_type=Path)
 LOADER_OPTION = click.option(
@@ -215,301 +218,24 @@ def data_stream(**values) -> None:
     )
 
 
-@cli.command("train")
-@click.option(
-    "--data",
-    type=EXISTING,
-    default=None,
-    help="Dataset folder (Kaggle layout). Training uses train/; validation is val/ "
-    "when it holds >= 100 images, else a patient-level split of train/.",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Run folder to create (or to continue with --resume).",
-)
-@click.option(
-    "--arch",
-    type=click.Choice(ARCHITECTURES),
-    default=RecipeDefaults.arch,
-    show_default=True,
-    help="Model architecture (one grey channel in, one logit out).",
-)
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=None,
-    help=f"Epochs to train.  [default: {RecipeDefaults.epochs}; with --resume: the run's own]",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=2),
-    default=RecipeDefaults.batch_size,
-    show_default=True,
-    help="Images per training step.",
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=RecipeDefaults.lr,
-    show_default=True,
-    help="Peak learning rate (AdamW).",
-)
-@click.option(
-    "--weight-decay",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.weight_decay,
-    show_default=True,
-    help="AdamW weight decay.",
-)
-@click.option(
-    "--image-size",
-    type=click.IntRange(min=32, max=4096),
-    default=RecipeDefaults.image_size,
-    show_default=True,
-    help="Square input size in pixels (stored in the contract).",
-)
-@LOADER_OPTION
-@DEVICE_OPTION
-@PRECISION_OPTION
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed for the split, initialisation, shuffling and augmentation.",
-)
-@click.option(
-    "--val-fraction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=RecipeDefaults.val_fraction,
-    show_default=True,
-    help="Share of each class's patients held out for validation.",
-)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=1),
-    default=RecipeDefaults.patience,
-    show_default=True,
-    help="Stop after this many epochs without a better validation ROC-AUC.",
-)
-@click.option(
-    "--warmup-epochs",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.warmup_epochs,
-    show_default=True,
-    help="Linear learning-rate warm-up before the cosine decay.",
-)
-@click.option(
-    "--clip-grad",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.clip_grad,
-    show_default=True,
-    help="Clip the gradient norm to this (0: off).",
-)
-@click.option(
-    "--pos-weight",
-    default="auto",
-    show_default=True,
-    help="BCE weight of PNEUMONIA: auto balances the classes (normal/pneumonia "
-    "count), none, or a number.",
-)
-@click.option(
-    "--target-sensitivity",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    help="Choose the decision threshold that keeps validation sensitivity at this "
-    "level (e.g. 0.95) instead of the --threshold-policy rule (margin by default).",
-)
-@click.option(
-    "--pretrained",
-    default=None,
-    help="ImageNet weights: a file, or 'imagenet' for torchvision's (downloaded once into the "
-    "torch hub cache, hash-checked; offline, pass a file).",
-)
-@workers_option(minimum=0)
-@click.option(
-    "--augment/--no-augment",
-    default=True,
-    show_default=True,
-    help="Random rotation, zoom, shift, brightness and contrast while training.",
-)
-@click.option(
-    "--hflip/--no-hflip",
-    default=False,
-    show_default=True,
-    help="Also flip horizontally (off: the heart is on the left).",
-)
-@click.option(
-    "--aug-strength",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.aug_strength,
-    show_default=True,
-    help="Multiply every augmentation range (rotation, zoom, shift, brightness, contrast).",
-)
-@click.option(
-    "--stretch",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.stretch,
-    show_default=True,
-    help="Aspect-ratio augmentation: scale each training film's width by sqrt(r) and height "
-    "by 1/sqrt(r), r drawn log-uniformly from [1/(1+S), 1+S] (0: off). Films stretched to a "
-    "square from originals of another shape keep proportions that are the site's, not the "
-    "disease's.",
-)
-@click.option(
-    "--zoom",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=RecipeDefaults.zoom,
-    help="Zoom range: each training film scaled about its centre by a factor drawn uniformly "
-    "from [1-Z, 1+Z], black outside.  [default: 0.08 x --aug-strength]",
-)
-@click.option(
-    "--site-aug",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.site_aug,
-    show_default=True,
-    help="Acquisition augmentation: blur up to sigma 1 px, gamma 0.8-1.25 and grain up to 4 "
-    "grey levels, times this (0: off). Teaches the model that sharpness, exposure curve and "
-    "detector noise are the site's, not the disease's.",
-)
-@click.option(
-    "--ema-decay",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=RecipeDefaults.ema_decay,
-    show_default=True,
-    help="Exponential moving average of the weights, validated and saved instead of the raw "
-    "weights (0: off).",
-)
-@click.option(
-    "--label-smoothing",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=RecipeDefaults.label_smoothing,
-    show_default=True,
-    help="Pull the 0/1 targets towards 0.5 by this fraction.",
-)
-@click.option(
-    "--mixup",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.mixup,
-    show_default=True,
-    help="Mixup Beta(a, a) concentration (0: off).",
-)
-@click.option(
-    "--erase",
-    type=click.FloatRange(0, 1),
-    default=RecipeDefaults.erase,
-    show_default=True,
-    help="Random erasing: with this probability, blank one random rectangle (2-25% of the "
-    "image) of each training image, so no single region (a marker, a border) decides.",
-)
-@click.option(
-    "--normalize",
-    type=click.Choice(NORMALIZATIONS),
-    default=RecipeDefaults.normalize,
-    show_default=True,
-    help="per-image: standardise every image by its own mean and standard deviation; "
-    "equalize: histogram-equalise every resized image (any monotone grey curve gives the same "
-    "input). Part of the preprocessing contract, so scoring does the same.",
-)
-@click.option(
-    "--normal-blur",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.normal_blur,
-    show_default=True,
-    help="Blur every NORMAL training film by a Gaussian of sigma up to this many input pixels "
-    "(0: off). The training normals are sharper than the pneumonia films, which a model can "
-    "learn as a cue that another site's softer normals do not share.",
-)
-@click.option(
-    "--crop",
-    type=click.FloatRange(MIN_CROP, 1),
-    default=RecipeDefaults.crop,
-    show_default=True,
-    help="Keep the central fraction of every film's width and height before resizing (1: the "
-    "whole film), so borders, collimation and burnt-in markers are out of view. Part of the "
-    "preprocessing contract, so scoring does the same.",
-)
-@click.option(
-    "--threshold-policy",
-    type=click.Choice(THRESHOLD_POLICIES),
-    default=RecipeDefaults.threshold_policy,
-    show_default=True,
-    help="margin: the middle (in logit space) of the thresholds whose Youden J is within one "
-    "standard error of the best; youden: the sharpest maximum; shift: the margin rule on the "
-    "worst J over the validation (or out-of-fold) films as they are and re-scored blurred (1 "
-    "and 2 px), under gamma 0.8 and 1.25 and with grain (one extra scoring pass when training "
-    "ends).",
-)
-@click.option(
-    "--folds",
-    type=click.IntRange(min=1),
-    default=RecipeDefaults.folds,
-    show_default=True,
-    help="K > 1: train K members on patient-level folds into one ensemble run (mean of "
-    "logits), with out-of-fold predictions for every training image and the threshold chosen "
-    "on them.",
-)
-@click.option(
-    "--export",
-    type=click.Choice(TRAIN_EXPORTS),
-    default=RecipeDefaults.export,
-    show_default=True,
-    help="When training ends, build what `cxr-fast export RUN --format auto` builds (int8 on a "
-    "CPU, TensorRT on CUDA), verified against the model, so that `score --model RUN` uses it by "
-    "itself; a failed export is a warning. none: no export.",
-)
-@click.option(
-    "--gate/--no-gate",
-    default=True,
-    show_default=True,
-    help="When training ends, fit the input gate on the training films (stored in model.pt and "
-    "every export): films unlike them get status not_cxr and no verdict. --no-gate: only the "
-    "DICOM header and pixel checks (for a run that scores films unlike its training films on "
-    "purpose, such as one trained on synthetic films).",
-)
-@click.option(
-    "--skip-bad",
-    is_flag=True,
-    help="Train without the files that fail the pre-flight decode check (they are listed in "
-    "config.json) instead of refusing to start.",
-)
+@cli.command("train", cls=StageCommand)
+@config_options(TrainConfig, AugmentOptions)
 @click.option(
     "--resume",
     is_flag=True,
+    cls=SectionOption,
+    section="run",
     help="Continue the run in --out from its last finished epoch, with its saved configuration "
     "(refused when the data changed since it started).",
 )
 @click.option(
-    "--sync-bn",
+    "--dry-run",
     is_flag=True,
-    help="Under torchrun on GPUs: SyncBatchNorm (batch statistics over all processes).",
+    cls=SectionOption,
+    section="run",
+    help="Print the resolved configuration and exit.",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A best.json from `cxr-fast tune`: its values replace the defaults of the options it "
-    "names (options given on the command line still win).",
-)
-@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
-def train(
-    data,
-    out,
-    epochs,
-    resume,
-    dry_run,
-    augment,
-    hflip,
-    aug_strength,
-    stretch,
-    zoom,
-    site_aug,
-    config_file,
-    **options,
-) -> None:
+def train(resume: bool, dry_run: bool, **values) -> None:
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
     The folder gets model.pt (best validation ROC-AUC, with its preprocessing contract and
@@ -521,31 +247,13 @@ def train(
     DistributedDataParallel (NCCL on GPUs, gloo on CPUs); --batch-size is per process and only
     rank 0 writes the run folder. See docs/distributed.md.
     """
-    from cxr_fast.data.augment import recipe_augment
-    from cxr_fast.training.config import TrainConfig
     from cxr_fast.training.folds import describe_folds, folds_under_torchrun
-    from cxr_fast.training.trainer import plan, resume_config, run_train
+    from cxr_fast.training.trainer import plan, run_train
 
-    if config_file is not None:
-        epochs, aug_strength = _apply_best(config_file, options, epochs, aug_strength)
-    if resume:
-        export = options["export"] if _given("export") else None
-        config = resume_config(out, epochs, export, data=data)
-    else:
-        if data is None:
-            raise UserError("--data is required (unless --resume)")
-        config = TrainConfig(
-            data=str(data),
-            out=str(out),
-            epochs=epochs or RecipeDefaults.epochs,
-            augment=recipe_augment(
-                aug_strength, stretch=stretch, site_aug=site_aug, zoom=zoom, hflip=hflip
-            )
-            if augment
-            else None,
-            **options,
-        )
-    config = folds_under_torchrun(config, explicit=_given("folds"), log=click.echo)
+    ctx = click.get_current_context()
+    values = merged_values(values, ctx)
+    config = _resumed(values, ctx) if resume else _new_run(values)
+    config = folds_under_torchrun(config, explicit=given(ctx, "folds"), log=click.echo)
     if dry_run:
         # An ensemble's plan lists every member's fold: the counts its run will log.
         described = describe_folds(config) if config.folds > 1 else plan(config).describe()
@@ -554,29 +262,21 @@ def train(
     _echo_summary(run_train(config, resume=resume, log=click.echo))
 
 
-def _given(name: str) -> bool:
-    """Whether option ``name`` was given (on the command line or by the environment)."""
-    from click.core import ParameterSource
+def _new_run(values: dict) -> TrainConfig:
+    if values["data"] is None:
+        raise UserError("--data is required (unless --resume)")
+    augment = build_config(AugmentOptions, values).build()
+    return build_config(TrainConfig, values, augment=augment)
 
-    source = click.get_current_context().get_parameter_source(name)
-    return source is not None and source != ParameterSource.DEFAULT
 
+def _resumed(values: dict, ctx: click.Context) -> TrainConfig:
+    """The saved configuration of --out, with the epochs and export given now."""
+    from cxr_fast.training.trainer import resume_config
 
-def _apply_best(path: Path, options: dict, epochs, aug_strength):
-    """Fill the train options still at their defaults from a tune best.json."""
-    from cxr_fast.tune import read_best
+    def now(name: str):
+        return values[name] if given(ctx, name) else None
 
-    best = read_best(path)
-    for name, value in best.items():
-        if _given(name):
-            continue
-        if name == "epochs":
-            epochs = value
-        elif name == "aug_strength":
-            aug_strength = value
-        else:
-            options[name] = value
-    return epochs, aug_strength
+    return resume_config(Path(values["out"]), now("epochs"), now("export"), data=values["data"])
 
 
 @cli.command("tune", cls=StageCommand)

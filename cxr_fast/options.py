@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import tomllib
 import types
 import typing
@@ -111,12 +112,19 @@ def _problem(spec: OptionSpec, value: Any) -> str | None:
 
 
 def _base_type(cls: type, f: dataclasses.Field) -> Any:
-    """The field's type without ``| None`` (resolved from the string annotations)."""
-    hint = typing.get_type_hints(cls)[f.name]
+    """The field's type without ``| None``, resolved from its string annotation alone (other
+    fields may name types imported for type checkers only)."""
+    hint = f.type
+    if isinstance(hint, str):
+        hint = eval(hint, vars(sys.modules[cls.__module__]))
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = args[0]
     return hint
+
+
+def _is_path(spec: OptionSpec) -> bool:
+    return spec.exists or not spec.file_okay or not spec.dir_okay
 
 
 def _click_type(spec: OptionSpec, kind: Any) -> Any:
@@ -124,7 +132,7 @@ def _click_type(spec: OptionSpec, kind: Any) -> Any:
         return click.Choice(spec.choices)
     if typing.get_origin(kind) is tuple and spec.multiple:
         return _click_type(spec, typing.get_args(kind)[0])
-    if kind is Path or (kind is str and (spec.exists or not spec.file_okay or not spec.dir_okay)):
+    if kind is Path or (kind is str and _is_path(spec)):
         return click.Path(
             exists=spec.exists,
             dir_okay=spec.dir_okay,
@@ -213,14 +221,15 @@ CONFIG_OPTION_HELP = (
 )
 
 
-def config_options(cls: type, skip: tuple[str, ...] = ()) -> Callable:
-    """Decorate a command with one option per declared field of ``cls`` and ``--config``."""
+def config_options(*classes: type) -> Callable:
+    """Decorate a command with one option per declared field of ``classes`` and ``--config``."""
 
     def decorate(function: Callable) -> Callable:
         params = [
             _param_for(cls, f)
+            for cls in classes
             for f in fields(cls)
-            if spec_of(f) is not None and spec_of(f).cli and f.name not in skip
+            if spec_of(f) is not None and spec_of(f).cli
         ]
         params.append(
             SectionOption(
@@ -248,11 +257,21 @@ def read_config_file(path: Path) -> dict:
         raise UserInputError(f"{path} is not a valid config file: {exc}") from None
     if not isinstance(data, dict):
         raise UserInputError(f"{path} must hold a table of option values")
+    if isinstance(data.get("params"), dict):
+        # A best.json of `cxr-fast tune`: its searched options. The trial budget beside them
+        # (screened_with) sized the screening; applying it would not train the recipe.
+        data = data["params"]
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
+_FROM_FILE = "cxr_fast.options.from_file"
+
+
 def given(ctx: click.Context, name: str) -> bool:
-    """Whether option ``name`` was given on the command line (or by the environment)."""
+    """Whether option ``name`` was given: on the command line, by the environment or in the
+    ``--config`` file."""
+    if name in ctx.meta.get(_FROM_FILE, ()):
+        return True
     source = ctx.get_parameter_source(name)
     return source is not None and source not in (
         ParameterSource.DEFAULT,
@@ -271,6 +290,8 @@ def _from_text(cls: type, f: dataclasses.Field, value: Any) -> Any:
         return spec.parse(value)
     if kind is Path:
         return Path(value)
+    if kind is str and spec is not None and _is_path(spec):
+        return str(Path(value))
     if isinstance(value, list):
         return tuple(value)
     return value
@@ -304,27 +325,34 @@ def merged_values(values: dict, ctx: click.Context | None = None) -> dict:
     values = dict(values)
     path = values.pop("config_file", None)
     if path is not None:
+        from_file = ctx.meta.setdefault(_FROM_FILE, set())
         for name, value in file_values(path, _aliases(ctx, set(values))).items():
             if not given(ctx, name):
                 values[name] = value
+                from_file.add(name)
     return values
 
 
-def config_from_cli(cls: type, values: dict, **extra: Any) -> Any:
-    """Build ``cls`` from a command's values, a ``--config`` file's and ``extra``."""
-    merged = merged_values(values)
+def build_config(cls: type, values: dict, **extra: Any) -> Any:
+    """``cls`` from the merged ``values`` of a command (those of its fields) and ``extra``."""
     by_name = {f.name: f for f in fields(cls)}
-    for name, value in merged.items():
+    chosen = {k: v for k, v in values.items() if k in by_name}
+    for name, value in chosen.items():
         spec = spec_of(by_name[name])
         if value is None and spec is not None and spec.required:
             raise click.UsageError(f"Missing option '{option_name(by_name[name])}'.")
     built = {}
-    for name, value in {**merged, **extra}.items():
+    for name, value in {**chosen, **extra}.items():
         f = by_name[name]
         if value is None and f.default is MISSING and f.default_factory is MISSING:
             built[name] = value
         elif value is None and spec_of(f) is not None and spec_of(f).parse is not None:
             continue  # not given: the field's own default
         else:
-            built[name] = _from_text(cls, f, value)
+            built[name] = _from_text(cls, f, value) if name not in extra else value
     return cls(**built)
+
+
+def config_from_cli(cls: type, values: dict, **extra: Any) -> Any:
+    """Build ``cls`` from a command's values, a ``--config`` file's and ``extra``."""
+    return build_config(cls, merged_values(values), **extra)

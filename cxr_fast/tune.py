@@ -56,17 +56,13 @@ def suggest(trial: Any, config: TuneConfig) -> dict[str, Any]:
 
 def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     """The :class:`TrainConfig` that a dict of train options (best.json's) describes."""
-    from cxr_fast.choices import RecipeDefaults
-    from cxr_fast.data.augment import recipe_augment
-    from cxr_fast.training.config import TrainConfig
+    from cxr_fast.training.config import AugmentOptions, TrainConfig
 
     values = dict(params)
-    augment = recipe_augment(
-        values.pop("aug_strength", 1.0),
-        stretch=RecipeDefaults.stretch,
-        site_aug=values.pop("site_aug", RecipeDefaults.site_aug),
-        zoom=RecipeDefaults.zoom,
-    )
+    augment = AugmentOptions(
+        aug_strength=values.pop("aug_strength", 1.0),
+        site_aug=values.pop("site_aug", AugmentOptions.site_aug),
+    ).build()
     return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)
 
 
@@ -88,6 +84,7 @@ def _objective(config: TuneConfig, log: Callable[[str], None]):
             seed=config.seed,
             workers=config.workers,
             device=config.device,
+            export="none",  # a trial is judged, not deployed
         )
 
         def report(step: int, auc: float) -> None:

@@ -17,6 +17,7 @@ def shift_run(synth_small, tmp_path_factory):
     config = TrainConfig(
         data=str(synth_small), out=str(out), arch="cnn", epochs=2, image_size=64,
         batch_size=16, val_fraction=0.25, lr=3e-3, workers=0, threshold_policy="shift",
+        folds=1, export="none",
     )  # fmt: skip
     run_train(config, log=lambda _: None)
     return out
