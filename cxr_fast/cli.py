@@ -11,12 +11,6 @@ from pathlib import Path
 import click
 
 from cxr_fast import __version__
-from cxr_fast.choices import (
-    DEFAULT_WORKERS,
-    LOADERS,
-    PRECISIONS,
-    PROJECTION_MODALITIES,
-)
 from cxr_fast.configs import (
     CalibrateConfig,
     CheckConfig,
@@ -44,76 +38,6 @@ from cxr_fast.scoring.score_config import ScoreConfig
 from cxr_fast.serve.stage import ServeConfig
 from cxr_fast.text import plural, rate
 from cxr_fast.training.config import AugmentOptions, TrainConfig
-
-EXISTING = click.Path(exists=True, path_type=Path)
-LOADER_OPTION = click.option(
-    "--loader",
-    type=click.Choice(LOADERS),
-    default="auto",
-    show_default=True,
-    help="dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the faster "
-    "measured one on CPU.",
-)
-DEVICE_OPTION = click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when present), cpu, cuda or cuda:N.",
-)
-
-PRECISION_OPTION = click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA where "
-    "supported (else fp16 with GradScaler when training), fp32 on other CPUs.",
-)
-
-
-def workers_option(minimum: int):
-    """``--workers``: DALI threads or DataLoader processes (0: load in the main process)."""
-    return click.option(
-        "--workers",
-        type=click.IntRange(min=minimum),
-        default=DEFAULT_WORKERS,
-        show_default="all cores",
-        help="DALI threads or DataLoader worker processes.",
-    )
-
-
-TTA_OPTION = click.option(
-    "--tta/--no-tta",
-    default=False,
-    show_default=True,
-    help="Test-time augmentation: average the logits of the film, a 90% zoom-in and a 90% "
-    "zoom-out (three forward passes: three times the model's cost).",
-)
-
-ACCEPT_OOD_OPTION = click.option(
-    "--accept-ood",
-    is_flag=True,
-    help="Give a verdict even for films the input gate judges not to be a frontal chest "
-    "X-ray (another modality or body part, a photo, a page, a blank): scored, with the "
-    "gate's reason in warnings.  [default: refused, status not_cxr, no verdict]",
-)
-MODALITIES_OPTION = click.option(
-    "--modalities",
-    default=",".join(PROJECTION_MODALITIES),
-    show_default=True,
-    metavar="M1,M2",
-    help="DICOM Modality values the input gate accepts (other modalities get status not_cxr).",
-)
-
-
-def parse_modalities(text: str) -> tuple[str, ...]:
-    """``CR,DX`` -> ("CR", "DX"); an empty list is a mistake."""
-    found = tuple(part.strip().upper() for part in text.split(",") if part.strip())
-    if not found:
-        raise click.BadParameter(
-            "give at least one modality, e.g. CR,DX", param_hint="--modalities"
-        )
-    return found
 
 
 class UserError(CxrFastError):

@@ -89,3 +89,14 @@ def test_unknown_or_bad_config_file_keys_are_one_clear_line(monkeypatch, capsys,
 def test_a_required_option_left_out_is_one_line(monkeypatch, capsys, tmp_path):
     code, _, err = run_main(monkeypatch, capsys, "ood-fit", tmp_path)
     assert_one_line(code, err, "Missing option '--data'")
+
+
+def test_train_config_defaults_are_the_run_the_command_makes(kaggle_dir, tmp_path):
+    from cxr_fast.training.config import TrainConfig
+
+    args = ["train", "--data", str(kaggle_dir), "--out", str(tmp_path / "run"), "--dry-run"]
+    plan = CliRunner().invoke(cli, args)
+    assert plan.exit_code == 0, plan.output
+    made = json.loads(plan.output)["train"]
+    library = TrainConfig(data=str(kaggle_dir), out=str(tmp_path / "run")).to_dict()
+    assert made == library and made["folds"] == 3 and made["export"] == "auto"
