@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cxr_fast.choices import (
+    BOOTSTRAP,
     CALIBRATION_POLICIES,
     DEFAULT_WORKERS,
     MIN_CALIBRATION_PER_CLASS,
@@ -196,7 +197,7 @@ def cross_fitted(
     return pred
 
 
-def cross_fit_summary(labels: np.ndarray, pred: np.ndarray, bootstrap: int = 1000) -> dict:
+def cross_fit_summary(labels: np.ndarray, pred: np.ndarray, bootstrap: int = BOOTSTRAP) -> dict:
     """Accuracy (with its 95% bootstrap interval), sensitivity and specificity of 0/1
     predictions."""
     # binary_metrics on 0/1 "probabilities" at 0.5 gives the held-out confusion and its CI.
@@ -216,7 +217,7 @@ def cross_fit(
     threshold: float = 0.5,
     prior: float = 0.0,
     seed: int = 0,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
 ) -> dict:
     """The calibration judged on films it was not fitted on: ``records`` split by patient into
     ``k`` folds, each fold predicted by :func:`fit_site` on the other ``k - 1``; the pooled
@@ -334,7 +335,7 @@ def run_calibrate(
     prior: float = CalibrateConfig.prior_strength,
     device: str = "auto",
     workers: int = DEFAULT_WORKERS,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
     overwrite: bool = False,
     min_per_class: int = MIN_CALIBRATION_PER_CLASS,
     cross_fit_folds: int | None = None,

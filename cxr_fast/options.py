@@ -319,6 +319,16 @@ def file_values(path: Path, aliases: dict[str, str]) -> dict:
     return values
 
 
+def _cast(ctx: click.Context, param: click.Parameter, value: Any, path: Path) -> Any:
+    """A config file's value as the command line would have read it (type, range, choices)."""
+    if isinstance(value, list) and not param.multiple:
+        value = ",".join(map(str, value))  # a list option such as --modalities CR,DX
+    try:
+        return param.type_cast_value(ctx, value)
+    except click.BadParameter as exc:
+        raise UserInputError(f"{path}: {param.opts[0]}: {exc.format_message()}") from None
+
+
 def merged_values(values: dict, ctx: click.Context | None = None) -> dict:
     """A command's ``values`` with a ``--config`` file's in place of the ones not given."""
     ctx = ctx or click.get_current_context()
@@ -326,9 +336,10 @@ def merged_values(values: dict, ctx: click.Context | None = None) -> dict:
     path = values.pop("config_file", None)
     if path is not None:
         from_file = ctx.meta.setdefault(_FROM_FILE, set())
+        params = {param.name: param for param in ctx.command.params}
         for name, value in file_values(path, _aliases(ctx, set(values))).items():
             if not given(ctx, name):
-                values[name] = value
+                values[name] = _cast(ctx, params[name], value, path)
                 from_file.add(name)
     return values
 
