@@ -22,10 +22,11 @@ import torch
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, read_json
+from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.trainer import plan, run_train
 
@@ -108,7 +109,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
 def _probs(run: Path, records, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     model, info = load_run(run)
     loader = make_loader(records, info.contract, batch_size=batch_size, device="cpu")
-    index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
+    cpu = inference_precision(torch.device("cpu"))
+    index, logits, _ = module_model(model, info.contract, cpu).predict(loader)
     return np.array([records[i].label for i in index]), sigmoid(logits)
 
 

@@ -23,10 +23,11 @@ import torch
 
 from cxr_fast.data.discover import Record, discover
 from cxr_fast.data.loaders import make_loader
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import SHIFT_GRID, binary_metrics, j_curve, threshold_choice
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, read_json
+from cxr_fast.scoring.model import module_model
 from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
 
 # The --site-aug 1 ranges (blur up to 1 px, gamma 0.8-1.25, grain 4), without the 2 px blur.
@@ -55,7 +56,8 @@ def _sample_rows(run: Path, sample: str, thresholds: Sequence[float]) -> list[st
     model, info = load_run(run)
     records = [r for r in discover(sample) if r.label is not None]
     loader = make_loader(records, info.contract, batch_size=64, device="cpu")
-    index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
+    cpu = inference_precision(torch.device("cpu"))
+    index, logits, _ = module_model(model, info.contract, cpu).predict(loader)
     y = np.array([records[i].label for i in index])
     p = sigmoid(logits)
     lines = []

@@ -30,9 +30,10 @@ from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.split import patient_folds
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run
+from cxr_fast.scoring.model import module_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     records = [r for r in discover(args.data) if r.label is not None]
     model, info = load_run(args.run)
     loader = make_loader(records, info.contract, batch_size=64, device="cpu")
-    index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
+    cpu = inference_precision(torch.device("cpu"))
+    index, logits, _ = module_model(model, info.contract, cpu).predict(loader)
     records = [records[i] for i in index]
     labels = np.array([r.label for r in records])
     as_trained = (sigmoid(logits) >= info.threshold).astype(np.int64)

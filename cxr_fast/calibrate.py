@@ -38,21 +38,21 @@ from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.split import patient_folds
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES
-from cxr_fast.leakage import leakage
-from cxr_fast.metrics import MARGIN, binary_metrics, threshold_choice, youden_j
-from cxr_fast.precision import inference_precision
+from cxr_fast.leakage import leakage, leakage_warning
+from cxr_fast.metrics import MARGIN, binary_metrics, format_metrics, threshold_choice, youden_j
 from cxr_fast.run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILE,
     atomic_torch_save,
     atomic_write_json,
-    load_run,
     read_json,
     sha256,
 )
+from cxr_fast.scoring.model import ScoringModel, load_model
+from cxr_fast.text import plural
 
 # Below this a threshold fitted on the sample is mostly noise (one image moves sensitivity or
 # specificity by more than 4 points in a 25-image class).
@@ -76,6 +76,41 @@ class CalibrationResult:
     leakage: dict | None = None  # the sample's overlap with the run's training patients
     warnings: tuple[str, ...] = ()  # one line each, for the console
     cross_fit: dict | None = None  # :func:`cross_fit_summary` with ``--cross-fit K``; else None
+
+    def warning_lines(self, data: Path) -> list[str]:
+        """What the user should read first: the sample's overlap with the run's training
+        patients, and :func:`sample_warnings`."""
+        found = leakage_warning(self.leakage, str(data))
+        return [line for line in (found, *self.warnings) if line]
+
+    def summary(self, data: Path) -> str:
+        """The sample, the fit, the metrics before and after, the cross-fitted estimate, and
+        where the calibrated run went."""
+        lines = [
+            f"site sample: {plural(self.n, 'image')} under {data}",
+            f"temperature {self.temperature:.3f}, bias {self.bias:+.3f}, threshold "
+            f"{self.before['threshold']:.4f} -> {self.threshold:.4f}",
+        ]
+        for name, metrics in (
+            ("before (the run as trained)", self.before),
+            ("after (fitted on this sample)", self.after),
+        ):
+            lines += [f"\n{name}:", format_metrics(metrics)]
+        if self.cross_fit is not None:
+            lines.append(f"\n{cross_fit_line(self.cross_fit)}")
+        lines.append(f"\ncalibrated run: {self.out}")
+        return "\n".join(lines)
+
+
+def cross_fit_line(crossed: dict) -> str:
+    """One line: the cross-fitted accuracy (95% CI), sensitivity and specificity."""
+    ci = crossed["accuracy_ci95"]
+    interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    return (
+        f"cross-fitted ({crossed['folds']} patient folds, each predicted by a calibration "
+        f"fitted without it): accuracy {crossed['accuracy']:.3f}{interval}, "
+        f"sensitivity {crossed['sensitivity']:.3f}, specificity {crossed['specificity']:.3f}"
+    )
 
 
 def fit_platt(
@@ -306,23 +341,86 @@ def _check_request(run: Path, out: Path, overwrite: bool, min_per_class: int) ->
         raise UserInputError(f"--min-per-class must be at least 1, got {min_per_class}")
 
 
+def _load(ref: Path, out: Path, device: str) -> tuple[ScoringModel, Path]:
+    """(the model ``ref`` names, as evaluate measures it; the run folder the calibrated run is
+    written from: ``ref`` itself, or the run an export was made from). One line when the model
+    is calibrated already, or an export's run is nowhere to be found."""
+    model = load_model(ref, resolve_device(device))
+    if model.calibrated:
+        raise UserInputError(f"{ref} is already calibrated; calibrate the run it came from")
+    source = model.run_folder()
+    if source is None:
+        raise UserInputError(
+            f"{ref} is an export whose run (the folder holding the model.pt it was made from, "
+            f"{model.meta.get('source')}) is gone: calibrate writes a calibrated run from it"
+        )
+    if out.resolve() == source.resolve():
+        raise UserInputError("--out must be a new folder: the calibrated run keeps the original")
+    return model, source
+
+
 def _calibration_record(
-    fit, prior: float, threshold: float, run: Path, data: Path, records: list
+    fit, prior: float, model: ScoringModel, run: Path, data: Path, records: list
 ) -> dict:
     """What the calibrated run's metadata says of its calibration: the fit, its prior, the
-    sample it was fitted on and the run it came from."""
+    sample it was fitted on and the run it came from (and the export it was fitted with)."""
     return {
         "method": "platt",
         "temperature": fit.temperature,
         "bias": fit.bias,
         # The prior's centre is the run's own threshold, at temperature 1.
-        "prior": {"strength": prior, "threshold": threshold},
+        "prior": {"strength": prior, "threshold": model.threshold},
         "threshold_choice": fit.choice,
         "sample": sample_fingerprint(data, records),
         "source_run": str(run.resolve()),
         "source_model_sha256": sha256(run / MODEL_FILE),
+        **({"fitted_with": _fitted_with(model)} if model.is_export else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _fitted_with(model: ScoringModel) -> dict:
+    """The export whose logits a calibration was fitted on."""
+    return {"model": str(model.source), "backend": model.backend, "sha256": model.checksum}
+
+
+@dataclass(frozen=True)
+class _Request:
+    """How to fit: the arguments of :func:`run_calibrate` that shape the fit and its report."""
+
+    policy: str
+    target_sensitivity: float | None
+    prior: float
+    bootstrap: int
+    cross_fit_folds: int | None
+
+
+def _fit(records: list, logits: np.ndarray, threshold: float, request: _Request) -> tuple:
+    """(the site fit, metrics before, metrics after, the cross-fitted summary or None) of
+    ``logits`` of ``records`` for a run whose own threshold is ``threshold``."""
+    labels = np.array([r.label for r in records])
+    rule = (request.policy, request.target_sensitivity)
+    fit = fit_site(logits, labels, *rule, threshold=threshold, prior=request.prior)
+    before = binary_metrics(labels, sigmoid(logits), threshold, bootstrap=request.bootstrap)
+    after = binary_metrics(
+        labels,
+        fit.probabilities(logits),
+        fit.choice["threshold"],
+        bootstrap=request.bootstrap,
+    )
+    crossed = None
+    if request.cross_fit_folds is not None:
+        crossed = cross_fit(
+            records,
+            logits,
+            labels,
+            request.cross_fit_folds,
+            *rule,
+            threshold=threshold,
+            prior=request.prior,
+            bootstrap=request.bootstrap,
+        )
+    return fit, before, after, crossed
 
 
 def run_calibrate(
@@ -342,9 +440,11 @@ def run_calibrate(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> CalibrationResult:
-    """Fit Platt scaling and threshold of ``run`` on the labelled sample ``data`` into ``out``;
-    UserInputError, before anything is loaded or written, when the sample holds fewer than
-    ``min_per_class`` films of either class. ``cross_fit_folds`` K also estimates the
+    """Fit Platt scaling and threshold of ``run`` (a run folder or an export of one) on the
+    labelled sample ``data`` into the new run folder ``out``; UserInputError, before anything is
+    loaded or written, when the sample holds fewer than ``min_per_class`` films of either class.
+    An export is fitted on its own logits and the calibrated run written from the run it was
+    made from (export that run to deploy it). ``cross_fit_folds`` K also estimates the
     calibration on films it was not fitted on (:func:`cross_fit`, K patient folds).
     ``progress(n)``: films scored; ``on_total(n)``: how many there are, once counted."""
     _check_request(run, out, overwrite, min_per_class)
@@ -353,66 +453,43 @@ def run_calibrate(
         _check_cross_fit(cross_fit_folds, records)  # before the model is loaded
     if on_total is not None:
         on_total(len(records))
-    target = resolve_device(device)
-    model, info = load_run(run, target)
-    if info.calibrated:
-        raise UserInputError(f"{run} is already calibrated; calibrate the run it came from")
-    loader = make_loader(records, info.contract, batch_size=64, device=str(target), workers=workers)
-    index, logits, _ = predict_logits(model, loader, inference_precision(target), progress)
-    records = [records[i] for i in index]  # the order of logits, for the patient folds
-    labels = np.array([r.label for r in records])
-    fit = fit_site(
-        logits, labels, policy, target_sensitivity, threshold=info.threshold, prior=prior
+    model, source = _load(run, out, device)
+    loader = make_loader(
+        records, model.contract, batch_size=64, device=str(model.device), workers=workers
     )
-    choice = fit.choice
-    before = binary_metrics(labels, sigmoid(logits), info.threshold, bootstrap=bootstrap)
-    probs = fit.probabilities(logits)
-    after = binary_metrics(labels, probs, choice["threshold"], bootstrap=bootstrap)
-    calibration = _calibration_record(fit, prior, info.threshold, run, data, records)
-    crossed = None
-    if cross_fit_folds is not None:
-        crossed = cross_fit(
-            records,
-            logits,
-            labels,
-            cross_fit_folds,
-            policy,
-            target_sensitivity,
-            threshold=info.threshold,
-            prior=prior,
-            bootstrap=bootstrap,
-        )
-    found = leakage(info.config, records)
-    _write_run(run, out, info.meta, choice, calibration)
+    index, logits, _ = model.predict(loader, progress)
+    records = [records[i] for i in index]  # the order of logits, for the patient folds
+    request = _Request(policy, target_sensitivity, prior, bootstrap, cross_fit_folds)
+    fit, before, after, crossed = _fit(records, logits, model.threshold, request)
+    calibration = _calibration_record(fit, prior, model, source, data, records)
+    found = leakage(model.run_config(), records)
+    _write_run(source, out, fit.choice, calibration)
+    measured = {"leakage": found, "calibration": calibration, "before": before, "after": after}
     atomic_write_json(
-        {
-            "split": "site sample (in-sample: fitted here)",
-            "leakage": found,
-            "calibration": calibration,
-            "before": before,
-            "after": after,
-        }
+        {"split": "site sample (in-sample: fitted here)", **measured}
         | ({"cross_fitted": crossed} if crossed is not None else {}),
         out / METRICS_FILE,
     )
+    warnings = sample_warnings(min_per_class, before, after, target_sensitivity)
     return CalibrationResult(
-        out,
-        fit.temperature,
-        fit.bias,
-        choice["threshold"],
-        before,
-        after,
-        len(records),
-        found,
-        tuple(sample_warnings(min_per_class, before, after, target_sensitivity)),
-        crossed,
+        out=out,
+        temperature=fit.temperature,
+        bias=fit.bias,
+        threshold=fit.choice["threshold"],
+        before=before,
+        after=after,
+        n=len(records),
+        leakage=found,
+        warnings=tuple(warnings),
+        cross_fit=crossed,
     )
 
 
-def _write_run(run: Path, out: Path, meta: dict, choice: dict, calibration: dict) -> None:
+def _write_run(run: Path, out: Path, choice: dict, calibration: dict) -> None:
+    """The calibrated run in ``out``: ``run``'s weights, its metadata with the calibration."""
     checkpoint = torch.load(run / MODEL_FILE, map_location="cpu", weights_only=True)
     checkpoint["meta"] = {
-        **meta,
+        **checkpoint["meta"],
         "threshold": choice["threshold"],
         "threshold_rule": f"site calibration ({choice['policy']})",
         "threshold_choice": choice,

@@ -241,9 +241,9 @@ def tune(**values) -> None:
     help="Print metrics as JSON instead of a table.",
 )
 def evaluate(as_json: bool, **values) -> None:
-    """Evaluate a trained RUN on a labelled folder: accuracy, precision, sensitivity,
-    specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95% bootstrap
-    intervals, plus ROC, PR, calibration and confusion-matrix plots. Films the input gate
+    """Evaluate a trained RUN (or an exported file) on a labelled folder: accuracy, precision,
+    sensitivity, specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95%
+    bootstrap intervals, plus ROC, PR, calibration and confusion-matrix plots. Films the input gate
     judges not to be chest X-rays are left out and counted (--accept-ood keeps them)."""
     from cxr_fast.evaluate import run_evaluate
 
@@ -259,7 +259,7 @@ def evaluate(as_json: bool, **values) -> None:
 @cli.command("calibrate", cls=StageCommand)
 @config_options(CalibrateConfig)
 def calibrate(**values) -> None:
-    """Calibrate RUN for a deployment site on a small labelled sample from that site.
+    """Calibrate RUN (or an export of it) for a deployment site on a small labelled sample.
 
     Platt scaling fits a temperature and a bias, so that P(PNEUMONIA) = sigmoid(logit / T + b)
     means what it says at the site, with a weak prior toward the run as trained
@@ -272,10 +272,11 @@ def calibrate(**values) -> None:
     the sample's metrics before and after, with 95% bootstrap intervals. The numbers after are
     in-sample (fitted on these images), so optimistic: --cross-fit 10 adds an honest estimate,
     cross-fitted on 10 patient folds.
+
+    An export is fitted on its own logits, and the new run folder made from the run it was
+    exported from: export the calibrated run to deploy it.
     """
     from cxr_fast.calibrate import run_calibrate
-    from cxr_fast.leakage import leakage_warning
-    from cxr_fast.metrics import format_metrics
 
     config = config_from_cli(CalibrateConfig, values)
     data = config.data
@@ -295,35 +296,9 @@ def calibrate(**values) -> None:
             progress=bar.update,
             on_total=bar.set_total,
         )
-    warning = leakage_warning(result.leakage, str(data))
-    for line in (warning, *result.warnings):
-        if line:
-            click.echo(f"warning: {line}", err=True)
-    click.echo(f"site sample: {plural(result.n, 'image')} under {data}")
-    click.echo(
-        f"temperature {result.temperature:.3f}, bias {result.bias:+.3f}, threshold "
-        f"{result.before['threshold']:.4f} -> {result.threshold:.4f}"
-    )
-    for name, metrics in (
-        ("before (the run as trained)", result.before),
-        ("after (fitted on this sample)", result.after),
-    ):
-        click.echo(f"\n{name}:")
-        click.echo(format_metrics(metrics))
-    if result.cross_fit is not None:
-        click.echo(f"\n{_cross_fit_line(result.cross_fit)}")
-    click.echo(f"\ncalibrated run: {result.out}")
-
-
-def _cross_fit_line(crossed: dict) -> str:
-    """One line: the cross-fitted accuracy (95% CI), sensitivity and specificity."""
-    ci = crossed["accuracy_ci95"]
-    interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-    return (
-        f"cross-fitted ({crossed['folds']} patient folds, each predicted by a calibration "
-        f"fitted without it): accuracy {crossed['accuracy']:.3f}{interval}, "
-        f"sensitivity {crossed['sensitivity']:.3f}, specificity {crossed['specificity']:.3f}"
-    )
+    for line in result.warning_lines(data):
+        click.echo(f"warning: {line}", err=True)
+    click.echo(result.summary(data))
 
 
 @cli.command("ood-fit", cls=StageCommand)

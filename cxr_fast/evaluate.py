@@ -1,4 +1,4 @@
-"""``run_evaluate``: a trained run on a labeled folder -> metrics, plots and a table."""
+"""``run_evaluate``: a trained run or an export on a labeled folder -> metrics, plots, a table."""
 
 from __future__ import annotations
 
@@ -18,22 +18,14 @@ from cxr_fast.data.loaders import make_loader
 from cxr_fast.data.preflight import find_bad_files
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
-from cxr_fast.gate import InputGate
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.leakage import leakage, leakage_warning
 from cxr_fast.metrics import binary_metrics, describe_threshold, format_metrics
-from cxr_fast.models.ensemble import TTA_VIEWS
 from cxr_fast.outputs import creatable_folder
 from cxr_fast.plots import save_plots
-from cxr_fast.precision import inference_precision
-from cxr_fast.run_folder import (
-    METRICS_FILE,
-    MODEL_FILE,
-    atomic_write_json,
-    load_run,
-    read_json,
-    sha256,
-)
+from cxr_fast.run_folder import METRICS_FILE, atomic_write_json, read_json
+from cxr_fast.scoring.gating import judge_batch
+from cxr_fast.scoring.model import ScoringModel, load_model
 from cxr_fast.text import agree, plural
 
 EVAL_DIR = "eval"
@@ -74,10 +66,14 @@ class EvalResult:
 
 def default_out_dir(run_dir: Path, data: Path) -> Path:
     """``RUN/eval/<data folder name>-<8 hex of its absolute path>``: two data folders that
-    share a name (site_a/test, site_b/test) never share an evaluation folder."""
+    share a name (site_a/test, site_b/test) never share an evaluation folder. For an exported
+    file, ``<its folder>/eval/<file name>-<data folder name>-<8 hex>``."""
     resolved = data.resolve()
     digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]
-    return run_dir / EVAL_DIR / f"{resolved.name or 'data'}-{digest}"
+    name = f"{resolved.name or 'data'}-{digest}"
+    if run_dir.is_file():
+        return run_dir.parent / EVAL_DIR / f"{run_dir.name}-{name}"
+    return run_dir / EVAL_DIR / name
 
 
 def data_sha256(root: Path, records) -> str:
@@ -105,14 +101,16 @@ def _refuse_other(out_dir: Path, data_sha: str, model_sha: str) -> None:
     )
 
 
-def _gated(batches: Iterable[Batch], gate: InputGate, refused: dict[int, str]) -> Iterator[Batch]:
-    """``batches`` unchanged, noting in ``refused`` (record index -> reason) each film the input
-    gate refuses."""
+def _gated(
+    batches: Iterable[Batch], model: ScoringModel, refused: dict[int, str]
+) -> Iterator[Batch]:
+    """``batches`` unchanged, noting in ``refused`` (record index -> reason) each film the
+    model's input gate refuses."""
     for batch in batches:
         if batch.x is not None:
             index = batch.index.tolist()
             infos = [batch.info.get(i) for i in index]
-            for i, judgement in zip(index, gate.judge(batch.x, infos), strict=True):
+            for i, judgement in zip(index, judge_batch(model, batch.x, infos), strict=True):
                 if judgement.refused:
                     refused[i] = judgement.reason
         yield batch
@@ -133,73 +131,82 @@ def _labelled_records(data: Path, threshold: float | None) -> list:
     return records
 
 
-def _predict(model, info, records, config: EvalConfig, target, progress):
+def _predict(model: ScoringModel, records, config: EvalConfig, progress):
     """(record index, logits, films the input gate refused: index -> reason, files that went
     bad after the pre-flight check) for ``records``; refused films are left out of the index
     and logits unless ``config.accept_ood``."""
     batches = make_loader(
         records,
-        info.contract,
+        model.contract,
         batch_size=config.batch_size,
         loader=config.loader,
-        device=str(target),
+        device=str(model.device),
         workers=config.workers,
         on_error="collect",  # the pixels score sees, and every file accounted for
     )
     refused: dict[int, str] = {}
-    index, logits, _ = predict_logits(
-        model,
-        _gated(batches, InputGate.from_meta(info.meta, info.contract), refused),
-        inference_precision(target, config.precision),
-        progress,
-    )
+    index, logits, _ = model.predict(_gated(batches, model, refused), progress)
     if refused and not config.accept_ood:
         kept = np.array([i not in refused for i in index], dtype=bool)
         index, logits = index[kept], logits[kept]
     return index, logits, refused, batches.skipped
 
 
-def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Score every labeled image under ``config.data`` with the run's model, contract and
-    threshold (``config.threshold`` overrides the run's), and write metrics.json and plots."""
-    run_dir, data, threshold = config.run, config.data, config.threshold
-    target = resolve_device(config.device)
-    model, info = load_run(run_dir, target, tta=config.tta)
-    records = _labelled_records(data, threshold)
-    out_dir = config.out or default_out_dir(run_dir, data)
-    data_sha, model_sha = data_sha256(data, records), sha256(run_dir / MODEL_FILE)
-    if not config.overwrite:
-        _refuse_other(out_dir, data_sha, model_sha)
-    creatable_folder(out_dir)  # before any image is scored, not after
-    # Unreadable files are reported, not fatal: a DALI pipeline would die on the first one.
+def _readable(records: list, config: EvalConfig) -> tuple[list, list]:
+    """(the records that pass the pre-flight check, the bad files): unreadable files are
+    reported, not fatal, as a DALI pipeline would die on the first one."""
     bad = find_bad_files(records, config.workers or None)
     dropped = {b.path for b in bad}
-    records = require_images([r for r in records if r.path not in dropped], str(data))
-    index, logits, refused, later = _predict(model, info, records, config, target, progress)
+    return require_images([r for r in records if r.path not in dropped], str(config.data)), bad
+
+
+def _metrics(config: EvalConfig, model: ScoringModel, records, data_sha: str, refused) -> dict:
+    """What metrics.json says of the evaluation besides the metrics themselves."""
+    threshold = config.threshold
+    return {
+        "run": str(config.run),
+        "data": str(config.data),
+        "data_sha256": data_sha,
+        "model_sha256": model.checksum,
+        "backend": model.backend,
+        "leakage": leakage(model.run_config(), records),
+        "threshold_source": "run" if threshold is None else "--threshold",
+        "threshold_choice": model.meta.get("threshold_choice") if threshold is None else None,
+        "members": model.members,
+        "tta": model.tta,
+        "temperature": model.temperature,
+        "bias": model.bias,
+        "n_not_cxr": 0 if config.accept_ood else len(refused),
+        "not_cxr": [{"path": records[i].path, "reason": r} for i, r in sorted(refused.items())],
+    }
+
+
+def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Score every labeled image under ``config.data`` with the model ``config.run`` names (a
+    run folder or an exported file: :func:`load_model`), its contract and threshold
+    (``config.threshold`` overrides it), and write metrics.json and plots."""
+    data, threshold = config.data, config.threshold
+    model = load_model(config.run, resolve_device(config.device), config.tta, config.precision)
+    records = _labelled_records(data, threshold)
+    out_dir = config.out or default_out_dir(config.run, data)
+    data_sha = data_sha256(data, records)
+    if not config.overwrite:
+        _refuse_other(out_dir, data_sha, model.checksum)
+    creatable_folder(out_dir)  # before any image is scored, not after
+    records, bad = _readable(records, config)
+    index, logits, refused, later = _predict(model, records, config, progress)
     skipped = [*(vars(b) for b in bad), *({"path": p, "reason": r} for p, r in later)]
     labels = np.array([records[i].label for i in index])
     probs = sigmoid(logits)
-    chosen = info.threshold if threshold is None else threshold
+    chosen = model.threshold if threshold is None else threshold
     metrics = {
-        "run": str(run_dir),
-        "data": str(data),
-        "data_sha256": data_sha,
-        "model_sha256": model_sha,
-        "leakage": leakage(info.config, records),
-        "threshold_source": "run" if threshold is None else "--threshold",
-        "threshold_choice": info.meta.get("threshold_choice") if threshold is None else None,
-        "members": info.members,
-        "tta": list(TTA_VIEWS) if config.tta else None,
-        "temperature": info.temperature,
-        "bias": info.bias,
+        **_metrics(config, model, records, data_sha, refused),
         "n_skipped": len(skipped),
         "skipped": skipped,
-        "n_not_cxr": 0 if config.accept_ood else len(refused),
-        "not_cxr": [{"path": records[i].path, "reason": r} for i, r in sorted(refused.items())],
         **binary_metrics(labels, probs, chosen, bootstrap=config.bootstrap),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(metrics, out_dir / METRICS_FILE)
-    plots = save_plots(labels, probs, metrics, out_dir, title=f"{info.arch} on {data.name}")
+    plots = save_plots(labels, probs, metrics, out_dir, title=f"{model.arch} on {data.name}")
     probabilities = {records[i].path: float(p) for i, p in zip(index, probs, strict=True)}
     return EvalResult(metrics=metrics, out_dir=out_dir, plots=plots, probabilities=probabilities)

@@ -360,8 +360,8 @@ def _gradcam(run: Path, info: RunInfo, top: int, device: str) -> tuple[str, int]
     from cxr_fast.data.loaders import make_loader
     from cxr_fast.explain.explainer import Explainer
     from cxr_fast.export.exporter import run_records
-    from cxr_fast.inference import predict_logits, sigmoid
-    from cxr_fast.precision import inference_precision
+    from cxr_fast.inference import sigmoid
+    from cxr_fast.scoring.model import eager_scoring_model
 
     saved = info.config.get("data") if isinstance(info.config.get("data"), dict) else {}
     root = Path(saved.get("root") or "")
@@ -378,9 +378,8 @@ def _gradcam(run: Path, info: RunInfo, top: int, device: str) -> tuple[str, int]
         records, info.contract, batch_size=64, loader="torch", device=str(explainer.device),
         workers=0,
     )  # fmt: skip
-    index, logits, _ = predict_logits(
-        explainer.model, loader, inference_precision(explainer.device)
-    )
+    model = eager_scoring_model(explainer.model, explainer.info, explainer.device)
+    index, logits, _ = model.predict(loader)
     probs = sigmoid(logits)
     order = np.argsort(-probs)[:top]
     parts = []

@@ -17,11 +17,11 @@ from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.evaluate import EvalConfig, run_evaluate
-from cxr_fast.inference import predict_logits
+from cxr_fast.export import export_run
 from cxr_fast.models.ensemble import TemperatureScaled
-from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run, read_json, sha256
-from tests.cli_in_process import run_main
+from cxr_fast.scoring.model import load_model
+from tests.cli_in_process import assert_one_line, run_main
 
 
 def test_fit_platt_recovers_a_known_temperature_and_bias():
@@ -286,14 +286,14 @@ def test_cross_fit_prints_what_the_bench_computes(
     assert "cross-fitted (3 patient folds" in result.output
     assert f"accuracy {crossed['accuracy']:.3f}" in result.output
     assert f"specificity {crossed['specificity']:.3f}" in result.output
-    model, info = load_run(trained_run, "cpu")
+    model = load_model(trained_run, torch.device("cpu"))
     records = [r for r in discover(synth_small) if r.label is not None]
-    loader = make_loader(records, info.contract, batch_size=64, device="cpu", workers=0)
-    index, logits, _ = predict_logits(model, loader, inference_precision(torch.device("cpu")))
+    loader = make_loader(records, model.contract, batch_size=64, device="cpu", workers=0)
+    index, logits, _ = model.predict(loader)
     records = [records[i] for i in index]
     labels = np.array([r.label for r in records])
     prior = CalibrateConfig.prior_strength
-    again = cross_fit(records, logits, labels, 3, threshold=info.threshold, prior=prior)
+    again = cross_fit(records, logits, labels, 3, threshold=model.threshold, prior=prior)
     assert again == crossed
     patients = len({r.patient for r in records})
     code, _, stderr = run_main(
@@ -302,3 +302,37 @@ def test_cross_fit_prints_what_the_bench_computes(
     )  # fmt: skip
     assert code == 2 and "--cross-fit must be between 2" in stderr
     assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+def test_an_export_calibrates_on_its_own_logits_into_a_run(trained_run, synth_small, tmp_path):
+    """The fit is of the logits the export gives (those `evaluate EXPORT` and `score` see); the
+    calibrated run is written from the run the export was made from."""
+    export = export_run(trained_run, "torchscript", out=tmp_path / "model.ts", device="cpu")
+    out = tmp_path / "site"
+    result = run_calibrate(export.path, synth_small, out, workers=0, bootstrap=0)
+    evaluated = run_evaluate(
+        EvalConfig(export.path, synth_small, out=tmp_path / "eval", workers=0, bootstrap=0)
+    )
+    assert result.before["roc_auc"] == pytest.approx(evaluated.metrics["roc_auc"], abs=1e-9)
+    assert result.before["threshold"] == load_run(trained_run)[1].threshold
+    model, info = load_run(out)
+    assert isinstance(model, TemperatureScaled) and info.temperature == result.temperature
+    calibration = info.meta["calibration"]
+    assert calibration["source_model_sha256"] == sha256(trained_run / "model.pt")
+    assert calibration["fitted_with"]["backend"] == "torchscript-fp32"
+    assert calibration["fitted_with"]["sha256"] == sha256(export.path)
+
+
+def test_an_export_whose_run_is_gone_is_refused_in_one_line(
+    trained_run, synth_small, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    export = export_run(run, "torchscript", out=tmp_path / "model.ts", device="cpu")
+    shutil.rmtree(run)
+    code, _, err = run_main(
+        monkeypatch, capsys, "calibrate", export.path, "--data", synth_small,
+        "--out", tmp_path / "site", "--workers", "0",
+    )  # fmt: skip
+    assert_one_line(code, err, "is gone")
+    assert not (tmp_path / "site").exists()

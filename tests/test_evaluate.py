@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
@@ -14,10 +15,13 @@ from cxr_fast.data.augment import Augment
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.evaluate import EvalConfig, run_evaluate
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.export import export_run
+from cxr_fast.inference import sigmoid
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run
+from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import AugmentOptions
+from tests.cli_in_process import assert_one_line, run_main
 
 
 def _independent_probs(run_dir, data):
@@ -26,9 +30,8 @@ def _independent_probs(run_dir, data):
     # The batch size evaluate uses: a different one may move a logit by 1e-7 and flip a
     # prediction that sits on the threshold.
     batches = make_loader(records, info.contract, batch_size=64, loader="torch", workers=0)
-    index, logits, _ = predict_logits(
-        model, batches, resolve_precision("fp32", torch.device("cpu"))
-    )
+    fp32 = resolve_precision("fp32", torch.device("cpu"))
+    index, logits, _ = module_model(model, info.contract, fp32).predict(batches)
     return np.array([records[i].label for i in index]), sigmoid(logits), info
 
 
@@ -209,3 +212,41 @@ def test_films_the_gate_refuses_are_left_out_and_counted(trained_run, kaggle_dir
         EvalConfig(run, data, workers=0, bootstrap=0, accept_ood=True, overwrite=True)
     )
     assert kept.metrics["counts"]["n"] == films + 1
+
+
+def test_an_export_evaluates_to_the_roc_auc_score_gives_it(trained_run, synth_small, tmp_path):
+    # Outside RUN/export/: the shared run's `score --backend auto` must not pick it up.
+    export = export_run(trained_run, "torchscript", out=tmp_path / "model.ts", device="cpu")
+    common = ["--device", "cpu", "--workers", "0"]
+    evaluate = ["evaluate", str(export.path), "--data", str(synth_small), *common]
+    result = CliRunner().invoke(cli, [*evaluate, "--bootstrap", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output[result.output.index("{") :])
+    assert metrics["backend"] == "torchscript-fp32" and metrics["run"] == str(export.path)
+    assert metrics["model_sha256"] == json.loads(export.sidecar.read_text())["file_sha256"]
+    # The sidecar names the run it came from: its training patients are checked for leakage.
+    assert metrics["leakage"] is not None
+    assert (tmp_path / "eval").is_dir()  # beside the file, not inside the run
+    preds = tmp_path / "p.parquet"
+    score = ["score", str(synth_small), "--model", str(export.path), "--out", str(preds)]
+    scored = CliRunner().invoke(cli, [*score, *common])
+    assert scored.exit_code == 0, scored.output
+    table = pq.read_table(preds, columns=["path", "prob_pneumonia"]).to_pylist()
+    label = {r.path: r.label for r in discover(synth_small)}
+    truth = [label[row["path"]] for row in table]
+    probs = [row["prob_pneumonia"] for row in table]
+    assert metrics["counts"]["n"] == len(table)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(truth, probs), abs=1e-9)
+
+
+def test_an_export_refuses_tta_and_precision_in_one_line(
+    trained_run, synth_small, tmp_path, monkeypatch, capsys
+):
+    export = export_run(trained_run, "torchscript", out=tmp_path / "model.ts", device="cpu")
+    for flag, needle in (
+        (["--tta"], "export it with --tta"),
+        (["--precision", "fp32"], "--precision"),
+    ):
+        args = ["evaluate", export.path, "--data", synth_small, "--workers", "0", *flag]
+        code, _, err = run_main(monkeypatch, capsys, *args)
+        assert_one_line(code, err, needle)

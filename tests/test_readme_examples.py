@@ -55,3 +55,13 @@ def test_the_readme_marks_its_demo_examples():
         run = [line for line in readme[i + 2 : readme.index("```", i + 2)] if line[:2] == "$ "]
         # Runnable by a newcomer after `make demo`: no run that only the authors have.
         assert run and not any("runs/" in line for line in run), run
+
+
+def test_the_readme_is_short_and_shows_every_command():
+    from cxr_fast.cli import cli
+
+    readme = (ROOT / "README.md").read_text().splitlines()
+    # Read in five minutes (issue 27): the option reference is each command's --help.
+    assert len(readme) <= 250
+    shown = {line.split()[2] for line in readme if line.startswith("$ cxr-fast ")}
+    assert set(cli.commands) <= shown, set(cli.commands) - shown

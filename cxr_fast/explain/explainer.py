@@ -26,12 +26,13 @@ from cxr_fast.explain.overlay import (
     compose,
     for_display,
 )
+from cxr_fast.export.source import needs_run_folder
 from cxr_fast.gate import NotChestXrayError
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES, verdict
 from cxr_fast.models.registry import default_cam_layer
 from cxr_fast.precision import inference_precision
-from cxr_fast.run_folder import load_run, needs_run_folder
+from cxr_fast.run_folder import load_run
 from cxr_fast.scoring.gating import judge_batch
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 

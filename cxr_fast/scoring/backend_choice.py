@@ -17,8 +17,7 @@ choice and its reason go into the summary line and the Parquet metadata.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,9 +25,7 @@ import torch
 from cxr_fast.errors import CxrFastError
 from cxr_fast.export.common import EXPORT_DIR, sidecar_path
 from cxr_fast.run_folder import MODEL_FILE, sha256
-from cxr_fast.scoring.model import ScoringModel
 
-log = logging.getLogger(__name__)
 # What a user types to build the export `auto` looks for.
 EXPORT_HINT = "cxr-fast export {run} --format auto"
 
@@ -104,23 +101,3 @@ def choose_for_run(run_dir: Path, device: torch.device) -> tuple[Path | None, st
     hint = EXPORT_HINT.format(run=run_dir)
     why = "; ".join(passed) if passed else "none"
     return None, f"no verified export for {device.type} in RUN/export ({why}); `{hint}` builds one"
-
-
-def load_auto(
-    run_dir: Path, device: torch.device, precision: str, load_exported_model, load_eager
-) -> ScoringModel:
-    """The model ``--backend auto`` scores a run folder with (see the module docstring).
-    ``load_exported_model(path)`` and ``load_eager()`` build the two kinds of ScoringModel;
-    an explicit ``--precision`` other than ``auto`` keeps the eager model at that precision."""
-    if precision != "auto":
-        model = load_eager()
-        return replace(model, choice=f"eager at --precision {precision}, as asked")
-    path, why = choose_for_run(run_dir, device)
-    if path is not None:
-        try:
-            return replace(load_exported_model(path), choice=f"{path.name}: {why}")
-        except CxrFastError as exc:  # e.g. the file changed after its sidecar was written
-            log.warning("cxr-fast: %s unusable (%s); scoring with the eager model", path, exc)
-            why = f"{path.name} failed to load ({exc})"
-    model = load_eager()
-    return replace(model, choice=f"eager {model.precision}: {why}")

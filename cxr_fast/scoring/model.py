@@ -1,19 +1,34 @@
-"""The model a scoring run uses: a run folder (eager) or an exported file, with its contract."""
+"""The one model interface of every stage that turns images into probabilities.
+
+A run folder (one model or an ensemble), any exported file (TorchScript, pt2, ONNX, TensorRT;
+its sidecar carries the contract and threshold) and a module in training memory all load into
+a :class:`ScoringModel`: ``logits(x)`` for one batch, ``predict(batches)`` for a loader.
+Score, serve, explain, evaluate, calibrate, report and training validation use it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from cxr_fast.choices import BACKENDS
 from cxr_fast.contract import PreprocessContract
-from cxr_fast.errors import NotFoundError, UserInputError
+from cxr_fast.data.batch import Batch
+from cxr_fast.errors import CxrFastError, NotFoundError, UserInputError
+from cxr_fast.export.source import source_run
 from cxr_fast.gate import InputGate
-from cxr_fast.precision import inference_precision
-from cxr_fast.run_folder import MODEL_FILE, RunInfo, load_run, sha256
+from cxr_fast.models.ensemble import TTA_VIEWS
+from cxr_fast.precision import Precision, inference_precision
+from cxr_fast.run_folder import CONFIG_FILE, MODEL_FILE, RunInfo, load_run, read_json, sha256
+from cxr_fast.scoring.backend_choice import choose_for_run
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,11 +48,115 @@ class ScoringModel:
     choice: str | None = None  # why --backend auto picked this model (backend_choice.py)
     # The input gate stored with the weights (model.pt meta, or the export's sidecar).
     gate: InputGate | None = None
+    # The run's model.pt metadata, or the export's sidecar: calibration, members, policy.
+    meta: dict = field(default_factory=dict)
+    arch: str = ""
+    # The run folder or exported file the model was loaded from (None: a module in memory).
+    source: Path | None = None
+    # The eager module behind ``forward`` (None for an export): put in eval mode to predict.
+    module: nn.Module | None = None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N] for a batch (inference mode)."""
         with torch.inference_mode():
             return self.forward(x.to(self.device, non_blocking=True)).float().reshape(-1)
+
+    def predict(
+        self, batches: Iterable[Batch], progress: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(record index int64, logit float32, label int64) for every sample, in batch order
+        (a collecting loader's files that did not decode have none); ``progress(n)`` after
+        each batch of ``n``."""
+        if self.module is not None:
+            self.module.eval()
+        indices, logits, labels = [], [], []
+        for batch in batches:
+            if batch.x is None:
+                continue
+            logits.append(self.logits(batch.x).cpu())
+            indices.append(batch.index.cpu())
+            labels.append(batch.y.cpu())
+            if progress is not None:
+                progress(len(batch.index))
+        if not logits:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, np.zeros(0, dtype=np.float32), empty
+        return (
+            torch.cat(indices).numpy(),
+            torch.cat(logits).numpy(),
+            torch.cat(labels).numpy(),
+        )
+
+    @property
+    def members(self) -> int:
+        """Ensemble members behind the model (1: a single model)."""
+        return int(self.meta.get("members", 1))
+
+    @property
+    def temperature(self) -> float:
+        """The site calibration's temperature (1: not calibrated), applied inside the model."""
+        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+
+    @property
+    def bias(self) -> float:
+        """The site calibration's bias (0: not calibrated), applied inside the model."""
+        return float((self.meta.get("calibration") or {}).get("bias", 0.0))
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the logits are site-calibrated (``cxr-fast calibrate``)."""
+        return self.temperature != 1.0 or self.bias != 0.0
+
+    @property
+    def tta(self) -> list[str] | None:
+        """The test-time views averaged into each logit (None: the image as it is)."""
+        if self.backend == "eager-tta":
+            return list(TTA_VIEWS)
+        return self.meta.get("tta") if self.is_export else None
+
+    @property
+    def is_export(self) -> bool:
+        """Whether the model is an exported file (not a run folder or a module in memory)."""
+        return self.source is not None and not self.source.is_dir()
+
+    def run_folder(self) -> Path | None:
+        """The run folder behind the model: its own, or for an export the run it was made from
+        while that folder still holds the very model.pt (:func:`source_run`); else None."""
+        if not self.is_export:
+            return self.source
+        return source_run(self.source, self.meta)
+
+    def run_config(self) -> dict:
+        """The config.json of :meth:`run_folder` (the training patients, for the leakage
+        check); {} when there is none."""
+        run = self.run_folder()
+        path = None if run is None else run / CONFIG_FILE
+        return read_json(path) if path is not None and path.is_file() else {}
+
+
+def module_model(
+    module: nn.Module, contract: PreprocessContract, precision: Precision
+) -> ScoringModel:
+    """A module in memory (training validation, out-of-fold predictions) as a ScoringModel at
+    ``precision``, on the device its parameters are on; it has no threshold of its own."""
+    weight = next(module.parameters(), None)
+    device = torch.device("cpu") if weight is None else weight.device
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with precision.autocast(module):
+            return module(x)
+
+    return ScoringModel(
+        forward=forward,
+        contract=contract,
+        threshold=0.5,
+        backend="eager",
+        model_id="in-memory",
+        checksum="",
+        device=device,
+        precision=precision.name,
+        module=module,
+    )
 
 
 def threshold_source(meta: dict) -> dict:
@@ -94,6 +213,10 @@ def eager_scoring_model(
         threshold_source=threshold_source(info.meta),
         precision=resolved.name,
         gate=InputGate.from_meta(info.meta, info.contract),
+        meta=info.meta,
+        arch=info.arch,
+        source=run_dir,
+        module=model,
     )
 
 
@@ -115,7 +238,33 @@ def _exported(path: Path, backend: str, device: torch.device) -> ScoringModel:
         threshold_source=threshold_source(sidecar),
         precision=sidecar["precision"],
         gate=InputGate.from_meta(sidecar, contract),
+        meta=sidecar,
+        arch=sidecar["arch"],
+        source=path,
     )
+
+
+def _auto(
+    run_dir: Path,
+    device: torch.device,
+    precision: str,
+    load_eager: Callable[[], ScoringModel],
+) -> ScoringModel:
+    """The model ``--backend auto`` scores a run folder with (:mod:`backend_choice`): its
+    fastest verified export, else ``load_eager()``; an explicit ``--precision`` other than
+    ``auto`` keeps the eager model at that precision."""
+    if precision != "auto":
+        model = load_eager()
+        return replace(model, choice=f"eager at --precision {precision}, as asked")
+    path, why = choose_for_run(run_dir, device)
+    if path is not None:
+        try:
+            return replace(_exported(path, "auto", device), choice=f"{path.name}: {why}")
+        except CxrFastError as exc:  # e.g. the file changed after its sidecar was written
+            log.warning("cxr-fast: %s unusable (%s); scoring with the eager model", path, exc)
+            why = f"{path.name} failed to load ({exc})"
+    model = load_eager()
+    return replace(model, choice=f"eager {model.precision}: {why}")
 
 
 def load_scoring_model(
@@ -143,14 +292,8 @@ def load_scoring_model(
                 f"--format {backend}` and pass --model with the file it writes"
             )
         if backend == "auto" and not tta:
-            from cxr_fast.scoring.backend_choice import load_auto
-
-            return load_auto(
-                ref,
-                device,
-                precision,
-                lambda path: _exported(path, "auto", device),
-                lambda: _eager(ref, device, tta, precision, loaded),
+            return _auto(
+                ref, device, precision, lambda: _eager(ref, device, tta, precision, loaded)
             )
         return _eager(ref, device, tta, precision, loaded)
     if tta:
@@ -169,3 +312,14 @@ def load_scoring_model(
             f"{ref} is a run's checkpoint: pass the run folder itself (--model {ref.parent})"
         )
     return _exported(ref, backend, device)
+
+
+def load_model(
+    ref: Path, device: torch.device, tta: bool = False, precision: str = "auto"
+) -> ScoringModel:
+    """The model ``ref`` names, as given: a run folder's (or ensemble's) own eager model at
+    ``precision``, or the exported file itself. What evaluate and calibrate measure, so their
+    numbers are those of that very model (``score --model REF --backend eager`` for a run,
+    ``score --model EXPORT`` for an export)."""
+    backend = "eager" if Path(ref).is_dir() else "auto"
+    return load_scoring_model(Path(ref), backend, device, tta, precision)

@@ -34,12 +34,13 @@ from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
 from cxr_fast.errors import Interrupted, OutputError, UserInputError
+from cxr_fast.export.source import cam_run_for
 from cxr_fast.gate import STATUS_NOT_CXR
 from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
-from cxr_fast.run_folder import atomic_write_json, cam_run_for
+from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.scoring import identity
 from cxr_fast.scoring.gating import gate_settings, gated_verdict, judge_batch
 from cxr_fast.scoring.head_start import HeadStart

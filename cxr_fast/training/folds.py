@@ -26,7 +26,7 @@ from cxr_fast.data.preflight import BadFile
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice, uses_shift_policy
 from cxr_fast.models.ensemble import Ensemble
 from cxr_fast.precision import inference_precision
@@ -40,6 +40,7 @@ from cxr_fast.run_folder import (
     read_json,
     save_model,
 )
+from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
 from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
@@ -117,7 +118,8 @@ def _out_of_fold(config: TrainConfig, workers: int):
         model, info = load_run(member.out, device)
         val = plan(member).data.val
         loader = make_loader(val, info.contract, batch_size=64, device=str(device), workers=workers)
-        index, out, _ = predict_logits(model, loader, inference_precision(device))
+        predictor = module_model(model, info.contract, inference_precision(device))
+        index, out, _ = predictor.predict(loader)
         members.append(model)
         rows += [val[i] for i in index]
         folds += [k] * len(index)

@@ -31,7 +31,7 @@ from cxr_fast.distributed import (
     stop,
 )
 from cxr_fast.errors import Interrupted, NotFoundError, UserInputError
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import roc_auc
 from cxr_fast.models import build_model
 from cxr_fast.models.pretrained import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
@@ -42,6 +42,7 @@ from cxr_fast.run_folder import (
     read_json,
     read_run,
 )
+from cxr_fast.scoring.model import module_model
 from cxr_fast.text import plural
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, pos_weight_value, select_train_val
@@ -474,7 +475,7 @@ def _validate(
 ) -> ValResult:
     # The bare model: validation needs no gradient sync, and shards may differ by one batch.
     index, logits = _gather_predictions(
-        ctx, *predict_logits(evaluated, val_loader, p.precision)[:2]
+        ctx, *module_model(evaluated, p.contract, p.precision).predict(val_loader)[:2]
     )
     labels = val_labels[index]
     target = torch.from_numpy(labels).float().to(p.device)

@@ -10,9 +10,9 @@ from cxr_fast.cli import cli
 from cxr_fast.data.batch import stack_gray
 from cxr_fast.data.decode import read_gray
 from cxr_fast.explain.explainer import Explainer, explain_files, overlay_name
+from cxr_fast.export.source import run_folder_for
 from cxr_fast.fp32 import ieee_fp32
 from cxr_fast.inference import sigmoid
-from cxr_fast.run_folder import run_folder_for
 from cxr_fast.scoring.model import load_scoring_model
 
 

@@ -16,9 +16,9 @@ from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
 from cxr_fast.export.auto import auto_export
 from cxr_fast.export.common import default_out_path
-from cxr_fast.inference import predict_logits
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run
+from cxr_fast.scoring.model import module_model
 from cxr_fast.scoring.score import ScoreConfig, run_score
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import select_train_val
@@ -94,8 +94,9 @@ def _check_validation_against_one_process(out: Path, synth_small: Path) -> None:
     val = select_train_val(discover(synth_small), config.val_fraction, config.seed).val
     model, info = load_run(out)
     loader = make_loader(val, info.contract, batch_size=64, loader="torch", device="cpu", workers=0)
-    index, logits, labels = predict_logits(
-        model, loader, resolve_precision(saved_config["precision"], torch.device("cpu"))
+    precision = resolve_precision(saved_config["precision"], torch.device("cpu"))
+    index, logits, labels = module_model(model, info.contract, precision).predict(
+        loader
     )  # the precision the run validated with (bf16 autocast where the CPU has it)
     assert sorted(index.tolist()) == list(range(len(val)))
     assert saved["counts"]["n"] == len(val)  # the whole validation set, not one shard

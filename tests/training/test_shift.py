@@ -8,8 +8,9 @@ import torch
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
-from cxr_fast.inference import predict_logits, sigmoid
+from cxr_fast.inference import sigmoid
 from cxr_fast.precision import inference_precision
+from cxr_fast.scoring.model import module_model
 from cxr_fast.training.shift import (
     CLEAN,
     SHIFTS,
@@ -58,7 +59,7 @@ def test_shifted_probabilities_score_every_film_as_it_is_and_under_each_shift(ka
     probs = shifted_probabilities(model, records, contract, precision, workers=0, seed=1)
     assert list(probs) == [CLEAN, *SHIFTS]
     loader = make_loader(records, contract, batch_size=5, loader="torch", workers=0)
-    index, logits, _ = predict_logits(model, loader, precision)
+    index, logits, _ = module_model(model, contract, precision).predict(loader)
     expected = np.empty(len(records))
     expected[index] = sigmoid(logits)
     assert probs[CLEAN] == pytest.approx(expected, abs=1e-5)

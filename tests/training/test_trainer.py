@@ -14,9 +14,9 @@ import torch
 
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loaders import make_loader
-from cxr_fast.inference import predict_logits
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run, read_json
+from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.trainer import run_train
 from tests.training.commands import MECHANICS_AUGMENT, train_command
@@ -79,7 +79,8 @@ def test_checkpoint_round_trip_gives_identical_logits(tiny_run, synth_small):
         reloaded, _ = load_run(tiny_run.run_dir)
         second = torch.cat([reloaded(b.x) for b in batches])
     assert torch.equal(first, second)
-    _, logits, _ = predict_logits(reloaded, batches, resolve_precision("fp32", torch.device("cpu")))
+    fp32 = resolve_precision("fp32", torch.device("cpu"))
+    _, logits, _ = module_model(reloaded, info.contract, fp32).predict(batches)
     np.testing.assert_array_equal(logits, first.reshape(-1).numpy())
 
 

@@ -9,7 +9,8 @@ import torch
 
 from cxr_fast.errors import UserInputError
 from cxr_fast.export import ExportError, export_run, exporter, load_exported
-from cxr_fast.run_folder import atomic_write_json, cam_run_for, read_json
+from cxr_fast.export.source import cam_run_for
+from cxr_fast.run_folder import atomic_write_json, read_json
 from cxr_fast.scoring.score import ScoreConfig, run_score
 
 
