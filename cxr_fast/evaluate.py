@@ -116,8 +116,8 @@ def _gated(
         yield batch
 
 
-def _labelled_records(data: Path, threshold: float | None) -> list:
-    """The images under ``data``, every one labelled; the threshold, if given, in [0, 1]."""
+def _labelled_records(data: Path) -> list:
+    """The images under ``data``, every one labelled (EvalConfig checks the threshold)."""
     records = require_images(discover(data), str(data))
     unlabeled = sum(r.label is None for r in records)
     if unlabeled:
@@ -126,8 +126,6 @@ def _labelled_records(data: Path, threshold: float | None) -> list:
             f"{agree(unlabeled, 'has', 'have')} no label: evaluation needs "
             "NORMAL/ and PNEUMONIA/ folders (use `cxr-fast score` for unlabeled archives)"
         )
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise UserInputError(f"threshold must be in [0, 1], got {threshold}")
     return records
 
 
@@ -187,7 +185,7 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
     (``config.threshold`` overrides it), and write metrics.json and plots."""
     data, threshold = config.data, config.threshold
     model = load_model(config.run, resolve_device(config.device), config.tta, config.precision)
-    records = _labelled_records(data, threshold)
+    records = _labelled_records(data)
     out_dir = config.out or default_out_dir(config.run, data)
     data_sha = data_sha256(data, records)
     if not config.overwrite:
