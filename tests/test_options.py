@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -10,6 +11,7 @@ from cxr_fast.cli import cli
 from cxr_fast.configs import StreamConfig, SynthConfig
 from cxr_fast.errors import UserInputError
 from cxr_fast.export.stage import ExportConfig
+from cxr_fast.options import StageCommand
 from cxr_fast.scoring.score_config import ScoreConfig
 from tests.cli_in_process import assert_one_line, run_main
 
@@ -103,3 +105,14 @@ def test_train_config_defaults_are_the_run_the_command_makes(kaggle_dir, tmp_pat
     made = json.loads(plan.output)["train"]
     library = TrainConfig(data=str(kaggle_dir), out=str(tmp_path / "run")).to_dict()
     assert made == library and made["folds"] == 3 and made["export"] == "auto"
+
+
+def test_every_command_is_made_from_a_config_and_takes_a_config_file():
+    from tests.test_cli import _commands
+
+    for path, command in _commands(cli):
+        if isinstance(command, click.Group):
+            continue
+        names = {opt for param in command.params for opt in getattr(param, "opts", ())}
+        assert isinstance(command, StageCommand), path
+        assert "--config" in names, path
