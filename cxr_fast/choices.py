@@ -1,7 +1,9 @@
 """The names and defaults users type on the command line, each defined once.
 
-The modules that implement them import them from here. This module imports nothing heavy on
-purpose: `cxr-fast --help` (and every option check) must not wait for PyTorch to load.
+The modules that implement them import them from here, and the config dataclasses declare the
+options several stages share with the ``*_option()`` helpers at the end. This module imports
+nothing heavy on purpose: `cxr-fast --help` (and every option check) must not wait for PyTorch
+to load.
 """
 
 from __future__ import annotations
