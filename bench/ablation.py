@@ -21,7 +21,8 @@ import torch
 
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.precision import inference_precision
@@ -108,7 +109,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
 
 def _probs(run: Path, records, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     model, info = load_run(run)
-    loader = make_loader(records, info.contract, batch_size=batch_size, device="cpu")
+    loader = make_scoring_loader(LoaderSpec(records, info.contract, batch_size))
     cpu = inference_precision(torch.device("cpu"))
     index, logits, _ = module_model(model, info.contract, cpu).predict(loader)
     return np.array([records[i].label for i in index]), sigmoid(logits)

@@ -27,7 +27,8 @@ import torch
 
 from cxr_fast.data.augment import affine_image, stretch_image
 from cxr_fast.data.discover import Record
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run
@@ -71,7 +72,7 @@ def view_logits(
             Record(rows[i]["path"], rows[i]["label"], None, rows[i]["patient"]) for i in chosen
         ]
         model, info = load_run(run / "members" / f"fold-{fold}")
-        loader = make_loader(records, grey_contract(info.contract), batch_size=64, device="cpu")
+        loader = make_scoring_loader(LoaderSpec(records, grey_contract(info.contract), 64))
         with torch.inference_mode():
             for batch in loader:
                 labels.append(batch.y.numpy())

@@ -21,7 +21,8 @@ from bench.images import CACHE
 from bench.report import Row, measure
 from bench.training import ARCHS
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.export import export_run, load_exported
 from cxr_fast.export.onnx import onnx_missing
 from cxr_fast.models import build_model
@@ -138,11 +139,7 @@ def scoring_rows(
         plain = build_model(arch).eval()
         plain.load_state_dict(eager.state_dict())  # same weights, NCHW
         batch = next(
-            iter(
-                make_loader(
-                    records, info.contract, batch_size=64, loader="torch", device="cpu", workers=0
-                )
-            )
+            iter(make_scoring_loader(LoaderSpec(records, info.contract, 64, workers=0), "torch"))
         )
         rows.append(
             measure(

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast.data.discover import Record, discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import SHIFT_GRID, binary_metrics, j_curve, threshold_choice
 from cxr_fast.precision import inference_precision
@@ -55,7 +56,7 @@ def shifted_oof(run: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 def _sample_rows(run: Path, sample: str, thresholds: Sequence[float]) -> list[str]:
     model, info = load_run(run)
     records = [r for r in discover(sample) if r.label is not None]
-    loader = make_loader(records, info.contract, batch_size=64, device="cpu")
+    loader = make_scoring_loader(LoaderSpec(records, info.contract, 64))
     cpu = inference_precision(torch.device("cpu"))
     index, logits, _ = module_model(model, info.contract, cpu).predict(loader)
     y = np.array([records[i].label for i in index])

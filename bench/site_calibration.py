@@ -28,7 +28,8 @@ from cxr_fast.calibrate import cross_fitted
 from cxr_fast.choices import CALIBRATION_POLICIES
 from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.split import patient_folds
 from cxr_fast.inference import sigmoid
 from cxr_fast.precision import inference_precision
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = [r for r in discover(args.data) if r.label is not None]
     model, info = load_run(args.run)
-    loader = make_loader(records, info.contract, batch_size=64, device="cpu")
+    loader = make_scoring_loader(LoaderSpec(records, info.contract, 64))
     cpu = inference_precision(torch.device("cpu"))
     index, logits, _ = module_model(model, info.contract, cpu).predict(loader)
     records = [records[i] for i in index]

@@ -19,6 +19,7 @@ from cxr_fast.choices import SCORE_BATCH_SIZE
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
+from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.throughput import stream
 from cxr_fast.data.torch_loader import TorchLoader
 
@@ -95,15 +96,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _loader_rows(args: argparse.Namespace, root: Path) -> list[Row]:
     records = discover(root)
     contract = PreprocessContract(image_size=args.image_size)
+    spec = LoaderSpec(records, contract, args.batch_size, workers=args.workers)
     common = dict(warmup=args.warmup, repeats=args.repeats)
     detail = f"{args.workers} workers, batch {args.batch_size}"
     rows = []
     if dali_available():
 
         def dali() -> DaliLoader:
-            return DaliLoader(
-                records, contract, batch_size=args.batch_size, num_threads=args.workers
-            )
+            return DaliLoader(spec)
 
         rows.append(
             measure(
@@ -115,7 +115,7 @@ def _loader_rows(args: argparse.Namespace, root: Path) -> list[Row]:
         )
 
     def fallback() -> TorchLoader:
-        return TorchLoader(records, contract, batch_size=args.batch_size, num_workers=args.workers)
+        return TorchLoader(spec)
 
     rows.append(
         measure(

@@ -19,7 +19,8 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.batch import drops_last
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_train_loader
 from cxr_fast.models import build_model
 from cxr_fast.precision import resolve_precision
 from cxr_fast.training.loop import train_step
@@ -101,15 +102,10 @@ def training_rows(
         model = build_model(arch).to(memory_format=torch.channels_last)
         for loader in loaders:
             make = functools.partial(
-                make_loader,
-                records,
-                contract,
-                batch_size=batch_size,
-                loader=loader,
-                device="cpu",
-                train=True,
+                make_train_loader,
+                LoaderSpec(records, contract, batch_size, workers=workers),
+                loader,
                 augment=Augment(),
-                workers=workers,
             )
             # The default precision (bf16 where the CPU has it) and fp32, same loader.
             for chosen in dict.fromkeys((precision, fp32)):

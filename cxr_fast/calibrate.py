@@ -34,7 +34,8 @@ from cxr_fast.choices import (
 )
 from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import Record, discover, paths_sha256
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.split import patient_folds
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
@@ -454,9 +455,7 @@ def run_calibrate(
     if on_total is not None:
         on_total(len(records))
     model, source = _load(run, out, device)
-    loader = make_loader(
-        records, model.contract, batch_size=64, device=str(model.device), workers=workers
-    )
+    loader = make_scoring_loader(LoaderSpec(records, model.contract, 64, workers, model.device))
     index, logits, _ = model.predict(loader, progress)
     records = [records[i] for i in index]  # the order of logits, for the patient folds
     request = _Request(policy, target_sensitivity, prior, bootstrap, cross_fit_folds)

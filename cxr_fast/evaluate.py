@@ -14,7 +14,8 @@ import numpy as np
 from cxr_fast.configs import EvalConfig
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.discover import discover, require_images
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.preflight import find_bad_files
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
@@ -133,15 +134,9 @@ def _predict(model: ScoringModel, records, config: EvalConfig, progress):
     """(record index, logits, films the input gate refused: index -> reason, files that went
     bad after the pre-flight check) for ``records``; refused films are left out of the index
     and logits unless ``config.accept_ood``."""
-    batches = make_loader(
-        records,
-        model.contract,
-        batch_size=config.batch_size,
-        loader=config.loader,
-        device=str(model.device),
-        workers=config.workers,
-        on_error="collect",  # the pixels score sees, and every file accounted for
-    )
+    # The pixels score sees, and every file accounted for.
+    spec = LoaderSpec(records, model.contract, config.batch_size, config.workers, model.device)
+    batches = make_scoring_loader(spec, config.loader)
     refused: dict[int, str] = {}
     index, logits, _ = model.predict(_gated(batches, model, refused), progress)
     if refused and not config.accept_ood:

@@ -357,7 +357,8 @@ def _gradcam(run: Path, info: RunInfo, top: int, device: str) -> tuple[str, int]
     """Overlays of the ``top`` validation films with the highest probability."""
     if top <= 0:
         return "<p class=muted>Skipped (--cams 0).</p>", 0
-    from cxr_fast.data.loaders import make_loader
+    from cxr_fast.data.loader_spec import LoaderSpec
+    from cxr_fast.data.loaders import make_scoring_loader
     from cxr_fast.explain.explainer import Explainer
     from cxr_fast.export.exporter import run_records
     from cxr_fast.inference import sigmoid
@@ -374,10 +375,8 @@ def _gradcam(run: Path, info: RunInfo, top: int, device: str) -> tuple[str, int]
     if not records:
         return "<p class=muted>No readable films found.</p>", 0
     explainer = Explainer(run, device=device)
-    loader = make_loader(
-        records, info.contract, batch_size=64, loader="torch", device=str(explainer.device),
-        workers=0,
-    )  # fmt: skip
+    spec = LoaderSpec(records, info.contract, 64, workers=0, device=explainer.device)
+    loader = make_scoring_loader(spec, "torch")
     model = eager_scoring_model(explainer.model, explainer.info, explainer.device)
     index, logits, _ = model.predict(loader)
     probs = sigmoid(logits)

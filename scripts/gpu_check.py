@@ -99,13 +99,14 @@ def main() -> int:
         from cxr_fast.contract import PreprocessContract
         from cxr_fast.data.dali_pipeline import DaliLoader
         from cxr_fast.data.discover import discover
+        from cxr_fast.data.loader_spec import LoaderSpec
 
         records = discover(archive)
         contract = PreprocessContract(image_size=224)
         n, started = 0, None
         for _ in range(2):  # the first pass builds the pipeline
             started = time.perf_counter()
-            loader = DaliLoader(records, contract, batch_size=64, device="gpu", num_threads=4)
+            loader = DaliLoader(LoaderSpec(records, contract, 64, workers=4, device="cuda"))
             n = sum(len(b.index) for b in loader)
         torch.cuda.synchronize()
         return f"{n} films", n / (time.perf_counter() - started)

@@ -15,7 +15,8 @@ from cxr_fast.calibrate import cross_fit, fit_platt, fit_site, run_calibrate, sa
 from cxr_fast.cli import cli
 from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.export import export_run
 from cxr_fast.models.ensemble import TemperatureScaled
@@ -288,7 +289,7 @@ def test_cross_fit_prints_what_the_bench_computes(
     assert f"specificity {crossed['specificity']:.3f}" in result.output
     model = load_model(trained_run, torch.device("cpu"))
     records = [r for r in discover(synth_small) if r.label is not None]
-    loader = make_loader(records, model.contract, batch_size=64, device="cpu", workers=0)
+    loader = make_scoring_loader(LoaderSpec(records, model.contract, 64, workers=0))
     index, logits, _ = model.predict(loader)
     records = [records[i] for i in index]
     labels = np.array([r.label for r in records])

@@ -13,7 +13,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 from cxr_fast.cli import cli
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.export import export_run
 from cxr_fast.inference import sigmoid
@@ -29,7 +30,7 @@ def _independent_probs(run_dir, data):
     records = discover(data)
     # The batch size evaluate uses: a different one may move a logit by 1e-7 and flip a
     # prediction that sits on the threshold.
-    batches = make_loader(records, info.contract, batch_size=64, loader="torch", workers=0)
+    batches = make_scoring_loader(LoaderSpec(records, info.contract, 64, workers=0), "torch")
     fp32 = resolve_precision("fp32", torch.device("cpu"))
     index, logits, _ = module_model(model, info.contract, fp32).predict(batches)
     return np.array([records[i].label for i in index]), sigmoid(logits), info

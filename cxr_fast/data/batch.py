@@ -16,8 +16,8 @@ class Batch(NamedTuple):
     """``x`` [N,1,H,W] channels_last floats, ``y`` [N] int64 labels (-1 unknown), ``index`` [N]
     int64 positions in the record list the loader was built from.
 
-    A collecting loader (``make_loader(..., on_error="collect")``) accounts for every file it
-    was given: ``sizes`` holds each decoded image's original (width, height); ``errors``
+    The scoring loader (:func:`cxr_fast.data.loaders.make_scoring_loader`) accounts for every
+    file it was given: ``sizes`` holds each decoded image's original (width, height); ``errors``
     (position, reason) the files that could not be decoded, ``skipped`` (position, reason)
     those deliberately not decoded (DICOM objects that are not images, ``skip_views``), and
     ``info`` position -> extra columns (DICOM identifiers, decoder warnings) of any of them.

@@ -1,5 +1,6 @@
-"""The collecting loader (``make_loader(..., on_error="collect")``): batches that never lose a
-file. Decodable images become tensors, the rest error entries of the same :class:`Batch`.
+"""The collecting loader (:func:`cxr_fast.data.loaders.make_scoring_loader`): batches that
+never lose a file. Decodable images become tensors, the rest error entries of the same
+:class:`Batch`.
 
 How one bad file is kept from failing a batch:
 
@@ -26,7 +27,7 @@ import itertools
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -38,6 +39,7 @@ from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.discover import Record
 from cxr_fast.data.file_item import FileItem, read_item
 from cxr_fast.data.headers import dali_takes, read_headers
+from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.workers import scoring_worker
 
 log = logging.getLogger(__name__)
@@ -55,29 +57,29 @@ class LoaderUse:
 
 class CollectingLoader:
     """Iterable of :class:`Batch` (with ``sizes``, ``errors``, ``skipped`` and ``info``) over
-    ``records[positions]``, in file order, ``x`` on ``device``.
+    ``spec.records[positions]`` (default: ``spec``'s shard), in file order, ``x`` on
+    ``spec.device``; ``backend`` (``dali`` or ``torch``) decodes.
 
-    Built by :func:`cxr_fast.data.loaders.make_loader`; ``use`` names the backend that is
-    decoding (it changes to ``torch`` if a DALI pipeline fails, see the module docstring) and
+    Built by :func:`cxr_fast.data.loaders.make_scoring_loader`; ``use`` names the backend that
+    is decoding (it changes to ``torch`` if a DALI pipeline fails, see the module docstring) and
     ``skipped`` lists (path, reason) of the files that could not be decoded so far, as
-    :attr:`cxr_fast.data.torch_loader.TorchLoader.skipped` does.
+    :attr:`cxr_fast.data.torch_loader.TorchLoader.skipped` does. DICOM views in ``skip_views``
+    are skipped; ``decoded``: files of the first positions already read, in order, batched
+    first.
     """
 
     def __init__(
         self,
-        records: Sequence[Record],
-        positions: Sequence[int],
-        contract: PreprocessContract,
+        spec: LoaderSpec,
         *,
         backend: str,
-        batch_size: int,
-        workers: int,
-        device: torch.device,
+        positions: Sequence[int] | None = None,
         skip_views: Sequence[str] = (),
         decoded: Sequence[FileItem] = (),
     ) -> None:
-        self.records, self.positions, self.contract = records, list(positions), contract
-        self.batch_size, self.workers, self.device = batch_size, workers, device
+        self.spec, self.records, self.contract = spec, spec.records, spec.contract
+        self.positions = spec.positions() if positions is None else list(positions)
+        self.device = spec.device
         self.skip_views = tuple(skip_views)
         self.use = LoaderUse(backend)
         self.skipped: list[tuple[str, str]] = []
@@ -87,21 +89,12 @@ class CollectingLoader:
             raise ValueError("decoded files must be the loader's first positions, in order")
 
     def __iter__(self) -> Iterator[Batch]:
-        common = dict(batch_size=self.batch_size, workers=self.workers, skip_views=self.skip_views)
         rest = self.positions[len(self.decoded) :]
         if self.use.name == "dali":
-            batches = dali_batches(
-                self.records,
-                rest,
-                self.contract,
-                device="gpu" if self.device.type == "cuda" else "cpu",
-                device_id=self.device.index or 0,
-                use=self.use,
-                **common,
-            )
+            batches = dali_batches(self.spec, rest, use=self.use, skip_views=self.skip_views)
         else:  # its workers start decoding now, while the decoded files are scored
-            batches = pil_batches(self.records, rest, self.contract, **common)
-        size = self.batch_size
+            batches = pil_batches(self.spec, rest, skip_views=self.skip_views)
+        size = self.spec.batch_size
         ready = (
             collate(self.decoded[i : i + size], self.contract, torch.float32)
             for i in range(0, len(self.decoded), size)
@@ -160,21 +153,17 @@ def collate(items: list[FileItem], contract: PreprocessContract, dtype: torch.dt
 
 
 def pil_batches(
-    records: Sequence[Record],
-    positions: Sequence[int],
-    contract: PreprocessContract,
-    *,
-    batch_size: int,
-    workers: int,
-    skip_views: Sequence[str] = (),
+    spec: LoaderSpec, positions: Sequence[int], *, skip_views: Sequence[str] = ()
 ) -> Iterator[Batch]:
-    """Batches decoded by PIL in ``workers`` processes (normalised there too). The workers
-    start when this is called, not at the first ``next()``."""
+    """Batches of ``spec.records[positions]`` decoded by PIL in ``spec.workers`` processes
+    (normalised there too), on the CPU. The workers start when this is called, not at the
+    first ``next()``."""
     if not positions:
         return iter(())
+    workers, contract = spec.workers, spec.contract
     loader = DataLoader(
-        _Files(records, positions, contract, skip_views),
-        batch_size=batch_size,
+        _Files(spec.records, positions, contract, skip_views),
+        batch_size=spec.batch_size,
         num_workers=workers,
         # Workers that die with this process: a kill -9 leaves no decoder behind.
         worker_init_fn=functools.partial(scoring_worker, parent=os.getpid()),
@@ -185,91 +174,64 @@ def pil_batches(
 
 
 def dali_batches(
-    records: Sequence[Record],
+    spec: LoaderSpec,
     positions: Sequence[int],
-    contract: PreprocessContract,
     *,
-    batch_size: int,
-    workers: int,
-    device: str,
-    device_id: int = 0,
     use: LoaderUse | None = None,
     skip_views: Sequence[str] = (),
 ) -> Iterator[Batch]:
-    """Batches through DALI for header-checked JPEGs, PIL for everything else. ``use``
-    (updated in place) says whether a pipeline failure switched the run to PIL."""
+    """Batches of ``spec.records[positions]`` through DALI for header-checked JPEGs, PIL for
+    everything else. ``use`` (updated in place) says whether a pipeline failure switched the
+    run to PIL."""
     use = use if use is not None else LoaderUse("dali")
+    records = spec.records
     sizes: dict[int, tuple[int, int]] = {}
     others: list[int] = []
-    headers = read_headers([records[p].path for p in positions], workers)
+    headers = read_headers([records[p].path for p in positions], spec.workers)
     for position, (size, is_jpeg) in zip(positions, headers, strict=True):
         if dali_takes(size, is_jpeg):
             sizes[position] = size
         else:
             others.append(position)
     jpegs = [p for p in positions if p in sizes]
+    device, device_id = spec.dali_device()
     # DICOMs whose frames DALI decodes on this device skip pydicom's decoding (dali_dicom.py).
     dicoms, others = route({p: records[p].path for p in others}, device, skip_views)
-    pil = functools.partial(pil_batches, records, contract=contract, batch_size=batch_size)
-    yield from pil(others, workers=workers, skip_views=skip_views)
+    in_process = replace(spec, workers=0)
+    yield from pil_batches(spec, others, skip_views=skip_views)
     for out in dicom_dali_batches(
         {p: records[p].path for p in dicoms},
         dicoms,
-        contract,
-        batch_size=batch_size,
+        spec.contract,
+        batch_size=spec.batch_size,
         device=device,
         device_id=device_id,
-        num_threads=max(1, workers),
+        num_threads=max(1, spec.workers),
     ):
         if out.x is None:  # undecodable in DALI: pydicom's path says why
-            yield from pil(out.positions, workers=0, skip_views=skip_views)
+            yield from pil_batches(in_process, out.positions, skip_views=skip_views)
             continue
         labels = [records[p].label for p in out.positions]
         originals = [dicoms[p].size for p in out.positions]
         info = {p: dicoms[p].info for p in out.positions}
         yield _batch(out.x, out.positions, labels, originals, info=info)
-    yield from _dali_jpeg_batches(
-        records,
-        jpegs,
-        sizes,
-        contract,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        device_id=device_id,
-        use=use,
-    )
+    yield from _dali_jpeg_batches(spec, jpegs, sizes, use)
 
 
 def _dali_jpeg_batches(
-    records: Sequence[Record],
-    jpegs: list[int],
-    sizes: dict[int, tuple[int, int]],
-    contract: PreprocessContract,
-    *,
-    batch_size: int,
-    workers: int,
-    device: str,
-    device_id: int,
-    use: LoaderUse,
+    spec: LoaderSpec, jpegs: list[int], sizes: dict[int, tuple[int, int]], use: LoaderUse
 ) -> Iterator[Batch]:
     """The header-checked JPEGs through DALI pipelines: a decode error sends the failed batch
     to PIL and a new pipeline goes on after it; any other failure sends the rest to PIL."""
+    records, batch_size = spec.records, spec.batch_size
     start = 0
     while start < len(jpegs):
         segment = jpegs[start:]
         done = 0
         try:
             # Inside the try: the iterator decodes its first batch while it is built.
-            loader = DaliLoader(
-                [records[p] for p in segment],
-                contract,
-                batch_size=batch_size,
-                device=device,
-                device_id=device_id,
-                num_threads=max(1, workers),
-            )
-            for batch in loader:
+            part = replace(spec, records=[records[p] for p in segment], shard_id=0, num_shards=1)
+            for batch in DaliLoader(part):
                 local = batch.index.tolist()
                 index = [segment[i] for i in local]
                 done += len(local)
@@ -279,7 +241,7 @@ def _dali_jpeg_batches(
         except RuntimeError as exc:
             # Eval order is file order, so the failed batch is the next batch_size files.
             failed = segment[done : done + batch_size]
-            decoded = list(pil_batches(records, failed, contract, batch_size=batch_size, workers=0))
+            decoded = list(pil_batches(replace(spec, workers=0), failed))
             yield from decoded
             start += done + len(failed)
             if _is_decode_error(exc) or any(b.errors for b in decoded):
@@ -287,8 +249,7 @@ def _dali_jpeg_batches(
             use.name = "torch"
             use.fallback = f"DALI pipeline failed ({_first_line(exc)}); PIL decoded the rest"
             log.warning("cxr-fast: %s", use.fallback)
-            rest = jpegs[start:]
-            yield from pil_batches(records, rest, contract, batch_size=batch_size, workers=workers)
+            yield from pil_batches(spec, jpegs[start:])
             return
 
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import torch
 
 from cxr_fast.contract import PER_IMAGE_EPSILON, PreprocessContract
 from cxr_fast.data.augment import CONTRAST_CENTER, Augment
 from cxr_fast.data.batch import Batch, drops_last, labels_tensor, num_batches
-from cxr_fast.data.discover import Record
-from cxr_fast.data.shard import shard_range
+from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
 
 # nvidia.dali is imported inside the functions that build graphs (as in dali_dicom.py): it costs
 # about 0.3 s, which every `score` on a CPU host (where the PIL loader is the default) would pay
@@ -144,119 +142,91 @@ def _augment(images, size: int, aug: Augment):
     return images
 
 
-def build_pipeline(
-    paths: Sequence[str],
-    contract: PreprocessContract,
-    *,
-    batch_size: int,
-    device: str = "cpu",
-    device_id: int = 0,
-    train: bool = False,
-    augment: Augment | None = None,
-    shard_id: int = 0,
-    num_shards: int = 1,
-    num_threads: int = 2,
-    seed: int = 0,
-):
-    """Build (not yet started) a DALI pipeline yielding ``x`` (NHWC float32) and ``idx``
-    (record index).
+def build_pipeline(spec: LoaderSpec, train: TrainMode | None = None):
+    """Build (not yet started) a DALI pipeline over ``spec``'s shard yielding ``x`` (NHWC
+    float32) and ``idx`` (record position); train mode with ``train``.
 
-    ``device`` is ``"cpu"`` or ``"gpu"``; nothing else about the graph changes between them.
-    Batches are float32 on both: the model's precision policy (autocast) decides what the
-    convolutions compute in, and an fp32 model would reject a Half input outright.
+    On the CPU and the GPU (:meth:`LoaderSpec.dali_device`) nothing else about the graph
+    changes. Batches are float32 on both: the model's precision policy (autocast) decides what
+    the convolutions compute in, and an fp32 model would reject a Half input outright.
 
     ``random_shuffle`` only shuffles within a buffer of ``initial_fill`` samples after one
-    fixed-seed shuffle of the file list, whatever ``seed`` is: callers that want a different
+    fixed-seed shuffle of the file list, whatever the seed is: callers that want a different
     order per epoch and per seed permute the records themselves (the trainer does).
     """
     if not dali_available():
         raise RuntimeError("NVIDIA DALI is not installed: pip install nvidia-dali-cuda120")
     from nvidia.dali import fn, pipeline_def, types
 
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    gpu = device == "gpu"
-    size = contract.image_size
+    device, device_id = spec.dali_device()
+    augment = train.augment if train is not None else None
 
     @pipeline_def(
-        batch_size=batch_size,
-        num_threads=num_threads,
-        device_id=device_id if gpu else None,
-        seed=seed,
+        batch_size=spec.batch_size,
+        num_threads=max(1, spec.workers),
+        device_id=device_id if device == "gpu" else None,
+        seed=train.seed if train is not None else 0,
         prefetch_queue_depth=2,
     )
     def graph():
-        encoded, index = fn.readers.file(
-            files=list(paths),
-            # The "label" DALI carries is the record's position: it maps every output row back
-            # to its file, and real labels are looked up from it.
-            labels=list(range(len(paths))),
-            random_shuffle=train,
-            initial_fill=min(1024, max(len(paths), 1)),
-            shard_id=shard_id,
-            num_shards=num_shards,
-            # Without it the shards rotate every epoch: a reused (validation) loader would read
-            # another rank's shard, of another size, in its second epoch.
-            stick_to_shard=True,
-            pad_last_batch=True,
-            seed=seed,
-            name=_READER,
-        )
+        encoded, index = _read_files(spec, train)
         images = fn.decoders.image(
             encoded,
-            device="mixed" if gpu else "cpu",
+            device="mixed" if device == "gpu" else "cpu",
             output_type=types.GRAY,
             # As PIL (and torchvision's decode_jpeg) by default: pixels as stored. DALI would
             # otherwise rotate by the EXIF tag, and GPU and CPU scores would differ.
             adjust_orientation=False,
         )
-        images = contract_resize(images, contract)
-        if train and augment is not None:
-            images = _augment(images, size, augment)
-        mirror = fn.random.coin_flip() if train and augment is not None and augment.hflip else 0
-        return contract_normalize(images, contract, mirror), index
+        images = contract_resize(images, spec.contract)
+        if augment is not None:
+            images = _augment(images, spec.contract.image_size, augment)
+        mirror = fn.random.coin_flip() if augment is not None and augment.hflip else 0
+        return contract_normalize(images, spec.contract, mirror), index
 
     return graph()
 
 
-class DaliLoader:
-    """Iterable of :class:`Batch` from a DALI pipeline (see
-    :func:`cxr_fast.data.loaders.make_loader`). Eval mode keeps order and the last partial batch;
-    train mode shuffles, augments and drops the last partial batch."""
+def _read_files(spec: LoaderSpec, train: TrainMode | None):
+    """The file reader of :func:`build_pipeline`'s graph: (encoded bytes, record position)."""
+    from nvidia.dali import fn
 
-    def __init__(
-        self,
-        records: Sequence[Record],
-        contract: PreprocessContract,
-        *,
-        batch_size: int,
-        train: bool = False,
-        shard_id: int = 0,
-        num_shards: int = 1,
-        **pipeline: Any,
-    ) -> None:
-        """``pipeline``: the rest of :func:`build_pipeline`'s options (device, device_id,
-        augment, num_threads, seed), passed on as they are."""
-        if not records:
-            raise ValueError("no images to load")
-        self.contract = contract
-        self._labels = labels_tensor([r.label for r in records])
-        self._pipe = build_pipeline(
-            [r.path for r in records],
-            contract,
-            batch_size=batch_size,
-            train=train,
-            shard_id=shard_id,
-            num_shards=num_shards,
-            **pipeline,
-        )
+    paths = [r.path for r in spec.records]
+    return fn.readers.file(
+        files=paths,
+        # The "label" DALI carries is the record's position: it maps every output row back
+        # to its file, and real labels are looked up from it.
+        labels=list(range(len(paths))),
+        random_shuffle=train is not None,
+        initial_fill=min(1024, max(len(paths), 1)),
+        shard_id=spec.shard_id,
+        num_shards=spec.num_shards,
+        # Without it the shards rotate every epoch: a reused (validation) loader would read
+        # another rank's shard, of another size, in its second epoch.
+        stick_to_shard=True,
+        pad_last_batch=True,
+        seed=train.seed if train is not None else 0,
+        name=_READER,
+    )
+
+
+class DaliLoader:
+    """Iterable of :class:`Batch` from a DALI pipeline over ``spec``'s shard, in train mode
+    with ``train`` (see :mod:`cxr_fast.data.loader_spec` for both). Eval mode keeps order and
+    the last partial batch; train mode shuffles, augments and drops the last partial batch."""
+
+    def __init__(self, spec: LoaderSpec, train: TrainMode | None = None) -> None:
+        self.contract = spec.contract
+        self._labels = labels_tensor([r.label for r in spec.records])
+        self._pipe = build_pipeline(spec, train)
         self._pipe.build()
         from nvidia.dali.plugin.base_iterator import LastBatchPolicy
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-        shard_size = len(shard_range(len(records), shard_id, num_shards))
-        drop = drops_last(shard_size, batch_size, train)
-        self._batches = num_batches(shard_size, batch_size, train)
+        shard_size = len(spec.positions())
+        training = train is not None
+        drop = drops_last(shard_size, spec.batch_size, training)
+        self._batches = num_batches(shard_size, spec.batch_size, training)
         policy = LastBatchPolicy.DROP if drop else LastBatchPolicy.PARTIAL
         self._iterator = DALIGenericIterator(
             [self._pipe],

@@ -35,6 +35,8 @@ def stream(
     images = 0
     start = time.perf_counter()
     for batch in build():
+        if batch.x is None:  # a scoring loader's batch of files that did not decode
+            continue
         if batch.x.is_cuda:
             torch.cuda.synchronize(batch.x.device)
         images += batch.x.shape[0]
@@ -48,7 +50,8 @@ def plan_stream(config: StreamConfig) -> tuple[int, str, Callable[[], Iterable[B
     read them and a function that builds the loader (for :func:`stream` to time)."""
     from cxr_fast.contract import PreprocessContract
     from cxr_fast.data.discover import discover, require_images
-    from cxr_fast.data.loaders import make_loader, resolve_loader
+    from cxr_fast.data.loader_spec import LoaderSpec
+    from cxr_fast.data.loaders import make_scoring_loader, make_train_loader, resolve_loader
     from cxr_fast.device import resolve_device
 
     records = require_images(discover(config.root), str(config.root))
@@ -56,14 +59,9 @@ def plan_stream(config: StreamConfig) -> tuple[int, str, Callable[[], Iterable[B
     backend = resolve_loader(config.loader, resolve_device(config.device), records)
 
     def build() -> Iterable[Batch]:
-        return make_loader(
-            records,
-            contract,
-            batch_size=config.batch_size,
-            loader=backend,
-            device=config.device,
-            train=config.train,
-            workers=config.workers,
+        spec = LoaderSpec(
+            records, contract, config.batch_size, workers=config.workers, device=config.device
         )
+        return (make_train_loader if config.train else make_scoring_loader)(spec, backend)
 
     return len(records), backend, build

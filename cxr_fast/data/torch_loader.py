@@ -19,8 +19,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment, augment_image
 from cxr_fast.data.batch import Batch, drops_last, labels_tensor, normalise_uint8
 from cxr_fast.data.decode import ImageReadError, read_gray
-from cxr_fast.data.discover import Record
-from cxr_fast.data.shard import shard_range
+from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
 from cxr_fast.data.workers import steady_memory_worker
 
 log = logging.getLogger(__name__)
@@ -74,57 +73,51 @@ def _collate(
 
 
 class TorchLoader:
-    """Iterable of :class:`Batch` from PIL-decoded files.
-
-    Built by :func:`cxr_fast.data.loaders.make_loader`, which documents the arguments.
-    """
+    """Iterable of :class:`Batch` from PIL-decoded files: ``spec``'s shard, in train mode with
+    ``train`` (see :mod:`cxr_fast.data.loader_spec` for both)."""
 
     def __init__(
         self,
-        records: Sequence[Record],
-        contract: PreprocessContract,
-        *,
-        batch_size: int,
-        train: bool = False,
-        augment: Augment | None = None,
-        num_workers: int = 2,
-        shard_id: int = 0,
-        num_shards: int = 1,
-        seed: int = 0,
-        device: str = "cpu",
+        spec: LoaderSpec,
+        train: TrainMode | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        positions = list(shard_range(len(records), shard_id, num_shards))
-        self.contract = contract
-        self.device = torch.device(device)
+        records, positions = spec.records, spec.positions()
+        seed = train.seed if train is not None else 0
+        self.contract = spec.contract
+        self.device = spec.device
         self.dtype = dtype
         self._positions = torch.tensor(positions, dtype=torch.int64)
         self._labels = labels_tensor([records[i].label for i in positions])
         self._dataset = _ImageDataset(
-            [records[i].path for i in positions], contract, augment if train else None, seed
+            [records[i].path for i in positions],
+            spec.contract,
+            train.augment if train is not None else None,
+            seed,
         )
-        self._train = train
+        self._train = train is not None
         self.skipped: list[tuple[str, str]] = []  # (path, reason) of files left out
         # On the CPU the workers normalise, so the main process (which runs the model) only
         # receives finished batches; for CUDA, uint8 crosses the bus (4x fewer bytes) and the
         # GPU normalises.
         self._on_gpu = self.device.type == "cuda"
         collate = functools.partial(
-            _collate, contract=None if self._on_gpu else contract, dtype=dtype
+            _collate, contract=None if self._on_gpu else spec.contract, dtype=dtype
         )
         generator = torch.Generator().manual_seed(seed)
+        workers = spec.workers
         self._loader = DataLoader(
             self._dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=drops_last(len(positions), batch_size, train),
-            num_workers=num_workers,
+            batch_size=spec.batch_size,
+            shuffle=self._train,
+            drop_last=drops_last(len(positions), spec.batch_size, self._train),
+            num_workers=workers,
             worker_init_fn=steady_memory_worker,
             collate_fn=collate,
             generator=generator,
             persistent_workers=False,
             pin_memory=self._on_gpu,
-            prefetch_factor=4 if num_workers else None,
+            prefetch_factor=4 if workers else None,
         )
 
     def __len__(self) -> int:

@@ -11,7 +11,8 @@ import torch
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.decode import ImageReadError
 from cxr_fast.data.discover import Record
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.export.common import CALIBRATION_IMAGES, HELDOUT_IMAGES, ExportError
 from cxr_fast.fp32 import ieee_fp32 as ieee_fp32  # re-exported: the checks' precision
 
@@ -108,9 +109,7 @@ def iter_images(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(x, y)`` CPU batches in record order, preprocessed exactly as training and scoring do
     (the PIL loader, in-process: export runs once, worker start-up would dominate)."""
-    loader = make_loader(
-        records, contract, batch_size=batch_size, loader="torch", device="cpu", workers=0
-    )
+    loader = make_scoring_loader(LoaderSpec(records, contract, batch_size, workers=0), "torch")
     try:
         for batch in loader:
             _refuse_skipped(loader)  # the loader leaves unreadable files out; checks need all

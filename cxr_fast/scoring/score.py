@@ -29,7 +29,8 @@ from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import Discovery, Record, display_path, require_images, scan
 from cxr_fast.data.file_item import FileItem
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
@@ -389,17 +390,11 @@ def _batch_source(
 ) -> CollectingLoader:
     """The collecting loader over the files still to score, with the model's contract; the
     ``decoded`` ones (the first of ``todo``) are scored first."""
-    return make_loader(
-        records,
-        model.contract,
-        batch_size=batch_size_for(config, device),
-        loader=config.loader,
-        device=str(device),
-        workers=config.workers,
-        on_error="collect",
-        positions=todo,
-        skip_views=config.skip_views,
-        decoded=decoded,
+    spec = LoaderSpec(
+        records, model.contract, batch_size_for(config, device), config.workers, device
+    )
+    return make_scoring_loader(
+        spec, config.loader, positions=todo, skip_views=config.skip_views, decoded=decoded
     )
 
 

@@ -21,7 +21,8 @@ import torch
 
 from cxr_fast import __version__
 from cxr_fast.data.discover import Record, discover, display_path, path_bytes
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.preflight import BadFile
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
@@ -117,7 +118,8 @@ def _out_of_fold(config: TrainConfig, workers: int):
         member = _member_config(config, k)
         model, info = load_run(member.out, device)
         val = plan(member).data.val
-        loader = make_loader(val, info.contract, batch_size=64, device=str(device), workers=workers)
+        spec = LoaderSpec(val, info.contract, 64, workers=workers, device=device)
+        loader = make_scoring_loader(spec)
         predictor = module_model(model, info.contract, inference_precision(device))
         index, out, _ = predictor.predict(loader)
         members.append(model)

@@ -25,7 +25,8 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import normalise_uint8
 from cxr_fast.data.discover import Record
 from cxr_fast.data.equalize import equalize_uint8
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.precision import Precision
 from cxr_fast.training.loop import gaussian_blur
 
@@ -73,12 +74,12 @@ def shifted_probabilities(
     each an array in ``records``' order (NaN for a file that does not decode)."""
     out = {name: np.full(len(records), np.nan) for name in (CLEAN, *shifts)}
     generator = torch.Generator().manual_seed(seed)  # the grain
-    loader = make_loader(
-        records, grey_contract(contract), batch_size=64, device=device, workers=workers
-    )
+    loader = make_scoring_loader(LoaderSpec(records, grey_contract(contract), 64, workers, device))
     model.eval()
     with torch.inference_mode():
         for batch in loader:
+            if batch.x is None:  # no film of the batch decoded: their probabilities stay NaN
+                continue
             at = batch.index.cpu().numpy()
             for name in out:
                 grey = batch.x if name == CLEAN else SHIFTS[name](batch.x, generator)

@@ -17,7 +17,8 @@ from tqdm import tqdm
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import num_batches
 from cxr_fast.data.discover import Record, discover
-from cxr_fast.data.loaders import make_loader, resolve_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader, make_train_loader, resolve_loader
 from cxr_fast.data.preflight import BadFile, skipped_line
 from cxr_fast.device import resolve_device
 from cxr_fast.distributed import (
@@ -439,20 +440,18 @@ def _loader(p: Plan, ctx: DistContext, records, train_seed: int | None = None):
     """This rank's shard of ``records``: the validation loader, or (with ``train_seed``) one
     epoch's shuffled and augmented training loader."""
     config = p.config
-    train = train_seed is not None
-    return make_loader(
+    spec = LoaderSpec(
         records,
         p.contract,
-        batch_size=config.batch_size,
-        loader=p.loader,
-        device=str(p.device),
-        train=train,
-        augment=config.augment if train else None,
+        config.batch_size,
         workers=config.workers,
-        seed=train_seed or 0,
+        device=p.device,
         shard_id=ctx.rank,
         num_shards=ctx.world_size,
     )
+    if train_seed is None:  # validation scores films as `score` does
+        return make_scoring_loader(spec, p.loader)
+    return make_train_loader(spec, p.loader, augment=config.augment, seed=train_seed)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment, recipe_augment
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
+from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
 from cxr_fast.data.torch_loader import TorchLoader
 
 CONTRACT = PreprocessContract(image_size=96)
@@ -24,10 +25,10 @@ BACKENDS = [
 def _epoch(backend: str, records, augment: Augment | None) -> torch.Tensor:
     """One epoch's images, ordered by record index."""
     if backend == "dali":
-        loader = DaliLoader(records, CONTRACT, batch_size=8, train=True, augment=augment, seed=1)
+        loader = DaliLoader(LoaderSpec(records, CONTRACT, 8), TrainMode(augment=augment, seed=1))
     else:
         loader = TorchLoader(
-            records, CONTRACT, batch_size=8, train=True, augment=augment, num_workers=0, seed=1
+            LoaderSpec(records, CONTRACT, 8, workers=0), TrainMode(augment=augment, seed=1)
         )
     batches = list(loader)
     x, index = torch.cat([b.x for b in batches]), torch.cat([b.index for b in batches])

@@ -10,6 +10,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.decode import open_gray, read_gray
 from cxr_fast.data.discover import discover
+from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.torch_loader import TorchLoader
 
 
@@ -82,12 +83,12 @@ def test_draft_decoding_keeps_enough_pixels_for_the_crop(samples_dir):
 def test_dali_crop_agrees_with_the_pil_path(kaggle_dir):
     records = discover(kaggle_dir)[::3]
     contract = PreprocessContract(image_size=64, crop=0.75)
-    dali = list(DaliLoader(records, contract, batch_size=4))
-    pil = list(TorchLoader(records, contract, batch_size=4, num_workers=0))
+    dali = list(DaliLoader(LoaderSpec(records, contract, 4)))
+    pil = list(TorchLoader(LoaderSpec(records, contract, 4, workers=0)))
     dali_x = torch.cat([b.x for b in dali])[torch.cat([b.index for b in dali]).argsort()]
     pil_x = torch.cat([b.x for b in pil])[torch.cat([b.index for b in pil]).argsort()]
     uncropped = list(
-        TorchLoader(records, PreprocessContract(image_size=64), batch_size=4, num_workers=0)
+        TorchLoader(LoaderSpec(records, PreprocessContract(image_size=64), 4, workers=0))
     )
     whole_x = torch.cat([b.x for b in uncropped])[torch.cat([b.index for b in uncropped]).argsort()]
     # Same region (the uncropped input is far from both), and the resize differs as without a

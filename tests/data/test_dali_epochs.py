@@ -11,6 +11,7 @@ from PIL import Image
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import Record, discover
+from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
 from cxr_fast.data.torch_loader import TorchLoader
 
 pytestmark = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed")
@@ -27,7 +28,7 @@ def test_eval_shards_stay_fixed_across_epochs_and_cover_the_records_once(kaggle_
     records = discover(kaggle_dir)[:5]
     seen = []
     for shard in (0, 1):
-        loader = DaliLoader(records, CONTRACT, batch_size=2, shard_id=shard, num_shards=2)
+        loader = DaliLoader(LoaderSpec(records, CONTRACT, 2, shard_id=shard, num_shards=2))
         first, second = _indices(loader), _indices(loader)
         assert first == second
         assert all(batch for batch in first) and len(first) == len(loader)
@@ -38,7 +39,7 @@ def test_eval_shards_stay_fixed_across_epochs_and_cover_the_records_once(kaggle_
 def test_a_finished_epoch_does_not_start_the_next(kaggle_dir):
     """The iterator resets when iterated again, not at the end of an epoch: a training loader
     replaced every epoch never decodes a next epoch nobody reads."""
-    loader = DaliLoader(discover(kaggle_dir)[:6], CONTRACT, batch_size=4, train=True)
+    loader = DaliLoader(LoaderSpec(discover(kaggle_dir)[:6], CONTRACT, 4), TrainMode())
     assert sum(len(batch) for batch in _indices(loader)) == 4  # train drops the partial batch
     assert loader._iterator._counter >= loader._iterator.size  # still at the epoch's end
 
@@ -56,8 +57,8 @@ def test_dali_ignores_exif_orientation_as_pil_does(tmp_path):
     path = tmp_path / "rotated.jpeg"
     _exif_rotated_jpeg(path)
     records = [Record(str(path), 0, None, "p")]
-    (dali,) = DaliLoader(records, CONTRACT, batch_size=1)
-    (pil,) = TorchLoader(records, CONTRACT, batch_size=1, num_workers=0)
+    (dali,) = DaliLoader(LoaderSpec(records, CONTRACT, 1))
+    (pil,) = TorchLoader(LoaderSpec(records, CONTRACT, 1, workers=0))
     assert dali.x.dtype == torch.float32
     assert float((dali.x - pil.x).abs().mean()) < 0.02
     rotated = torch.rot90(pil.x, k=-1, dims=(2, 3))  # what EXIF orientation 6 would show

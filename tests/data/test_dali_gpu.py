@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from cxr_fast.contract import PreprocessContract
-from cxr_fast.data.dali_pipeline import dali_available
+from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.models import build_model
 from cxr_fast.precision import resolve_precision
 
@@ -28,7 +28,7 @@ def _gpu(index: int) -> torch.device:
 def test_batches_land_on_the_chosen_gpu_and_stay_valid(kaggle_dir, index):
     device = _gpu(index)
     records = discover(kaggle_dir)
-    loader = make_loader(records, CONTRACT, batch_size=8, loader="dali", device=str(device))
+    loader = DaliLoader(LoaderSpec(records, CONTRACT, 8, device=device))
     batches = iter(loader)
     first = next(batches)
     assert first.x.device == device and first.y.device == device
@@ -37,7 +37,7 @@ def test_batches_land_on_the_chosen_gpu_and_stay_valid(kaggle_dir, index):
     torch.cuda.synchronize(device)
     assert torch.equal(first.x.cpu(), kept)
     assert all(batch.x.device == device for batch in rest)
-    cpu = make_loader(records, CONTRACT, batch_size=8, loader="dali", device="cpu")
+    cpu = DaliLoader(LoaderSpec(records, CONTRACT, 8))
     (reference, *_) = list(cpu)
     assert float((kept - reference.x).abs().mean()) < 0.01  # nvJPEG vs libjpeg-turbo
 
@@ -49,9 +49,7 @@ def test_first_convolution_runs_channels_last_from_the_loader(kaggle_dir):
     model = build_model("resnet18").to(device=device, memory_format=torch.channels_last).eval()
     seen = {}
     model.conv1.register_forward_hook(lambda _m, _i, out: seen.update(out=out))
-    (batch, *_) = list(
-        make_loader(discover(kaggle_dir), CONTRACT, batch_size=8, loader="dali", device="cuda")
-    )
+    (batch, *_) = list(DaliLoader(LoaderSpec(discover(kaggle_dir), CONTRACT, 8, device="cuda")))
     precision = resolve_precision("auto", device)
     with torch.no_grad(), precision.autocast():
         model(batch.x)

@@ -22,6 +22,7 @@ from cxr_fast.data.decode_budget import SLOTS, slots_for
 from cxr_fast.data.decode_budget import decode_budget as budget
 from cxr_fast.data.dicom_intensity import stretch_to_uint8
 from cxr_fast.data.discover import discover
+from cxr_fast.data.loader_spec import LoaderSpec
 
 FORK = multiprocessing.get_context("fork")
 
@@ -137,9 +138,8 @@ def test_the_scorers_workers_decode_large_images_within_the_budget(tmp_path, mon
     log = tmp_path / "decodes.log"
     monkeypatch.setattr(decode, "_to_gray8", _logged_gray(str(log)))  # forked workers see it
     records = discover(tmp_path)
-    batches = pil_batches(
-        records, range(len(records)), PreprocessContract(image_size=64), batch_size=1, workers=2
-    )
+    spec = LoaderSpec(records, PreprocessContract(image_size=64), 1, workers=2)
+    batches = pil_batches(spec, range(len(records)))
     assert sum(len(batch.index) for batch in batches) == 4
     assert _most_at_once(log) == (1 if large else 2)
 

@@ -11,6 +11,7 @@ from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.decode import read_gray
 from cxr_fast.data.discover import discover
 from cxr_fast.data.equalize import equalize_uint8
+from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.torch_loader import TorchLoader
 
 
@@ -60,8 +61,8 @@ def test_contract_equalises_the_decoded_pixels(kaggle_dir):
 def test_dali_equalize_agrees_with_the_pil_path(kaggle_dir):
     records = discover(kaggle_dir)[::4]
     contract = PreprocessContract(image_size=64, normalize="equalize")
-    dali = list(DaliLoader(records, contract, batch_size=4))
-    pil = list(TorchLoader(records, contract, batch_size=4, num_workers=0))
+    dali = list(DaliLoader(LoaderSpec(records, contract, 4)))
+    pil = list(TorchLoader(LoaderSpec(records, contract, 4, workers=0)))
     dali_x = torch.cat([b.x for b in dali])[torch.cat([b.index for b in dali]).argsort()]
     pil_x = torch.cat([b.x for b in pil])[torch.cat([b.index for b in pil]).argsort()]
     assert float(dali_x.min()) == 0.0 and float(dali_x.max()) == 1.0

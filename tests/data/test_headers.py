@@ -12,6 +12,7 @@ from cxr_fast.data.collecting_loader import dali_batches, pil_batches
 from cxr_fast.data.dali_pipeline import dali_available
 from cxr_fast.data.discover import discover
 from cxr_fast.data.headers import header_size, read_headers
+from cxr_fast.data.loader_spec import LoaderSpec
 
 
 def _archive(kaggle_dir: Path, root: Path) -> Path:
@@ -46,9 +47,9 @@ def test_dali_and_pil_paths_give_the_same_rows_for_a_tiny_jpeg(kaggle_dir, tmp_p
     records = discover(_archive(kaggle_dir, tmp_path / "a"))
     positions = list(range(len(records)))
     contract = PreprocessContract(image_size=32)
-    common = dict(batch_size=4, workers=2)
-    dali = _rows(dali_batches(records, positions, contract, device="cpu", **common))
-    pil = _rows(pil_batches(records, positions, contract, **common))
+    spec = LoaderSpec(records, contract, 4, workers=2)
+    dali = _rows(dali_batches(spec, positions))
+    pil = _rows(pil_batches(spec, positions))
     assert dali == pil
     tiny = next(i for i, r in enumerate(records) if r.path.endswith("tiny.jpeg"))
     assert dali[tiny][0] == "error" and "32 px minimum" in dali[tiny][1]

@@ -4,9 +4,17 @@ import pytest
 import torch
 
 from cxr_fast.contract import PreprocessContract
+from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import Record, discover
-from cxr_fast.data.loaders import DEFAULT_CPU_LOADER, dali_can_read, make_loader, resolve_loader
+from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
+from cxr_fast.data.loaders import (
+    DEFAULT_CPU_LOADER,
+    dali_can_read,
+    make_scoring_loader,
+    make_train_loader,
+    resolve_loader,
+)
 from cxr_fast.data.torch_loader import TorchLoader
 
 CPU = torch.device("cpu")
@@ -43,27 +51,45 @@ def test_files_go_to_dali_by_their_header_not_their_name(tmp_path):
     assert not dali_can_read([Record(str(tmp_path / "missing.jpeg"), None, None, "c")])
 
 
-def test_make_loader_builds_each_backend(kaggle_dir):
-    records = discover(kaggle_dir)[:5]
-    contract = PreprocessContract(image_size=32)
-    torch_loader = make_loader(records, contract, batch_size=4, loader="torch", device="cpu")
+def test_make_train_loader_builds_each_backend_and_drops_the_partial_batch(kaggle_dir):
+    spec = LoaderSpec(discover(kaggle_dir)[:5], PreprocessContract(image_size=32), 4)
+    torch_loader = make_train_loader(spec, "torch")
     assert isinstance(torch_loader, TorchLoader)
-    assert [b.x.shape[0] for b in torch_loader] == [4, 1]
+    assert [b.x.shape[0] for b in torch_loader] == [4]
     if dali_available():
-        dali_loader = make_loader(records, contract, batch_size=4, loader="dali", device="cpu")
+        dali_loader = make_train_loader(spec, "dali")
         assert isinstance(dali_loader, DaliLoader)
-        assert [b.x.shape[0] for b in dali_loader] == [4, 1]
+        assert [b.x.shape[0] for b in dali_loader] == [4]
+
+
+def test_make_scoring_loader_keeps_every_film_in_order(kaggle_dir):
+    spec = LoaderSpec(discover(kaggle_dir)[:5], PreprocessContract(image_size=32), 4)
+    for backend in ("torch", "dali") if dali_available() else ("torch",):
+        loader = make_scoring_loader(spec, backend)
+        assert isinstance(loader, CollectingLoader)
+        batches = list(loader)
+        assert torch.cat([b.index for b in batches]).tolist() == list(range(5)), backend
+
+
+def test_a_spec_shards_its_records(kaggle_dir):
+    records = discover(kaggle_dir)[:5]
+    shards = [
+        LoaderSpec(records, PreprocessContract(), 2, shard_id=i, num_shards=2) for i in (0, 1)
+    ]
+    assert [s.positions() for s in shards] == [[0, 1], [2, 3, 4]]
+    loader = make_scoring_loader(shards[1], "torch")
+    assert torch.cat([b.index for b in loader]).tolist() == [2, 3, 4]
 
 
 def test_user_mistakes_are_value_errors(kaggle_dir):
     records = discover(kaggle_dir)[:2]
     with pytest.raises(ValueError, match="batch size"):
-        make_loader(records, PreprocessContract(), batch_size=0)
+        LoaderSpec(records, PreprocessContract(), batch_size=0)
     with pytest.raises(ValueError, match="no images"):
-        make_loader([], PreprocessContract(), batch_size=2)
+        LoaderSpec([], PreprocessContract(), batch_size=2)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
-            make_loader(records, PreprocessContract(), batch_size=2, device="cuda")
+            LoaderSpec(records, PreprocessContract(), batch_size=2, device="cuda")
 
 
 @pytest.mark.gpu
@@ -71,12 +97,12 @@ def test_user_mistakes_are_value_errors(kaggle_dir):
 def test_gpu_dali_batches_are_float32_channels_last_on_device(kaggle_dir):
     records = discover(kaggle_dir)
     contract = PreprocessContract(image_size=64)
-    gpu = make_loader(records, contract, batch_size=8, device="cuda")
+    gpu = DaliLoader(LoaderSpec(records, contract, 8, device="cuda"))
     batches = list(gpu)
     # float32 whatever the precision: autocast lowers it, and an fp32 model rejects Half.
     assert batches[0].x.is_cuda and batches[0].x.dtype == torch.float32
     assert batches[0].x.is_contiguous(memory_format=torch.channels_last)
-    cpu = make_loader(records, contract, batch_size=8, loader="dali", device="cpu")
+    cpu = DaliLoader(LoaderSpec(records, contract, 8))
     gpu_x = torch.cat([b.x for b in batches]).cpu()
     cpu_x = torch.cat([b.x for b in cpu])
     assert float((gpu_x - cpu_x).abs().mean()) < 0.01  # nvJPEG vs libjpeg-turbo
@@ -91,7 +117,7 @@ def test_every_loader_sees_the_same_pixels_in_awkward_pngs(tmp_path, samples_dir
     contract = PreprocessContract(image_size=64)
     for path in awkward_pngs(tmp_path, samples_dir):
         records = [Record(str(path), 0, None, path.stem)]
-        pil = next(iter(make_loader(records, contract, batch_size=1, loader="torch"))).x
+        pil = next(iter(TorchLoader(LoaderSpec(records, contract, 1)))).x
         assert float(pil.mean()) > 0.2, path.name  # a real film, not a black frame
         with pytest.raises(ValueError, match="--loader torch"):
             resolve_loader("dali", CPU, records)
@@ -99,7 +125,7 @@ def test_every_loader_sees_the_same_pixels_in_awkward_pngs(tmp_path, samples_dir
             assert resolve_loader("auto", device, records) == "torch"
         # What DALI would have produced, for the record of why: 12-bit data comes out dark.
         if path.name == "twelve_bit.png":
-            dali = next(iter(DaliLoader(records, contract, batch_size=1))).x
+            dali = next(iter(DaliLoader(LoaderSpec(records, contract, 1)))).x
             assert float(dali.mean()) < 0.1 < float(pil.mean())
 
 
@@ -114,14 +140,15 @@ def test_dali_and_pil_agree_on_the_pngs_dali_still_takes(tmp_path, samples_dir):
         film.convert(mode).save(path)
         records = [Record(str(path), 0, None, mode)]
         assert resolve_loader("dali", CPU, records) == "dali"
-        pil = next(iter(make_loader(records, contract, batch_size=1, loader="torch"))).x
-        dali = next(iter(make_loader(records, contract, batch_size=1, loader="dali"))).x
+        spec = LoaderSpec(records, contract, 1)
+        pil = next(iter(TorchLoader(spec))).x
+        dali = next(iter(DaliLoader(spec))).x
         assert float((pil - dali).abs().mean()) < 0.01, mode
 
 
 def test_a_collecting_loader_accounts_for_every_file_with_the_same_pixels(kaggle_dir, tmp_path):
-    """on_error="collect" (score, evaluate) names the file that failed beside the batch and
-    gives the other files the pixels the training loader gives them."""
+    """The scoring loader (score, evaluate, calibrate, validation) names the file that failed
+    beside the batch and gives the other files the pixels the training loader gives them."""
     import shutil
 
     for path in sorted((kaggle_dir / "train" / "NORMAL").glob("*.jpeg"))[:5]:
@@ -129,14 +156,13 @@ def test_a_collecting_loader_accounts_for_every_file_with_the_same_pixels(kaggle
     (tmp_path / "broken.jpeg").write_text("not an image\n")
     records = discover(tmp_path)
     contract = PreprocessContract(image_size=32)
-    common = dict(batch_size=4, loader="torch", device="cpu", workers=0)
-    collected = list(make_loader(records, contract, on_error="collect", **common))
+    collected = list(make_scoring_loader(LoaderSpec(records, contract, 4, workers=0), "torch"))
     assert sum(b.files for b in collected) == len(records) == 6
     failed = [records[p].path for b in collected for p, _ in b.errors]
     assert failed == [str(tmp_path / "broken.jpeg")]
     assert all(len(b.sizes) == len(b.index) for b in collected)
     good = [r for r in records if r.path not in failed]
-    expected = torch.cat([b.x for b in make_loader(good, contract, **common)])
+    expected = torch.cat([b.x for b in TorchLoader(LoaderSpec(good, contract, 4, workers=0))])
     assert torch.equal(torch.cat([b.x for b in collected if b.x is not None]), expected)
 
 
@@ -145,4 +171,4 @@ def test_building_a_dali_graph_without_dali_names_the_package(monkeypatch):
 
     monkeypatch.setattr(dali_pipeline, "dali_available", lambda: False)
     with pytest.raises(RuntimeError, match="pip install nvidia-dali-cuda120"):
-        dali_pipeline.build_pipeline([JPEG[0].path], PreprocessContract(), batch_size=1)
+        dali_pipeline.build_pipeline(LoaderSpec(JPEG, PreprocessContract(), 1), TrainMode())

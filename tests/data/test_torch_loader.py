@@ -9,6 +9,7 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import discover
+from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
 from cxr_fast.data.synth import upscale_real
 from cxr_fast.data.torch_loader import TorchLoader
 from cxr_fast.labels import CLASS_NAMES
@@ -27,7 +28,7 @@ def _all(loader):
 
 def test_batch_format_matches_the_contract(kaggle_dir):
     records = discover(kaggle_dir)
-    loader = TorchLoader(records, PreprocessContract(image_size=96), batch_size=16, num_workers=2)
+    loader = TorchLoader(LoaderSpec(records, PreprocessContract(image_size=96), 16, workers=2))
     batches, x, index = _all(loader)
     assert [b.x.shape[0] for b in batches] == [16, 16, 7]
     assert batches[0].x.shape == (16, 1, 96, 96)
@@ -39,8 +40,8 @@ def test_batch_format_matches_the_contract(kaggle_dir):
 
 def _max_mean_abs_diff(records, size: int) -> float:
     contract = PreprocessContract(image_size=size)
-    dali_x = _all(DaliLoader(records, contract, batch_size=8))[1]
-    torch_x = _all(TorchLoader(records, contract, batch_size=8, num_workers=0))[1]
+    dali_x = _all(DaliLoader(LoaderSpec(records, contract, 8)))[1]
+    torch_x = _all(TorchLoader(LoaderSpec(records, contract, 8, workers=0)))[1]
     return float((dali_x - torch_x).abs().mean(dim=(1, 2, 3)).max())
 
 
@@ -64,11 +65,11 @@ def test_agrees_with_dali_on_full_resolution_films(kaggle_dir, tmp_path):
 def test_training_mode_augments_reproducibly(kaggle_dir):
     records = discover(kaggle_dir)
     contract = PreprocessContract(image_size=64)
-    eval_x = _all(TorchLoader(records, contract, batch_size=8, num_workers=0))[1]
+    eval_x = _all(TorchLoader(LoaderSpec(records, contract, 8, workers=0)))[1]
 
     def run():
         loader = TorchLoader(
-            records, contract, batch_size=8, train=True, augment=Augment(), num_workers=2, seed=5
+            LoaderSpec(records, contract, 8, workers=2), TrainMode(augment=Augment(), seed=5)
         )
         return _all(loader)[1:], _all(loader)[1:]
 
@@ -82,7 +83,7 @@ def test_training_mode_augments_reproducibly(kaggle_dir):
 
 def test_dicom_and_png_go_through_the_fallback(samples_dir):
     records = discover(samples_dir)
-    x = _all(TorchLoader(records, PreprocessContract(), batch_size=4, num_workers=0))[1]
+    x = _all(TorchLoader(LoaderSpec(records, PreprocessContract(), 4, workers=0)))[1]
     assert x.shape == (len(records), 1, 224, 224)
     names = [r.path.rsplit("/", 1)[-1] for r in records]
     mono1 = x[names.index("Fake_MONOHR1.dcm")]

@@ -17,7 +17,8 @@ import torch
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.export import (
     EXPORT_PRECISIONS,
     FORMATS,
@@ -41,7 +42,7 @@ from cxr_fast.run_folder import load_run, read_json, sha256
 def _real_batch(folder, contract, n, offset=0):
     """``n`` images from ``folder`` preprocessed by the contract, as scoring will load them."""
     records = discover(folder)[offset : offset + n]
-    (batch,) = make_loader(records, contract, batch_size=n, loader="torch", workers=0)
+    (batch,) = make_scoring_loader(LoaderSpec(records, contract, n, workers=0), "torch")
     return batch.x
 
 

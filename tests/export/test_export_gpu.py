@@ -12,7 +12,8 @@ import torch
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.export import TOLERANCES, export_run, load_exported
 from cxr_fast.fp32 import ieee_fp32
 from cxr_fast.run_folder import load_run
@@ -30,7 +31,7 @@ def _check(result, run_dir, data, device="cuda", sizes=(5, 17)):
     contract = PreprocessContract.from_dict(sidecar["contract"])
     records = discover(data)
     for n in sizes:
-        (batch,) = make_loader(records[:n], contract, batch_size=n, loader="torch", workers=0)
+        (batch,) = make_scoring_loader(LoaderSpec(records[:n], contract, n, workers=0), "torch")
         x = batch.x.to(device)
         with torch.no_grad(), ieee_fp32():  # eager fp32 without TF32 rounding
             want = torch.sigmoid(eager(x)).reshape(-1)
@@ -121,7 +122,7 @@ def test_tensorrt_on_the_second_gpu(tiny_run, synth_small, tmp_path):
     model, _ = load_exported(result.path, device="cuda:1")
     records = discover(synth_small)
     contract = PreprocessContract.from_dict(json.loads(result.sidecar.read_text())["contract"])
-    (batch,) = make_loader(records[:1], contract, batch_size=1, loader="torch", workers=0)
+    (batch,) = make_scoring_loader(LoaderSpec(records[:1], contract, 1, workers=0), "torch")
     assert torch.cuda.current_device() == 0  # the engine runs on GPU 1 without being current
     logits = model(batch.x)
     assert logits.device == torch.device("cuda", 1) and logits.shape == (1, 1)

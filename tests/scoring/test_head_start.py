@@ -17,7 +17,8 @@ import pytest
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import discover
 from cxr_fast.data.file_item import read_item
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.export import export_run
 from cxr_fast.run_folder import load_run
 from cxr_fast.scoring import head_start
@@ -113,11 +114,11 @@ def test_the_loader_scores_decoded_files_first_and_the_rest_as_before(archive):
     records = discover(archive)
     head = HeadStart(records, CONTRACT, processes=1)
     items = _wait_for(head)[:7]  # a prefix that ends inside a batch
-    options = dict(batch_size=4, device="cpu", workers=1, on_error="collect")
+    spec = LoaderSpec(records, CONTRACT, 4, workers=1)
 
     def by_position(decoded):
         rows = {}
-        for batch in make_loader(records, CONTRACT, decoded=decoded, **options):
+        for batch in make_scoring_loader(spec, decoded=decoded):
             for i, position in enumerate(batch.index.tolist()):
                 rows[position] = batch.x[i].numpy()
             for position, reason in batch.errors + batch.skipped:
@@ -132,7 +133,7 @@ def test_the_loader_scores_decoded_files_first_and_the_rest_as_before(archive):
         else:
             np.testing.assert_array_equal(ahead[position], value)
     with pytest.raises(ValueError, match="first positions"):
-        make_loader(records, CONTRACT, decoded=items[1:], **options)
+        make_scoring_loader(spec, decoded=items[1:])
 
 
 def test_score_uses_the_head_start_and_writes_the_same_rows(exported, archive, tmp_path):
@@ -279,9 +280,11 @@ def test_the_scorers_decoding_workers_die_with_it(synth_small):
         "import sys, time; from cxr_fast.contract import PreprocessContract; "
         "from cxr_fast.data.collecting_loader import pil_batches; "
         "from cxr_fast.data.discover import discover; "
+        "from cxr_fast.data.loader_spec import LoaderSpec; "
         f"records = discover({str(synth_small)!r}); "
-        "batches = pil_batches(records, range(len(records)), PreprocessContract(image_size=64), "
-        "batch_size=8, workers=2); next(batches); print('ready', flush=True); time.sleep(600)"
+        "spec = LoaderSpec(records, PreprocessContract(image_size=64), 8, workers=2); "
+        "batches = pil_batches(spec, range(len(records))); next(batches); "
+        "print('ready', flush=True); time.sleep(600)"
     )
     loader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert loader.stdout.readline().strip() == "ready"

@@ -13,7 +13,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.export.auto import auto_export
 from cxr_fast.export.common import default_out_path
 from cxr_fast.precision import resolve_precision
@@ -93,7 +94,7 @@ def _check_validation_against_one_process(out: Path, synth_small: Path) -> None:
     config = TrainConfig.from_dict(saved_config["train"])
     val = select_train_val(discover(synth_small), config.val_fraction, config.seed).val
     model, info = load_run(out)
-    loader = make_loader(val, info.contract, batch_size=64, loader="torch", device="cpu", workers=0)
+    loader = make_scoring_loader(LoaderSpec(val, info.contract, 64, workers=0), "torch")
     precision = resolve_precision(saved_config["precision"], torch.device("cpu"))
     index, logits, labels = module_model(model, info.contract, precision).predict(
         loader

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.split import patient_folds
 from cxr_fast.evaluate import EvalConfig, run_evaluate
 from cxr_fast.explain.explainer import Explainer
@@ -95,7 +96,7 @@ def test_ensemble_run_is_the_mean_of_member_logits(ensemble_run, synth_small):
     model, info = load_run(result.run_dir)
     assert isinstance(model, Ensemble) and info.members == config.folds
     records = discover(synth_small)[:12]
-    batch = next(iter(make_loader(records, info.contract, batch_size=12, workers=0)))
+    batch = next(iter(make_scoring_loader(LoaderSpec(records, info.contract, 12, workers=0))))
     members = [load_run(member_dir(result.run_dir, k))[0] for k in range(config.folds)]
     with torch.no_grad():
         expected = torch.stack([m(batch.x) for m in members]).mean(0)

@@ -90,20 +90,14 @@ def test_the_check_refuses_from_the_library_too(with_bad_files, tmp_path):
 def test_a_file_going_bad_mid_run_is_skipped_and_logged(kaggle_dir, tmp_path, caplog):
     """The pre-flight check passes; the file breaks before the epoch reads it."""
     from cxr_fast.contract import PreprocessContract
-    from cxr_fast.data.loaders import make_loader
+    from cxr_fast.data.loader_spec import LoaderSpec
+    from cxr_fast.data.loaders import make_train_loader
 
     root = tmp_path / "data"
     shutil.copytree(kaggle_dir, root)
     records = discover(root)
-    loader = make_loader(
-        records,
-        PreprocessContract(image_size=32),
-        batch_size=8,
-        loader="torch",
-        device="cpu",
-        train=True,
-        workers=2,
-    )
+    spec = LoaderSpec(records, PreprocessContract(image_size=32), 8, workers=2)
+    loader = make_train_loader(spec, "torch")
     broken = records[3].path
     Path(broken).write_text("gone bad\n")
     seen = [i for batch in loader for i in batch.index.tolist()]

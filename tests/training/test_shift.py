@@ -7,7 +7,8 @@ import torch
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.inference import sigmoid
 from cxr_fast.precision import inference_precision
 from cxr_fast.scoring.model import module_model
@@ -34,7 +35,7 @@ def test_the_grey_round_trip_is_the_contracts_own_input(kaggle_dir, contract):
     records = discover(kaggle_dir)[:6]
 
     def first(c):
-        return next(iter(make_loader(records, c, batch_size=6, loader="torch", workers=0))).x
+        return next(iter(make_scoring_loader(LoaderSpec(records, c, 6, workers=0), "torch"))).x
 
     grey = first(grey_contract(contract))
     assert grey.min() >= 0 and grey.max() <= 1
@@ -58,7 +59,7 @@ def test_shifted_probabilities_score_every_film_as_it_is_and_under_each_shift(ka
     precision = inference_precision(torch.device("cpu"), "fp32")
     probs = shifted_probabilities(model, records, contract, precision, workers=0, seed=1)
     assert list(probs) == [CLEAN, *SHIFTS]
-    loader = make_loader(records, contract, batch_size=5, loader="torch", workers=0)
+    loader = make_scoring_loader(LoaderSpec(records, contract, 5, workers=0), "torch")
     index, logits, _ = module_model(model, contract, precision).predict(loader)
     expected = np.empty(len(records))
     expected[index] = sigmoid(logits)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from cxr_fast.data.discover import discover
-from cxr_fast.data.loaders import make_loader
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run, read_json
 from cxr_fast.scoring.model import module_model
@@ -73,7 +74,7 @@ def test_run_folder_is_complete_and_plain_data(tiny_run):
 def test_checkpoint_round_trip_gives_identical_logits(tiny_run, synth_small):
     model, info = load_run(tiny_run.run_dir)
     records = discover(synth_small)[:20]
-    batches = list(make_loader(records, info.contract, batch_size=8, loader="torch", workers=0))
+    batches = list(make_scoring_loader(LoaderSpec(records, info.contract, 8, workers=0), "torch"))
     with torch.no_grad():
         first = torch.cat([model(b.x) for b in batches])
         reloaded, _ = load_run(tiny_run.run_dir)
