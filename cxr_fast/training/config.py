@@ -338,7 +338,9 @@ class TrainConfig:
         from cxr_fast.data.augment import Augment
 
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        # A config.json written before these fields existed was one model and no export.
+        values = {"folds": 1, "export": "none"}
+        values.update((k, v) for k, v in data.items() if k in known)
         if isinstance(values.get("augment"), dict):
             values["augment"] = Augment(**values["augment"])
         return cls(**values)
