@@ -97,7 +97,6 @@ RECIPES: dict[str, tuple[str, dict]] = {
     "now-s96": ("at 96 px", {"image_size": 96}),
     "now-crop85": ("+ central crop 0.85 in the contract", {"crop": 0.85}),
     "now-v02": ("trained on 98% of the images (2% validation)", {"val_fraction": 0.02}),
-    "now-nblur": ("+ NORMAL films blurred, sigma up to 1 px", {"normal_blur": 1.0}),
     "now-seed1": ("today's default recipe, seed 1 (the screens' seed noise)", {"seed": 1}),
     "now-ema": ("+ EMA of the weights, decay 0.999", {"ema_decay": 0.999}),
     "now-hflip": (

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,33 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import affine_image, stretch_image
+from cxr_fast.data.batch import normalise_uint8
 from cxr_fast.data.discover import Record
+from cxr_fast.data.equalize import equalize_uint8
 from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import load_run
-from cxr_fast.training.shift import contract_input, grey_contract
 
 View = Callable[[torch.Tensor], torch.Tensor]
+
+
+def grey_contract(contract: PreprocessContract) -> PreprocessContract:
+    """``contract`` stopped after resizing: grey levels / 255, no standardisation."""
+    return replace(contract, mean=None, std=None, normalize="none")
+
+
+def contract_input(grey: torch.Tensor, contract: PreprocessContract) -> torch.Tensor:
+    """[N,1,S,S] grey levels in [0, 1] (rounded to uint8, as a film is) -> the model's input
+    under ``contract``'s steps after resizing."""
+    pixels = grey.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)  # NHWC
+    if contract.normalize == "equalize":
+        planes = pixels.cpu().numpy()
+        pixels = torch.from_numpy(np.stack([equalize_uint8(p) for p in planes])).to(grey.device)
+    return normalise_uint8(pixels, contract)
 
 
 def identity(image: torch.Tensor) -> torch.Tensor:

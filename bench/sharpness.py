@@ -6,12 +6,13 @@ external sample: is an acquisition property a class cue in training but not at t
 
 Sharpness is the mean absolute difference between neighbouring pixels (in [0, 1] units) of the
 contract's resized image; range is its 1-99% percentile spread. ``--blur`` adds the training
-NORMAL films blurred by each sigma (input pixels), as ``train --normal-blur`` does.
+NORMAL films blurred by each sigma (input pixels), as the removed ``train --normal-blur`` did.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import torch
@@ -20,7 +21,14 @@ from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.decode import read_gray
 from cxr_fast.data.discover import discover
 from cxr_fast.labels import CLASS_NAMES, NORMAL_LABEL
-from cxr_fast.training.loop import gaussian_blur
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` ([..., H, W]) blurred by a Gaussian of ``sigma`` pixels, kernel radius 3 sigma."""
+    from torchvision.transforms.v2 import functional as TF
+
+    size = 2 * math.ceil(3 * sigma) + 1
+    return TF.gaussian_blur(x, [size, size], [sigma, sigma])
 
 
 def sharpness(x: torch.Tensor) -> np.ndarray:

@@ -10,7 +10,6 @@ import contextlib
 import importlib
 import math
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,6 @@ from cxr_fast.text import plural
 
 YOUDEN = "youden"
 MARGIN = "margin"
-SHIFT = "shift"
-# Candidate thresholds of the shift policy: even steps of 0.02 in logit space over
-# P = 0.0003-0.9997 (each film's J is a step function; no finer step changes a count on 5,216).
-SHIFT_GRID = 1 / (1 + np.exp(-np.linspace(-8.0, 8.0, 801)))
 # The smallest J tolerance of the margin policy: below it the plateau is a single point anyway.
 MIN_MARGIN_TOLERANCE = 0.01
 
@@ -111,19 +106,12 @@ def youden_tolerance(sensitivity: float, specificity: float, n_pos: int, n_neg: 
     return max(MIN_MARGIN_TOLERANCE, se)
 
 
-def uses_shift_policy(policy: str, target_sensitivity: float | None) -> bool:
-    """Whether a threshold is chosen by the shift policy: a target sensitivity overrides every
-    policy."""
-    return policy == SHIFT and target_sensitivity is None
-
-
 def threshold_choice(
     labels: np.ndarray,
     probs: np.ndarray,
     *,
     policy: str = MARGIN,
     target_sensitivity: float | None = None,
-    shifted: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The decision threshold and how it was chosen, as JSON-safe data.
 
@@ -136,23 +124,15 @@ def threshold_choice(
       near-perfect validation ROC the J curve is flat over a wide range and its sharpest point
       is decided by a handful of images; the middle keeps a margin on both sides, so a shifted
       score distribution at a new site moves fewer films across it.
-    - ``shift``: as ``margin``, but on J(t) taken as the *worst* over ``probs`` and every array
-      of ``shifted`` (the same films' probabilities under simulated acquisition changes, in the
-      same order; see :func:`worst_case_j`), over :data:`SHIFT_GRID`. Blur and exposure move
-      every film's score, so the clean plateau's middle can sit on a shifted plateau's edge;
-      this keeps the threshold with margin under all of them.
     - with ``target_sensitivity`` (0 < t <= 1): the highest threshold whose sensitivity is >= t.
 
     Keys: ``threshold``, ``policy``, ``interval`` ([low, high] or None), ``tolerance``,
-    ``youden_j`` at the threshold; with ``shift`` also ``worst_j`` and ``shifted_j`` (J under
-    each shift at the threshold).
+    ``youden_j`` at the threshold.
     """
     if policy not in THRESHOLD_POLICIES:
         raise ValueError(f"policy must be one of {', '.join(THRESHOLD_POLICIES)}, got {policy!r}")
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
         raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
-    if uses_shift_policy(policy, target_sensitivity):
-        return _shift_choice(labels, probs, shifted)
     y, p = _checked_classes(labels, probs)
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
@@ -184,58 +164,6 @@ def threshold_choice(
             choice.update(interval=[low, high], tolerance=tol)
     choice.update(threshold=threshold, youden_j=youden_j(y, p, threshold))
     return choice
-
-
-def j_curve(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Youden's J at every one of ``thresholds`` (positive when ``prob >= t``)."""
-    y = np.asarray(labels) == 1
-    p = np.asarray(probs, dtype=np.float64)
-    pos, neg = np.sort(p[y]), np.sort(p[~y])
-    # searchsorted "left" counts the scores below t: the rest are called positive.
-    tpr = 1 - np.searchsorted(pos, thresholds, side="left") / pos.size
-    fpr = 1 - np.searchsorted(neg, thresholds, side="left") / neg.size
-    return tpr - fpr
-
-
-def worst_case_j(
-    labels: np.ndarray, variants: Mapping[str, np.ndarray], thresholds: np.ndarray = SHIFT_GRID
-) -> np.ndarray:
-    """The minimum over ``variants`` (name -> probabilities of the same films) of J at each
-    threshold."""
-    return np.min([j_curve(labels, p, thresholds) for p in variants.values()], axis=0)
-
-
-def _shift_choice(
-    labels: np.ndarray, probs: np.ndarray, shifted: Mapping[str, np.ndarray] | None
-) -> dict[str, Any]:
-    if not shifted:
-        raise ValueError("the shift policy needs the shifted probabilities (shifted=...)")
-    y, p = _checked_classes(labels, probs)
-    variants = {"clean": p, **{k: check_inputs(y, v)[1] for k, v in shifted.items()}}
-    worst = worst_case_j(y, variants)
-    best = int(np.argmax(worst))
-    n_pos = int(y.sum())
-    at = SHIFT_GRID[best]
-    tol = youden_tolerance(
-        float((p[y == 1] >= at).mean()), float((p[y == 0] < at).mean()), n_pos, y.size - n_pos
-    )
-    good = worst >= worst[best] - tol - 1e-12
-    lo = hi = best
-    while lo > 0 and good[lo - 1]:
-        lo -= 1
-    while hi + 1 < good.size and good[hi + 1]:
-        hi += 1
-    low, high = float(SHIFT_GRID[lo]), float(SHIFT_GRID[hi])
-    threshold = _logit_middle(low, high)
-    return {
-        "policy": SHIFT,
-        "interval": [low, high],
-        "tolerance": tol,
-        "threshold": threshold,
-        "youden_j": youden_j(y, p, threshold),
-        "worst_j": float(min(youden_j(y, v, threshold) for v in variants.values())),
-        "shifted_j": {k: youden_j(y, v, threshold) for k, v in variants.items() if k != "clean"},
-    }
 
 
 def youden_j(labels: np.ndarray, probs: np.ndarray, threshold: float) -> float:
@@ -358,6 +286,22 @@ def binary_metrics(
     ``bootstrap=0``), class_names. With one class in labels, roc_auc, pr_auc and their CIs are
     None, as are recall/sensitivity (no positives) or specificity (no negatives).
     """
+    y, p = check_inputs(labels, probs)
+    threshold = float(threshold)
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    pred = (p >= threshold).astype(np.int64)
+    metrics = _metrics_at(y, p, pred, threshold)
+    if bootstrap:
+        acc, auc = _bootstrap(y, p, (pred == y).astype(np.float64), bootstrap, seed)
+        metrics["ci95"] = {"accuracy": _percentile_ci(acc), "roc_auc": _percentile_ci(auc)}
+    return metrics
+
+
+def _metrics_at(y: np.ndarray, p: np.ndarray, pred: np.ndarray, threshold: float) -> dict[str, Any]:
+    """:func:`binary_metrics` without the bootstrap: the point values at ``threshold``."""
     # Imported here: sklearn costs ~0.5 s at start-up, which scoring an unlabelled archive (the
     # usual case) never needs.
     from sklearn.metrics import (
@@ -371,14 +315,6 @@ def binary_metrics(
         roc_auc_score,
     )
 
-    y, p = check_inputs(labels, probs)
-    threshold = float(threshold)
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if bootstrap < 0:
-        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
-
-    pred = (p >= threshold).astype(np.int64)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
     n_pos, n_neg = tp + fn, tn + fp
     both_classes = n_pos > 0 and n_neg > 0
@@ -406,9 +342,6 @@ def binary_metrics(
         "ci95": {"accuracy": None, "roc_auc": None},
         "class_names": list(CLASS_NAMES),
     }
-    if bootstrap:
-        acc, auc = _bootstrap(y, p, (pred == y).astype(np.float64), bootstrap, seed)
-        metrics["ci95"] = {"accuracy": _percentile_ci(acc), "roc_auc": _percentile_ci(auc)}
     return metrics
 
 
@@ -477,8 +410,6 @@ def describe_threshold(metrics: dict[str, Any]) -> str:
             f"; near-optimal interval [{_fmt(interval[0])}, {_fmt(interval[1])}] at J tolerance "
             f"{_fmt(choice.get('tolerance'))}"
         )
-    if choice.get("worst_j") is not None:
-        text += f"; worst J under simulated shift {_fmt(choice['worst_j'])}"
     text += ")"
     if metrics.get("temperature", 1.0) != 1.0 or metrics.get("bias", 0.0) != 0.0:
         text += (

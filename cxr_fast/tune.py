@@ -59,10 +59,7 @@ def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     from cxr_fast.training.config import AugmentOptions, TrainConfig
 
     values = dict(params)
-    augment = AugmentOptions(
-        aug_strength=values.pop("aug_strength", 1.0),
-        site_aug=values.pop("site_aug", AugmentOptions.site_aug),
-    ).build()
+    augment = AugmentOptions(aug_strength=values.pop("aug_strength", 1.0)).build()
     return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)
 
 

@@ -80,7 +80,7 @@ def tiny_ensemble(synth_small, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench-ens") / "ens"
     config = TrainConfig(
         data=str(synth_small), out=str(out), arch="cnn", image_size=64, batch_size=16,
-        epochs=1, folds=2, workers=0, export="none", threshold_policy="shift",
+        epochs=1, folds=2, workers=0, export="none",
     )  # fmt: skip
     run_train_folds(config, log=lambda _: None)
     return out

@@ -24,9 +24,7 @@ from cxr_fast.metrics import (
     choose_threshold,
     describe_threshold,
     format_metrics,
-    j_curve,
     threshold_choice,
-    youden_j,
 )
 
 # Ten cases written out. At threshold 0.5 the predictions are
@@ -360,55 +358,6 @@ def test_import_in_background_loads_sklearn_metrics_on_a_thread() -> None:
     assert out.stdout.split() == ["False", "True", "False", "True"]
 
 
-def _logit_scores(rng, n, mean):
-    return 1 / (1 + np.exp(-rng.normal(mean, 1.0, n)))
-
-
-def test_j_curve_matches_youden_j_at_every_threshold():
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 2, 300)
-    probs = rng.random(300)
-    grid = np.concatenate([np.sort(rng.random(40)), probs[:20]])  # ties with scores included
-    curve = j_curve(labels, probs, grid)
-    assert curve == pytest.approx([youden_j(labels, probs, t) for t in grid])
-
-
-def test_shift_policy_moves_off_the_clean_plateau_edge_that_a_shift_crosses():
-    # Clean: a wide plateau between the classes (logits -4 and +4), so margin sits near 0.5.
-    # Under the simulated shift every healthy film scores 3 logits higher: a threshold near 0.5
-    # now calls many of them PNEUMONIA, one further up does not and still finds the positives.
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1], 2000)
-    clean = np.concatenate([_logit_scores(rng, 2000, -4), _logit_scores(rng, 2000, 4)])
-    shifted = np.concatenate([_logit_scores(rng, 2000, -1), _logit_scores(rng, 2000, 4.5)])
-    margin = threshold_choice(labels, clean, policy="margin")
-    shift = threshold_choice(labels, clean, policy="shift", shifted={"up": shifted})
-    assert shift["policy"] == "shift"
-    assert shift["interval"][0] <= shift["threshold"] <= shift["interval"][1]
-    assert shift["threshold"] > margin["threshold"] + 0.1
-    assert shift["shifted_j"]["up"] > youden_j(labels, shifted, margin["threshold"]) + 0.05
-    assert shift["worst_j"] == pytest.approx(min(shift["youden_j"], shift["shifted_j"]["up"]))
-    # Still near-optimal on the clean films: the shift costs them less than the tolerance.
-    assert shift["youden_j"] >= margin["youden_j"] - shift["tolerance"]
-    json.dumps(shift)  # goes into metrics.json as it is
-
-
-def test_shift_policy_without_shift_is_the_margin_rule_on_a_grid():
-    rng = np.random.default_rng(1)
-    labels = np.repeat([0, 1], 1000)
-    clean = np.concatenate([_logit_scores(rng, 1000, -3), _logit_scores(rng, 1000, 3)])
-    margin = threshold_choice(labels, clean, policy="margin")
-    same = threshold_choice(labels, clean, policy="shift", shifted={"none": clean})
-    # The grid steps 0.02 in logit space, so the interval ends agree to about that.
-    assert math.log(same["threshold"] / (1 - same["threshold"])) == pytest.approx(
-        math.log(margin["threshold"] / (1 - margin["threshold"])), abs=0.05
-    )
-
-
-def test_shift_policy_needs_the_shifted_scores_and_yields_to_a_target():
-    with pytest.raises(ValueError, match="shifted"):
+def test_the_removed_shift_policy_is_refused():
+    with pytest.raises(ValueError, match="margin, youden"):
         threshold_choice(LABELS, PROBS, policy="shift")
-    with pytest.raises(ValueError, match="differ in length"):
-        threshold_choice(LABELS, PROBS, policy="shift", shifted={"short": PROBS[:3]})
-    target = threshold_choice(LABELS, PROBS, policy="shift", target_sensitivity=1.0)
-    assert target["policy"] == "sensitivity>=1.0" and target["threshold"] == 0.35

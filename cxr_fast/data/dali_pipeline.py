@@ -123,22 +123,12 @@ def _augment(images, size: int, aug: Augment):
     images = fn.warp_affine(
         images, matrix=matrix, fill_value=0, inverse_map=False, interp_type=types.INTERP_LINEAR
     )
-    if aug.blur > 0:
-        # A floor above zero: DALI derives the window from sigma and rejects sigma 0.
-        sigma = fn.random.uniform(range=[0.01, max(0.02, aug.blur * size / 224)])
-        images = fn.gaussian_blur(images, sigma=sigma)
-    if aug.gamma > 0:
-        spread = math.log1p(aug.gamma)
-        gamma = dmath.exp(fn.random.uniform(range=[-spread, spread]))
-        images = fn.cast(dmath.pow(images / 255.0, gamma) * 255.0 + 0.5, dtype=types.UINT8)
     images = fn.brightness_contrast(
         images,
         brightness=_uniform(1.0, aug.brightness),
         contrast=_uniform(1.0, aug.contrast),
         contrast_center=CONTRAST_CENTER,
     )
-    if aug.noise > 0:
-        images = fn.noise.gaussian(images, stddev=fn.random.uniform(range=[0.0, aug.noise]))
     return images
 
 

@@ -24,7 +24,7 @@ def gate_augment() -> Augment:
     augmentation, whatever a run was trained with, so every run's gate means the same."""
     from cxr_fast.training.config import AugmentOptions
 
-    return recipe_augment(AugmentOptions.aug_strength, stretch=AugmentOptions.stretch, site_aug=0)
+    return recipe_augment(AugmentOptions.aug_strength, stretch=AugmentOptions.stretch)
 
 
 def descriptors(x: torch.Tensor, contract: PreprocessContract) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -10,7 +9,6 @@ from torch import nn
 from cxr_fast.choices import ARCHITECTURES
 from cxr_fast.errors import UserInputError
 from cxr_fast.models.cnn import PneumoniaCNN
-from cxr_fast.models.ibn import to_ibn_a
 from cxr_fast.models.pretrained import (
     grey_first_conv,
     load_state_dict,
@@ -27,9 +25,6 @@ class _Torchvision:
     first_conv: str  # dotted path of the RGB stem convolution
     head: str  # dotted path of the final Linear layer
     cam_layer: str  # the last convolutional block: Grad-CAM's default target
-    # Applied after any ImageNet weights are loaded into the torchvision model (which keeps its
-    # parameters), e.g. to_ibn_a for resnet18_ibn.
-    convert: Callable[[nn.Module], nn.Module] | None = None
 
     def build(self) -> nn.Module:
         import torchvision.models
@@ -46,10 +41,6 @@ class _Torchvision:
 
 _TORCHVISION = {
     "resnet18": _Torchvision("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "conv1", "fc", "layer4"),
-    # IBN-a: half of the early blocks' first normalisation per image (cxr_fast/models/ibn.py).
-    "resnet18_ibn": _Torchvision(
-        "resnet18", "ResNet18_Weights.IMAGENET1K_V1", "conv1", "fc", "layer4", convert=to_ibn_a
-    ),
     "resnet50": _Torchvision("resnet50", "ResNet50_Weights.IMAGENET1K_V2", "conv1", "fc", "layer4"),
     "efficientnet_b0": _Torchvision(
         "efficientnet_b0",
@@ -112,8 +103,6 @@ def build_model(arch: str, pretrained: str | None = None) -> nn.Module:
             raise UserInputError(
                 f"{path} does not hold {arch} ImageNet weights: {first_line}"
             ) from exc
-    if spec.convert is not None:
-        model = spec.convert(model)
     stem = grey_first_conv(model.get_submodule(spec.first_conv))
     if not pretrained:
         stem.reset_parameters()  # summed random kernels would triple the init variance

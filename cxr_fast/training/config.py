@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from cxr_fast.choices import (
     ARCHITECTURES,
-    NORMALIZATIONS,
     THRESHOLD_POLICIES,
     TRAIN_EXPORTS,
+    TRAIN_NORMALIZATIONS,
     device_option,
     loader_option,
     precision_option,
@@ -79,9 +79,6 @@ class AugmentOptions:
         help="Zoom range: each training film scaled about its centre by a factor drawn "
         "uniformly from [1-Z, 1+Z], black outside.  [default: 0.08 x --aug-strength]",
     )
-    # Acquisition augmentation (blur, gamma, grain; SITE_RANGES times this): off, as it moved
-    # neither validation nor the sample beyond noise (docs/results.md). Not an option.
-    site_aug: float = 0.0
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -95,7 +92,6 @@ class AugmentOptions:
         return recipe_augment(
             self.aug_strength,
             stretch=self.stretch,
-            site_aug=self.site_aug,
             zoom=self.zoom,
             hflip=self.hflip,
         )
@@ -249,14 +245,12 @@ class TrainConfig:
         help="Random erasing: with this probability, blank one random rectangle (2-25% of the "
         "image) of each training image, so no single region (a marker, a border) decides.",
     )
-    normal_blur: float = 0.0  # largest blur sigma of NORMAL films, px (not an option)
     normalize: str = option(
         "none",
-        choices=NORMALIZATIONS,
+        choices=TRAIN_NORMALIZATIONS,
         section="model",
-        help="per-image: standardise every image by its own mean and standard deviation; "
-        "equalize: histogram-equalise every resized image (any monotone grey curve gives the "
-        "same input). Part of the preprocessing contract, so scoring does the same.",
+        help="per-image: standardise every image by its own mean and standard deviation. Part "
+        "of the preprocessing contract, so scoring does the same.",
     )
     # central fraction of the film kept (in the contract)
     crop: float = option(
@@ -268,17 +262,13 @@ class TrainConfig:
         "the whole film), so borders, collimation and burnt-in markers are out of view. Part "
         "of the preprocessing contract, so scoring does the same.",
     )
-    # Margin, not "shift": what shift corrected was the aspect shortcut the stretch now takes
-    # away (docs/results.md).
+    # The middle of the near-optimal J interval, in logit space (docs/results.md).
     threshold_policy: str = option(
         "margin",
         choices=THRESHOLD_POLICIES,
         section="recipe",
         help="margin: the middle (in logit space) of the thresholds whose Youden J is within "
-        "one standard error of the best; youden: the sharpest maximum; shift: the margin rule "
-        "on the worst J over the validation (or out-of-fold) films as they are and re-scored "
-        "blurred (1 and 2 px), under gamma 0.8 and 1.25 and with grain (one extra scoring pass "
-        "when training ends).",
+        "one standard error of the best; youden: the sharpest maximum.",
     )
     # Cross-validation: ``folds`` > 1 trains that many members on patient-level folds into one
     # ensemble run folder; ``fold`` is set on each member's own configuration (0-based). Three
@@ -318,9 +308,14 @@ class TrainConfig:
     augment: Augment | None = option(factory=_recipe_augment, help="", cli=False)
 
     def __post_init__(self) -> None:
+        if self.threshold_policy not in THRESHOLD_POLICIES:
+            # A run saved before the shift policy was removed still scores and evaluates with
+            # its stored threshold; only training it further is refused.
+            raise UserInputError(
+                f"threshold policy {self.threshold_policy!r} is no longer offered (one of "
+                f"{', '.join(THRESHOLD_POLICIES)}): train a new run to continue with this data"
+            )
         check_options(self)
-        if self.normal_blur < 0:
-            raise UserInputError(f"normal blur must be >= 0, got {self.normal_blur}")
         if self.fold is not None and not 0 <= self.fold < self.folds:
             raise UserInputError(f"fold must be in [0, {self.folds}), got {self.fold}")
         if not _positive_number_or(("auto", "none"), self.pos_weight):
@@ -342,5 +337,5 @@ class TrainConfig:
         values = {"folds": 1, "export": "none"}
         values.update((k, v) for k, v in data.items() if k in known)
         if isinstance(values.get("augment"), dict):
-            values["augment"] = Augment(**values["augment"])
+            values["augment"] = Augment.from_dict(values["augment"])
         return cls(**values)

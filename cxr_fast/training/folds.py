@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast import __version__
-from cxr_fast.data.discover import Record, discover, display_path, path_bytes
+from cxr_fast.data.discover import discover, display_path, path_bytes
 from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.preflight import BadFile
@@ -28,7 +28,7 @@ from cxr_fast.device import resolve_device
 from cxr_fast.distributed import DistContext, context_from_env
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import sigmoid
-from cxr_fast.metrics import binary_metrics, threshold_choice, uses_shift_policy
+from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.models.ensemble import Ensemble
 from cxr_fast.precision import inference_precision
 from cxr_fast.run_folder import (
@@ -44,9 +44,10 @@ from cxr_fast.run_folder import (
 from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import TrainData, fingerprint, training_records
-from cxr_fast.training.shift import CLEAN, SHIFTS, shifted_out_of_fold
+from cxr_fast.training.one_model import train_model
+from cxr_fast.training.plan import contract_for, plan, plan_data
+from cxr_fast.training.results import TrainResult
 from cxr_fast.training.state import load_training_state
-from cxr_fast.training.trainer import TrainResult, contract_for, plan, plan_data, train_model
 from cxr_fast.training.writer import TRAINING_PACKAGES
 from cxr_fast.versions import versions
 
@@ -171,33 +172,6 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
     )
 
 
-def _shifted_for_threshold(
-    config: TrainConfig,
-    members: list[torch.nn.Module],
-    records: list[Record],
-    folds: list[int],
-    log: Callable[[str], None],
-) -> dict[str, np.ndarray] | None:
-    """The out-of-fold probabilities under each simulated shift, when the shift policy needs
-    them (None otherwise)."""
-    if not uses_shift_policy(config.threshold_policy, config.target_sensitivity):
-        return None
-    log(f"threshold: re-scoring the out-of-fold films under {', '.join(SHIFTS)}")
-    device = resolve_device(config.device)
-    shifted = shifted_out_of_fold(
-        members,
-        records,
-        folds,
-        contract_for(config),
-        inference_precision(device),
-        device=str(device),
-        workers=config.workers,
-        seed=config.seed,
-    )
-    del shifted[CLEAN]  # threshold_choice takes the clean films as probs
-    return shifted
-
-
 def _save_ensemble(
     config: TrainConfig,
     members: list[torch.nn.Module],
@@ -256,6 +230,25 @@ def run_train_folds(
         )
         if on_member is not None:
             on_member(k, float(np.mean([r.best_auc for r in results])))
+    metrics = _assemble(config, [r.best_epoch for r in results], log)
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=sum(r.epochs_done for r in results),
+        best_epoch=max(r.best_epoch or 0 for r in results),
+        best_auc=float(metrics["roc_auc"]),
+        threshold=metrics["threshold"],
+        stopped_early=False,
+        seconds=time.perf_counter() - started,
+        folds=config.folds,
+    )
+
+
+def _assemble(
+    config: TrainConfig, member_epochs: list[int | None], log: Callable[[str], None]
+) -> dict:
+    """The ensemble from its trained members: the out-of-fold predictions, the threshold
+    chosen on them, metrics.json, oof.parquet and model.pt. Returns the metrics."""
+    run_dir = Path(config.out)
     members, records, folds, logits = _out_of_fold(config, config.workers)
     labels = np.array([r.label for r in records])
     probs = sigmoid(logits)
@@ -264,7 +257,6 @@ def run_train_folds(
         probs,
         policy=config.threshold_policy,
         target_sensitivity=config.target_sensitivity,
-        shifted=_shifted_for_threshold(config, members, records, folds, log),
     )
     metrics = binary_metrics(labels, probs, choice["threshold"], seed=config.seed)
     metrics["threshold_choice"] = choice
@@ -272,22 +264,13 @@ def run_train_folds(
         {"split": "out-of-fold", "members": config.folds, **metrics}, run_dir / METRICS_FILE
     )
     _write_oof(run_dir / OOF_FILE, records, folds, probs)
-    _save_ensemble(config, members, choice, metrics, [r.best_epoch for r in results])
+    _save_ensemble(config, members, choice, metrics, member_epochs)
     ci = metrics["ci95"]["roc_auc"]
     log(
         f"out-of-fold ROC-AUC {metrics['roc_auc']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}) on "
         f"{len(records)} images; ensemble of {config.folds} -> {run_dir / MODEL_FILE}"
     )
-    return TrainResult(
-        run_dir=run_dir,
-        epochs_done=sum(r.epochs_done for r in results),
-        best_epoch=max(r.best_epoch or 0 for r in results),
-        best_auc=float(metrics["roc_auc"]),
-        threshold=choice["threshold"],
-        stopped_early=False,
-        seconds=time.perf_counter() - started,
-        folds=config.folds,
-    )
+    return metrics
 
 
 def folds_under_torchrun(

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from cxr_fast.data.batch import Batch
-from cxr_fast.labels import NORMAL_LABEL
 from cxr_fast.precision import Precision
 
 
@@ -22,16 +21,13 @@ class Regularisers:
     ``label_smoothing`` pulls the 0/1 targets towards 0.5 by that fraction; ``mixup`` > 0 blends
     each batch with a shuffled copy of itself (images and targets) with a Beta(a, a) weight;
     ``erase`` is the probability that an image gets one random rectangle set to 0 (random
-    erasing, Zhong et al., AAAI 2020: 2-25% of the area, aspect ratio 0.3-3.3);
-    ``normal_blur`` > 0 blurs every NORMAL image by a Gaussian of sigma up to that many input
-    pixels (class-conditional, so sharpness stops separating the classes); ``ema`` holds a
-    :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
+    erasing, Zhong et al., AAAI 2020: 2-25% of the area, aspect ratio 0.3-3.3); ``ema`` holds
+    a :class:`torch.optim.swa_utils.AveragedModel` updated after every step.
     """
 
     label_smoothing: float = 0.0
     mixup: float = 0.0
     erase: float = 0.0
-    normal_blur: float = 0.0
     ema: nn.Module | None = None
 
 
@@ -39,8 +35,6 @@ def _inputs_and_targets(
     batch: Batch, reg: Regularisers, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x = batch.x
-    if reg.normal_blur > 0:  # before mixup, which blends the labels this reads
-        x = blur_class(x, batch.y, NORMAL_LABEL, reg.normal_blur, generator)
     y = batch.y.float()
     if reg.label_smoothing:
         y = y * (1 - reg.label_smoothing) + 0.5 * reg.label_smoothing
@@ -59,33 +53,6 @@ def _inputs_and_targets(
 # a quarter of a film still leaves most of both lungs).
 ERASE_AREA = (0.02, 0.25)
 ERASE_LOG_RATIO = (math.log(0.3), math.log(1 / 0.3))
-
-
-def blur_class(
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    label: int,
-    max_sigma: float,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """A copy of the [N,C,H,W] batch ``x`` in which every image whose label is ``label`` is
-    blurred by a Gaussian of sigma drawn uniformly from [0, ``max_sigma``] input pixels (the
-    others are untouched)."""
-    out = x.clone()
-    chosen = (labels.to(x.device) == label).nonzero().flatten().tolist()
-    sigmas = torch.rand(len(chosen), generator=generator) * max_sigma
-    for i, sigma in zip(chosen, sigmas.tolist(), strict=True):
-        if sigma >= 0.1:  # below, a 3-tap kernel is the identity to within rounding
-            out[i] = gaussian_blur(x[i], sigma)
-    return out
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``x`` ([..., H, W]) blurred by a Gaussian of ``sigma`` pixels, kernel radius 3 sigma."""
-    from torchvision.transforms.v2 import functional as TF
-
-    size = 2 * math.ceil(3 * sigma) + 1
-    return TF.gaussian_blur(x, [size, size], [sigma, sigma])
 
 
 def random_erase(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,55 +32,58 @@ class Progress:
         return False
 
 
-def save_state(
-    run_dir: Path,
-    progress: Progress,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    ema: nn.Module | None = None,
-) -> None:
-    """Write ``last.pt`` atomically (plain tensors and numbers: loads with weights_only)."""
-    state = {
-        "format_version": FORMAT_VERSION,
-        "progress": {
-            "epoch": progress.epoch,
-            "best_epoch": progress.best_epoch,
-            "best_auc": progress.best_auc,
-            "bad_epochs": progress.bad_epochs,
-        },
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "rng": rng_state(_device_of(model)),
-    }
-    atomic_torch_save(state, run_dir / LAST_FILE)
+@dataclass
+class TrainingState:
+    """What a run trains and continues from: the model, its optimiser, learning-rate schedule
+    and gradient scaler, the weight average (EMA; None when off) and where the run stands.
+    ``last.pt`` holds all of it (and the random number generators' states)."""
 
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: nn.Module | None = None
+    progress: Progress = field(default_factory=Progress)
 
-def load_state(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    ema: nn.Module | None = None,
-) -> Progress:
-    """Restore ``last.pt`` into the given objects; return the run's :class:`Progress`."""
-    path = run_dir / LAST_FILE
-    if not path.is_file():
-        raise NotFoundError(f"nothing to resume in {run_dir}: {LAST_FILE} is missing")
-    state = load_training_state(path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    if ema is not None and state.get("ema") is not None:
-        ema.load_state_dict(state["ema"])
-    restore_rng_state(state["rng"], _device_of(model))
-    return Progress(**state["progress"])
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is validated and saved: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def save(self, run_dir: Path) -> None:
+        """Write ``last.pt`` atomically (plain tensors and numbers: loads with weights_only)."""
+        progress = self.progress
+        state = {
+            "format_version": FORMAT_VERSION,
+            "progress": {
+                "epoch": progress.epoch,
+                "best_epoch": progress.best_epoch,
+                "best_auc": progress.best_auc,
+                "bad_epochs": progress.bad_epochs,
+            },
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(_device_of(self.model)),
+        }
+        atomic_torch_save(state, run_dir / LAST_FILE)
+
+    def restore(self, run_dir: Path) -> None:
+        """Load ``run_dir``'s ``last.pt`` into these objects and take its progress."""
+        path = run_dir / LAST_FILE
+        if not path.is_file():
+            raise NotFoundError(f"nothing to resume in {run_dir}: {LAST_FILE} is missing")
+        state = load_training_state(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        restore_rng_state(state["rng"], _device_of(self.model))
+        self.progress = Progress(**state["progress"])
 
 
 def load_training_state(path: Path) -> dict:

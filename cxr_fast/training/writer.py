@@ -16,7 +16,7 @@ from torch import nn
 
 from cxr_fast import __version__
 from cxr_fast.errors import UserInputError
-from cxr_fast.metrics import MARGIN, SHIFT, binary_metrics, threshold_choice
+from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.run_folder import (
     CONFIG_FILE,
     LAST_FILE,
@@ -29,11 +29,12 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.data import fingerprint
-from cxr_fast.training.state import Progress, save_state
 from cxr_fast.versions import versions
 
 if TYPE_CHECKING:
-    from cxr_fast.training.trainer import Plan, ValResult
+    from cxr_fast.training.plan import Plan
+    from cxr_fast.training.results import ValResult
+    from cxr_fast.training.state import TrainingState
 
 TRAINING_PACKAGES = ("torch", "torchvision", "nvidia-dali-cuda120", "numpy", "scikit-learn")
 
@@ -104,9 +105,7 @@ class RunWriter:
         choice = threshold_choice(
             val.labels,
             val.probs,
-            # The shift policy re-scores the films under every shift: once, when training
-            # ends (shift_threshold), not at every best epoch.
-            policy=MARGIN if config.threshold_policy == SHIFT else config.threshold_policy,
+            policy=config.threshold_policy,
             target_sensitivity=config.target_sensitivity,
         )
         metrics = binary_metrics(val.labels, val.probs, choice["threshold"], seed=config.seed)
@@ -126,14 +125,13 @@ class RunWriter:
             {"split": "validation", "epoch": epoch, **metrics}, self.run_dir / METRICS_FILE
         )
 
-    def epoch(self, entry: dict, progress: Progress, state: tuple) -> None:
-        """One train_log.jsonl line and last.pt (``state``: model, optimizer, scheduler,
-        scaler, EMA) after a finished epoch."""
+    def epoch(self, entry: dict, state: TrainingState) -> None:
+        """One train_log.jsonl line and last.pt after a finished epoch."""
         if not self.enabled:
             return
         with (self.run_dir / LOG_FILE).open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
-        save_state(self.run_dir, progress, *state)
+        state.save(self.run_dir)
 
     def threshold(self) -> float | None:
         """The decision threshold of the best model saved so far (None: none saved)."""

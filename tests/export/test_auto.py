@@ -22,13 +22,13 @@ def test_measured_fx_architectures_get_torchscript_int8():
 
 def test_other_architectures_get_onnx_runtime_int8_without_claiming_a_measurement(monkeypatch):
     monkeypatch.setattr(auto, "onnx_missing", lambda: None)
-    fmt, precision, why = auto_export("resnet18_ibn", torch.device("cpu"))
+    fmt, precision, why = auto_export("resnet50", torch.device("cpu"))
     assert (fmt, precision) == ("onnx", "int8")
     assert "faster only for cnn, resnet18" in why
 
 
 def test_without_onnx_runtime_falls_back_to_fx_and_says_how_to_install(monkeypatch):
     monkeypatch.setattr(auto, "onnx_missing", lambda: "onnxruntime")
-    fmt, precision, why = auto_export("resnet18_ibn", torch.device("cpu"))
+    fmt, precision, why = auto_export("resnet50", torch.device("cpu"))
     assert (fmt, precision) == ("torchscript", "int8")
     assert "pip install 'cxr-fast[onnx]'" in why and "onnxruntime missing" in why

@@ -11,7 +11,7 @@ from cxr_fast.distributed import DistContext
 from cxr_fast.models import build_model
 from cxr_fast.precision import resolve_precision
 from cxr_fast.training.loop import train_epoch
-from cxr_fast.training.trainer import _epoch_records, _loader_seed
+from cxr_fast.training.one_model import _epoch_records, _loader_seed
 
 RECORDS = [Record(f"/a/{i}.jpeg", i % 2, "train", f"p{i}") for i in range(50)]
 

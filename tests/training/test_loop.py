@@ -5,13 +5,11 @@ import torch
 
 from cxr_fast.data.batch import Batch
 from cxr_fast.errors import UserInputError
-from cxr_fast.labels import NORMAL_LABEL
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.loop import (
     ERASE_AREA,
     Regularisers,
     _inputs_and_targets,
-    blur_class,
     random_erase,
 )
 
@@ -75,39 +73,3 @@ def test_training_step_inputs_are_erased_but_targets_are_not():
 def test_config_refuses_an_erase_probability_outside_0_1(erase):
     with pytest.raises(UserInputError, match="erase"):
         TrainConfig(data="d", out="o", erase=erase)
-
-
-def _sharpness(x: torch.Tensor) -> torch.Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
-
-
-def test_blur_class_softens_only_that_class(kaggle_dir):
-    from cxr_fast.contract import PreprocessContract
-    from cxr_fast.data.decode import read_gray
-    from cxr_fast.data.discover import discover
-
-    records = discover(kaggle_dir)[:12]
-    contract = PreprocessContract(image_size=64)
-    x = torch.stack(
-        [torch.from_numpy(read_gray(r.path, contract)[0]).float()[None] / 255 for r in records]
-    )
-    labels = torch.tensor([i % 2 for i in range(len(records))])
-    out = blur_class(x, labels, NORMAL_LABEL, 1.5, torch.Generator().manual_seed(0))
-    normal = labels == NORMAL_LABEL
-    assert torch.equal(out[~normal], x[~normal])
-    softer = _sharpness(out[normal]) / _sharpness(x[normal])
-    assert (softer <= 1.0 + 1e-6).all() and softer.min() < 0.8  # blurred by drawn sigmas
-    assert not torch.allclose(softer, softer[0])  # ... of different sizes
-    # Blurring keeps the mean grey level (a normalised kernel, reflected borders).
-    assert torch.allclose(out.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=0.01)
-
-
-def test_normal_blur_is_applied_before_mixup_reads_the_labels():
-    x = _batch(n=8)
-    y = torch.tensor([0, 1] * 4)
-    batch = Batch(x=x, y=y, index=torch.arange(8))
-    inputs, targets = _inputs_and_targets(
-        batch, Regularisers(normal_blur=2.0), torch.Generator().manual_seed(0)
-    )
-    assert torch.equal(inputs[y == 1], x[y == 1]) and not torch.equal(inputs[y == 0], x[y == 0])
-    assert torch.equal(targets, y.float())

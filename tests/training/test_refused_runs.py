@@ -10,6 +10,7 @@ import pytest
 
 from cxr_fast.data.preflight import CACHE_ENV
 from cxr_fast.errors import ResumeMismatchError
+from cxr_fast.run_folder import atomic_write_json, read_json
 from cxr_fast.training.trainer import resume_config
 from tests.cli_in_process import run_main
 from tests.training.commands import train_command
@@ -104,3 +105,21 @@ def test_dry_run_counts_are_the_counts_the_run_logs(
     assert code == 0, stderr
     logged = [(int(t), int(v)) for t, v in LOGGED.findall(stdout)]
     assert logged == planned and len(logged) == folds
+
+
+def test_a_run_of_the_removed_shift_policy_evaluates_but_does_not_resume(
+    trained_run, synth_small, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "old-shift"
+    shutil.copytree(trained_run, run)
+    saved = read_json(run / "config.json")
+    saved["train"]["threshold_policy"] = "shift"  # as a run saved before issue 27 says
+    atomic_write_json(saved, run / "config.json")
+    code, stdout, stderr = run_main(
+        monkeypatch, capsys, "evaluate", str(run), "--data", str(synth_small), "--device", "cpu"
+    )
+    assert code == 0, stderr
+    assert "roc_auc" in stdout
+    code, _, stderr = run_main(monkeypatch, capsys, "train", "--out", str(run), "--resume")
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and "'shift' is no longer offered" in stderr

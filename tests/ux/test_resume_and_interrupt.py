@@ -64,16 +64,16 @@ def test_resume_of_a_moved_run_whose_original_is_gone(own_run, tmp_path):
 def test_ctrl_c_during_train_says_what_was_kept_and_how_to_continue(
     synth_small, tmp_path, monkeypatch, capsys
 ):
-    from cxr_fast.training import writer
+    from cxr_fast.training.state import TrainingState
 
-    real_save = writer.save_state
+    real_save = TrainingState.save
 
-    def save_then_sigint(run_dir, progress, *args):
-        real_save(run_dir, progress, *args)
-        if progress.epoch == 1:
+    def save_then_sigint(state, run_dir):
+        real_save(state, run_dir)
+        if state.progress.epoch == 1:
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
 
-    monkeypatch.setattr(writer, "save_state", save_then_sigint)
+    monkeypatch.setattr(TrainingState, "save", save_then_sigint)
     out = tmp_path / "r"
     code, _, err = run_main(
         monkeypatch,
