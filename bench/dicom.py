@@ -105,7 +105,7 @@ def _tiny_run(images: Path) -> Path:
     if not (out / "model.pt").exists():
         run_train(
             TrainConfig(data=str(images), out=str(out), epochs=1, image_size=64, batch_size=16,
-                        workers=0, val_fraction=0.25),
+                        workers=0, val_fraction=0.25, folds=1, export="none"),
             log=lambda _: None,
         )  # fmt: skip
     return out

@@ -57,6 +57,8 @@ def bench_run(arch: str, images: Path, given: Path | None) -> Path:
             batch_size=32,
             workers=2,
             val_fraction=0.2,
+            folds=1,
+            export="none",
         )
         run_train(config, log=lambda _: None)
     return out

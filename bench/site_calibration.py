@@ -25,7 +25,8 @@ import torch
 
 from cxr_fast.calibrate import cross_fit_summary as _summary
 from cxr_fast.calibrate import cross_fitted
-from cxr_fast.choices import CALIBRATION_POLICIES, RecipeDefaults
+from cxr_fast.choices import CALIBRATION_POLICIES
+from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--prior-strength",
         type=float,
-        default=RecipeDefaults.calibration_prior,
+        default=CalibrateConfig.prior_strength,
         help="calibrate's --prior-strength; every policy is also reported with 0",
     )
     parser.add_argument("--splits", type=int, default=10, help="random patient splits")

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from cxr_fast.choices import (
+    BOOTSTRAP,
     CALIBRATION_POLICIES,
     DEFAULT_WORKERS,
     MIN_CALIBRATION_PER_CLASS,
     ROC_POLICIES,
-    RecipeDefaults,
 )
+from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import Record, discover, paths_sha256
 from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
@@ -183,7 +184,7 @@ def bayes_choice(labels: np.ndarray, probs: np.ndarray) -> dict:
 def fit_site(
     logits: np.ndarray,
     labels: np.ndarray,
-    policy: str = RecipeDefaults.calibration_policy,
+    policy: str = CalibrateConfig.threshold_policy,
     target_sensitivity: float | None = None,
     *,
     threshold: float = 0.5,
@@ -213,7 +214,7 @@ def cross_fitted(
     labels: np.ndarray,
     folds: list[int],
     k: int,
-    policy: str = RecipeDefaults.calibration_policy,
+    policy: str = CalibrateConfig.threshold_policy,
     target_sensitivity: float | None = None,
     *,
     threshold: float = 0.5,
@@ -232,7 +233,7 @@ def cross_fitted(
     return pred
 
 
-def cross_fit_summary(labels: np.ndarray, pred: np.ndarray, bootstrap: int = 1000) -> dict:
+def cross_fit_summary(labels: np.ndarray, pred: np.ndarray, bootstrap: int = BOOTSTRAP) -> dict:
     """Accuracy (with its 95% bootstrap interval), sensitivity and specificity of 0/1
     predictions."""
     # binary_metrics on 0/1 "probabilities" at 0.5 gives the held-out confusion and its CI.
@@ -246,13 +247,13 @@ def cross_fit(
     logits: np.ndarray,
     labels: np.ndarray,
     k: int,
-    policy: str = RecipeDefaults.calibration_policy,
+    policy: str = CalibrateConfig.threshold_policy,
     target_sensitivity: float | None = None,
     *,
     threshold: float = 0.5,
     prior: float = 0.0,
     seed: int = 0,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
 ) -> dict:
     """The calibration judged on films it was not fitted on: ``records`` split by patient into
     ``k`` folds, each fold predicted by :func:`fit_site` on the other ``k - 1``; the pooled
@@ -429,11 +430,11 @@ def run_calibrate(
     out: Path,
     *,
     target_sensitivity: float | None = None,
-    policy: str = RecipeDefaults.calibration_policy,
-    prior: float = RecipeDefaults.calibration_prior,
+    policy: str = CalibrateConfig.threshold_policy,
+    prior: float = CalibrateConfig.prior_strength,
     device: str = "auto",
     workers: int = DEFAULT_WORKERS,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
     overwrite: bool = False,
     min_per_class: int = MIN_CALIBRATION_PER_CLASS,
     cross_fit_folds: int | None = None,

@@ -1,12 +1,16 @@
 """The names and defaults users type on the command line, each defined once.
 
-The modules that implement them import them from here. This module imports nothing heavy on
-purpose: `cxr-fast --help` (and every option check) must not wait for PyTorch to load.
+The modules that implement them import them from here, and the config dataclasses declare the
+options several stages share with the ``*_option()`` helpers at the end. This module imports
+nothing heavy on purpose: `cxr-fast --help` (and every option check) must not wait for PyTorch
+to load.
 """
 
 from __future__ import annotations
 
 import os
+
+from cxr_fast.options import option
 
 LOADERS = ("auto", "dali", "torch")
 ARCHITECTURES = (
@@ -46,61 +50,6 @@ NORMALIZATIONS = ("none", "per-image", "equalize")
 TRAIN_NORMALIZATIONS = ("none", "per-image")
 
 
-class RecipeDefaults:
-    """Defaults of the training recipe (the CLI's defaults and TrainConfig's are these); the
-    comments say which were chosen by the measurements in docs/results.md."""
-
-    batch_size = 32
-    lr = 1e-3
-    weight_decay = 1e-4
-    val_fraction = 0.15
-    patience = 5
-    warmup_epochs = 1.0
-    clip_grad = 1.0
-    ema_decay = 0.0
-    label_smoothing = 0.0
-    mixup = 0.0
-    erase = 0.0
-    normalize = "none"
-    crop = 1.0
-    # The middle of the near-optimal J interval, in logit space (docs/results.md).
-    threshold_policy = "margin"
-    # Cross-fitted on the 193-film sample (bench/site_calibration.py): bayes 0.91 accuracy against
-    # 0.86 for the margin policy refitted on the tempered probabilities (docs/results.md).
-    calibration_policy = "bayes"
-    # Platt's prior strength (calibrate.fit_platt): a Gaussian of sd 1/sqrt(3) = 0.58 on the bias
-    # and on log T around the run as trained. Cross-fitted on the sample (10 folds by patient),
-    # 11 runs averaged 0.920 accuracy with it against 0.917 by plain maximum likelihood
-    # (0.912 with 2 folds); strengths 2 to 5 were alike (docs/results.md).
-    calibration_prior = 3.0
-    # Augmentation ranges x2 (rotation 14 deg, zoom 16%, shift 10%, brightness/contrast 20%):
-    # the one change that moved the external sample (docs/results.md); x3 and EMA/label
-    # smoothing did worse there and on validation.
-    aug_strength = 2.0
-    # Aspect-ratio augmentation (Augment.stretch), r from 0.71 to 1.4: the films were squashed
-    # to a square from originals of other shapes, and without it a film 15% narrower made the
-    # model call 24% of healthy films pneumonia (bench/aspect.py). Sample accuracy 0.876 -> 0.938
-    # and ROC-AUC 0.970 -> 0.977, at an out-of-fold ROC-AUC of 0.9943 against 0.9973: the
-    # proportions are predictive within train/ only (docs/results.md).
-    stretch = 0.4
-    # The zoom range (factor 1 +- zoom) when set; None: 0.08 x aug_strength (0.16).
-    zoom: float | None = None
-    # resnet18 from scratch at 128 px: validation ROC-AUC 0.9984 against the cnn's 0.9971-0.9975
-    # at 128-224 px, sample ROC-AUC 0.977 against 0.953-0.965, and at 128 px it trains in about
-    # the time the cnn takes at 224.
-    arch = "resnet18"
-    image_size = 128
-    # Three patient-level folds -> an ensemble and a threshold chosen on 5,216 out-of-fold
-    # predictions instead of one 775-image split, within 40 minutes on 2 CPU cores (five
-    # resnet18 members would take about an hour).
-    folds = 3
-    epochs = 12
-    # The host's best verified export, built when training ends: without it the plain
-    # `score --model RUN` runs the eager model (resnet18 128 px whole command: 1.46x the plain
-    # torchvision scorer against 2.45x with an int8 export; docs/benchmarks.md).
-    export = "auto"
-
-
 # DataLoader worker processes (or DALI threads, or decoding processes) of every stage that
 # loads images, when not given: all cores. The CLI's --workers shows it as "all cores".
 DEFAULT_WORKERS = os.cpu_count() or 1
@@ -123,3 +72,72 @@ CHUNK_SECONDS = 15.0
 # DICOM Modality values the input gate accepts: computed and digital radiography
 # (`--modalities` widens it; cxr_fast/gate/metadata.py).
 PROJECTION_MODALITIES = ("CR", "DX")
+
+# Bootstrap resamples behind every 95% interval (evaluate, calibrate, the report).
+BOOTSTRAP = 1000
+# The Grad-CAM method of every stage that draws overlays, when not given.
+DEFAULT_CAM_METHOD = CAM_METHODS[0]
+
+
+def device_option(section: str = "run"):
+    """``--device``: the same default (auto) and words in every stage."""
+    return option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N.", section=section)
+
+
+def precision_option():
+    """``--precision`` of every stage that runs a model."""
+    return option(
+        "auto",
+        choices=PRECISIONS,
+        section="model",
+        help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA where "
+        "supported (else fp16 with GradScaler when training), fp32 on other CPUs.",
+    )
+
+
+def loader_option():
+    """``--loader`` of every stage that decodes images."""
+    return option(
+        "auto",
+        choices=LOADERS,
+        section="data",
+        help="dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the "
+        "faster measured one on CPU.",
+    )
+
+
+def workers_option(minimum: int = 0, help: str = "DALI threads or DataLoader worker processes."):
+    """``--workers``: all cores unless given."""
+    return option(DEFAULT_WORKERS, min=minimum, default_text="all cores", section="data", help=help)
+
+
+def tta_option():
+    """``--tta/--no-tta``: three views per film, three times the model's cost."""
+    return option(
+        False,
+        flag="--tta/--no-tta",
+        section="model",
+        help="Test-time augmentation: average the logits of the film, a 90% zoom-in and a 90% "
+        "zoom-out (three forward passes: three times the model's cost).",
+    )
+
+
+def accept_ood_option():
+    """``--accept-ood``: give a verdict even for films the input gate refuses."""
+    return option(
+        False,
+        section="model",
+        help="Give a verdict even for films the input gate judges not to be a frontal chest "
+        "X-ray (another modality or body part, a photo, a page, a blank): scored, with the "
+        "gate's reason in warnings.  [default: refused, status not_cxr, no verdict]",
+    )
+
+
+def cam_method_option(help: str, name: str | None = None):
+    """The Grad-CAM method: gradcam unless given."""
+    return option(DEFAULT_CAM_METHOD, choices=CAM_METHODS, section="output", help=help, name=name)
+
+
+def cam_layer_option(help: str, name: str | None = None):
+    """The Grad-CAM target layer: the architecture's last convolutional block unless given."""
+    return option(None, section="output", help=help, name=name)

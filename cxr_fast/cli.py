@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -10,110 +11,33 @@ from pathlib import Path
 import click
 
 from cxr_fast import __version__
-from cxr_fast.choices import (
-    ARCHITECTURES,
-    BACKENDS,
-    CALIBRATION_POLICIES,
-    CAM_METHODS,
-    CHUNK_SECONDS,
-    DEFAULT_WORKERS,
-    EVAL_BATCH_SIZE,
-    EXPORT_BATCH_SIZE,
-    EXPORT_FORMATS,
-    EXPORT_PRECISIONS,
-    LOADERS,
-    MIN_CALIBRATION_PER_CLASS,
-    PRECISIONS,
-    PROJECTION_MODALITIES,
-    ROWS_PER_CHUNK,
-    SCORE_BATCH_SIZE,
-    THRESHOLD_POLICIES,
-    TRAIN_EXPORTS,
-    TRAIN_NORMALIZATIONS,
-    RecipeDefaults,
+from cxr_fast.configs import (
+    CalibrateConfig,
+    CheckConfig,
+    EvalConfig,
+    OodFitConfig,
+    ReportConfig,
+    StreamConfig,
+    SynthConfig,
+    TuneConfig,
 )
-from cxr_fast.contract import MIN_CROP
 from cxr_fast.errors import CxrFastError, Interrupted
-from cxr_fast.explain.explain_stage import DEFAULT_OUT as DEFAULT_CAM_OUT
+from cxr_fast.explain.explain_stage import ExplainConfig
+from cxr_fast.export.export_stage import ExportConfig
+from cxr_fast.options import (
+    SectionOption,
+    StageCommand,
+    build_config,
+    config_from_cli,
+    config_options,
+    given,
+    merged_values,
+)
 from cxr_fast.progress import Progress, Working
-from cxr_fast.serve.limits import (
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_MAX_UPLOAD_MB,
-    DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_THREADS,
-)
-from cxr_fast.serve.serve_stage import DEFAULT_HOST, DEFAULT_PORT
+from cxr_fast.scoring.score_config import ScoreConfig
+from cxr_fast.serve.serve_stage import ServeConfig
 from cxr_fast.text import plural, rate
-
-EXISTING = click.Path(exists=True, path_type=Path)
-LOADER_OPTION = click.option(
-    "--loader",
-    type=click.Choice(LOADERS),
-    default="auto",
-    show_default=True,
-    help="dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the faster "
-    "measured one on CPU.",
-)
-DEVICE_OPTION = click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when present), cpu, cuda or cuda:N.",
-)
-
-PRECISION_OPTION = click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA where "
-    "supported (else fp16 with GradScaler when training), fp32 on other CPUs.",
-)
-
-
-def workers_option(minimum: int):
-    """``--workers``: DALI threads or DataLoader processes (0: load in the main process)."""
-    return click.option(
-        "--workers",
-        type=click.IntRange(min=minimum),
-        default=DEFAULT_WORKERS,
-        show_default="all cores",
-        help="DALI threads or DataLoader worker processes.",
-    )
-
-
-TTA_OPTION = click.option(
-    "--tta/--no-tta",
-    default=False,
-    show_default=True,
-    help="Test-time augmentation: average the logits of the film, a 90% zoom-in and a 90% "
-    "zoom-out (three forward passes: three times the model's cost).",
-)
-
-ACCEPT_OOD_OPTION = click.option(
-    "--accept-ood",
-    is_flag=True,
-    help="Give a verdict even for films the input gate judges not to be a frontal chest "
-    "X-ray (another modality or body part, a photo, a page, a blank): scored, with the "
-    "gate's reason in warnings.  [default: refused, status not_cxr, no verdict]",
-)
-MODALITIES_OPTION = click.option(
-    "--modalities",
-    default=",".join(PROJECTION_MODALITIES),
-    show_default=True,
-    metavar="M1,M2",
-    help="DICOM Modality values the input gate accepts (other modalities get status not_cxr).",
-)
-
-
-def parse_modalities(text: str) -> tuple[str, ...]:
-    """``CR,DX`` -> ("CR", "DX"); an empty list is a mistake."""
-    found = tuple(part.strip().upper() for part in text.split(",") if part.strip())
-    if not found:
-        raise click.BadParameter(
-            "give at least one modality, e.g. CR,DX", param_hint="--modalities"
-        )
-    return found
+from cxr_fast.training.config import AugmentOptions, TrainConfig
 
 
 class UserError(CxrFastError):
@@ -152,121 +76,43 @@ def data() -> None:
     """Make, inspect and stream datasets."""
 
 
-@data.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--n",
-    "n",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Number of images to write.",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same bytes."
-)
-@click.option(
-    "--min-size",
-    type=click.IntRange(min=16),
-    default=1000,
-    show_default=True,
-    help="Smallest width/height in pixels.",
-)
-@click.option(
-    "--max-size",
-    type=click.IntRange(min=16),
-    default=2200,
-    show_default=True,
-    help="Largest width/height in pixels.",
-)
-@click.option(
-    "--pneumonia-fraction",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Share of PNEUMONIA images.",
-)
-@click.option(
-    "--test-fraction",
-    type=click.FloatRange(0, 1),
-    default=0.2,
-    show_default=True,
-    help="Share of patients (per class) put in test/ rather than train/.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_WORKERS,
-    show_default="all cores",
-    help="Processes rendering images in parallel.",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace OUT/train and OUT/test when OUT is not empty (else refused: a merge would mix "
-    "two datasets).",
-)
-def data_synth(
-    out, n, seed, min_size, max_size, pneumonia_fraction, test_fraction, workers, overwrite
-) -> None:
+@data.command("synth", cls=StageCommand)
+@config_options(SynthConfig)
+def data_synth(**values) -> None:
     """Write a synthetic Kaggle-layout dataset of chest-X-ray-like JPEGs to OUT.
 
     OUT/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg with Kaggle-style names (person12_virus_3.jpeg,
     IM-0042-0001.jpeg) so patient ids parse; PNEUMONIA images add patchy lung opacities.
     """
-    from cxr_fast.data.synth import synth_dataset
+    from cxr_fast.data.synth import run_synth
 
-    if min_size > max_size:
-        raise UserError(f"--min-size {min_size} is larger than --max-size {max_size}")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"{out} is not empty: pass --overwrite to replace its train/ and test/, or "
-                "choose a new folder"
-            )
-        import shutil
-
-        for split in ("train", "test"):
-            shutil.rmtree(out / split, ignore_errors=True)
-    with _bar(n, "synth") as bar:
-        paths = synth_dataset(
-            out,
-            n,
-            seed=seed,
-            min_size=min_size,
-            max_size=max_size,
-            pneumonia_fraction=pneumonia_fraction,
-            test_fraction=test_fraction,
-            workers=workers,
-            progress=bar.update,
-        )
-    click.echo(f"wrote {plural(len(paths), 'image')} to {out}")
+    config = config_from_cli(SynthConfig, values)
+    with _bar(config.n, "synth") as bar:
+        paths = run_synth(config, progress=bar.update)
+    click.echo(f"wrote {plural(len(paths), 'image')} to {config.out}")
 
 
-@data.command("check")
-@click.argument("root", type=EXISTING)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
+@data.command("check", cls=StageCommand)
+@config_options(CheckConfig)
 @click.option(
-    "--sample",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Decode only this many evenly spaced images (default: all).",
+    "--json",
+    "as_json",
+    is_flag=True,
+    cls=SectionOption,
+    section="output",
+    help="Print the report as JSON instead of text.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_WORKERS,
-    show_default="all cores",
-    help="Processes decoding images in parallel.",
-)
-def data_check(root, as_json, sample, workers) -> None:
+def data_check(as_json: bool, **values) -> None:
     """Report counts per split and class, patients, leakage between splits, image sizes and
     unreadable files or folders under ROOT. Exits 1 when it finds leakage, unreadable files or
     folders, or no images."""
     from cxr_fast.data.check import check_dataset, format_report, none_readable, nothing_to_check
 
+    config = config_from_cli(CheckConfig, values)
     with _bar(0, "decode") as bar:
-        report = check_dataset(root, sample=sample, workers=workers, progress=bar.update)
+        report = check_dataset(
+            config.root, sample=config.sample, workers=config.workers, progress=bar.update
+        )
     empty = nothing_to_check(report)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -279,333 +125,41 @@ def data_check(root, as_json, sample, workers) -> None:
         sys.exit(1)  # the check ran and found a problem in the data (see the README's exit codes)
 
 
-@data.command("stream")
-@click.argument("root", type=EXISTING)
-@LOADER_OPTION
-@DEVICE_OPTION
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Images per batch.",
-)
-@click.option(
-    "--image-size",
-    type=click.IntRange(min=8, max=4096),
-    default=224,
-    show_default=True,
-    help="Square model input size in pixels.",
-)
-@workers_option(minimum=1)
-@click.option(
-    "--train/--eval",
-    "train",
-    default=False,
-    show_default=True,
-    help="Training mode shuffles and augments; eval mode keeps order.",
-)
-def data_stream(root, loader, device, batch_size, image_size, workers, train) -> None:
+@data.command("stream", cls=StageCommand)
+@config_options(StreamConfig)
+def data_stream(**values) -> None:
     """Decode and preprocess every image under ROOT once and print images/s."""
-    from cxr_fast.contract import PreprocessContract
-    from cxr_fast.data.discover import discover, require_images
-    from cxr_fast.data.loader_spec import LoaderSpec
-    from cxr_fast.data.loaders import make_scoring_loader, make_train_loader, resolve_loader
-    from cxr_fast.data.throughput import stream
-    from cxr_fast.device import resolve_device
+    from cxr_fast.data.throughput import plan_stream, stream
 
-    records = require_images(discover(root), str(root))
-    contract = PreprocessContract(image_size=image_size)
-    backend = resolve_loader(loader, resolve_device(device), records)
-
-    def build():
-        spec = LoaderSpec(records, contract, batch_size, workers=workers, device=device)
-        return (make_train_loader if train else make_scoring_loader)(spec, backend)
-
-    with _bar(len(records), f"stream ({backend})") as bar:
+    config = config_from_cli(StreamConfig, values)
+    count, backend, build = plan_stream(config)
+    with _bar(count, f"stream ({backend})") as bar:
         stats = stream(build, progress=bar.update)
     click.echo(
         f"{plural(stats.images, 'image')} in {stats.seconds:.2f} s: "
-        f"{rate(stats.images, stats.seconds)} ({backend}, {plural(workers, 'worker')}, "
-        f"batch {batch_size}, {image_size} px)"
+        f"{rate(stats.images, stats.seconds)} ({backend}, {plural(config.workers, 'worker')}, "
+        f"batch {config.batch_size}, {config.image_size} px)"
     )
 
 
-@cli.command("train")
-@click.option(
-    "--data",
-    type=EXISTING,
-    default=None,
-    help="Dataset folder (Kaggle layout). Training uses train/; validation is val/ "
-    "when it holds >= 100 images, else a patient-level split of train/.",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Run folder to create (or to continue with --resume).",
-)
-@click.option(
-    "--arch",
-    type=click.Choice(ARCHITECTURES),
-    default=RecipeDefaults.arch,
-    show_default=True,
-    help="Model architecture (one grey channel in, one logit out).",
-)
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=None,
-    help=f"Epochs to train.  [default: {RecipeDefaults.epochs}; with --resume: the run's own]",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=2),
-    default=RecipeDefaults.batch_size,
-    show_default=True,
-    help="Images per training step.",
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=RecipeDefaults.lr,
-    show_default=True,
-    help="Peak learning rate (AdamW).",
-)
-@click.option(
-    "--weight-decay",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.weight_decay,
-    show_default=True,
-    help="AdamW weight decay.",
-)
-@click.option(
-    "--image-size",
-    type=click.IntRange(min=32, max=4096),
-    default=RecipeDefaults.image_size,
-    show_default=True,
-    help="Square input size in pixels (stored in the contract).",
-)
-@LOADER_OPTION
-@DEVICE_OPTION
-@PRECISION_OPTION
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed for the split, initialisation, shuffling and augmentation.",
-)
-@click.option(
-    "--val-fraction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=RecipeDefaults.val_fraction,
-    show_default=True,
-    help="Share of each class's patients held out for validation.",
-)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=1),
-    default=RecipeDefaults.patience,
-    show_default=True,
-    help="Stop after this many epochs without a better validation ROC-AUC.",
-)
-@click.option(
-    "--warmup-epochs",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.warmup_epochs,
-    show_default=True,
-    help="Linear learning-rate warm-up before the cosine decay.",
-)
-@click.option(
-    "--clip-grad",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.clip_grad,
-    show_default=True,
-    help="Clip the gradient norm to this (0: off).",
-)
-@click.option(
-    "--pos-weight",
-    default="auto",
-    show_default=True,
-    help="BCE weight of PNEUMONIA: auto balances the classes (normal/pneumonia "
-    "count), none, or a number.",
-)
-@click.option(
-    "--target-sensitivity",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    help="Choose the decision threshold that keeps validation sensitivity at this "
-    "level (e.g. 0.95) instead of the --threshold-policy rule (margin by default).",
-)
-@click.option(
-    "--pretrained",
-    default=None,
-    help="ImageNet weights: a file, or 'imagenet' for torchvision's (downloaded once into the "
-    "torch hub cache, hash-checked; offline, pass a file).",
-)
-@workers_option(minimum=0)
-@click.option(
-    "--augment/--no-augment",
-    default=True,
-    show_default=True,
-    help="Random rotation, zoom, shift, brightness and contrast while training.",
-)
-@click.option(
-    "--hflip/--no-hflip",
-    default=False,
-    show_default=True,
-    help="Also flip horizontally (off: the heart is on the left).",
-)
-@click.option(
-    "--aug-strength",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.aug_strength,
-    show_default=True,
-    help="Multiply every augmentation range (rotation, zoom, shift, brightness, contrast).",
-)
-@click.option(
-    "--stretch",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.stretch,
-    show_default=True,
-    help="Aspect-ratio augmentation: scale each training film's width by sqrt(r) and height "
-    "by 1/sqrt(r), r drawn log-uniformly from [1/(1+S), 1+S] (0: off). Films stretched to a "
-    "square from originals of another shape keep proportions that are the site's, not the "
-    "disease's.",
-)
-@click.option(
-    "--zoom",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=RecipeDefaults.zoom,
-    help="Zoom range: each training film scaled about its centre by a factor drawn uniformly "
-    "from [1-Z, 1+Z], black outside.  [default: 0.08 x --aug-strength]",
-)
-@click.option(
-    "--ema-decay",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=RecipeDefaults.ema_decay,
-    show_default=True,
-    help="Exponential moving average of the weights, validated and saved instead of the raw "
-    "weights (0: off).",
-)
-@click.option(
-    "--label-smoothing",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=RecipeDefaults.label_smoothing,
-    show_default=True,
-    help="Pull the 0/1 targets towards 0.5 by this fraction.",
-)
-@click.option(
-    "--mixup",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.mixup,
-    show_default=True,
-    help="Mixup Beta(a, a) concentration (0: off).",
-)
-@click.option(
-    "--erase",
-    type=click.FloatRange(0, 1),
-    default=RecipeDefaults.erase,
-    show_default=True,
-    help="Random erasing: with this probability, blank one random rectangle (2-25% of the "
-    "image) of each training image, so no single region (a marker, a border) decides.",
-)
-@click.option(
-    "--normalize",
-    type=click.Choice(TRAIN_NORMALIZATIONS),
-    default=RecipeDefaults.normalize,
-    show_default=True,
-    help="per-image: standardise every image by its own mean and standard deviation. Part of "
-    "the preprocessing contract, so scoring does the same.",
-)
-@click.option(
-    "--crop",
-    type=click.FloatRange(MIN_CROP, 1),
-    default=RecipeDefaults.crop,
-    show_default=True,
-    help="Keep the central fraction of every film's width and height before resizing (1: the "
-    "whole film), so borders, collimation and burnt-in markers are out of view. Part of the "
-    "preprocessing contract, so scoring does the same.",
-)
-@click.option(
-    "--threshold-policy",
-    type=click.Choice(THRESHOLD_POLICIES),
-    default=RecipeDefaults.threshold_policy,
-    show_default=True,
-    help="margin: the middle (in logit space) of the thresholds whose Youden J is within one "
-    "standard error of the best; youden: the sharpest maximum; shift: the margin rule on the "
-    "worst J over the validation (or out-of-fold) films as they are and re-scored blurred (1 "
-    "and 2 px), under gamma 0.8 and 1.25 and with grain (one extra scoring pass when training "
-    "ends).",
-)
-@click.option(
-    "--folds",
-    type=click.IntRange(min=1),
-    default=RecipeDefaults.folds,
-    show_default=True,
-    help="K > 1: train K members on patient-level folds into one ensemble run (mean of "
-    "logits), with out-of-fold predictions for every training image and the threshold chosen "
-    "on them.",
-)
-@click.option(
-    "--export",
-    type=click.Choice(TRAIN_EXPORTS),
-    default=RecipeDefaults.export,
-    show_default=True,
-    help="When training ends, build what `cxr-fast export RUN --format auto` builds (int8 on a "
-    "CPU, TensorRT on CUDA), verified against the model, so that `score --model RUN` uses it by "
-    "itself; a failed export is a warning. none: no export.",
-)
-@click.option(
-    "--gate/--no-gate",
-    default=True,
-    show_default=True,
-    help="When training ends, fit the input gate on the training films (stored in model.pt and "
-    "every export): films unlike them get status not_cxr and no verdict. --no-gate: only the "
-    "DICOM header and pixel checks (for a run that scores films unlike its training films on "
-    "purpose, such as one trained on synthetic films).",
-)
-@click.option(
-    "--skip-bad",
-    is_flag=True,
-    help="Train without the files that fail the pre-flight decode check (they are listed in "
-    "config.json) instead of refusing to start.",
-)
+@cli.command("train", cls=StageCommand)
+@config_options(TrainConfig, AugmentOptions)
 @click.option(
     "--resume",
     is_flag=True,
+    cls=SectionOption,
+    section="run",
     help="Continue the run in --out from its last finished epoch, with its saved configuration "
     "(refused when the data changed since it started).",
 )
 @click.option(
-    "--sync-bn",
+    "--dry-run",
     is_flag=True,
-    help="Under torchrun on GPUs: SyncBatchNorm (batch statistics over all processes).",
+    cls=SectionOption,
+    section="run",
+    help="Print the resolved configuration and exit.",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A best.json from `cxr-fast tune`: its values replace the defaults of the options it "
-    "names (options given on the command line still win).",
-)
-@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
-def train(
-    data,
-    out,
-    epochs,
-    resume,
-    dry_run,
-    augment,
-    hflip,
-    aug_strength,
-    stretch,
-    zoom,
-    config_file,
-    **options,
-) -> None:
+def train(resume: bool, dry_run: bool, **values) -> None:
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
     The folder gets model.pt (best validation ROC-AUC, with its preprocessing contract and
@@ -617,29 +171,13 @@ def train(
     DistributedDataParallel (NCCL on GPUs, gloo on CPUs); --batch-size is per process and only
     rank 0 writes the run folder. See docs/distributed.md.
     """
-    from cxr_fast.data.augment import recipe_augment
-    from cxr_fast.training.config import TrainConfig
     from cxr_fast.training.folds import describe_folds, folds_under_torchrun
-    from cxr_fast.training.trainer import plan, resume_config, run_train
+    from cxr_fast.training.trainer import plan, run_train
 
-    if config_file is not None:
-        epochs, aug_strength = _apply_best(config_file, options, epochs, aug_strength)
-    if resume:
-        export = options["export"] if _given("export") else None
-        config = resume_config(out, epochs, export, data=data)
-    else:
-        if data is None:
-            raise UserError("--data is required (unless --resume)")
-        config = TrainConfig(
-            data=str(data),
-            out=str(out),
-            epochs=epochs or RecipeDefaults.epochs,
-            augment=recipe_augment(aug_strength, stretch=stretch, zoom=zoom, hflip=hflip)
-            if augment
-            else None,
-            **options,
-        )
-    config = folds_under_torchrun(config, explicit=_given("folds"), log=click.echo)
+    ctx = click.get_current_context()
+    values = merged_values(values, ctx)
+    config = _resumed(values, ctx) if resume else _new_run(values)
+    config = folds_under_torchrun(config, explicit=given(ctx, "folds"), log=click.echo)
     if dry_run:
         # An ensemble's plan lists every member's fold: the counts its run will log.
         described = describe_folds(config) if config.folds > 1 else plan(config).describe()
@@ -648,110 +186,26 @@ def train(
     _echo_summary(run_train(config, resume=resume, log=click.echo))
 
 
-def _given(name: str) -> bool:
-    """Whether option ``name`` was given (on the command line or by the environment)."""
-    from click.core import ParameterSource
-
-    source = click.get_current_context().get_parameter_source(name)
-    return source is not None and source != ParameterSource.DEFAULT
-
-
-def _apply_best(path: Path, options: dict, epochs, aug_strength):
-    """Fill the train options still at their defaults from a tune best.json."""
-    from cxr_fast.tune import read_best
-
-    best = read_best(path)
-    for name, value in best.items():
-        if _given(name):
-            continue
-        if name == "epochs":
-            epochs = value
-        elif name == "aug_strength":
-            aug_strength = value
-        else:
-            options[name] = value
-    return epochs, aug_strength
+def _new_run(values: dict) -> TrainConfig:
+    if values["data"] is None:
+        raise UserError("--data is required (unless --resume)")
+    augment = build_config(AugmentOptions, values).build()
+    return build_config(TrainConfig, values, augment=augment)
 
 
-@cli.command("tune")
-@click.option("--data", type=EXISTING, required=True, help="Dataset folder (Kaggle layout).")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("tune"),
-    show_default=True,
-    help="Folder for the study database, the trial runs, best.json and the plots.",
-)
-@click.option(
-    "--trials",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Trials to run in this invocation (the study keeps earlier ones).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    help="Stop starting trials after this many seconds.",
-)
-@click.option(
-    "--folds",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="K > 1: judge each trial by K-fold patient-level cross-validation.",
-)
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Epochs per trial (per member with --folds).",
-)
-@click.option(
-    "--arch",
-    "archs",
-    type=click.Choice(ARCHITECTURES),
-    multiple=True,
-    default=("cnn",),
-    show_default=True,
-    help="Architectures to search (repeat the option for several).",
-)
-@click.option(
-    "--image-size",
-    "image_sizes",
-    type=click.IntRange(min=32, max=4096),
-    multiple=True,
-    default=(128, 160, 224),
-    show_default=True,
-    help="Input sizes to search (repeat the option for several).",
-)
-@click.option(
-    "--storage",
-    default=None,
-    help="Optuna storage URL.  [default: sqlite:///OUT/tune.db] Point several machines at "
-    "one PostgreSQL/MySQL URL to tune one study together.",
-)
-@click.option("--study-name", default="cxr-fast", show_default=True, help="Study in the storage.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and split seed.")
-@DEVICE_OPTION
-@workers_option(minimum=0)
-def tune(
-    data,
-    out,
-    trials,
-    timeout,
-    folds,
-    epochs,
-    archs,
-    image_sizes,
-    storage,
-    study_name,
-    seed,
-    device,
-    workers,
-) -> None:
+def _resumed(values: dict, ctx: click.Context) -> TrainConfig:
+    """The saved configuration of --out, with the epochs and export given now."""
+    from cxr_fast.training.trainer import resume_config
+
+    def now(name: str):
+        return values[name] if given(ctx, name) else None
+
+    return resume_config(Path(values["out"]), now("epochs"), now("export"), data=values["data"])
+
+
+@cli.command("tune", cls=StageCommand)
+@config_options(TuneConfig)
+def tune(**values) -> None:
     """Search learning rate, weight decay, batch size, augmentation strength, mixup, EMA,
     label smoothing, architecture and image size with Optuna (TPE sampler, median pruner on
     the per-epoch validation ROC-AUC).
@@ -764,26 +218,9 @@ def tune(
     carries only the searched options (architecture and image size included, since the other
     values were tuned for them); train then uses its own epochs and folds unless given.
     """
-    from cxr_fast.tune import TuneConfig, run_tune
+    from cxr_fast.tune import run_tune
 
-    result = run_tune(
-        TuneConfig(
-            data=str(data),
-            out=str(out),
-            trials=trials,
-            timeout=timeout,
-            folds=folds,
-            epochs=epochs,
-            archs=archs,
-            image_sizes=image_sizes,
-            storage=storage,
-            study_name=study_name,
-            seed=seed,
-            workers=workers,
-            device=device,
-        ),
-        log=click.echo,
-    )
+    result = run_tune(config_from_cli(TuneConfig, values), log=click.echo)
     click.echo(
         f"best ROC-AUC {result.best_value:.4f} after {plural(result.trials, 'trial')}: "
         + json.dumps(result.best_params)
@@ -793,142 +230,35 @@ def tune(
         click.echo(f"plot: {path}")
 
 
-@cli.command("evaluate")
-@click.argument("run", type=EXISTING)
+@cli.command("evaluate", cls=StageCommand)
+@config_options(EvalConfig)
 @click.option(
-    "--data",
-    type=EXISTING,
-    required=True,
-    help="Labeled folder (NORMAL/ and PNEUMONIA/ inside, at any level).",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    default=None,
-    help="Decision threshold.  [default: the one chosen on validation, from the run]",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder for metrics.json and the plots (refused when it holds an evaluation of other "
-    "data or another model, unless --overwrite).  [default: RUN/eval/<data name>-<path hash>]",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON instead of a table.")
-@click.option(
-    "--overwrite",
+    "--json",
+    "as_json",
     is_flag=True,
-    help="Replace an --out folder that holds an evaluation of other data or another model.",
+    cls=SectionOption,
+    section="output",
+    help="Print metrics as JSON instead of a table.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=EVAL_BATCH_SIZE,
-    show_default=True,
-    help="Images per batch.",
-)
-@LOADER_OPTION
-@DEVICE_OPTION
-@workers_option(minimum=0)
-@click.option(
-    "--bootstrap",
-    type=click.IntRange(min=0),
-    default=1000,
-    show_default=True,
-    help="Bootstrap resamples for the 95% confidence intervals (0: none).",
-)
-@TTA_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-def evaluate(run, data, as_json, **options) -> None:
+def evaluate(as_json: bool, **values) -> None:
     """Evaluate a trained RUN (or an exported file) on a labelled folder: accuracy, precision,
     sensitivity, specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95%
     bootstrap intervals, plus ROC, PR, calibration and confusion-matrix plots. Films the input gate
     judges not to be chest X-rays are left out and counted (--accept-ood keeps them)."""
-    from cxr_fast.evaluate import EvalConfig, run_evaluate
+    from cxr_fast.evaluate import run_evaluate
 
+    config = config_from_cli(EvalConfig, values)
     with _bar(0, "evaluate") as bar:
-        result = run_evaluate(EvalConfig(run, data, **options), progress=bar.update)
+        result = run_evaluate(config, progress=bar.update)
     warning = result.warning()
     if warning:
         click.echo(f"warning: {warning}", err=True)
     click.echo(result.summary(as_json))
 
 
-@cli.command("calibrate")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--data",
-    type=EXISTING,
-    required=True,
-    help="The site's labelled sample (NORMAL/ and PNEUMONIA/ inside, at least 50 images and "
-    "--min-per-class of each class).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="New run folder: the same weights with the fitted temperature, bias and threshold.",
-)
-@click.option(
-    "--target-sensitivity",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    help="Choose the threshold that keeps the sample's sensitivity at this level.",
-)
-@click.option(
-    "--threshold-policy",
-    type=click.Choice(CALIBRATION_POLICIES),
-    default=RecipeDefaults.calibration_policy,
-    show_default=True,
-    help="bayes: PNEUMONIA at calibrated P >= 0.5, the fewest errors at the sample's prevalence "
-    "(so the sample should have the site's mix of cases); margin, youden: prevalence-free "
-    "rules on the sample's calibrated probabilities (see `cxr-fast train --help`).",
-)
-@click.option(
-    "--prior-strength",
-    type=click.FloatRange(min=0),
-    default=RecipeDefaults.calibration_prior,
-    show_default=True,
-    help="Strength of the prior that the run as trained is right (temperature 1, its stored "
-    "threshold): a Gaussian of sd 1/sqrt(S) on the bias and on log T. 0: plain maximum "
-    "likelihood.",
-)
-@click.option(
-    "--min-per-class",
-    type=click.IntRange(min=1),
-    default=MIN_CALIBRATION_PER_CLASS,
-    show_default=True,
-    help="Fewest films of each class the sample must hold; below the default the fit is mostly "
-    "noise, and a warning says so.",
-)
-@click.option(
-    "--cross-fit",
-    "cross_fit",
-    type=click.IntRange(min=2),
-    default=None,
-    metavar="K",
-    help="Also estimate the calibration on films it was not fitted on: split the sample into "
-    "K patient folds, fit on K-1, predict the other, and print the pooled accuracy, "
-    "sensitivity and specificity. With 10, each fit uses 90% of the sample, close to the "
-    "real fit's size.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing calibrated run in --out.")
-@DEVICE_OPTION
-@workers_option(minimum=0)
-def calibrate(
-    run,
-    data,
-    out,
-    target_sensitivity,
-    threshold_policy,
-    prior_strength,
-    min_per_class,
-    cross_fit,
-    overwrite,
-    device,
-    workers,
-):
+@cli.command("calibrate", cls=StageCommand)
+@config_options(CalibrateConfig)
+def calibrate(**values) -> None:
     """Calibrate RUN (or an export of it) for a deployment site on a small labelled sample.
 
     Platt scaling fits a temperature and a bias, so that P(PNEUMONIA) = sigmoid(logit / T + b)
@@ -948,19 +278,21 @@ def calibrate(
     """
     from cxr_fast.calibrate import run_calibrate
 
+    config = config_from_cli(CalibrateConfig, values)
+    data = config.data
     with _bar(0, "calibrate") as bar:
         result = run_calibrate(
-            run,
+            config.run,
             data,
-            out,
-            target_sensitivity=target_sensitivity,
-            policy=threshold_policy,
-            prior=prior_strength,
-            device=device,
-            workers=workers,
-            overwrite=overwrite,
-            min_per_class=min_per_class,
-            cross_fit_folds=cross_fit,
+            config.out,
+            target_sensitivity=config.target_sensitivity,
+            policy=config.threshold_policy,
+            prior=config.prior_strength,
+            device=config.device,
+            workers=config.workers,
+            overwrite=config.overwrite,
+            min_per_class=config.min_per_class,
+            cross_fit_folds=config.cross_fit,
             progress=bar.update,
             set_total=bar.set_total,
         )
@@ -969,114 +301,44 @@ def calibrate(
     click.echo(result.summary(data))
 
 
-@cli.command("ood-fit")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--data",
-    type=EXISTING,
-    required=True,
-    help="The films the run was trained on (a Kaggle layout's test/ split is left out).",
-)
-@workers_option(minimum=1)
-def ood_fit(run, data, workers) -> None:
+@cli.command("ood-fit", cls=StageCommand)
+@config_options(OodFitConfig)
+def ood_fit(**values) -> None:
     """Fit RUN's input gate on its training films, for a run trained before the gate (training
     fits it by itself). The out-of-distribution threshold is set so that at most 0.5% of the
     films' out-of-fold views exceed it. Rewrites RUN/model.pt (same weights, new checksum) and
     the sidecars of the exports in RUN/export/ made from it, so they gate alike."""
     from cxr_fast.gate.store import fit_and_store
 
+    config = config_from_cli(OodFitConfig, values)
     with _bar(0, "ood-fit") as bar:
         fit = fit_and_store(
-            run, data, workers=workers, progress=bar.update, set_total=bar.set_total
+            config.run,
+            config.data,
+            workers=config.workers,
+            progress=bar.update,
+            set_total=bar.set_total,
         )
     click.echo(fit.summary())
 
 
-@cli.command("export")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(("auto", *EXPORT_FORMATS)),
-    required=True,
-    help="torchscript: traced and frozen; pt2: torch.export program with a dynamic "
-    "batch; tensorrt: Torch-TensorRT engine (CUDA and the trt extra); onnx: ONNX for ONNX "
-    "Runtime (the onnx extra); auto: the fastest for this host (int8 on a CPU, TensorRT fp16 "
-    "on CUDA), which `score --model RUN` then uses by itself.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(EXPORT_PRECISIONS),
-    default=None,
-    help="fp32; fp16 (CUDA); int8 (CPU, TorchScript or ONNX: post-training quantisation "
-    "calibrated on training images).  [default: fp16 for tensorrt, else fp32; auto chooses]",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=2),
-    default=EXPORT_BATCH_SIZE,
-    show_default=True,
-    help="Batch used to trace and to check the export against the eager model.",
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="File to write.  [default: RUN/export/model[.PRECISION].{ts,pt2,trt.pt2,onnx}]",
-)
-@click.option(
-    "--data",
-    type=EXISTING,
-    default=None,
-    help="Images for the check batch and int8 calibration.  [default: the run's own records: "
-    "int8 calibrates on its training records, checks use its validation records (an ensemble "
-    "has none: training records outside the calibration set); never test/]",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an --out that holds another run's export (or another format or precision).",
-)
-@DEVICE_OPTION
-@TTA_OPTION
-def export(run, fmt, **options) -> None:
+@cli.command("export", cls=StageCommand)
+@config_options(ExportConfig)
+def export(**values) -> None:
     """Export a trained RUN for deployment, with a JSON sidecar (contract, threshold, arch,
     precision, source checksum), and check it against the eager model on a real batch."""
-    from cxr_fast.export.export_stage import ExportConfig, run_export
+    from cxr_fast.export.export_stage import run_export
 
+    config = config_from_cli(ExportConfig, values)
     # Loading, exporting and the check against the eager model take a while and count nothing.
-    with Working("export", f"{run} ({fmt})"):
-        result = run_export(ExportConfig(run, fmt, **options))
+    with Working("export", f"{config.run} ({config.format})"):
+        result = run_export(config)
     click.echo(result.summary())
 
 
-@cli.command("explain")
-@click.argument("run", type=EXISTING)
-@click.argument("images", nargs=-1, required=True, type=EXISTING)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_CAM_OUT,
-    show_default=True,
-    help="Folder for the overlay PNGs (NAME.HASH.cam.png, one per image).",
-)
-@click.option(
-    "--layer",
-    default=None,
-    help="Target layer, dotted (e.g. layer4, features.6).  [default: the architecture's last "
-    "convolutional block]",
-)
-@click.option(
-    "--method",
-    type=click.Choice(CAM_METHODS),
-    default="gradcam",
-    show_default=True,
-    help="gradcam++ weighs gradients per location; sharper when one region dominates.",
-)
-@DEVICE_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-def explain(run, images, **options) -> None:
+@cli.command("explain", cls=StageCommand)
+@config_options(ExplainConfig)
+def explain(**values) -> None:
     """Grad-CAM overlays for IMAGES (files or folders) of RUN.
 
     Each PNG shows the X-ray and the X-ray with the heat map of the predicted class, with the
@@ -1084,10 +346,11 @@ def explain(run, images, **options) -> None:
     device (its fastest verified export, else the eager model), the map from the eager model's
     gradients. Needs the run folder: exported TorchScript, pt2 and TensorRT files keep none.
     """
-    from cxr_fast.explain.explain_stage import ExplainConfig, run_explain
+    from cxr_fast.explain.explain_stage import run_explain
 
+    config = config_from_cli(ExplainConfig, values)
     with _bar(0, "explain") as bar:
-        result = run_explain(ExplainConfig(run, images, **options), progress=bar.update)
+        result = run_explain(config, progress=bar.update)
     for line, is_error in result.lines():
         click.echo(line, err=is_error)
     click.echo(result.summary())
@@ -1095,130 +358,16 @@ def explain(run, images, **options) -> None:
         sys.exit(1)
 
 
-@cli.command("score")
-@click.argument("archive", type=EXISTING)
-@click.option(
-    "--model",
-    "model_ref",
-    type=EXISTING,
-    required=True,
-    help="A run folder (eager PyTorch) or a file written by `cxr-fast export`.",
-)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Parquet file to write (a folder of part files with --shard or torchrun).",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(BACKENDS),
-    default="auto",
-    show_default=True,
-    help="auto: for a run folder its fastest export in RUN/export/ verified for this device and "
-    "made from its model.pt (`cxr-fast export RUN --format auto`), else the eager model at "
-    "--precision; for a file, the export's own format.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Images per model batch.  [default: "
-    + ", ".join(f"{n} on {kind}" for kind, n in SCORE_BATCH_SIZE.items())
-    + "]",
-)
-@LOADER_OPTION
-@DEVICE_OPTION
-@workers_option(minimum=0)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU threads for the model.  [default: all cores, with OpenMP's passive wait, which "
-    "score sets unless OMP_WAIT_POLICY is set; under OMP_WAIT_POLICY=ACTIVE measured: all "
-    "cores, or the cores the workers leave when decoding is the bottleneck]",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Keep the rows an interrupted run already wrote and score only the rest.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@cli.command("score", cls=StageCommand)
+@config_options(ScoreConfig)
 @click.option(
     "--fail-on-error",
     is_flag=True,
+    cls=SectionOption,
+    section="run",
     help="Exit 1 when any file could not be scored (they are rows either way).",
 )
-@click.option(
-    "--shard",
-    default=None,
-    metavar="I/N",
-    help="Score only slice I of N (0-based) into OUT/part-IIIII.parquet.  "
-    "[default: RANK/WORLD_SIZE under torchrun, else everything]",
-)
-@click.option(
-    "--cam-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write Grad-CAM overlays of the --cam-top most suspicious images (highest probability) "
-    "here and add a cam_path column.",
-)
-@click.option(
-    "--cam-top",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="How many overlays --cam-dir gets (of the whole archive under torchrun; per part "
-    "with --shard).",
-)
-@click.option(
-    "--cam-run",
-    type=EXISTING,
-    default=None,
-    help="Run folder for the overlays when --model is an export kept outside RUN/export/.",
-)
-@click.option(
-    "--cam-layer",
-    default=None,
-    help="Grad-CAM target layer for --cam-dir, as explain's --layer.  [default: the "
-    "architecture's last convolutional block]",
-)
-@click.option(
-    "--cam-method",
-    type=click.Choice(CAM_METHODS),
-    default="gradcam",
-    show_default=True,
-    help="Grad-CAM method for --cam-dir, as explain's --method.",
-)
-@click.option(
-    "--skip-views",
-    default="",
-    metavar="V1,V2",
-    help="DICOM ViewPosition values not to score (e.g. LATERAL,LL): rows with status "
-    "skipped.  [default: score every view; the view_position column records it]",
-)
-@click.option(
-    "--chunk-rows",
-    type=click.IntRange(min=1),
-    default=ROWS_PER_CHUNK,
-    show_default=True,
-    help="Write the rows scored so far to disk every this many rows (what --resume keeps "
-    "after a kill) ...",
-)
-@click.option(
-    "--chunk-seconds",
-    type=click.FloatRange(min=0),
-    default=CHUNK_SECONDS,
-    show_default=True,
-    help="... or every this many seconds, whichever comes first.",
-)
-@TTA_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-@MODALITIES_OPTION
-def score(
-    archive, model_ref, shard, fail_on_error, chunk_rows, skip_views, modalities, **options
-) -> None:
+def score(fail_on_error: bool, **values) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 
     Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
@@ -1233,36 +382,28 @@ def score(
     an interrupted run only when it was made with the same model checksum, contract,
     threshold, backend, precision and archive.
     """
-    from cxr_fast.data.views import parse_views
     from cxr_fast.scoring import head_start, wait_policy
     from cxr_fast.scoring.own_outputs import own_outputs
 
     wait_policy.prefer_passive()  # before torch loads its OpenMP runtime
-    views = parse_views(skip_views)
+    config = config_from_cli(ScoreConfig, values)
     # Before the scoring modules import torch: decoding starts on the cores that start-up
     # leaves idle.
     head = head_start.begin(
-        archive,
-        model_ref,
-        device=options["device"],
-        workers=options["workers"],
-        resume=options["resume"],
-        shard=shard,
-        skip_views=views,
-        outputs=own_outputs(options["out"], options["cam_dir"]),
+        config.archive,
+        config.model,
+        device=config.device,
+        workers=config.workers,
+        resume=config.resume,
+        shard=config.shard,
+        skip_views=config.skip_views,
+        outputs=own_outputs(config.out, config.cam_dir),
     )
     try:
-        from cxr_fast.scoring.score import ScoreConfig, parse_shard, run_score
+        from cxr_fast.scoring.score import parse_shard, run_score
 
-        config = ScoreConfig(
-            archive=archive,
-            model=model_ref,
-            shard=parse_shard(shard),
-            rows_per_chunk=chunk_rows,
-            skip_views=views,
-            modalities=parse_modalities(modalities),
-            **options,
-        )
+        if config.shard is None:  # under torchrun: RANK/WORLD_SIZE
+            config = dataclasses.replace(config, shard=parse_shard(None))
         with _bar(0, "score") as bar:
             summary = run_score(config, progress=bar.update, head=head, set_total=bar.set_total)
     finally:
@@ -1275,92 +416,27 @@ def score(
         sys.exit(1)
 
 
-@cli.command("report")
-@click.argument("run", type=EXISTING)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="HTML file to write.  [default: RUN/report.html]",
-)
-@click.option(
-    "--cams",
-    type=click.IntRange(min=0),
-    default=4,
-    show_default=True,
-    help="Grad-CAM overlays of the most suspicious validation films (0: none; needs the run's "
-    "data folder).",
-)
-@click.option(
-    "--overwrite", is_flag=True, help="Replace an --out that is not a report of this run."
-)
-@DEVICE_OPTION
-def report(run, out, cams, overwrite, device) -> None:
+@cli.command("report", cls=StageCommand)
+@config_options(ReportConfig)
+def report(**values) -> None:
     """One self-contained HTML page (images inline) for RUN: data and leakage check,
     configuration and versions, training curves, validation and every evaluation's metrics with
     95% intervals and plots, the threshold and its source, calibration, and Grad-CAM overlays."""
-    from cxr_fast.report import write_report
+    from cxr_fast.report import run_report
 
-    with Working("report", str(run)):
-        result = write_report(run, out, cams=cams, device=device, overwrite=overwrite)
+    config = config_from_cli(ReportConfig, values)
+    with Working("report", str(config.run)):
+        result = run_report(config)
     click.echo(
-        f"report of {run}: {plural(result.evaluations, 'evaluation')}, "
+        f"report of {config.run}: {plural(result.evaluations, 'evaluation')}, "
         f"{plural(result.overlays, 'Grad-CAM overlay')}, {result.bytes / 1e6:.1f} MB -> "
         f"{result.path}"
     )
 
 
-@cli.command("serve")
-@click.argument("run", type=EXISTING)
-@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="TCP port.",
-)
-@click.option(
-    "--max-upload-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_MAX_UPLOAD_MB,
-    show_default=True,
-    help="Larger uploads get HTTP 413.",
-)
-@click.option("--layer", default=None, help="Grad-CAM target layer (as for `explain`).")
-@click.option(
-    "--method",
-    type=click.Choice(CAM_METHODS),
-    default="gradcam",
-    show_default=True,
-    help="Grad-CAM.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=DEFAULT_THREADS,
-    show_default=True,
-    help="Worker threads of the WSGI server (waitress); they take turns on the one model.",
-)
-@click.option(
-    "--max-queue",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MAX_QUEUE,
-    show_default=True,
-    help="Requests admitted beyond those being answered; more get 503 with Retry-After.",
-)
-@click.option(
-    "--request-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_REQUEST_TIMEOUT,
-    show_default=True,
-    help="Seconds a request may wait for the model (else 503), or a client may go silent in the "
-    "middle of sending one (else 408).",
-)
-@DEVICE_OPTION
-@PRECISION_OPTION
-@ACCEPT_OOD_OPTION
-def serve(run, **options) -> None:
+@cli.command("serve", cls=StageCommand)
+@config_options(ServeConfig)
+def serve(**values) -> None:
     """Serve RUN on a web page and a JSON API (the model loads once, here: the one `score
     --model RUN` uses on this device, so the probabilities are score's), on the waitress
     production WSGI server with bounded load (see docs/serving.md).
@@ -1372,9 +448,9 @@ def serve(run, **options) -> None:
     GET  /api/model           arch, contract, threshold, the run's validation metrics
     GET  /healthz             liveness
     """
-    from cxr_fast.serve.serve_stage import ServeConfig, run_serve
+    from cxr_fast.serve.serve_stage import run_serve
 
-    _echo_summary(run_serve(ServeConfig(run, **options), log=click.echo))
+    _echo_summary(run_serve(config_from_cli(ServeConfig, values), log=click.echo))
 
 
 def main() -> None:

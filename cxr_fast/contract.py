@@ -20,6 +20,9 @@ INTERPOLATIONS = ("linear", "cubic", "nearest")
 PER_IMAGE_EPSILON = 1e-4
 # The smallest central crop: half the width and height still holds both lungs of a chest film.
 MIN_CROP = 0.5
+# The square input sizes a contract accepts (every stage's --image-size range).
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,11 @@ class PreprocessContract:
     crop: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 8 <= self.image_size <= 4096:
-            raise UserInputError(f"image_size must be between 8 and 4096, got {self.image_size}")
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise UserInputError(
+                f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}, "
+                f"got {self.image_size}"
+            )
         if not self.grayscale:
             raise UserInputError("only grayscale (one-channel) contracts are supported")
         if self.interpolation not in INTERPOLATIONS:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_fast.choices import DEFAULT_WORKERS, EVAL_BATCH_SIZE
+from cxr_fast.configs import EvalConfig
 from cxr_fast.data.bad_file_scan import find_bad_files
 from cxr_fast.data.batch import Batch
 from cxr_fast.data.discover import discover, require_images
@@ -102,25 +102,6 @@ def _refuse_other(out_dir: Path, data_sha: str, model_sha: str) -> None:
     )
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """What ``cxr-fast evaluate`` was asked to do."""
-
-    run: Path  # a run folder (one model or an ensemble) or an exported file
-    data: Path  # a labelled folder
-    threshold: float | None = None  # None: the run's own
-    out: Path | None = None  # None: default_out_dir(run, data)
-    loader: str = "auto"
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast where the CPU has it (precision.py)
-    batch_size: int = EVAL_BATCH_SIZE
-    workers: int = DEFAULT_WORKERS
-    bootstrap: int = 1000
-    tta: bool = False
-    overwrite: bool = False
-    accept_ood: bool = False  # keep films the input gate refuses (else left out and counted)
-
-
 def _gated(
     batches: Iterable[Batch], model: ScoringModel, refused: dict[int, str]
 ) -> Iterator[Batch]:
@@ -136,8 +117,8 @@ def _gated(
         yield batch
 
 
-def _labelled_records(data: Path, threshold: float | None) -> list:
-    """The images under ``data``, every one labelled; the threshold, if given, in [0, 1]."""
+def _labelled_records(data: Path) -> list:
+    """The images under ``data``, every one labelled (EvalConfig checks the threshold)."""
     records = require_images(discover(data), str(data))
     unlabeled = sum(r.label is None for r in records)
     if unlabeled:
@@ -146,8 +127,6 @@ def _labelled_records(data: Path, threshold: float | None) -> list:
             f"{agree(unlabeled, 'has', 'have')} no label: evaluation needs "
             "NORMAL/ and PNEUMONIA/ folders (use `cxr-fast score` for unlabeled archives)"
         )
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise UserInputError(f"threshold must be in [0, 1], got {threshold}")
     return records
 
 
@@ -201,7 +180,7 @@ def run_evaluate(config: EvalConfig, progress: Callable[[int], None] | None = No
     (``config.threshold`` overrides it), and write metrics.json and plots."""
     data, threshold = config.data, config.threshold
     model = load_model(config.run, resolve_device(config.device), config.tta, config.precision)
-    records = _labelled_records(data, threshold)
+    records = _labelled_records(data)
     out_dir = config.out or default_out_dir(config.run, data)
     data_sha = data_sha256(data, records)
     if not config.overwrite:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cxr_fast.choices import THRESHOLD_POLICIES
+from cxr_fast.choices import BOOTSTRAP, THRESHOLD_POLICIES
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.text import plural
 
@@ -275,7 +275,7 @@ def binary_metrics(
     probs: np.ndarray,
     threshold: float,
     *,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Metrics at ``threshold`` as a JSON-safe dict (plain floats, ints, lists, None).

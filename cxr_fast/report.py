@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,9 @@ from cxr_fast import __version__
 from cxr_fast.errors import UserInputError
 from cxr_fast.run_folder import LOG_FILE, METRICS_FILE, MODEL_FILE, RunInfo, read_run, sha256
 from cxr_fast.text import agree, plural
+
+if TYPE_CHECKING:
+    from cxr_fast.configs import ReportConfig
 
 REPORT_FILE = "report.html"
 # Longest side of a Grad-CAM picture inline in the page (both panels and the caption).
@@ -458,12 +462,19 @@ def _refuse_other(out: Path, run: Path) -> None:
         )
 
 
+def run_report(config: ReportConfig) -> ReportResult:
+    """``cxr-fast report``: :func:`write_report` with the command's options."""
+    return write_report(
+        config.run, config.out, cams=config.cams, device=config.device, overwrite=config.overwrite
+    )
+
+
 def write_report(
     run: Path,
     out: Path | None = None,
     *,
     cams: int = 4,
-    device: str = "cpu",
+    device: str = "auto",
     overwrite: bool = False,
 ) -> ReportResult:
     """Write the report of ``run`` to ``out`` (default ``RUN/report.html``); a file that is not

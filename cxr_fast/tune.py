@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxr_fast.choices import DEFAULT_WORKERS
+from cxr_fast.configs import TuneConfig
 from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, silent, to_stdout
 from cxr_fast.run_folder import atomic_write_json
@@ -39,25 +39,6 @@ SEARCHED = (
 )
 
 
-@dataclass(frozen=True)
-class TuneConfig:
-    """A search: the data, its size and where the study and the trial runs live."""
-
-    data: str
-    out: str
-    trials: int = 20
-    timeout: float | None = None
-    folds: int = 1
-    epochs: int = 8
-    archs: tuple[str, ...] = ("cnn",)
-    image_sizes: tuple[int, ...] = (128, 160, 224)
-    storage: str | None = None
-    study_name: str = "cxr-fast"
-    seed: int = 0
-    workers: int = DEFAULT_WORKERS
-    device: str = "auto"
-
-
 def suggest(trial: Any, config: TuneConfig) -> dict[str, Any]:
     """One trial's training options (the names of ``cxr-fast train``'s options)."""
     return {
@@ -75,16 +56,10 @@ def suggest(trial: Any, config: TuneConfig) -> dict[str, Any]:
 
 def train_config(params: dict[str, Any], data: str, out: str, **fixed: Any):
     """The :class:`TrainConfig` that a dict of train options (best.json's) describes."""
-    from cxr_fast.choices import RecipeDefaults
-    from cxr_fast.data.augment import recipe_augment
-    from cxr_fast.training.config import TrainConfig
+    from cxr_fast.training.config import AugmentOptions, TrainConfig
 
     values = dict(params)
-    augment = recipe_augment(
-        values.pop("aug_strength", 1.0),
-        stretch=RecipeDefaults.stretch,
-        zoom=RecipeDefaults.zoom,
-    )
+    augment = AugmentOptions(aug_strength=values.pop("aug_strength", 1.0)).build()
     return TrainConfig(data=data, out=out, augment=augment, **values, **fixed)
 
 
@@ -106,6 +81,7 @@ def _objective(config: TuneConfig, log: Log):
             seed=config.seed,
             workers=config.workers,
             device=config.device,
+            export="none",  # a trial is judged, not deployed
         )
 
         def report(step: int, auc: float) -> None:

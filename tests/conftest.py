@@ -63,6 +63,8 @@ def trained_run(synth_small, tmp_path_factory) -> Path:
         lr=3e-3,
         workers=0,
         gate=False,  # synthetic training films: the gate would refuse the real ones
+        folds=1,
+        export="none",
     )
     run_train(config, log=lambda _: None)
     return out

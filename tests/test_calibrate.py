@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from cxr_fast.calibrate import cross_fit, fit_platt, fit_site, run_calibrate, sample_warnings
-from cxr_fast.choices import RecipeDefaults
 from cxr_fast.cli import cli
+from cxr_fast.configs import CalibrateConfig
 from cxr_fast.data.discover import discover
 from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
@@ -293,7 +293,7 @@ def test_cross_fit_prints_what_the_bench_computes(
     index, logits, _ = model.predict(loader)
     records = [records[i] for i in index]
     labels = np.array([r.label for r in records])
-    prior = RecipeDefaults.calibration_prior
+    prior = CalibrateConfig.prior_strength
     again = cross_fit(records, logits, labels, 3, threshold=model.threshold, prior=prior)
     assert again == crossed
     patients = len({r.patient for r in records})

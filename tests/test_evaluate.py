@@ -10,7 +10,6 @@ import torch
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
-from cxr_fast.choices import RecipeDefaults
 from cxr_fast.cli import cli
 from cxr_fast.data.augment import Augment
 from cxr_fast.data.discover import discover
@@ -22,6 +21,7 @@ from cxr_fast.inference import sigmoid
 from cxr_fast.precision import resolve_precision
 from cxr_fast.run_folder import load_run
 from cxr_fast.scoring.model import module_model
+from cxr_fast.training.config import AugmentOptions
 from tests.cli_in_process import assert_one_line, run_main
 
 
@@ -112,7 +112,7 @@ def test_cli_train_dry_run_and_evaluate(trained_run, synth_small, tmp_path):
     plan = json.loads(result.output)
     assert plan["train"]["erase"] == 0.3  # recorded in config.json with the rest of the recipe
     assert plan["train"]["augment"]["scale"] == 0.3  # --zoom sets the zoom range alone
-    rotate = Augment().rotate_deg * RecipeDefaults.aug_strength
+    rotate = Augment().rotate_deg * AugmentOptions.aug_strength
     assert plan["train"]["augment"]["rotate_deg"] == rotate  # the rest from --aug-strength
     assert plan["contract"]["crop"] == 0.85  # in the contract every model.pt carries
     # Training precision: bf16 autocast on CPUs with native bf16, fp32 elsewhere.

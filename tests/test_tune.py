@@ -6,8 +6,8 @@ import json
 import optuna
 from click.testing import CliRunner
 
-from cxr_fast.choices import RecipeDefaults
 from cxr_fast.cli import cli
+from cxr_fast.training.config import TrainConfig
 from cxr_fast.tune import SEARCHED, _save_plots, read_best, varied_params
 
 
@@ -47,7 +47,7 @@ def test_tune_resumes_its_study_and_best_json_feeds_train(synth_small, tmp_path)
     assert train["image_size"] == 64
     # The trial budget (1 epoch, 1 fold) screened the recipe; train trains it with its own.
     assert best["screened_with"] == {"epochs": 1, "folds": 1, "seed": 0}
-    assert train["epochs"] == RecipeDefaults.epochs and train["folds"] == RecipeDefaults.folds
+    assert train["epochs"] == TrainConfig.epochs and train["folds"] == TrainConfig.folds
     assert train["batch_size"] == 8  # the command line wins over best.json
     assert train["augment"]["rotate_deg"] == 7.0 * params["aug_strength"]
 
@@ -96,7 +96,7 @@ def test_best_json_trial_budget_is_not_applied_to_train(synth_small, tmp_path):
     plan = CliRunner().invoke(cli, base)
     assert plan.exit_code == 0, plan.output
     train = json.loads(plan.output)["train"]
-    assert train["epochs"] == RecipeDefaults.epochs and train["folds"] == RecipeDefaults.folds
+    assert train["epochs"] == TrainConfig.epochs and train["folds"] == TrainConfig.folds
     assert train["lr"] == 0.002 and train["arch"] == "cnn"
     given = json.loads(CliRunner().invoke(cli, [*base, "--epochs", "2"]).output)["train"]
     assert given["epochs"] == 2

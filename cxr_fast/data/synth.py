@@ -13,13 +13,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from cxr_fast.errors import UserInputError
 from cxr_fast.labels import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from cxr_fast.configs import SynthConfig
 
 NORMAL, PNEUMONIA = CLASS_NAMES
 
@@ -567,3 +570,30 @@ def upscale_real(
             )
         )
     return _run_jobs(_upscale_one, jobs, workers, progress)
+
+
+def run_synth(config: SynthConfig, progress: Callable[[int], None] | None = None) -> list[Path]:
+    """``cxr-fast data synth``: write ``config.n`` images to ``config.out``; a folder that is
+    not empty is refused unless ``config.overwrite`` (then its train/ and test/ are replaced)."""
+    import shutil
+
+    out = config.out
+    if out.is_dir() and any(out.iterdir()):
+        if not config.overwrite:
+            raise UserInputError(
+                f"{out} is not empty: pass --overwrite to replace its train/ and test/, or "
+                "choose a new folder"
+            )
+        for split in ("train", "test"):
+            shutil.rmtree(out / split, ignore_errors=True)
+    return synth_dataset(
+        out,
+        config.n,
+        seed=config.seed,
+        min_size=config.min_size,
+        max_size=config.max_size,
+        pneumonia_fraction=config.pneumonia_fraction,
+        test_fraction=config.test_fraction,
+        workers=config.workers,
+        progress=progress,
+    )

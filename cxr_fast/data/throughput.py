@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from cxr_fast.data.batch import Batch
+
+if TYPE_CHECKING:
+    from cxr_fast.configs import StreamConfig
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,25 @@ def stream(
         if progress is not None:
             progress(batch.x.shape[0])
     return StreamStats(images=images, seconds=time.perf_counter() - start)
+
+
+def plan_stream(config: StreamConfig) -> tuple[int, str, Callable[[], Iterable[Batch]]]:
+    """``cxr-fast data stream``: the images under ``config.root``, the loader backend that will
+    read them and a function that builds the loader (for :func:`stream` to time)."""
+    from cxr_fast.contract import PreprocessContract
+    from cxr_fast.data.discover import discover, require_images
+    from cxr_fast.data.loader_spec import LoaderSpec
+    from cxr_fast.data.loaders import make_scoring_loader, make_train_loader, resolve_loader
+    from cxr_fast.device import resolve_device
+
+    records = require_images(discover(config.root), str(config.root))
+    contract = PreprocessContract(image_size=config.image_size)
+    backend = resolve_loader(config.loader, resolve_device(config.device), records)
+
+    def build() -> Iterable[Batch]:
+        spec = LoaderSpec(
+            records, contract, config.batch_size, workers=config.workers, device=config.device
+        )
+        return (make_train_loader if config.train else make_scoring_loader)(spec, backend)
+
+    return len(records), backend, build

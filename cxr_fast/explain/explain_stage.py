@@ -7,6 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxr_fast.choices import (
+    accept_ood_option,
+    cam_layer_option,
+    cam_method_option,
+    device_option,
+    precision_option,
+)
+from cxr_fast.options import check_options, option
 from cxr_fast.text import plural
 
 DEFAULT_OUT = Path("cam")
@@ -16,14 +24,27 @@ DEFAULT_OUT = Path("cam")
 class ExplainConfig:
     """What ``cxr-fast explain`` was asked to do."""
 
-    run: Path
-    images: tuple[Path, ...]  # files or folders
-    out: Path = DEFAULT_OUT
-    layer: str | None = None  # Grad-CAM target layer (None: the architecture's default)
-    method: str = "gradcam"
-    device: str = "auto"
-    precision: str = "auto"  # inference precision (precision.inference_precision)
-    accept_ood: bool = False  # explain films the input gate refuses too
+    run: Path = option(argument=True, exists=True, help="The run folder.")
+    images: tuple[Path, ...] = option(argument=True, exists=True, help="Files or folders.")
+    out: Path = option(
+        DEFAULT_OUT,
+        file_okay=False,
+        section="output",
+        help="Folder for the overlay PNGs (NAME.HASH.cam.png, one per image).",
+    )
+    layer: str | None = cam_layer_option(
+        "Target layer, dotted (e.g. layer4, features.6).  [default: the architecture's last "
+        "convolutional block]"
+    )
+    method: str = cam_method_option(
+        "gradcam++ weighs gradients per location; sharper when one region dominates."
+    )
+    device: str = device_option()
+    precision: str = precision_option()  # inference precision (precision.inference_precision)
+    accept_ood: bool = accept_ood_option()  # explain films the input gate refuses too
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from cxr_fast.choices import RecipeDefaults
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment, augment_image, recipe_augment
 from cxr_fast.data.batch import stack_gray
@@ -23,7 +22,9 @@ _CHUNK = 256
 def gate_augment() -> Augment:
     """The views the gate is fitted on besides the films themselves: the recipe's training
     augmentation, whatever a run was trained with, so every run's gate means the same."""
-    return recipe_augment(RecipeDefaults.aug_strength, stretch=RecipeDefaults.stretch)
+    from cxr_fast.training.config import AugmentOptions
+
+    return recipe_augment(AugmentOptions.aug_strength, stretch=AugmentOptions.stretch)
 
 
 def descriptors(x: torch.Tensor, contract: PreprocessContract) -> np.ndarray:

@@ -186,7 +186,7 @@ def begin(
     device: str,
     workers: int,
     resume: bool,
-    shard: str | None,
+    shard: tuple[int, int] | None,
     skip_views: Sequence[str] = (),
     env: dict[str, str] | None = None,
     outputs: Sequence[Path] = (),

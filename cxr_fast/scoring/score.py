@@ -21,8 +21,6 @@ import pyarrow.parquet as pq
 import torch
 
 from cxr_fast.choices import (
-    CHUNK_SECONDS,
-    DEFAULT_WORKERS,
     PROJECTION_MODALITIES,
     SCORE_BATCH_SIZE,
 )
@@ -51,7 +49,6 @@ from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
 from cxr_fast.scoring.own_outputs import metrics_path_for, own_outputs
 from cxr_fast.scoring.parquet_out import (
-    ROWS_PER_CHUNK,
     STATUS_ERROR,
     STATUS_OK,
     ChunkedParquetWriter,
@@ -59,6 +56,7 @@ from cxr_fast.scoring.parquet_out import (
     staging_dir,
 )
 from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, count_status, info_columns
+from cxr_fast.scoring.score_config import ScoreConfig, shard_from_text
 from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.scoring.wait_policy import is_passive
 from cxr_fast.text import plural, rate
@@ -76,36 +74,6 @@ SCORING_PACKAGES = (
     *("torch", "torchvision", "nvidia-dali-cuda120", "pyarrow"),
     *("pydicom", "python-gdcm", "imagecodecs", "pillow"),  # the DICOM decoders
 )
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """What ``cxr-fast score`` was asked to do."""
-
-    archive: Path
-    model: Path
-    out: Path
-    backend: str = "auto"
-    batch_size: int | None = None  # None: SCORE_BATCH_SIZE for the device
-    loader: str = "auto"
-    device: str = "auto"
-    workers: int = DEFAULT_WORKERS
-    resume: bool = False
-    overwrite: bool = False
-    shard: tuple[int, int] | None = None
-    rows_per_chunk: int = ROWS_PER_CHUNK
-    chunk_seconds: float = CHUNK_SECONDS  # a chunk is written at least this often
-    threads: int | None = None  # model threads on the CPU; None: chosen by model_threads
-    cam_dir: Path | None = None  # Grad-CAM overlays of the cam_top most suspicious images
-    cam_top: int = 20
-    cam_run: Path | None = None  # the run folder for Grad-CAM when ``model`` is an export
-    cam_layer: str | None = None  # Grad-CAM target layer (None: the architecture's default)
-    cam_method: str = "gradcam"  # or gradcam++
-    skip_views: tuple[str, ...] = ()  # DICOM ViewPosition values not scored (status skipped)
-    tta: bool = False  # test-time augmentation (run folders): three views, three times the cost
-    precision: str = "auto"  # eager models: a --precision name (inference_precision)
-    accept_ood: bool = False  # score films the input gate refuses (flagged in warnings)
-    modalities: tuple[str, ...] = PROJECTION_MODALITIES  # DICOM Modality values accepted
 
 
 @dataclass(frozen=True)
@@ -169,12 +137,7 @@ def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[
     if text is None:
         ctx = context_from_env(env)
         return (ctx.rank, ctx.world_size) if ctx.enabled else None
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise UserInputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    shard_range(0, index, count)  # validates
-    return index, count
+    return shard_from_text(text)
 
 
 def output_path(out: Path, shard: tuple[int, int] | None) -> Path:

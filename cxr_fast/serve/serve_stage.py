@@ -6,8 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxr_fast.choices import (
+    accept_ood_option,
+    cam_layer_option,
+    cam_method_option,
+    device_option,
+    precision_option,
+)
 from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, to_stdout
+from cxr_fast.options import check_options, option
 from cxr_fast.serve.limits import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_UPLOAD_MB,
@@ -23,18 +31,37 @@ DEFAULT_PORT = 8000
 class ServeConfig:
     """What ``cxr-fast serve`` was asked to do."""
 
-    run: Path
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    layer: str | None = None  # Grad-CAM target layer (None: the architecture's default)
-    method: str = "gradcam"
-    threads: int = DEFAULT_THREADS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    device: str = "auto"
-    precision: str = "auto"  # inference precision (precision.inference_precision)
-    accept_ood: bool = False  # answer uploads the input gate refuses (flagged in warnings)
+    run: Path = option(argument=True, exists=True, help="The run folder to serve.")
+    host: str = option(DEFAULT_HOST, help="Address to listen on.")
+    port: int = option(DEFAULT_PORT, min=0, max=65535, help="TCP port.")
+    max_upload_mb: float = option(
+        DEFAULT_MAX_UPLOAD_MB, min=0, min_open=True, help="Larger uploads get HTTP 413."
+    )
+    layer: str | None = cam_layer_option("Grad-CAM target layer (as for `explain`).")
+    method: str = cam_method_option("Grad-CAM.")
+    threads: int = option(
+        DEFAULT_THREADS,
+        min=1,
+        help="Worker threads of the WSGI server (waitress); they take turns on the one model.",
+    )
+    max_queue: int = option(
+        DEFAULT_MAX_QUEUE,
+        min=0,
+        help="Requests admitted beyond those being answered; more get 503 with Retry-After.",
+    )
+    request_timeout: float = option(
+        DEFAULT_REQUEST_TIMEOUT,
+        min=0,
+        min_open=True,
+        help="Seconds a request may wait for the model (else 503), or a client may go silent "
+        "in the middle of sending one (else 408).",
+    )
+    device: str = device_option()
+    precision: str = precision_option()  # inference precision (precision.inference_precision)
+    accept_ood: bool = accept_ood_option()  # answer uploads the gate refuses (flagged)
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ import numpy as np
 
 from bench.site_calibration import cross_fitted, main
 from cxr_fast.calibrate import fit_site
-from cxr_fast.choices import CALIBRATION_POLICIES, RecipeDefaults
+from cxr_fast.choices import CALIBRATION_POLICIES
+from cxr_fast.configs import CalibrateConfig
 
 
 def test_each_fold_is_predicted_by_a_fit_that_never_saw_it():
@@ -37,5 +38,5 @@ def test_the_bench_reports_every_policy_with_and_without_the_prior(
             row = report[name]
             assert 0 <= row["accuracy"] <= 1 and row["accuracy_over_splits"]["splits"] == 2
         prior = report[f"cross_fitted_{policy}"]["prior_strength"]
-        assert prior == RecipeDefaults.calibration_prior
+        assert prior == CalibrateConfig.prior_strength
         assert report[f"cross_fitted_{policy}_no_prior"]["prior_strength"] == 0.0

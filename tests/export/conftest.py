@@ -19,6 +19,8 @@ TINY = dict(
     val_fraction=0.25,
     lr=3e-3,
     warmup_epochs=0.5,
+    folds=1,
+    export="none",
 )
 
 

@@ -2,14 +2,14 @@
 
 import sys
 
-from cxr_fast.choices import RecipeDefaults
 from cxr_fast.data.augment import Augment
+from cxr_fast.training.config import AugmentOptions
 
 # The recipe's augmentation without the aspect stretch, for the tests that check training
 # mechanics (learning, DDP, the int8 export's accuracy check) in a few dozen steps on synthetic
 # films: the stretch slows that down. It is tested in tests/data/test_augment.py and measured on
 # real films in docs/results.md.
-MECHANICS_AUGMENT = Augment().scaled(RecipeDefaults.aug_strength)
+MECHANICS_AUGMENT = Augment().scaled(AugmentOptions.aug_strength)
 
 
 def train_command(data, out, *extra: str) -> list[str]:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cxr_fast.choices import RecipeDefaults
 from cxr_fast.cli import cli
 from cxr_fast.export.auto import auto_export
 from cxr_fast.export.common import default_out_path, sidecar_path
 from cxr_fast.run_folder import read_json, sha256
+from cxr_fast.training.config import TrainConfig
 from tests.cli_in_process import run_main
 
 # A cnn that learns enough in 4 epochs (val ROC-AUC ~0.85) that the int8 check ranks spread-out
@@ -44,7 +44,7 @@ def exported_run(synth_small, tmp_path_factory):
 def test_default_train_leaves_a_verified_export_of_its_model(exported_run):
     run, out = exported_run
     path, backend = _auto_file(run)
-    assert RecipeDefaults.export == "auto"
+    assert TrainConfig.export == "auto"
     assert read_json(run / "config.json")["train"]["export"] == "auto"
     side = json.loads(sidecar_path(path).read_text())
     assert side["source_sha256"] == sha256(run / "model.pt")  # made from the trained model.pt

@@ -17,7 +17,9 @@ from cxr_fast.run_folder import load_run, read_json
 from cxr_fast.training.config import TrainConfig
 from cxr_fast.training.folds import OOF_FILE, member_dir, run_train_folds
 
-TINY = dict(arch="cnn", image_size=64, batch_size=16, lr=3e-3, warmup_epochs=0.5, workers=0)
+TINY = dict(
+    arch="cnn", image_size=64, batch_size=16, lr=3e-3, warmup_epochs=0.5, workers=0, export="none"
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ from cxr_fast.training.folds import OOF_FILE
 from cxr_fast.training.preflight import BadTrainingFilesError
 from cxr_fast.training.trainer import run_train
 
-TINY = dict(arch="cnn", image_size=32, batch_size=8, val_fraction=0.25, lr=3e-3, workers=0)
+TINY = dict(
+    arch="cnn", image_size=32, batch_size=8, val_fraction=0.25, lr=3e-3, workers=0, export="none"
+)
 ODD = b"person99\xff_virus_1.jpeg"  # Latin-1 bytes from an old share: not UTF-8
 
 
@@ -41,7 +43,7 @@ def odd_data(kaggle_dir, tmp_path) -> Path:
 def test_the_preflight_names_a_bad_file_of_such_a_name_in_text(odd_data, tmp_path):
     odd = _odd(odd_data / "train" / "PNEUMONIA")
     Path(odd).write_bytes(b"\xff\xd8\xff")  # truncated: refused, named as text
-    config = TrainConfig(data=str(odd_data), out=str(tmp_path / "run"), epochs=1, **TINY)
+    config = TrainConfig(data=str(odd_data), out=str(tmp_path / "run"), epochs=1, folds=1, **TINY)
     with pytest.raises(BadTrainingFilesError) as refused:
         run_train(config, log=lambda _: None)
     message = str(refused.value)

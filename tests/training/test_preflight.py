@@ -18,7 +18,16 @@ from cxr_fast.training.preflight import BadTrainingFilesError
 from cxr_fast.training.trainer import run_train
 from tests.training.commands import train_command
 
-TINY = dict(arch="cnn", image_size=32, batch_size=8, val_fraction=0.25, lr=3e-3, workers=2)
+TINY = dict(
+    arch="cnn",
+    image_size=32,
+    batch_size=8,
+    val_fraction=0.25,
+    lr=3e-3,
+    workers=2,
+    folds=1,
+    export="none",
+)
 
 
 @pytest.fixture(autouse=True)

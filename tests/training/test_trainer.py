@@ -31,6 +31,8 @@ TINY = dict(
     lr=3e-3,
     warmup_epochs=0.5,
     workers=0,
+    folds=1,
+    export="none",
 )
 
 

@@ -38,6 +38,8 @@ def test_resume_on_cuda_with_fp16_scaler_state(synth_small, tmp_path):
         workers=2,
         device="cuda",
         precision="amp-fp16",
+        folds=1,
+        export="none",
     )
     run_train(TrainConfig(epochs=1, **common), log=lambda _: None)
     state = torch.load(out / LAST_FILE, map_location="cpu", weights_only=True)

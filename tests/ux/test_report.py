@@ -16,7 +16,9 @@ from cxr_fast.training.folds import run_train_folds
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-TINY = dict(arch="cnn", image_size=64, batch_size=16, val_fraction=0.25, lr=3e-3, workers=0)
+TINY = dict(
+    arch="cnn", image_size=64, batch_size=16, val_fraction=0.25, lr=3e-3, workers=0, export="none"
+)
 
 
 @pytest.fixture(scope="module")
