@@ -11,6 +11,15 @@ from pathlib import Path
 import click
 
 from cxr_fast import __version__
+from cxr_fast.cli_options import (
+    StageCommand,
+    build_config,
+    config_from_cli,
+    config_options,
+    flag,
+    given,
+    merged_values,
+)
 from cxr_fast.configs import (
     CalibrateConfig,
     CheckConfig,
@@ -24,15 +33,6 @@ from cxr_fast.configs import (
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.explain_stage import ExplainConfig
 from cxr_fast.export.export_stage import ExportConfig
-from cxr_fast.options import (
-    SectionOption,
-    StageCommand,
-    build_config,
-    config_from_cli,
-    config_options,
-    given,
-    merged_values,
-)
 from cxr_fast.progress import Progress, Working
 from cxr_fast.scoring.score_config import ScoreConfig
 from cxr_fast.serve.serve_stage import ServeConfig
@@ -94,14 +94,7 @@ def data_synth(**values) -> None:
 
 @data.command("check", cls=StageCommand)
 @config_options(CheckConfig)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    cls=SectionOption,
-    section="output",
-    help="Print the report as JSON instead of text.",
-)
+@flag("--json", "Print the report as JSON instead of text.", "output", name="as_json")
 def data_check(as_json: bool, **values) -> None:
     """Report counts per split and class, patients, leakage between splits, image sizes and
     unreadable files or folders under ROOT. Exits 1 when it finds leakage, unreadable files or
@@ -144,21 +137,12 @@ def data_stream(**values) -> None:
 
 @cli.command("train", cls=StageCommand)
 @config_options(TrainConfig, AugmentOptions)
-@click.option(
+@flag(
     "--resume",
-    is_flag=True,
-    cls=SectionOption,
-    section="run",
-    help="Continue the run in --out from its last finished epoch, with its saved configuration "
+    "Continue the run in --out from its last finished epoch, with its saved configuration "
     "(refused when the data changed since it started).",
 )
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    cls=SectionOption,
-    section="run",
-    help="Print the resolved configuration and exit.",
-)
+@flag("--dry-run", "Print the resolved configuration and exit.")
 def train(resume: bool, dry_run: bool, **values) -> None:
     """Train a NORMAL/PNEUMONIA classifier into a run folder.
 
@@ -232,14 +216,7 @@ def tune(**values) -> None:
 
 @cli.command("evaluate", cls=StageCommand)
 @config_options(EvalConfig)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    cls=SectionOption,
-    section="output",
-    help="Print metrics as JSON instead of a table.",
-)
+@flag("--json", "Print metrics as JSON instead of a table.", "output", name="as_json")
 def evaluate(as_json: bool, **values) -> None:
     """Evaluate a trained RUN (or an exported file) on a labelled folder: accuracy, precision,
     sensitivity, specificity, F1, ROC-AUC, PR-AUC, Brier score and confusion matrix, with 95%
@@ -360,13 +337,7 @@ def explain(**values) -> None:
 
 @cli.command("score", cls=StageCommand)
 @config_options(ScoreConfig)
-@click.option(
-    "--fail-on-error",
-    is_flag=True,
-    cls=SectionOption,
-    section="run",
-    help="Exit 1 when any file could not be scored (they are rows either way).",
-)
+@flag("--fail-on-error", "Exit 1 when any file could not be scored (they are rows either way).")
 def score(fail_on_error: bool, **values) -> None:
     """Score every image under ARCHIVE into Parquet, one row per file.
 

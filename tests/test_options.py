@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from cxr_fast.cli import cli
+from cxr_fast.cli_options import StageCommand
 from cxr_fast.configs import StreamConfig, SynthConfig
 from cxr_fast.errors import UserInputError
 from cxr_fast.export.export_stage import ExportConfig
-from cxr_fast.options import StageCommand
 from cxr_fast.scoring.score_config import ScoreConfig
 from tests.cli_in_process import assert_one_line, run_main
 
