@@ -204,7 +204,9 @@ def build_run_model(info: RunInfo) -> nn.Module:
 
     if info.members == 1:
         return build_model(info.arch)
-    return Ensemble([build_model(info.arch) for _ in range(info.members)])
+    # Runs from before the members were aligned have no alignment: the plain mean.
+    alignment = info.meta.get("member_alignment") or None
+    return Ensemble([build_model(info.arch) for _ in range(info.members)], alignment)
 
 
 def load_run(

@@ -2,9 +2,10 @@
 
 The run folder holds ``members/fold-K/`` (each an ordinary, resumable run whose validation set
 is its fold), ``oof.parquet`` (every training image's out-of-fold probability: the member that
-never saw its patient scored it), ``metrics.json`` (out-of-fold metrics with bootstrap CIs) and
-``model.pt``: the ensemble (mean of the members' logits) with the threshold chosen on the
-out-of-fold predictions. Every other stage loads it like a single run.
+never saw its patient scored it, on the members' common scale), ``metrics.json`` (out-of-fold
+metrics with bootstrap CIs) and ``model.pt``: the ensemble (mean of the members' logits, each
+aligned by ``training/member_alignment.py``) with the threshold chosen on the out-of-fold
+predictions. Every other stage loads it like a single run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from cxr_fast import __version__
 from cxr_fast.data.bad_file_scan import BadFile
@@ -44,6 +44,7 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import TrainConfig
+from cxr_fast.training.member_alignment import apply_alignment, fit_alignment
 from cxr_fast.training.one_model import train_model
 from cxr_fast.training.plan import contract_for, plan, plan_data
 from cxr_fast.training.results import TrainResult
@@ -175,19 +176,21 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
 
 def _save_ensemble(
     config: TrainConfig,
-    members: list[torch.nn.Module],
+    ensemble: Ensemble,
     choice: dict,
     metrics: dict,
     member_epochs: list[int | None],
 ) -> None:
-    """The ensemble's model.pt: the members, the contract and the out-of-fold threshold."""
+    """The ensemble's model.pt: the members, their alignment, the contract and the
+    out-of-fold threshold."""
     save_model(
         Path(config.out),
-        Ensemble(members),
+        ensemble,
         {
             "arch": config.arch,
             "contract": contract_for(config).to_dict(),
             "members": config.folds,
+            "member_alignment": [list(pair) for pair in ensemble.alignment or []],
             "threshold": choice["threshold"],
             "threshold_rule": choice["policy"],
             "threshold_choice": choice,
@@ -248,7 +251,9 @@ def _assemble(config: TrainConfig, member_epochs: list[int | None], log: Log) ->
     """The ensemble from its trained members: the out-of-fold predictions, the threshold
     chosen on them, metrics.json, oof.parquet and model.pt. Returns the metrics."""
     run_dir = Path(config.out)
-    members, records, folds, logits = _out_of_fold(config, config.workers)
+    members, records, folds, raw = _out_of_fold(config, config.workers)
+    alignment = fit_alignment(raw, folds, config.folds)
+    logits = apply_alignment(raw, folds, alignment)
     labels = np.array([r.label for r in records])
     probs = sigmoid(logits)
     choice = threshold_choice(
@@ -263,7 +268,7 @@ def _assemble(config: TrainConfig, member_epochs: list[int | None], log: Log) ->
         {"split": "out-of-fold", "members": config.folds, **metrics}, run_dir / METRICS_FILE
     )
     _write_oof(run_dir / OOF_FILE, records, folds, probs)
-    _save_ensemble(config, members, choice, metrics, member_epochs)
+    _save_ensemble(config, Ensemble(members, alignment), choice, metrics, member_epochs)
     ci = metrics["ci95"]["roc_auc"]
     log(
         f"out-of-fold ROC-AUC {metrics['roc_auc']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}) on "

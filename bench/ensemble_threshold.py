@@ -1,0 +1,147 @@
+"""Does an ensemble's threshold fit the scores the ensemble gives?
+
+An ensemble run chooses its threshold on pooled out-of-fold scores: each training film scored
+by the one member that never saw its patient. The run then applies it to the mean of all
+members' logits. When the members disagree on a film their mean sits nearer zero than any one
+of them, and when their scales differ the pooled scores are a mixture; either way the
+ensemble's scores on new films can have another distribution than the one the threshold was
+chosen on. This bench puts the two side by side on a labelled sample none of the members saw:
+the pooled out-of-fold logits, each member's logits and the ensemble's, by class, and the
+sample's metrics at the stored threshold for the ensemble and for each member alone.
+
+    python -m bench.ensemble_threshold RUN --data ../shared/data/kaggle-test-sample
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from cxr_fast.data.discover import discover
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
+from cxr_fast.inference import sigmoid
+from cxr_fast.metrics import binary_metrics, threshold_choice
+from cxr_fast.precision import inference_precision
+from cxr_fast.run_folder import load_run
+from cxr_fast.scoring.model import module_model
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def sample_logits(run: str, data: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(labels, logits [members, films], stored threshold) on the labelled folder ``data``."""
+    model, info = load_run(run)
+    members = list(getattr(model, "members", [model]))
+    records = [r for r in discover(data) if r.label is not None]
+    cpu = inference_precision(torch.device("cpu"))
+    rows, labels = [], None
+    for member in members:
+        loader = make_scoring_loader(LoaderSpec(records, info.contract, 64))
+        index, logits, _ = module_model(member, info.contract, cpu).predict(loader)
+        order = np.argsort(index)
+        rows.append(logits[order])
+        labels = np.array([records[i].label for i in index[order]])
+    return labels, np.stack(rows), info.threshold
+
+
+def _quantile_row(name: str, values: np.ndarray) -> str:
+    cells = " | ".join(f"{q:+.2f}" for q in np.quantile(values, QUANTILES))
+    return f"| {name} | {values.size} | {cells} |"
+
+
+def _metrics_row(name: str, labels: np.ndarray, logits: np.ndarray, threshold: float) -> str:
+    m = binary_metrics(labels, sigmoid(logits), threshold)
+    lo, hi = m["ci95"]["accuracy"]
+    return (
+        f"| {name} | {m['accuracy']:.3f} ({lo:.3f}-{hi:.3f}) | {m['sensitivity']:.3f} | "
+        f"{m['specificity']:.3f} | {m['roc_auc']:.3f} |"
+    )
+
+
+def aligned(
+    oof_logits: np.ndarray, folds: np.ndarray, members: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate correction: each member's logits mapped onto the pooled out-of-fold scale
+    by the mean and sd of its own out-of-fold films. Returns (aligned pooled out-of-fold
+    logits, aligned member logits on the sample)."""
+    mean, sd = oof_logits.mean(), oof_logits.std()
+    oof_out, sample_out = oof_logits.copy(), members.copy()
+    for k in range(members.shape[0]):
+        own = folds == k + 1
+        scale = sd / max(oof_logits[own].std(), 1e-9)
+        shift = mean - scale * oof_logits[own].mean()
+        oof_out[own] = scale * oof_logits[own] + shift
+        sample_out[k] = scale * members[k] + shift
+    return oof_out, sample_out
+
+
+def _aligned_rows(oof, members: np.ndarray, labels: np.ndarray, seed: int = 0) -> list[str]:
+    """The sample's metrics with every member aligned and the threshold re-chosen."""
+    oof_labels = np.array(oof["label"])
+    oof_logits = _logit(np.array(oof["prob_pneumonia"]))
+    oof_aligned, sample_aligned = aligned(oof_logits, np.array(oof["fold"]), members)
+    choice = threshold_choice(oof_labels, sigmoid(oof_aligned))
+    pooled = binary_metrics(oof_labels, sigmoid(oof_aligned), choice["threshold"], seed=seed)
+    return [
+        f"| aligned members (threshold {choice['threshold']:.4f}, out-of-fold ROC-AUC "
+        f"{pooled['roc_auc']:.4f}) "
+        + _metrics_row("", labels, sample_aligned.mean(axis=0), choice["threshold"])[3:],
+    ]
+
+
+def report(run: str, data: str) -> list[str]:
+    """The bench's Markdown lines."""
+    labels, members, threshold = sample_logits(run, data)
+    ensemble = members.mean(axis=0)
+    oof = pq.read_table(Path(run) / "oof.parquet").to_pydict()
+    oof_labels = np.array(oof["label"])
+    oof_logits = _logit(np.array(oof["prob_pneumonia"]))
+    head = " | ".join(f"q{int(q * 100)}" for q in QUANTILES)
+    lines = [
+        f"stored threshold {threshold:.4f} (logit {_logit(np.array([threshold]))[0]:+.2f})",
+        "",
+        f"| logits | n | {head} |",
+        "|---|---|" + "---|" * len(QUANTILES),
+    ]
+    for label, name in ((0, "NORMAL"), (1, "PNEUMONIA")):
+        lines.append(_quantile_row(f"{name}: pooled out-of-fold", oof_logits[oof_labels == label]))
+        for k, member in enumerate(members):
+            lines.append(_quantile_row(f"{name}: sample, member {k + 1}", member[labels == label]))
+        lines.append(_quantile_row(f"{name}: sample, ensemble", ensemble[labels == label]))
+    spread = members.std(axis=1).mean() / max(ensemble.std(), 1e-9)
+    votes = (sigmoid(members) >= threshold).mean(axis=0)
+    calls = sigmoid(ensemble) >= threshold
+    lines += [
+        "",
+        f"members' logit sd / ensemble's on the sample: {spread:.3f}",
+        f"films where the ensemble's call differs from the members' majority: "
+        f"{int(((votes > 0.5) != calls).sum())} of {labels.size}",
+        "",
+        "| at the stored threshold | accuracy (95% CI) | sensitivity | specificity | ROC-AUC |",
+        "|---|---|---|---|---|",
+        _metrics_row("ensemble", labels, ensemble, threshold),
+    ]
+    lines += [_metrics_row(f"member {k + 1}", labels, m, threshold) for k, m in enumerate(members)]
+    return lines + _aligned_rows(oof, members, labels)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="an ensemble run folder (with oof.parquet)")
+    parser.add_argument("--data", default="../shared/data/kaggle-test-sample")
+    args = parser.parse_args(argv)
+    print("\n".join(report(args.run, args.data)))
+
+
+if __name__ == "__main__":
+    main()
