@@ -35,7 +35,7 @@ from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.precision import inference_precision
-from cxr_fast.run_folder import load_run
+from cxr_fast.run_folder import load_run, read_run
 
 View = Callable[[torch.Tensor], torch.Tensor]
 
@@ -80,6 +80,8 @@ def view_logits(
 ) -> tuple[np.ndarray, dict[Any, np.ndarray]]:
     """(labels, view name -> logits) of ``per_fold`` random out-of-fold films of each member."""
     oof = pq.read_table(run / "oof.parquet").to_pylist()
+    # Each member's scale in the ensemble (runs from before the alignment: none).
+    alignment = read_run(run)[1].meta.get("member_alignment") or None
     rng = np.random.default_rng(seed)
     precision = inference_precision(torch.device("cpu"))
     labels, out = [], {name: [] for name in views}
@@ -90,6 +92,7 @@ def view_logits(
             Record(rows[i]["path"], rows[i]["label"], None, rows[i]["patient"]) for i in chosen
         ]
         model, info = load_run(run / "members" / f"fold-{fold}")
+        scale, shift = alignment[fold - 1] if alignment else (1.0, 0.0)
         loader = make_scoring_loader(LoaderSpec(records, grey_contract(info.contract), 64))
         with torch.inference_mode():
             for batch in loader:
@@ -99,7 +102,8 @@ def view_logits(
                         memory_format=torch.channels_last
                     )
                     with precision.autocast(model):
-                        out[name].append(model(x).float().reshape(-1).numpy())
+                        logits = model(x).float().reshape(-1).numpy()
+                    out[name].append(scale * logits + shift)
     return np.concatenate(labels), {name: np.concatenate(v) for name, v in out.items()}
 
 

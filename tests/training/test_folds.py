@@ -87,15 +87,18 @@ def test_out_of_fold_predictions_cover_every_training_image_once(ensemble_run, s
         assert val_patients == {p for p, f in patients_by_fold.items() if f == {k + 1}}
 
 
-def test_ensemble_run_is_the_mean_of_member_logits(ensemble_run, synth_small):
+def test_ensemble_run_is_the_mean_of_aligned_member_logits(ensemble_run, synth_small):
     config, result, _, _ = ensemble_run
     model, info = load_run(result.run_dir)
     assert isinstance(model, Ensemble) and info.members == config.folds
     records = discover(synth_small)[:12]
     batch = next(iter(make_scoring_loader(LoaderSpec(records, info.contract, 12, workers=0))))
     members = [load_run(member_dir(result.run_dir, k))[0] for k in range(config.folds)]
+    alignment = info.meta["member_alignment"]  # each member on the out-of-fold scale
+    assert len(alignment) == config.folds
     with torch.no_grad():
-        expected = torch.stack([m(batch.x) for m in members]).mean(0)
+        aligned = [a * m(batch.x) + b for (a, b), m in zip(alignment, members, strict=True)]
+        expected = torch.stack(aligned).mean(0)
         torch.testing.assert_close(model(batch.x), expected)
 
 
