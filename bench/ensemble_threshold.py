@@ -27,8 +27,9 @@ from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import binary_metrics, threshold_choice
 from cxr_fast.precision import inference_precision
-from cxr_fast.run_folder import load_run
+from cxr_fast.run_folder import load_run, read_run
 from cxr_fast.scoring.model import module_model
+from cxr_fast.training.member_alignment import apply_alignment, fit_alignment
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -39,7 +40,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def sample_logits(run: str, data: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(labels, logits [members, films], stored threshold) on the labelled folder ``data``."""
+    """(labels, each member's own logits [members, films], stored threshold) on the labelled
+    folder ``data``."""
     model, info = load_run(run)
     members = list(getattr(model, "members", [model]))
     records = [r for r in discover(data) if r.label is not None]
@@ -71,25 +73,32 @@ def _metrics_row(name: str, labels: np.ndarray, logits: np.ndarray, threshold: f
 def aligned(
     oof_logits: np.ndarray, folds: np.ndarray, members: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The candidate correction: each member's logits mapped onto the pooled out-of-fold scale
-    by the mean and sd of its own out-of-fold films. Returns (aligned pooled out-of-fold
-    logits, aligned member logits on the sample)."""
-    mean, sd = oof_logits.mean(), oof_logits.std()
-    oof_out, sample_out = oof_logits.copy(), members.copy()
-    for k in range(members.shape[0]):
-        own = folds == k + 1
-        scale = sd / max(oof_logits[own].std(), 1e-9)
-        shift = mean - scale * oof_logits[own].mean()
-        oof_out[own] = scale * oof_logits[own] + shift
-        sample_out[k] = scale * members[k] + shift
-    return oof_out, sample_out
+    """What training does since the members are aligned (training/member_alignment.py): each
+    member's logits mapped onto the pooled out-of-fold scale. Returns (aligned pooled
+    out-of-fold logits, aligned member logits on the sample); ``folds`` are 0-based."""
+    alignment = fit_alignment(oof_logits, folds, members.shape[0])
+    sample = np.stack([a * m + b for (a, b), m in zip(alignment, members, strict=True)])
+    return apply_alignment(oof_logits, folds, alignment), sample
 
 
-def _aligned_rows(oof, members: np.ndarray, labels: np.ndarray, seed: int = 0) -> list[str]:
+def raw_out_of_fold(run: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, the members' own out-of-fold logits, 0-based fold) of ``run``; a run trained
+    with aligned members stores aligned scores, which are mapped back."""
+    oof = pq.read_table(Path(run) / "oof.parquet").to_pydict()
+    folds = np.array(oof["fold"]) - 1
+    logits = _logit(np.array(oof["prob_pneumonia"]))
+    alignment = read_run(run)[1].meta.get("member_alignment")
+    if alignment:
+        scale = np.array([a for a, _ in alignment])[folds]
+        shift = np.array([b for _, b in alignment])[folds]
+        logits = (logits - shift) / scale
+    return np.array(oof["label"]), logits, folds
+
+
+def _aligned_rows(run: str, members: np.ndarray, labels: np.ndarray, seed: int = 0) -> list[str]:
     """The sample's metrics with every member aligned and the threshold re-chosen."""
-    oof_labels = np.array(oof["label"])
-    oof_logits = _logit(np.array(oof["prob_pneumonia"]))
-    oof_aligned, sample_aligned = aligned(oof_logits, np.array(oof["fold"]), members)
+    oof_labels, oof_logits, folds = raw_out_of_fold(run)
+    oof_aligned, sample_aligned = aligned(oof_logits, folds, members)
     choice = threshold_choice(oof_labels, sigmoid(oof_aligned))
     pooled = binary_metrics(oof_labels, sigmoid(oof_aligned), choice["threshold"], seed=seed)
     return [
@@ -100,15 +109,16 @@ def _aligned_rows(oof, members: np.ndarray, labels: np.ndarray, seed: int = 0) -
 
 
 def report(run: str, data: str) -> list[str]:
-    """The bench's Markdown lines."""
-    labels, members, threshold = sample_logits(run, data)
+    """The bench's Markdown lines: the plain mean of the members with the threshold chosen on
+    their pooled out-of-fold logits (ensembles before the alignment), then the aligned one."""
+    labels, members, _ = sample_logits(run, data)
     ensemble = members.mean(axis=0)
-    oof = pq.read_table(Path(run) / "oof.parquet").to_pydict()
-    oof_labels = np.array(oof["label"])
-    oof_logits = _logit(np.array(oof["prob_pneumonia"]))
+    oof_labels, oof_logits, _ = raw_out_of_fold(run)
+    threshold = threshold_choice(oof_labels, sigmoid(oof_logits))["threshold"]
     head = " | ".join(f"q{int(q * 100)}" for q in QUANTILES)
     lines = [
-        f"stored threshold {threshold:.4f} (logit {_logit(np.array([threshold]))[0]:+.2f})",
+        f"margin threshold on the pooled out-of-fold logits: {threshold:.4f} "
+        f"(logit {_logit(np.array([threshold]))[0]:+.2f})",
         "",
         f"| logits | n | {head} |",
         "|---|---|" + "---|" * len(QUANTILES),
@@ -117,22 +127,15 @@ def report(run: str, data: str) -> list[str]:
         lines.append(_quantile_row(f"{name}: pooled out-of-fold", oof_logits[oof_labels == label]))
         for k, member in enumerate(members):
             lines.append(_quantile_row(f"{name}: sample, member {k + 1}", member[labels == label]))
-        lines.append(_quantile_row(f"{name}: sample, ensemble", ensemble[labels == label]))
-    spread = members.std(axis=1).mean() / max(ensemble.std(), 1e-9)
-    votes = (sigmoid(members) >= threshold).mean(axis=0)
-    calls = sigmoid(ensemble) >= threshold
+        lines.append(_quantile_row(f"{name}: sample, plain mean", ensemble[labels == label]))
     lines += [
         "",
-        f"members' logit sd / ensemble's on the sample: {spread:.3f}",
-        f"films where the ensemble's call differs from the members' majority: "
-        f"{int(((votes > 0.5) != calls).sum())} of {labels.size}",
-        "",
-        "| at the stored threshold | accuracy (95% CI) | sensitivity | specificity | ROC-AUC |",
+        "| on the sample | accuracy (95% CI) | sensitivity | specificity | ROC-AUC |",
         "|---|---|---|---|---|",
-        _metrics_row("ensemble", labels, ensemble, threshold),
+        _metrics_row("plain mean", labels, ensemble, threshold),
     ]
     lines += [_metrics_row(f"member {k + 1}", labels, m, threshold) for k, m in enumerate(members)]
-    return lines + _aligned_rows(oof, members, labels)
+    return lines + _aligned_rows(run, members, labels)
 
 
 def main(argv: list[str] | None = None) -> None:
