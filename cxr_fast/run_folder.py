@@ -204,9 +204,7 @@ def build_run_model(info: RunInfo) -> nn.Module:
 
     if info.members == 1:
         return build_model(info.arch)
-    # Runs from before the members were aligned have no alignment: the plain mean.
-    alignment = info.meta.get("member_alignment") or None
-    return Ensemble([build_model(info.arch) for _ in range(info.members)], alignment)
+    return Ensemble([build_model(info.arch) for _ in range(info.members)])
 
 
 def load_run(

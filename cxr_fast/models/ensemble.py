@@ -6,37 +6,21 @@ that a run holds members.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 
 class Ensemble(nn.Module):
-    """``forward(x)`` = mean over members of ``scale * member(x) + shift`` (logits, [N,1]).
+    """``forward(x)`` = mean over members of ``member(x)`` (logits, [N,1])."""
 
-    ``alignment`` holds one (scale, shift) per member, fitted on its out-of-fold films
-    (:func:`cxr_fast.training.member_alignment.fit_alignment`) so that every member speaks on
-    the scale the ensemble's threshold was chosen on; None (runs from before) is (1, 0)."""
-
-    def __init__(
-        self, members: list[nn.Module], alignment: Sequence[Sequence[float]] | None = None
-    ) -> None:
+    def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
-        if alignment is not None and len(alignment) != len(members):
-            raise ValueError(f"{len(alignment)} alignments for {len(members)} members")
         self.members = nn.ModuleList(members)
-        # Plain floats, not buffers: the state dict stays that of the members alone, and a
-        # traced export carries them as constants.
-        self.alignment = [(float(a), float(b)) for a, b in alignment] if alignment else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [member(x) for member in self.members]
-        if self.alignment is not None:
-            outs = [a * out + b for (a, b), out in zip(self.alignment, outs, strict=True)]
-        return torch.stack(outs, dim=0).mean(dim=0)
+        return torch.stack([member(x) for member in self.members], dim=0).mean(dim=0)
 
 
 def member_prefix(i: int) -> str:

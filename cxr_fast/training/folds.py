@@ -4,8 +4,8 @@ The run folder holds ``members/fold-K/`` (each an ordinary, resumable run whose 
 is its fold), ``oof.parquet`` (every training image's out-of-fold probability: the member that
 never saw its patient scored it, on the members' common scale), ``metrics.json`` (out-of-fold
 metrics with bootstrap CIs) and ``model.pt``: the ensemble (mean of the members' logits, each
-aligned by ``training/member_alignment.py``) with the threshold chosen on the out-of-fold
-predictions. Every other stage loads it like a single run.
+member's head aligned by ``training/member_alignment.py``) with the threshold chosen on the
+out-of-fold predictions. Every other stage loads it like a single run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from cxr_fast import __version__
 from cxr_fast.data.bad_file_scan import BadFile
@@ -44,7 +45,7 @@ from cxr_fast.run_folder import (
 )
 from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import TrainConfig
-from cxr_fast.training.member_alignment import apply_alignment, fit_alignment
+from cxr_fast.training.member_alignment import apply_alignment, fit_alignment, fold_into_head
 from cxr_fast.training.one_model import train_model
 from cxr_fast.training.plan import contract_for, plan, plan_data
 from cxr_fast.training.results import TrainResult
@@ -176,21 +177,22 @@ def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
 
 def _save_ensemble(
     config: TrainConfig,
-    ensemble: Ensemble,
+    members: list[torch.nn.Module],
+    alignment: list[tuple[float, float]],
     choice: dict,
     metrics: dict,
     member_epochs: list[int | None],
 ) -> None:
-    """The ensemble's model.pt: the members, their alignment, the contract and the
-    out-of-fold threshold."""
+    """The ensemble's model.pt: the aligned members, the contract and the out-of-fold
+    threshold (``member_alignment``: each member's (scale, shift), already in its weights)."""
     save_model(
         Path(config.out),
-        ensemble,
+        Ensemble(members),
         {
             "arch": config.arch,
             "contract": contract_for(config).to_dict(),
             "members": config.folds,
-            "member_alignment": [list(pair) for pair in ensemble.alignment or []],
+            "member_alignment": [list(pair) for pair in alignment],
             "threshold": choice["threshold"],
             "threshold_rule": choice["policy"],
             "threshold_choice": choice,
@@ -268,7 +270,9 @@ def _assemble(config: TrainConfig, member_epochs: list[int | None], log: Log) ->
         {"split": "out-of-fold", "members": config.folds, **metrics}, run_dir / METRICS_FILE
     )
     _write_oof(run_dir / OOF_FILE, records, folds, probs)
-    _save_ensemble(config, Ensemble(members, alignment), choice, metrics, member_epochs)
+    for member, (scale, shift) in zip(members, alignment, strict=True):
+        fold_into_head(member, scale, shift)
+    _save_ensemble(config, members, alignment, choice, metrics, member_epochs)
     ci = metrics["ci95"]["roc_auc"]
     log(
         f"out-of-fold ROC-AUC {metrics['roc_auc']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}) on "

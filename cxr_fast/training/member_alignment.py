@@ -7,11 +7,15 @@ scores are then a mixture that ranks worse than each fold alone, and the ensembl
 where none of them was measured. Mapping every member by an affine (scale, shift) onto the
 pooled scale, matched by the mean and spread of its own out-of-fold logits, makes the pooled
 scores and the ensemble's speak alike; members that already agree are left nearly as they are.
+The map is folded into each member's final linear layer, so the ensemble stays the plain mean of
+its members, with no extra operation for an export to carry.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
 # A member whose out-of-fold logits hardly vary says nothing about its scale: leave it alone.
 MIN_SPREAD = 1e-6
@@ -41,3 +45,14 @@ def apply_alignment(
     scale = np.array([a for a, _ in alignment])[folds]
     shift = np.array([b for _, b in alignment])[folds]
     return (scale * np.asarray(logits, dtype=np.float64) + shift).astype(np.float32)
+
+
+def fold_into_head(member: nn.Module, scale: float, shift: float) -> None:
+    """Make ``member`` output ``scale * logit + shift`` by rewriting its one-logit final
+    linear layer (every architecture of the registry ends in one)."""
+    heads = [m for m in member.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+    if len(heads) != 1 or heads[0].bias is None:
+        raise ValueError("a member needs exactly one one-logit linear layer with a bias")
+    with torch.no_grad():
+        heads[0].weight.mul_(scale)
+        heads[0].bias.mul_(scale).add_(shift)

@@ -1,24 +1,28 @@
 """An ensemble's threshold fits the scores the ensemble gives, whatever each member's scale."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from cxr_fast.inference import sigmoid
 from cxr_fast.metrics import threshold_choice
 from cxr_fast.models.ensemble import Ensemble
-from cxr_fast.training.member_alignment import apply_alignment, fit_alignment
+from cxr_fast.training.member_alignment import apply_alignment, fit_alignment, fold_into_head
 
 
-class Scaled(nn.Module):
+def Scaled(scale: float, shift: float) -> nn.Module:
     """A member whose logit is ``scale * x + shift`` of the film's one-number "finding"."""
+    member = nn.Linear(1, 1)
+    with torch.no_grad():
+        member.weight.fill_(scale)
+        member.bias.fill_(shift)
+    return member
 
-    def __init__(self, scale: float, shift: float) -> None:
-        super().__init__()
-        self.scale, self.shift = scale, shift
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * x.reshape(-1, 1) + self.shift
+def _logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x).reshape(-1, 1)).numpy().reshape(-1)
 
 
 def _films(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,20 +42,19 @@ def test_members_on_different_scales_share_one_threshold_with_their_ensemble():
     finding, labels = _films(2000, seed=0)
     folds = np.arange(finding.size) % 2  # each film scored by the member that never saw it
     pairs = zip(finding, folds, strict=True)
-    raw = np.array([members[k](torch.tensor(f)).item() for f, k in pairs])
+    raw = np.array([_logits(members[k], np.array([f])).item() for f, k in pairs])
     alignment = fit_alignment(raw, folds, members=2)
     aligned = apply_alignment(raw, folds, alignment)
     threshold = threshold_choice(labels, sigmoid(aligned))["threshold"]
     new, new_labels = _films(2000, seed=1)  # films none of them saw
-    with torch.no_grad():
-        ensemble = Ensemble(members, alignment)(torch.from_numpy(new)).numpy().reshape(-1)
-    called = sigmoid(ensemble) >= threshold
-    assert _balanced_accuracy(new_labels, called) > 0.85
     # Without the alignment the threshold chosen on the pooled scores misses the ensemble's.
     unaligned = threshold_choice(labels, sigmoid(raw))["threshold"]
-    with torch.no_grad():
-        plain = Ensemble(members)(torch.from_numpy(new)).numpy().reshape(-1)
+    plain = _logits(Ensemble(members), new)
     assert _balanced_accuracy(new_labels, sigmoid(plain) >= unaligned) < 0.75
+    for member, (scale, shift) in zip(members, alignment, strict=True):
+        fold_into_head(member, scale, shift)  # what training does before saving the ensemble
+    called = sigmoid(_logits(Ensemble(members), new)) >= threshold
+    assert _balanced_accuracy(new_labels, called) > 0.85
 
 
 def test_members_that_agree_are_left_as_they_are():
@@ -68,7 +71,15 @@ def test_a_member_with_constant_scores_is_not_rescaled():
     assert fit_alignment(logits, folds, members=2)[0] == (1.0, 0.0)
 
 
-def test_an_ensemble_without_alignment_is_the_plain_mean():
-    members = [Scaled(1.0, 0.0), Scaled(3.0, 1.0)]
-    x = torch.tensor([0.5, -1.0])
-    assert torch.allclose(Ensemble(members)(x), (x.reshape(-1, 1) * 4 + 1) / 2)
+def test_folding_into_the_head_scales_and_shifts_the_logit():
+    member = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        before = member(x)
+        fold_into_head(member, 2.5, -1.0)
+        assert torch.allclose(member(x), 2.5 * before - 1.0, atol=1e-6)
+
+
+def test_a_member_without_one_logit_head_is_refused():
+    with pytest.raises(ValueError, match="one-logit linear layer"):
+        fold_into_head(nn.Sequential(nn.Linear(3, 2)), 2.0, 0.0)
