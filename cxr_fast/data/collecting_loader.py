@@ -168,6 +168,9 @@ def pil_batches(
         worker_init_fn=functools.partial(scoring_worker, parent=os.getpid()),
         collate_fn=functools.partial(collate, contract=contract, dtype=torch.float32),
         prefetch_factor=4 if workers else None,
+        # Its own generator: the seed an iterator draws must not move the global one, which
+        # dropout and mixup read when scoring runs between training epochs (validation).
+        generator=torch.Generator(),
     )
     return iter(loader)
 

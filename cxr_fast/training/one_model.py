@@ -328,10 +328,7 @@ def _validate(
     ctx: DistContext,
 ) -> ValResult:
     # The bare model: validation needs no gradient sync, and shards may differ by one batch.
-    # The scoring loader draws from the global generator, which dropout and mixup read in the
-    # next epoch: validating must not move the training's random stream.
-    with torch.random.fork_rng(devices=[]):
-        predicted = module_model(evaluated, p.contract, p.precision).predict(val_loader)
+    predicted = module_model(evaluated, p.contract, p.precision).predict(val_loader)
     index, logits = _gather_predictions(ctx, *predicted[:2])
     labels = val_labels[index]
     target = torch.from_numpy(labels).float().to(p.device)
