@@ -41,19 +41,29 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def sample_logits(run: str, data: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(labels, each member's own logits [members, films], stored threshold) on the labelled
-    folder ``data``."""
+    folder ``data``: the films decoded once, every member run on each batch. A run trained
+    with aligned members has the alignment in their heads; it is taken back out."""
     model, info = load_run(run)
     members = list(getattr(model, "members", [model]))
     records = [r for r in discover(data) if r.label is not None]
     cpu = inference_precision(torch.device("cpu"))
-    rows, labels = [], None
+    scorers = [module_model(member, info.contract, cpu) for member in members]
     for member in members:
-        loader = make_scoring_loader(LoaderSpec(records, info.contract, 64))
-        index, logits, _ = module_model(member, info.contract, cpu).predict(loader)
-        order = np.argsort(index)
-        rows.append(logits[order])
-        labels = np.array([records[i].label for i in index[order]])
-    return labels, np.stack(rows), info.threshold
+        member.eval()
+    index, rows = [], [[] for _ in members]
+    for batch in make_scoring_loader(LoaderSpec(records, info.contract, 64)):
+        if batch.x is None:
+            continue
+        index.append(batch.index.numpy())
+        for row, scorer in zip(rows, scorers, strict=True):
+            row.append(scorer.logits(batch.x).numpy())
+    order = np.argsort(np.concatenate(index))
+    logits = np.stack([np.concatenate(row)[order] for row in rows])
+    alignment = info.meta.get("member_alignment")
+    if alignment:
+        logits = np.stack([(m - b) / a for (a, b), m in zip(alignment, logits, strict=True)])
+    labels = np.array([records[i].label for i in np.sort(np.concatenate(index))])
+    return labels, logits, info.threshold
 
 
 def _quantile_row(name: str, values: np.ndarray) -> str:
