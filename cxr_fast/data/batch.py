@@ -43,6 +43,18 @@ def labels_tensor(labels: list[int | None]) -> torch.Tensor:
     return torch.tensor([-1 if label is None else label for label in labels], dtype=torch.int64)
 
 
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host ``tensor`` on ``device`` without the host waiting for the copy.
+
+    A copy from pageable memory to a GPU returns only when the GPU has the data: a host/GPU
+    synchronisation on every step for a few bytes of labels. Pinned first, it is queued on
+    the stream like the kernels that read it. On the CPU it is the tensor itself.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def normalise_uint8(
     images: torch.Tensor, contract: PreprocessContract, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from cxr_fast.contract import PER_IMAGE_EPSILON, PreprocessContract
 from cxr_fast.data.augment import CONTRAST_CENTER, Augment
-from cxr_fast.data.batch import Batch, drops_last, labels_tensor, num_batches
+from cxr_fast.data.batch import Batch, drops_last, labels_tensor, num_batches, to_device_async
 from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
 
 # nvidia.dali is imported inside the functions that build graphs (as in dali_dicom.py): it costs
@@ -240,4 +240,4 @@ class DaliLoader:
                 continue
             index = out["idx"].view(-1).to(torch.int64).cpu()
             x = out["x"].permute(0, 3, 1, 2)
-            yield Batch(x=x, y=self._labels[index].to(x.device), index=index)
+            yield Batch(x=x, y=to_device_async(self._labels[index], x.device), index=index)

@@ -16,7 +16,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.augment import Augment, augment_image
-from cxr_fast.data.batch import Batch, drops_last, labels_tensor, normalise_uint8
+from cxr_fast.data.batch import (
+    Batch,
+    drops_last,
+    labels_tensor,
+    normalise_uint8,
+    to_device_async,
+)
 from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
 from cxr_fast.data.workers import steady_memory_worker
@@ -132,6 +138,7 @@ class TorchLoader:
             x = images.to(self.device, non_blocking=True)
             if self._on_gpu:
                 x = normalise_uint8(x, self.contract, self.dtype)
-            yield Batch(x=x, y=self._labels[local].to(self.device), index=self._positions[local])
+            y = to_device_async(self._labels[local], self.device)
+            yield Batch(x=x, y=y, index=self._positions[local])
         if self._train:
             self._dataset.epoch += 1

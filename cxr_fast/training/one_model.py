@@ -35,6 +35,7 @@ from cxr_fast.models import build_model
 from cxr_fast.run_folder import CONFIG_FILE, LAST_FILE
 from cxr_fast.scoring.model import module_model
 from cxr_fast.training.config import TrainConfig
+from cxr_fast.training.ema import ExponentialAverage
 from cxr_fast.training.loop import EpochStats, Regularisers, train_epoch
 from cxr_fast.training.plan import Plan, plan
 from cxr_fast.training.results import TrainResult, ValResult
@@ -248,11 +249,7 @@ def _finish(
 
 def _ema(model: nn.Module, decay: float) -> nn.Module | None:
     """An exponential moving average of ``model``'s weights and buffers (0: none)."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return ExponentialAverage(model, decay) if decay else None
 
 
 def _loss(pos_weight: float | None, device: torch.device) -> nn.Module:
