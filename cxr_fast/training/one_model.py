@@ -193,9 +193,9 @@ def _new_state(p: Plan, ctx: DistContext) -> TrainingState:
     scheduler = warmup_cosine(
         optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
     )
-    return TrainingState(
-        model, optimizer, scheduler, p.precision.scaler(), _ema(model, config.ema_decay)
-    )
+    scaler = p.precision.scaler()
+    ema = _ema(model, config.ema_decay)
+    return TrainingState(model, optimizer, scheduler, scaler, ema, precision=p.precision.name)
 
 
 def _resume_or_start(
@@ -204,7 +204,9 @@ def _resume_or_start(
     """Continue from a resumed run's saved state, or start a fresh run folder."""
     run_dir = writer.run_dir
     if resume and (run_dir / LAST_FILE).exists():
-        state.restore(run_dir)
+        saved = state.restore(run_dir)
+        if saved not in (None, p.precision.name):
+            log(f"resuming in {p.precision.name}: the run was trained in {saved} until now")
         progress = state.progress
         writer.trim_log(progress.epoch)
         log(

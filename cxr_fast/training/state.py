@@ -44,6 +44,7 @@ class TrainingState:
     scaler: torch.amp.GradScaler
     ema: nn.Module | None = None
     progress: Progress = field(default_factory=Progress)
+    precision: str | None = None  # the resolved precision (``amp-bf16``, not ``auto``)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -67,11 +68,17 @@ class TrainingState:
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": rng_state(_device_of(self.model)),
+            "precision": self.precision,
         }
         atomic_torch_save(state, run_dir / LAST_FILE)
 
-    def restore(self, run_dir: Path) -> None:
-        """Load ``run_dir``'s ``last.pt`` into these objects and take its progress."""
+    def restore(self, run_dir: Path) -> str | None:
+        """Load ``run_dir``'s ``last.pt`` into these objects and take its progress; returns
+        the precision the run was saved in (None in files from before it was recorded).
+
+        ``precision: auto`` may resolve differently on the host that resumes (bf16 on an H100
+        or a bf16 CPU, fp16 on a T4): a scaler saved disabled (bf16, fp32) has an empty state,
+        which an enabled one refuses to load, so it starts from its initial scale instead."""
         path = run_dir / LAST_FILE
         if not path.is_file():
             raise NotFoundError(f"nothing to resume in {run_dir}: {LAST_FILE} is missing")
@@ -79,11 +86,13 @@ class TrainingState:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         restore_rng_state(state["rng"], _device_of(self.model))
         self.progress = Progress(**state["progress"])
+        return state.get("precision")
 
 
 def load_training_state(path: Path) -> dict:
