@@ -81,3 +81,34 @@ def test_cpu_state_round_trips():
     expected = (torch.rand(3), random.random())
     restore_rng_state(state, torch.device("cpu"))
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+@pytest.mark.parametrize("shard", [(1, 2), (0, 4), (3, 8)])
+def test_scoring_under_torchrun_takes_the_ranks_gpu_with_or_without_shard(
+    two_gpus, monkeypatch, shard
+):
+    # The scorer's own call, not the helper: an explicit --shard used to skip use_device.
+    from types import SimpleNamespace
+
+    from cxr_fast.scoring import score
+
+    monkeypatch.setattr(score, "start", lambda ctx, device: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    config = SimpleNamespace(shard=shard)  # (1, 2): the environment's own slice
+    _, coordinated, device = score._coordinate(config, torch.device("cuda"))
+    assert device == torch.device("cuda", 1)
+    assert two_gpus["set"] == [torch.device("cuda", 1)]
+    assert coordinated is (config.shard == (1, 2))
+
+
+def test_a_plain_scoring_run_makes_no_gpu_current(two_gpus, monkeypatch):
+    from types import SimpleNamespace
+
+    from cxr_fast.scoring import score
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    _, coordinated, device = score._coordinate(SimpleNamespace(shard=(0, 4)), torch.device("cuda"))
+    assert device == torch.device("cuda") and not coordinated and two_gpus["set"] == []

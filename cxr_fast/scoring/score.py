@@ -440,8 +440,11 @@ def _coordinate(
     Launched by torchrun with the environment's slice, the ranks finish together (_SUCCESS)."""
     ctx = context_from_env()
     coordinated = ctx.enabled and config.shard == (ctx.rank, ctx.world_size)
+    # Under torchrun every rank scores on its own GPU, made current (TensorRT binds to it),
+    # whether it reads the environment's slice or an explicit --shard.
+    if ctx.enabled:
+        device = use_device(ctx, device)
     if coordinated:
-        device = use_device(ctx, device)  # this rank's GPU, current (TensorRT binds to it)
         start(ctx, torch.device("cpu"))  # gloo: only barriers, whatever scores the images
     return ctx, coordinated, device
 
