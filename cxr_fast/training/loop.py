@@ -105,7 +105,9 @@ def train_step(
     x, y = _inputs_and_targets(batch, reg, generator)
     with precision.autocast():
         logits = model(x).reshape(-1)
-        loss = loss_fn(logits, y.to(logits.dtype))
+        # The loss in fp32 against fp32 targets: autocast computes BCE-with-logits in fp32
+        # anyway, and bf16 would round soft targets (0.95 of label smoothing, mixup's blends).
+        loss = loss_fn(logits.float(), y)
     scaler.scale(loss).backward()
     if clip_grad > 0:
         scaler.unscale_(optimizer)
