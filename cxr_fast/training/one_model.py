@@ -40,6 +40,7 @@ from cxr_fast.training.loop import EpochStats, Regularisers, train_epoch
 from cxr_fast.training.plan import Plan, plan
 from cxr_fast.training.results import TrainResult, ValResult
 from cxr_fast.training.resume_check import check_same_data
+from cxr_fast.training.rng import seed_other_rank
 from cxr_fast.training.schedule import warmup_cosine
 from cxr_fast.training.state import TrainingState
 from cxr_fast.training.train_data import fingerprint
@@ -118,6 +119,7 @@ def _train_epochs(
         # One seed per epoch: a resumed run sees the same shuffles as an unbroken one.
         epoch_seed = config.seed * 100_003 + epoch
         records = _epoch_records(p.data.train, epoch_seed, ctx)
+        seed_other_rank(ctx.rank, _loader_seed(epoch_seed, ctx))  # mixup, erasing per rank
         train_loader = _loader(p, ctx, records, _loader_seed(epoch_seed, ctx))
         stats = _train_one_epoch(net, train_loader, epoch, p, ctx, state, loss_fn, reg)
         average_buffers(ctx, state.evaluated)  # one model on every rank: the one rank 0 saves

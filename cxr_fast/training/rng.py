@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 
 
@@ -31,3 +32,16 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
     if cuda is not None and device.type == "cuda":
         torch.cuda.set_rng_state(cuda, device)
     random.setstate((3, tuple(state["python"]), None))
+
+
+def seed_other_rank(rank: int, seed: int) -> None:
+    """Reseed the global generators (torch CPU and CUDA, Python, numpy) of a DDP rank other
+    than 0 with ``seed``. Mixup's weight and pairing and random erasing draw from them, and
+    every rank starts from the run's seed: without this all ranks would draw the same numbers.
+    Rank 0, and so a single process, keeps its stream untouched: a run on one process draws
+    exactly what it drew before. ``seed`` per epoch and rank keeps a resumed run's draws."""
+    if rank == 0:
+        return
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
