@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxr_fast.device import cuda_device
 from cxr_fast.export.common import CONTRACT_FILE, ExportError
 from cxr_fast.export.pt2 import batch_dim
 
@@ -154,8 +155,12 @@ class OnnxModule:
                 "this onnxruntime has no CUDA provider: install onnxruntime-gpu, or score on "
                 "the CPU (--device cpu)"
             )
+        # The GPU by number: without device_id ONNX Runtime takes GPU 0 (every torchrun rank).
         self.providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            [
+                ("CUDAExecutionProvider", {"device_id": cuda_device(device).index}),
+                "CPUExecutionProvider",
+            ]
             if device.type == "cuda"
             else ["CPUExecutionProvider"]
         )
@@ -181,12 +186,29 @@ class OnnxModule:
         return self._sessions[threads]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return run_bound(self.session(), x.to(self.device))
         array = x.detach().float().cpu().contiguous().numpy()
         (logits,) = self.session().run([OUTPUT_NAME], {INPUT_NAME: array})
         return torch.from_numpy(logits).to(x.device)
 
     def eval(self) -> OnnxModule:
         return self
+
+
+def run_bound(session, x: torch.Tensor) -> torch.Tensor:
+    """``session``'s logits [N,1] for ``x``, read and written where ``x`` lies (ONNX Runtime's
+    IO binding): a CUDA batch stays on its GPU instead of a round trip through the host."""
+    x = x.detach().float().contiguous()
+    out = torch.empty((x.shape[0], 1), dtype=torch.float32, device=x.device)
+    kind, index = ("cuda", x.device.index or 0) if x.device.type == "cuda" else ("cpu", 0)
+    if kind == "cuda":
+        torch.cuda.current_stream(x.device).synchronize()  # ONNX Runtime runs on its own stream
+    binding = session.io_binding()
+    binding.bind_input(INPUT_NAME, kind, index, np.float32, tuple(x.shape), x.data_ptr())
+    binding.bind_output(OUTPUT_NAME, kind, index, np.float32, tuple(out.shape), out.data_ptr())
+    session.run_with_iobinding(binding)
+    return out
 
 
 def _set_contract(proto, contract: dict) -> None:

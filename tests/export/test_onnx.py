@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.discover import discover
 from cxr_fast.export import ExportError, export_run, load_exported
 from cxr_fast.export import onnx as onnx_format
@@ -77,3 +78,22 @@ def test_missing_extra_is_one_line(tiny_run, monkeypatch):
     monkeypatch.setattr(onnx_format, "onnx_missing", lambda runtime_only=False: "onnxscript")
     with pytest.raises(ExportError, match=r"needs onnxscript.*pip install 'cxr-fast\[onnx\]'"):
         export_run(tiny_run, "onnx")
+
+
+def test_io_binding_gives_the_sessions_own_logits(onnx_fp32, kaggle_dir):
+    # The CUDA path's call, run here on the CPU provider: same binding, same output layout.
+    model, sidecar = load_exported(onnx_fp32.path)
+    module = model.module  # the OnnxModule inside the ExportedModel
+    x, _ = load_images(discover(kaggle_dir)[:5], PreprocessContract.from_dict(sidecar["contract"]))
+    bound = onnx_format.run_bound(module.session(), x)
+    assert bound.shape == (5, 1) and torch.equal(bound, module(x))
+
+
+def test_a_cuda_session_is_given_its_gpu(onnx_fp32, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    module = onnx_format.OnnxModule(onnx_fp32.path, torch.device("cuda", 1))
+    assert module.providers[0] == ("CUDAExecutionProvider", {"device_id": 1})
