@@ -53,3 +53,49 @@ def test_torchscript_export_records_ieee_convolutions(tmp_path):
     save_torchscript(model, example, tmp_path / "m.ts", {"image_size": 16})
     loaded, _ = load_torchscript(tmp_path / "m.ts", torch.device("cpu"))
     assert _tf32_flags(loaded) == [False]
+
+
+def test_nested_and_overlapping_blocks_restore_the_flags_once_the_last_leaves():
+    import threading
+
+    before = _flags()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_thread():
+        with ieee_fp32():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other_thread)
+    with ieee_fp32():
+        thread.start()
+        inside.wait(10)
+        with ieee_fp32():
+            pass
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"  # still inside the outer
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"  # the other thread still is
+    leave.set()
+    thread.join(10)
+    assert _flags() == before
+
+
+@pytest.mark.parametrize(
+    ("fmt", "precision", "ieee"), [("pt2", "fp32", True), ("pt2", "fp16", False)]
+)
+def test_a_pt2_fp32_export_scores_under_the_precision_it_was_verified_with(
+    monkeypatch, fmt, precision, ieee
+):
+    from cxr_fast.export import loading
+
+    seen = []
+
+    def forward(x):
+        seen.append(torch.backends.cudnn.conv.fp32_precision == "ieee")
+        return x.flatten(1).mean(1, keepdim=True)
+
+    contract = {"image_size": 8}
+    monkeypatch.setattr(loading, "load_pt2", lambda path, device: (forward, contract))
+    monkeypatch.setattr(loading, "check_device", lambda *args: None)
+    model = loading.open_artifact("x.pt2", fmt, precision, contract, torch.device("cpu"))
+    model(torch.rand(2, 1, 8, 8))
+    assert seen == [ieee]

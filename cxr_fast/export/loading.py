@@ -18,6 +18,7 @@ from cxr_fast.export.pt2 import load_pt2
 from cxr_fast.export.sidecar import read_sidecar
 from cxr_fast.export.tensorrt import load_tensorrt, require_tensorrt
 from cxr_fast.export.torchscript import load_torchscript
+from cxr_fast.fp32 import ieee_fp32
 from cxr_fast.run_folder import sha256
 
 
@@ -38,6 +39,7 @@ class ExportedModel:
         image_size: int,
         contiguous: bool = False,
         batch_max: int | None = None,
+        ieee: bool = False,
     ) -> None:
         if batch_max is not None and batch_max < 1:
             raise ValueError(f"batch_max must be at least 1, got {batch_max}")
@@ -46,6 +48,7 @@ class ExportedModel:
         self.image_size = image_size
         self.contiguous = contiguous
         self.batch_max = batch_max
+        self.ieee = ieee
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         size = self.image_size
@@ -59,7 +62,9 @@ class ExportedModel:
         if self.contiguous:
             x = x.contiguous()  # TensorRT engine bindings are dense NCHW
         on_gpu = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
-        with torch.no_grad(), on_gpu:
+        # An export whose graph does not carry its precision runs as it was verified.
+        precision = ieee_fp32() if self.ieee else nullcontext()
+        with torch.no_grad(), on_gpu, precision:
             if self.batch_max is None or len(x) <= self.batch_max:
                 return self.module(x).float()
             return torch.cat([self.module(part).float() for part in x.split(self.batch_max)])
@@ -110,6 +115,10 @@ def open_artifact(
         int(contract["image_size"]),
         contiguous=fmt == "tensorrt",
         batch_max=batch_max,
+        # Verified under IEEE fp32 (verify.probabilities); a pt2 program follows the process's
+        # TF32 flags when it runs (a TorchScript trace carries its own, ONNX Runtime and
+        # TensorRT are verified as they score).
+        ieee=fmt == "pt2" and precision == "fp32",
     )
 
 
