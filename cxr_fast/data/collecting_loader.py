@@ -6,13 +6,16 @@ How one bad file is kept from failing a batch:
 
 - The PIL path decodes each file on its own (in DataLoader workers), so a bad file is just an
   error entry beside the good ones of its batch.
-- The DALI path first reads every header (:mod:`cxr_fast.data.headers`; cheap: no pixels;
-  in a thread pool) and gives DALI only files whose header says JPEG of at least the PIL
-  path's minimum size; PNG, DICOM and anything unreadable go through the PIL path. A JPEG
-  that passes the header check but fails to decode (truncated data) makes DALI abandon the
-  whole pipeline, so that batch's files are decoded one by one with PIL (the bad one becomes
-  an error row, the others are scored) and a new pipeline continues with the files after
-  them.
+- The DALI path reads the headers (:mod:`cxr_fast.data.headers`; cheap: no pixels; in a
+  thread pool; group by group, :data:`HEADER_GROUPS`, the next group's while the current one
+  decodes) and gives DALI only files whose header says JPEG or 8-bit grey or RGB PNG (the rule
+  training's loader follows) of at least the PIL path's minimum size, and whose end marker is
+  there (a truncated file goes to PIL before any pipeline sees it); DICOMs whose frames DALI
+  decodes go to their own pipeline, and other PNGs, DICOMs and anything unreadable through
+  the PIL path. A file that passes these checks but fails to decode (corrupt data) makes DALI
+  abandon the whole pipeline, so that batch's files are decoded one by one with PIL (the bad
+  one becomes an error row, the others are scored) and a new pipeline continues with the
+  rest of its group.
 - Only a decode error is treated that way: DALI names the sample it failed to decode, or PIL
   finds a bad file in the failed batch. Any other pipeline failure (out of memory, a broken
   CUDA or DALI installation) is not one file's fault: the run switches to the PIL loader for
@@ -25,7 +28,8 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import torch
@@ -33,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr_fast.contract import PreprocessContract
 from cxr_fast.data.batch import Batch, labels_tensor, stack_gray
-from cxr_fast.data.dali_dicom import dicom_dali_batches, route
+from cxr_fast.data.dali_dicom import DicomPlan, dicom_dali_batches, route
 from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.discover import Record
 from cxr_fast.data.file_item import FileItem, read_item
@@ -175,6 +179,66 @@ def pil_batches(
     return iter(loader)
 
 
+# Files whose headers are read (and DICOMs routed) before their DALI pipeline starts: the first
+# group small, so the GPU starts early; later ones larger, so the archive takes few pipelines
+# (each builds its thread pool, decoder state and buffers). The next group's headers are read
+# while the current one decodes.
+HEADER_GROUPS = (512, 4096, 32768)
+
+
+@dataclass
+class _Routed:
+    """One group of files by the path that decodes them."""
+
+    positions: list[int]
+    images: list[int]  # header-checked JPEGs and 8-bit PNGs: DALI
+    sizes: dict[int, tuple[int, int]]  # their original sizes
+    dicoms: dict[int, DicomPlan]  # DICOM frames DALI decodes
+    others: list[int]  # the PIL (and pydicom) path
+
+
+def _groups(positions: Sequence[int]) -> Iterator[list[int]]:
+    start, sizes = 0, iter(HEADER_GROUPS)
+    size = next(sizes)
+    while start < len(positions):
+        yield list(positions[start : start + size])
+        start += size
+        size = next(sizes, size)
+
+
+def _route_group(spec: LoaderSpec, positions: list[int], skip_views: Sequence[str]) -> _Routed:
+    records = spec.records
+    sizes: dict[int, tuple[int, int]] = {}
+    others: list[int] = []
+    headers = read_headers([records[p].path for p in positions], spec.workers)
+    for position, (size, decodes) in zip(positions, headers, strict=True):
+        if dali_takes(size, decodes):
+            sizes[position] = size
+        else:
+            others.append(position)
+    device, _ = spec.dali_device()
+    # DICOMs whose frames DALI decodes on this device skip pydicom's decoding (dali_dicom.py).
+    dicoms, others = route(
+        {p: records[p].path for p in others}, device, skip_views, workers=spec.workers
+    )
+    images = [p for p in positions if p in sizes]
+    return _Routed(positions, images, sizes, dicoms, others)
+
+
+def _ahead(items: list, work: Callable) -> Iterator:
+    """``work(item)`` for each item, in order; the next one's in a thread while the caller
+    uses the current one."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-route") as pool:
+        pending = pool.submit(work, items[0])
+        for item in items[1:]:
+            current = pending.result()
+            pending = pool.submit(work, item)
+            yield current
+        yield pending.result()
+
+
 def dali_batches(
     spec: LoaderSpec,
     positions: Sequence[int],
@@ -182,25 +246,27 @@ def dali_batches(
     use: LoaderUse | None = None,
     skip_views: Sequence[str] = (),
 ) -> Iterator[Batch]:
-    """Batches of ``spec.records[positions]`` through DALI for header-checked JPEGs, PIL for
-    everything else. ``use`` (updated in place) says whether a pipeline failure switched the
-    run to PIL."""
+    """Batches of ``spec.records[positions]`` through DALI for header-checked JPEGs and 8-bit
+    PNGs, PIL for everything else; group by group (:data:`HEADER_GROUPS`). ``use`` (updated in
+    place) says whether a pipeline failure switched the run to PIL."""
     use = use if use is not None else LoaderUse("dali")
+    route_group = functools.partial(_route_group, spec, skip_views=skip_views)
+    for group in _ahead(list(_groups(positions)), route_group):
+        if use.name != "dali":  # a pipeline failure switched the run to PIL
+            yield from pil_batches(spec, group.positions, skip_views=skip_views)
+            continue
+        yield from pil_batches(spec, group.others, skip_views=skip_views)
+        yield from _dicom_batches(spec, group.dicoms, skip_views)
+        yield from _dali_jpeg_batches(spec, group.images, group.sizes, use)
+
+
+def _dicom_batches(
+    spec: LoaderSpec, dicoms: dict[int, DicomPlan], skip_views: Sequence[str]
+) -> Iterator[Batch]:
+    """The DICOMs whose frames DALI decodes; a frame it cannot decode goes to pydicom's path."""
     records = spec.records
-    sizes: dict[int, tuple[int, int]] = {}
-    others: list[int] = []
-    headers = read_headers([records[p].path for p in positions], spec.workers)
-    for position, (size, is_jpeg) in zip(positions, headers, strict=True):
-        if dali_takes(size, is_jpeg):
-            sizes[position] = size
-        else:
-            others.append(position)
-    jpegs = [p for p in positions if p in sizes]
     device, device_id = spec.dali_device()
-    # DICOMs whose frames DALI decodes on this device skip pydicom's decoding (dali_dicom.py).
-    dicoms, others = route({p: records[p].path for p in others}, device, skip_views)
     in_process = replace(spec, workers=0)
-    yield from pil_batches(spec, others, skip_views=skip_views)
     for out in dicom_dali_batches(
         {p: records[p].path for p in dicoms},
         dicoms,
@@ -217,7 +283,6 @@ def dali_batches(
         originals = [dicoms[p].size for p in out.positions]
         info = {p: dicoms[p].info for p in out.positions}
         yield _batch(out.x, out.positions, labels, originals, info=info)
-    yield from _dali_jpeg_batches(spec, jpegs, sizes, use)
 
 
 def _dali_jpeg_batches(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,15 +228,42 @@ def dicom_dali_batches(
 
 
 def route(
-    paths: dict[int, str], device: str, skip_views: Collection[str] = ()
+    paths: dict[int, str], device: str, skip_views: Collection[str] = (), workers: int = 1
 ) -> tuple[dict[int, DicomPlan], list[int]]:
-    """Split positions -> path into DALI-bound DICOM plans and the rest (pydicom/PIL path)."""
+    """Split positions -> path into DALI-bound DICOM plans and the rest (pydicom/PIL path).
+
+    With ``workers`` > 1 the files are first opened and their headers read in that many
+    threads (what takes the time on network storage is waiting for the file system); the
+    headers are then parsed one at a time from the page cache, because the warnings pydicom
+    raises are captured per file with process-wide state."""
+    if workers > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxr-dicom") as pool:
+            found = dict(zip(paths, pool.map(_read_ahead, paths.values()), strict=True))
+    else:
+        found = {position: is_dicom_file(path) for position, path in paths.items()}
     plans: dict[int, DicomPlan] = {}
     rest: list[int] = []
     for position, path in paths.items():
-        found = plan(path, device, skip_views) if is_dicom_file(path) else None
-        if found is None:
+        planned = plan(path, device, skip_views) if found[position] else None
+        if planned is None:
             rest.append(position)
         else:
-            plans[position] = found
+            plans[position] = planned
     return plans, rest
+
+
+# A DICOM header (file meta, patient, study and image attributes) is far shorter than this.
+_HEADER_READ_AHEAD = 64 * 1024
+
+
+def _read_ahead(path: str) -> bool:
+    """Whether ``path`` is DICOM (:func:`is_dicom_file`); if so its first bytes are read, so
+    that :func:`plan` finds them in the page cache."""
+    if not is_dicom_file(path) or special_file_reason(path) is not None:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            handle.read(_HEADER_READ_AHEAD)
+    except OSError:
+        pass  # plan() (pydicom's path) names the problem
+    return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from typing import BinaryIO
 
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO"),
@@ -20,7 +21,10 @@ _KINDS = (
 )
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
-_HEAD_BYTES = 26  # a PNG's signature and IHDR bit depth and colour type
+HEAD_BYTES = 26  # a PNG's signature and IHDR bit depth and colour type
+_JPEG_END = b"\xff\xd9"
+_PNG_END = b"IEND"
+_TAIL_BYTES = 4096
 # PNG colour types DALI decodes to the same grey pixels as PIL at bit depth 8: grey and RGB.
 # Palette (3), grey + alpha (4) and RGBA (6) images, and every other bit depth, go to PIL.
 _DALI_SAFE_PNG_COLOUR_TYPES = frozenset({0, 2})
@@ -43,12 +47,12 @@ def special_file_reason(path: str | os.PathLike[str]) -> str | None:
 
 
 def _head(path: str | os.PathLike[str]) -> bytes:
-    """The first :data:`_HEAD_BYTES` bytes of a regular file; b"" when it cannot be read."""
+    """The first :data:`HEAD_BYTES` bytes of a regular file; b"" when it cannot be read."""
     if special_file_reason(path) is not None:
         return b""
     try:
         with open(path, "rb") as handle:
-            return handle.read(_HEAD_BYTES)
+            return handle.read(HEAD_BYTES)
     except OSError:
         return b""
 
@@ -70,11 +74,26 @@ def dali_decodes(path: str | os.PathLike[str]) -> bool:
     """True when the file's header (not its name) says DALI decodes it to PIL's pixels: a
     JPEG, or an 8-bit grey or RGB PNG (see :func:`png_needs_pil`). DICOM, other PNGs and
     anything unreadable are False."""
-    head = _head(path)
+    return dali_decodes_head(_head(path))
+
+
+def dali_decodes_head(head: bytes) -> bool:
+    """:func:`dali_decodes` for a file's first :data:`HEAD_BYTES` bytes, already read."""
     if head.startswith(_JPEG_SIGNATURE):
         return True
     header = _png_ihdr(head)
     return header is not None and _dali_safe(header)
+
+
+def ends_whole(handle: BinaryIO, head: bytes) -> bool:
+    """Whether an open JPEG or PNG (``head``: its first bytes) has its end marker (JPEG's EOI,
+    PNG's IEND) in its last :data:`_TAIL_BYTES` bytes. A truncated file has none, and the one
+    bad file would stop a whole DALI pipeline; the PIL path names it instead. A file with more
+    than that after its end marker only takes the slower PIL path."""
+    marker = _JPEG_END if head.startswith(_JPEG_SIGNATURE) else _PNG_END
+    end = handle.seek(0, os.SEEK_END)
+    handle.seek(max(0, end - _TAIL_BYTES))
+    return marker in handle.read(_TAIL_BYTES)
 
 
 def _dali_safe(header: tuple[int, int]) -> bool:

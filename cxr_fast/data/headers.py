@@ -1,5 +1,5 @@
 """File headers read in a thread pool: which files the collecting loader's DALI path may take,
-and their original sizes, before the first GPU batch."""
+and their original sizes, before DALI decodes them."""
 
 from __future__ import annotations
 
@@ -9,25 +9,33 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from cxr_fast.data.decode import MIN_IMAGE_SIDE
-from cxr_fast.data.filecheck import special_file_reason
+from cxr_fast.data.filecheck import HEAD_BYTES, dali_decodes_head, ends_whole, special_file_reason
 
 
 def header_size(path: str) -> tuple[tuple[int, int] | None, bool]:
-    """((width, height), is_jpeg) from the file header alone; (None, False) when unreadable
-    or not a regular file (opening a FIFO would block)."""
+    """((width, height), whether DALI decodes it as PIL does) from the file's header and its
+    last bytes alone: a JPEG, or an 8-bit grey or RGB PNG (the rule training's loader follows,
+    :func:`cxr_fast.data.filecheck.dali_decodes`), with its end marker (a truncated file would
+    stop a DALI pipeline). (None, False) when unreadable or not a regular file (opening a
+    FIFO would block)."""
     if special_file_reason(path) is not None:
         return None, False
     try:
-        with Image.open(path) as image:
-            return image.size, image.format == "JPEG"
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+            handle.seek(0)
+            with Image.open(handle) as image:
+                size = image.size
+            return size, dali_decodes_head(head) and ends_whole(handle, head)
     except Exception:  # the PIL path will name the problem
         return None, False
 
 
-def dali_takes(size: tuple[int, int] | None, is_jpeg: bool) -> bool:
-    """True for a JPEG the PIL path would also accept by size: DALI decodes films under
-    MIN_IMAGE_SIDE that PIL refuses, and GPU and CPU scoring must give the same rows."""
-    return is_jpeg and size is not None and min(size) >= MIN_IMAGE_SIDE
+def dali_takes(size: tuple[int, int] | None, dali_decodes: bool) -> bool:
+    """True for a file DALI decodes (see :func:`header_size`) that the PIL path would also
+    accept by size: DALI decodes films under MIN_IMAGE_SIDE that PIL refuses, and GPU and CPU
+    scoring must give the same rows."""
+    return dali_decodes and size is not None and min(size) >= MIN_IMAGE_SIDE
 
 
 def read_headers(paths: Sequence[str], workers: int) -> list[tuple[tuple[int, int] | None, bool]]:
