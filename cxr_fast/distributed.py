@@ -23,6 +23,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this host
 
     @property
     def enabled(self) -> bool:
@@ -40,11 +41,24 @@ def context_from_env(env: Mapping[str, str] = os.environ) -> DistContext:
         world = int(env.get("WORLD_SIZE", "1"))
         rank = int(env.get("RANK", "0"))
         local = int(env.get("LOCAL_RANK", str(rank)))
+        # torchrun sets it; other launchers may not: then, as before, no sharing of cores.
+        local_world = max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError as exc:
-        raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {exc}") from None
+        raise ValueError(
+            f"RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE must be integers: {exc}"
+        ) from None
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} is not within WORLD_SIZE={world}")
-    return DistContext(rank=rank, world_size=world, local_rank=local)
+    return DistContext(rank=rank, world_size=world, local_rank=local, local_world_size=local_world)
+
+
+def workers_per_rank(ctx: DistContext, workers: int) -> int:
+    """This process's share of a host's ``workers`` (DALI threads, DataLoader processes; all
+    cores by default): each of the host's ranks would otherwise start that many, and the GPU
+    decoder reserves memory per thread. 0 (decode in the process itself) stays 0."""
+    if workers <= 0 or ctx.local_world_size <= 1:
+        return workers
+    return max(1, workers // ctx.local_world_size)
 
 
 def device_for(ctx: DistContext, device: torch.device) -> torch.device:

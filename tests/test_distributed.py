@@ -26,3 +26,13 @@ def test_torchrun_variables():
 def test_bad_variables_are_clear_errors(env):
     with pytest.raises(ValueError, match=r"RANK|WORLD_SIZE"):
         context_from_env(env)
+
+
+def test_a_hosts_workers_are_shared_by_its_ranks():
+    from cxr_fast.distributed import workers_per_rank
+
+    env = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    ctx = context_from_env(env)
+    assert ctx.local_world_size == 4
+    assert [workers_per_rank(ctx, n) for n in (16, 6, 3, 0)] == [4, 1, 1, 0]
+    assert workers_per_rank(context_from_env({}), 16) == 16  # one process keeps them all

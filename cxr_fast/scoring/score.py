@@ -32,7 +32,15 @@ from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.data.shard import shard_range
 from cxr_fast.device import resolve_device
-from cxr_fast.distributed import DistContext, barrier, context_from_env, start, stop, use_device
+from cxr_fast.distributed import (
+    DistContext,
+    barrier,
+    context_from_env,
+    start,
+    stop,
+    use_device,
+    workers_per_rank,
+)
 from cxr_fast.errors import Interrupted, OutputError, UserInputError
 from cxr_fast.export.source import cam_run_for
 from cxr_fast.gate import STATUS_NOT_CXR
@@ -389,9 +397,9 @@ def _batch_source(
 ) -> CollectingLoader:
     """The collecting loader over the files still to score, with the model's contract; the
     ``decoded`` ones (the first of ``todo``) are scored first."""
-    spec = LoaderSpec(
-        records, model.contract, batch_size_for(config, device), config.workers, device
-    )
+    # Under torchrun the host's workers are shared by its ranks.
+    workers = workers_per_rank(context_from_env(), config.workers)
+    spec = LoaderSpec(records, model.contract, batch_size_for(config, device), workers, device)
     return make_scoring_loader(
         spec, config.loader, positions=todo, skip_views=config.skip_views, decoded=decoded
     )

@@ -26,6 +26,7 @@ from cxr_fast.distributed import (
     gather_objects,
     start,
     stop,
+    workers_per_rank,
 )
 from cxr_fast.errors import UserInputError
 from cxr_fast.inference import sigmoid
@@ -310,7 +311,7 @@ def _loader(p: Plan, ctx: DistContext, records, train_seed: int | None = None):
         records,
         p.contract,
         config.batch_size,
-        workers=config.workers,
+        workers=workers_per_rank(ctx, config.workers),
         device=p.device,
         shard_id=ctx.rank,
         num_shards=ctx.world_size,
