@@ -18,6 +18,7 @@ from cxr_fast.data.batch import num_batches
 from cxr_fast.data.discover import Record
 from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader, make_train_loader
+from cxr_fast.data.torch_loader import TorchLoader
 from cxr_fast.distributed import (
     DistContext,
     average_buffers,
@@ -114,6 +115,7 @@ def _train_epochs(
     # Each rank validates a contiguous shard; the logits are gathered before any metric.
     val_loader = _loader(p, ctx, p.data.val)
     val_labels = np.array([r.label for r in p.data.val])
+    train_loader = None
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         if _out_of_patience(state, config):
             break
@@ -121,7 +123,7 @@ def _train_epochs(
         epoch_seed = config.seed * 100_003 + epoch
         records = _epoch_records(p.data.train, epoch_seed, ctx)
         seed_other_rank(ctx.rank, _loader_seed(epoch_seed, ctx))  # mixup, erasing per rank
-        train_loader = _loader(p, ctx, records, _loader_seed(epoch_seed, ctx))
+        train_loader = _epoch_loader(p, ctx, records, _loader_seed(epoch_seed, ctx), train_loader)
         stats = _train_one_epoch(net, train_loader, epoch, p, ctx, state, loss_fn, reg)
         average_buffers(ctx, state.evaluated)  # one model on every rank: the one rank 0 saves
         val = _validate(state.evaluated, val_loader, val_labels, loss_fn, p, ctx)
@@ -319,6 +321,17 @@ def _loader(p: Plan, ctx: DistContext, records, train_seed: int | None = None):
     if train_seed is None:  # validation scores films as `score` does
         return make_scoring_loader(spec, p.loader)
     return make_train_loader(spec, p.loader, augment=config.augment, seed=train_seed)
+
+
+def _epoch_loader(p: Plan, ctx: DistContext, records, seed: int, previous):
+    """This epoch's training loader. The PIL loader of the epoch before takes the new order
+    and seed (:meth:`TorchLoader.set_epoch`): its worker processes live on. A DALI pipeline
+    is built anew: its reader takes the file list, and its random operators their seed, only
+    when it is built (docs/gpu.md, review defects)."""
+    if isinstance(previous, TorchLoader):
+        previous.set_epoch(records, seed)
+        return previous
+    return _loader(p, ctx, records, seed)
 
 
 def _validate(
