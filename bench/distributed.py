@@ -5,7 +5,8 @@
 Each configuration runs `torchrun --standalone --nproc-per-node N -m cxr_fast train` into a
 fresh run folder; the rate is the last epoch's `train_images_per_s` (summed over processes) from
 train_log.jsonl. The cores are shared fairly: N processes get cores/N model threads and
-cores/N DataLoader workers each, so 1 and 2 processes use the same CPU.
+cores/N DataLoader workers each (``--workers`` is the host's, shared by its processes), so 1
+and 2 processes use the same CPU.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def train_rate(data: Path, procs: int, arch: str, epochs: int, size: int, batch:
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         "--nproc-per-node", str(procs), "-m", "cxr_fast", "train",
         "--data", str(data), "--out", str(out), "--arch", arch, "--epochs", str(epochs),
-        "--image-size", str(size), "--batch-size", str(batch), "--workers", str(share),
+        "--image-size", str(size), "--batch-size", str(batch), "--workers", str(cores),
         "--device", "cpu", "--loader", "torch", "--val-fraction", "0.2",
     ]  # fmt: skip
     started = time.perf_counter()

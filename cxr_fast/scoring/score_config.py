@@ -80,7 +80,10 @@ class ScoreConfig:
     )
     loader: str = loader_option()
     device: str = device_option()
-    workers: int = workers_option()
+    workers: int = workers_option(
+        help="DALI threads or DataLoader worker processes (under torchrun: the host's, shared "
+        "by its processes)."
+    )
     resume: bool = option(
         False,
         section="output",

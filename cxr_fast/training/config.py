@@ -201,7 +201,10 @@ class TrainConfig:
         help="ImageNet weights: a file, or 'imagenet' for torchvision's (downloaded once into "
         "the torch hub cache, hash-checked; offline, pass a file).",
     )
-    workers: int = workers_option()
+    workers: int = workers_option(
+        help="DALI threads or DataLoader worker processes (under torchrun: the host's, shared "
+        "by its processes)."
+    )
     sync_bn: bool = option(
         False,
         section="run",
