@@ -68,7 +68,7 @@ class CollectingLoader:
     ``skipped`` lists (path, reason) of the files that could not be decoded so far, as
     :attr:`cxr_fast.data.torch_loader.TorchLoader.skipped` does. DICOM views in ``skip_views``
     are skipped; ``decoded``: files of the first positions already read, in order, batched
-    first.
+    first; ``keep_workers``: the PIL path's worker processes live on between passes.
     """
 
     def __init__(
@@ -79,8 +79,11 @@ class CollectingLoader:
         positions: Sequence[int] | None = None,
         skip_views: Sequence[str] = (),
         decoded: Sequence[FileItem] = (),
+        keep_workers: bool = False,
     ) -> None:
         self.spec, self.records, self.contract = spec, spec.records, spec.contract
+        # A loader iterated every epoch (validation) keeps its PIL worker processes.
+        self.keep_workers, self._pil = keep_workers, None
         self.positions = spec.positions() if positions is None else list(positions)
         self.device = spec.device
         self.skip_views = tuple(skip_views)
@@ -95,6 +98,12 @@ class CollectingLoader:
         rest = self.positions[len(self.decoded) :]
         if self.use.name == "dali":
             batches = dali_batches(self.spec, rest, use=self.use, skip_views=self.skip_views)
+        elif self.keep_workers and rest:  # the same worker processes every pass
+            if self._pil is None:
+                self._pil = pil_loader(
+                    self.spec, rest, skip_views=self.skip_views, keep_workers=True
+                )
+            batches = iter(self._pil)
         else:  # its workers start decoding now, while the decoded files are scored
             batches = pil_batches(self.spec, rest, skip_views=self.skip_views)
         size = self.spec.batch_size
@@ -161,10 +170,20 @@ def pil_batches(
     """Batches of ``spec.records[positions]`` decoded by PIL in ``spec.workers`` processes
     (normalised there too), on the CPU. The workers start when this is called, not at the
     first ``next()``."""
-    if not positions:
-        return iter(())
+    return iter(pil_loader(spec, positions, skip_views=skip_views)) if positions else iter(())
+
+
+def pil_loader(
+    spec: LoaderSpec,
+    positions: Sequence[int],
+    *,
+    skip_views: Sequence[str] = (),
+    keep_workers: bool = False,
+) -> DataLoader:
+    """The DataLoader of :func:`pil_batches`; with ``keep_workers`` its worker processes live
+    on between passes (until it is dropped)."""
     workers, contract = spec.workers, spec.contract
-    loader = DataLoader(
+    return DataLoader(
         _Files(spec.records, positions, contract, skip_views),
         batch_size=spec.batch_size,
         num_workers=workers,
@@ -175,8 +194,8 @@ def pil_batches(
         # Its own generator: the seed an iterator draws must not move the global one, which
         # dropout and mixup read when scoring runs between training epochs (validation).
         generator=torch.Generator(),
+        persistent_workers=keep_workers and workers > 0,
     )
-    return iter(loader)
 
 
 # Files whose headers are read (and DICOMs routed) before their DALI pipeline starts: the first

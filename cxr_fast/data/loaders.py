@@ -79,13 +79,16 @@ def make_scoring_loader(
     positions: Sequence[int] | None = None,
     skip_views: Sequence[str] = (),
     decoded: Sequence[FileItem] = (),
+    keep_workers: bool = False,
 ) -> CollectingLoader:
     """Films in file order for every stage that turns them into probabilities (score,
     evaluate, calibrate, validation): every file of ``spec.records[positions]`` (default: the
     spec's shard) accounted for in the batches (``Batch.errors``, ``skipped``, ``sizes``,
     ``info``), each routed by its header (JPEGs to DALI with ``loader`` ``dali``, the rest to
     PIL), DICOM views in ``skip_views`` skipped; see :mod:`cxr_fast.data.collecting_loader`.
-    ``decoded``: files of the first ``positions`` already read, in order, batched first."""
+    ``decoded``: files of the first ``positions`` already read, in order, batched first.
+    ``keep_workers``: a loader iterated again (validation, every epoch) keeps its PIL worker
+    processes between passes."""
     # The collecting loader sends what DALI cannot read to PIL itself (by each header, on its
     # DALI path only), so no file refuses --loader dali here, and no header is read before the
     # loader runs (on a CPU host, none at all).
@@ -95,4 +98,5 @@ def make_scoring_loader(
         positions=positions,
         skip_views=skip_views,
         decoded=decoded,
+        keep_workers=keep_workers,
     )

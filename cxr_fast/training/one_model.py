@@ -318,8 +318,8 @@ def _loader(p: Plan, ctx: DistContext, records, train_seed: int | None = None):
         shard_id=ctx.rank,
         num_shards=ctx.world_size,
     )
-    if train_seed is None:  # validation scores films as `score` does
-        return make_scoring_loader(spec, p.loader)
+    if train_seed is None:  # validation scores films as `score` does, every epoch
+        return make_scoring_loader(spec, p.loader, keep_workers=True)
     return make_train_loader(spec, p.loader, augment=config.augment, seed=train_seed)
 
 

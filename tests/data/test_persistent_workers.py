@@ -4,6 +4,7 @@ epoch exactly as a new loader over that epoch's records did."""
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2  # noqa: F401  (once here, not in every forked worker)
 from torch.utils.data import DataLoader
 
 from cxr_fast.contract import PreprocessContract
@@ -56,3 +57,18 @@ def test_the_order_is_a_seeded_dataloaders_pass_after_pass(kaggle_dir):
         ours = [b.index.tolist() for b in loader]
         assert ours == [b.tolist() for b in plain]
     assert torch.equal(torch.get_rng_state(), global_state)  # the global generator untouched
+
+
+def test_a_validation_loader_keeps_its_pil_workers_between_passes(kaggle_dir):
+    from cxr_fast.data.loaders import make_scoring_loader
+
+    spec = LoaderSpec(discover(kaggle_dir)[:12], CONTRACT, 8, workers=1)
+    loader = make_scoring_loader(spec, "torch", keep_workers=True)
+    first = [b.x for b in loader]
+    workers = [w.pid for w in loader._pil._iterator._workers]
+    again = [b.x for b in loader]
+    assert [w.pid for w in loader._pil._iterator._workers] == workers
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    once = make_scoring_loader(spec, "torch")  # score's: one pass, workers gone after it
+    assert all(torch.equal(a, b.x) for a, b in zip(first, once, strict=True))
+    assert once._pil is None
