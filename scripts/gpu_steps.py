@@ -273,7 +273,8 @@ def step_train_speed(ctx: Ctx) -> tuple[dict, str]:
     if ctx.cuda:
         torch.backends.cudnn.benchmark = True  # as training sets it: fixed shapes
     numbers, parts = {"amp": str(amp).removeprefix("torch.")}, []
-    for arch in ("resnet18", "resnet50"):
+    # --quick: the plumbing once (resnet50 on a CPU adds half a minute and says nothing).
+    for arch in ("resnet18",) if ctx.quick else ("resnet18", "resnet50"):
         fp32, fp32_mib = _train_rate(ctx, arch, None)
         fast, fast_mib = _train_rate(ctx, arch, amp)
         numbers.update({f"{arch}_fp32_per_s": fp32, f"{arch}_amp_per_s": fast})

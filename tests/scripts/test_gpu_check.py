@@ -51,7 +51,7 @@ def test_the_quick_cpu_check_runs_every_step_without_the_gpu_only_packages(tmp_p
     assert "DALI skipped" in steps["decode"]["message"]
     assert steps["decode"]["numbers"]["nvjpeg_loader_per_s"] > 0
     assert steps["score"]["numbers"]["score_rows"] == steps["films"]["numbers"]["films"]
-    assert steps["train_speed"]["numbers"]["resnet50_ratio"] > 0
+    assert steps["train_speed"]["numbers"]["resnet18_ratio"] > 0
     table = (out / "gpu_check.md").read_text()
     assert table.count("\n| ") == 1 + len(steps)  # the header and one row per step
     assert all(line.count(" | ") == 4 for line in table.splitlines() if line.startswith("| "))
