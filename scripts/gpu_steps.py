@@ -440,7 +440,8 @@ STEPS = {
 
 
 def _jsonable(numbers: dict) -> dict:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in numbers.items()}
+    """Floats to 4 significant digits (a 2e-07 export difference must not read as 0)."""
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in numbers.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,11 @@ def decode_gray(datas: Sequence[torch.Tensor], device: torch.device) -> list[tor
     from torchvision.io import ImageReadMode, decode_jpeg
 
     target = "cuda" if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        # torchvision's CUDA decoder writes on a stream of its own, not ordered against the
+        # caller's: memory the caching allocator hands it may still be read by work queued on
+        # ours, and the batch came out corrupted on H100s (pytorch/vision#9606). Drain ours.
+        torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         # torchvision 0.29 deprecates its image codecs for TorchCodec (docs/gpu.md): still

@@ -145,3 +145,21 @@ def test_data_stream_with_nvjpeg_on_the_cpu_streams_real_films(monkeypatch, caps
     assert code == 0, err
     # The JPEG through torchvision, the PNGs and DICOMs through PIL: every film streamed.
     assert out.startswith("5 images in ") and "(nvjpeg, 2 workers, batch 4, 224 px)" in out
+
+
+@pytest.mark.gpu
+def test_cuda_batches_are_the_cpu_decoders_within_the_agreement_tolerance(kaggle_dir, samples_dir):
+    """nvJPEG on the GPU against libjpeg-turbo on the CPU, through the scoring loader, with
+    the training loader's labels on the device too."""
+    records = [*discover(kaggle_dir), Record(str(samples_dir / "16747_3_1.jpg"), 0, None, "s")]
+    contract = PreprocessContract(image_size=224)
+    gpu_spec = LoaderSpec(records, contract, 16, workers=2, device="cuda")
+    gpu, _ = _collect(gpu_spec, "nvjpeg")
+    cpu, _ = _collect(LoaderSpec(records, contract, 16, workers=2), "nvjpeg")
+    assert gpu.keys() == cpu.keys() and len(gpu) == len(records)
+    for position, x in gpu.items():
+        assert x.is_cuda and x.dtype == torch.float32
+        assert float((x.cpu() - cpu[position]).abs().mean()) < AGREEMENT, records[position].path
+    batch = next(iter(NvjpegLoader(gpu_spec, TrainMode(augment=Augment(), seed=1))))
+    assert batch.x.is_cuda and batch.y.is_cuda
+    assert batch.x.is_contiguous(memory_format=torch.channels_last)
