@@ -81,3 +81,52 @@ def test_a_failing_step_is_a_row_and_the_exit_status_not_a_traceback(tmp_path):
         row["status"] for name, row in steps.items() if name not in ("bundle", "environment")
     } == {"skipped"}
     assert (out / "gpu_check.md").exists()
+
+
+def _load_gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wheel(folder: Path) -> Path:
+    """A minimal pure-Python wheel: one module ``cxr_demo`` holding VALUE = 7."""
+    import zipfile
+
+    path = folder / "cxr_demo-1.0-py3-none-any.whl"
+    info = "cxr_demo-1.0.dist-info"
+    files = {
+        "cxr_demo/__init__.py": "VALUE = 7\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: cxr-demo\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_the_bundle_installs_with_pip_and_is_unpacked_where_pip_fails(tmp_path):
+    gpu_check = _load_gpu_check()
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _wheel(bundle)
+    broken = tmp_path / "broken"  # a `pip` that shadows the real one and fails, as on a bare host
+    (broken / "pip").mkdir(parents=True)
+    (broken / "pip" / "__init__.py").write_text("")
+    (broken / "pip" / "__main__.py").write_text("raise SystemExit('no pip here')\n")
+    envs = {"pip": dict(os.environ), "no pip": {**os.environ, "PYTHONPATH": str(broken)}}
+    for name, env in envs.items():
+        site = tmp_path / name
+        row = gpu_check.install_bundle(bundle, site, env)
+        assert row["status"] == "ok", row
+        assert ("unpacked" in row["message"]) == (name == "no pip"), row
+        check = [sys.executable, "-c", "import cxr_demo; print(cxr_demo.VALUE)"]
+        done = subprocess.run(check, env={**os.environ, "PYTHONPATH": str(site)}, text=True,
+                              capture_output=True)  # fmt: skip
+        assert done.stdout.strip() == "7", (name, done.stderr)
+    assert gpu_check.install_bundle(tmp_path / "none", tmp_path / "x", {})["status"] == "skipped"
