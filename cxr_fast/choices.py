@@ -12,7 +12,7 @@ import os
 
 from cxr_fast.options import option
 
-LOADERS = ("auto", "dali", "torch")
+LOADERS = ("auto", "dali", "nvjpeg", "torch")
 ARCHITECTURES = (
     "cnn",
     "resnet18",
@@ -101,8 +101,9 @@ def loader_option():
         "auto",
         choices=LOADERS,
         section="data",
-        help="dali: NVIDIA DALI pipeline; torch: PIL + DataLoader; auto: DALI on CUDA, the "
-        "faster measured one on CPU.",
+        help="dali: NVIDIA DALI pipeline; nvjpeg: torchvision's decode_jpeg (nvJPEG on CUDA) "
+        "and the contract on the device; torch: PIL + DataLoader; auto: DALI on CUDA (nvjpeg "
+        "without DALI), the faster measured one on CPU.",
     )
 
 

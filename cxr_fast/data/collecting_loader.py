@@ -16,6 +16,9 @@ How one bad file is kept from failing a batch:
   abandon the whole pipeline, so that batch's files are decoded one by one with PIL (the bad
   one becomes an error row, the others are scored) and a new pipeline continues with the
   rest of its group.
+- The nvJPEG path (torchvision's ``decode_jpeg``, :mod:`cxr_fast.data.nvjpeg`) takes the same
+  header-checked JPEGs as DALI, a batch per call; a batch that fails is decoded by PIL file by
+  file, and the next batch is decoded as usual.
 - Only a decode error is treated that way: DALI names the sample it failed to decode, or PIL
   finds a bad file in the failed batch. Any other pipeline failure (out of memory, a broken
   CUDA or DALI installation) is not one file's fault: the run switches to the PIL loader for
@@ -41,8 +44,10 @@ from cxr_fast.data.dali_dicom import DicomPlan, dicom_dali_batches, route
 from cxr_fast.data.dali_pipeline import DaliLoader
 from cxr_fast.data.discover import Record
 from cxr_fast.data.file_item import FileItem, read_item
+from cxr_fast.data.filecheck import is_jpeg_file
 from cxr_fast.data.headers import dali_takes, read_headers
 from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.nvjpeg import decode_batch, read_bytes
 from cxr_fast.data.workers import scoring_worker
 from cxr_fast.messages import to_stderr
 
@@ -61,7 +66,7 @@ class LoaderUse:
 class CollectingLoader:
     """Iterable of :class:`Batch` (with ``sizes``, ``errors``, ``skipped`` and ``info``) over
     ``spec.records[positions]`` (default: ``spec``'s shard), in file order, ``x`` on
-    ``spec.device``; ``backend`` (``dali`` or ``torch``) decodes.
+    ``spec.device``; ``backend`` (``dali``, ``nvjpeg`` or ``torch``) decodes.
 
     Built by :func:`cxr_fast.data.loaders.make_scoring_loader`; ``use`` names the backend that
     is decoding (it changes to ``torch`` if a DALI pipeline fails, see the module docstring) and
@@ -98,6 +103,8 @@ class CollectingLoader:
         rest = self.positions[len(self.decoded) :]
         if self.use.name == "dali":
             batches = dali_batches(self.spec, rest, use=self.use, skip_views=self.skip_views)
+        elif self.use.name == "nvjpeg":
+            batches = nvjpeg_batches(self.spec, rest, use=self.use, skip_views=self.skip_views)
         elif self.keep_workers and rest:  # the same worker processes every pass
             if self._pil is None:
                 self._pil = pil_loader(
@@ -226,21 +233,12 @@ def _groups(positions: Sequence[int]) -> Iterator[list[int]]:
 
 
 def _route_group(spec: LoaderSpec, positions: list[int], skip_views: Sequence[str]) -> _Routed:
-    records = spec.records
-    sizes: dict[int, tuple[int, int]] = {}
-    others: list[int] = []
-    headers = read_headers([records[p].path for p in positions], spec.workers)
-    for position, (size, decodes) in zip(positions, headers, strict=True):
-        if dali_takes(size, decodes):
-            sizes[position] = size
-        else:
-            others.append(position)
+    images, sizes, others = split_by_header(spec, positions)
     device, _ = spec.dali_device()
     # DICOMs whose frames DALI decodes on this device skip pydicom's decoding (dali_dicom.py).
     dicoms, others = route(
-        {p: records[p].path for p in others}, device, skip_views, workers=spec.workers
+        {p: spec.records[p].path for p in others}, device, skip_views, workers=spec.workers
     )
-    images = [p for p in positions if p in sizes]
     return _Routed(positions, images, sizes, dicoms, others)
 
 
@@ -302,6 +300,79 @@ def _dicom_batches(
         originals = [dicoms[p].size for p in out.positions]
         info = {p: dicoms[p].info for p in out.positions}
         yield _batch(out.x, out.positions, labels, originals, info=info)
+
+
+def split_by_header(
+    spec: LoaderSpec, positions: Sequence[int], *, jpeg_only: bool = False
+) -> tuple[list[int], dict[int, tuple[int, int]], list[int]]:
+    """(files a GPU decoder takes, their original sizes, the other positions) of
+    ``spec.records[positions]``, by each file's header (:func:`cxr_fast.data.headers.dali_takes`:
+    the one rule of the DALI and nvJPEG paths; ``jpeg_only``: JPEGs alone, nvJPEG's share),
+    headers read in ``spec.workers`` threads."""
+    records = spec.records
+    sizes: dict[int, tuple[int, int]] = {}
+    others: list[int] = []
+    headers = read_headers([records[p].path for p in positions], spec.workers)
+    for position, (size, decodes) in zip(positions, headers, strict=True):
+        takes = dali_takes(size, decodes)
+        if takes and (not jpeg_only or is_jpeg_file(records[position].path)):
+            sizes[position] = size
+        else:
+            others.append(position)
+    return [p for p in positions if p in sizes], sizes, others
+
+
+def nvjpeg_batches(
+    spec: LoaderSpec,
+    positions: Sequence[int],
+    *,
+    use: LoaderUse | None = None,
+    skip_views: Sequence[str] = (),
+) -> Iterator[Batch]:
+    """Batches of ``spec.records[positions]`` through torchvision's ``decode_jpeg`` (nvJPEG on
+    CUDA) for header-checked JPEGs, PIL for everything else (DICOM included). ``use`` (updated
+    in place) says whether a failure that was no file's fault switched the run to PIL."""
+    use = use if use is not None else LoaderUse("nvjpeg")
+    split = functools.partial(split_by_header, spec, jpeg_only=True)
+    for group, (jpegs, sizes, others) in zip(
+        _groups(positions), _ahead(list(_groups(positions)), split), strict=True
+    ):
+        if use.name != "nvjpeg":  # a failure that was no file's switched the run to PIL
+            yield from pil_batches(spec, group, skip_views=skip_views)
+            continue
+        yield from pil_batches(spec, others, skip_views=skip_views)
+        yield from _nvjpeg_jpeg_batches(spec, jpegs, sizes, use)
+
+
+def _nvjpeg_jpeg_batches(
+    spec: LoaderSpec, jpegs: list[int], sizes: dict[int, tuple[int, int]], use: LoaderUse
+) -> Iterator[Batch]:
+    """The header-checked JPEGs, a batch per ``decode_jpeg`` call, the next batch's bytes read
+    in threads meanwhile. A batch that fails goes to PIL file by file; when PIL finds no bad
+    file in it, the failure was not a file's (a broken CUDA, out of memory) and PIL decodes
+    the rest."""
+    records, size = spec.records, spec.batch_size
+    chunks = [jpegs[i : i + size] for i in range(0, len(jpegs), size)]
+    with ThreadPoolExecutor(max(1, spec.workers), thread_name_prefix="cxr-read") as pool:
+        reads = [pool.submit(read_bytes, records[p].path) for p in chunks[0]] if chunks else []
+        for k, chunk in enumerate(chunks):
+            current = reads
+            if k + 1 < len(chunks):
+                reads = [pool.submit(read_bytes, records[p].path) for p in chunks[k + 1]]
+            try:
+                x = decode_batch([f.result() for f in current], spec.contract, spec.device)
+            except (RuntimeError, OSError, ValueError) as exc:
+                decoded = list(pil_batches(replace(spec, workers=0), chunk))
+                yield from decoded
+                if any(b.errors for b in decoded):
+                    continue
+                use.name = "torch"
+                use.fallback = f"nvJPEG decoding failed ({_first_line(exc)}); PIL decoded the rest"
+                to_stderr(f"cxr-fast: {use.fallback}")
+                yield from pil_batches(spec, [p for c in chunks[k + 1 :] for p in c])
+                return
+            labels = [records[p].label for p in chunk]
+            yield _batch(x, chunk, labels, [sizes[p] for p in chunk])
 
 
 def _dali_jpeg_batches(

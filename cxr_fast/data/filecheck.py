@@ -96,6 +96,11 @@ def ends_whole(handle: BinaryIO, head: bytes) -> bool:
     return marker in handle.read(_TAIL_BYTES)
 
 
+def is_jpeg_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file's header (not its name) says JPEG."""
+    return _head(path).startswith(_JPEG_SIGNATURE)
+
+
 def _dali_safe(header: tuple[int, int]) -> bool:
     depth, colour = header
     return depth == 8 and colour in _DALI_SAFE_PNG_COLOUR_TYPES

@@ -14,8 +14,10 @@ from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.dali_pipeline import DaliLoader, dali_available
 from cxr_fast.data.discover import Record
 from cxr_fast.data.file_item import FileItem
-from cxr_fast.data.filecheck import dali_decodes
+from cxr_fast.data.filecheck import dali_decodes, is_jpeg_file
 from cxr_fast.data.loader_spec import LoaderSpec, TrainLoader, TrainMode
+from cxr_fast.data.nvjpeg import nvjpeg_available
+from cxr_fast.data.nvjpeg_loader import NvjpegLoader
 from cxr_fast.data.torch_loader import TorchLoader
 from cxr_fast.errors import UserInputError
 
@@ -37,7 +39,9 @@ def _first_unreadable(records: Sequence[Record]) -> str | None:
 
 
 def resolve_loader(loader: str, device: torch.device, records: Sequence[Record]) -> str:
-    """The concrete backend (``dali`` or ``torch``) for a request, a device and the files."""
+    """The concrete backend (``dali``, ``nvjpeg`` or ``torch``) for a request, a device and
+    the files. ``auto``: on CUDA, DALI when it imports and reads every file, else nvJPEG when
+    every file is a JPEG, else PIL; on a CPU, the measured faster one."""
     if loader not in LOADERS:
         raise UserInputError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
     if loader == "dali":
@@ -50,13 +54,33 @@ def resolve_loader(loader: str, device: torch.device, records: Sequence[Record])
                 f"as PIL does (e.g. {first}); use --loader torch"
             )
         return "dali"
-    if loader == "torch":
-        return "torch"
-    preferred = "dali" if device.type == "cuda" else DEFAULT_CPU_LOADER
-    # Asking only when DALI would be chosen keeps its import off a CPU host's start-up.
-    if preferred == "torch" or not dali_available() or not dali_can_read(records):
-        return "torch"
-    return "dali"
+    if loader == "nvjpeg":
+        return _nvjpeg_for(records)
+    if loader == "torch" or device.type != "cuda":
+        return "torch" if loader == "torch" else DEFAULT_CPU_LOADER
+    # Asking only on CUDA keeps DALI's import off a CPU host's start-up.
+    if dali_available() and dali_can_read(records):
+        return "dali"
+    if nvjpeg_available() and _first_not_jpeg(records) is None:
+        return "nvjpeg"
+    return "torch"
+
+
+def _first_not_jpeg(records: Sequence[Record]) -> str | None:
+    return next((r.path for r in records if not is_jpeg_file(r.path)), None)
+
+
+def _nvjpeg_for(records: Sequence[Record]) -> str:
+    """``nvjpeg`` when torchvision decodes JPEGs here and every record is one (by its header;
+    scoring passes none: its loader routes each file itself)."""
+    if not nvjpeg_available():
+        raise UserInputError("--loader nvjpeg needs torchvision's decode_jpeg (torchvision)")
+    first = _first_not_jpeg(records)
+    if first is not None:
+        raise UserInputError(
+            f"--loader nvjpeg trains on JPEG files only (e.g. not {first}); use --loader torch"
+        )
+    return "nvjpeg"
 
 
 def make_train_loader(
@@ -67,8 +91,11 @@ def make_train_loader(
     ``torch`` (:func:`resolve_loader`). The PIL loader leaves a file that fails to decode (one
     that went bad after the pre-flight check) out of its batch and lists it in ``skipped``."""
     train = TrainMode(augment=augment, seed=seed)
-    if resolve_loader(loader, spec.device, spec.records) == "dali":
+    backend = resolve_loader(loader, spec.device, spec.records)
+    if backend == "dali":
         return DaliLoader(spec, train)
+    if backend == "nvjpeg":
+        return NvjpegLoader(spec, train)
     return TorchLoader(spec, train)
 
 
@@ -84,8 +111,9 @@ def make_scoring_loader(
     """Films in file order for every stage that turns them into probabilities (score,
     evaluate, calibrate, validation): every file of ``spec.records[positions]`` (default: the
     spec's shard) accounted for in the batches (``Batch.errors``, ``skipped``, ``sizes``,
-    ``info``), each routed by its header (JPEGs to DALI with ``loader`` ``dali``, the rest to
-    PIL), DICOM views in ``skip_views`` skipped; see :mod:`cxr_fast.data.collecting_loader`.
+    ``info``), each routed by its header (JPEGs to DALI with ``loader`` ``dali``, to
+    torchvision's decoder with ``nvjpeg``, the rest to PIL), DICOM views in ``skip_views``
+    skipped; see :mod:`cxr_fast.data.collecting_loader`.
     ``decoded``: files of the first ``positions`` already read, in order, batched first.
     ``keep_workers``: a loader iterated again (validation, every epoch) keeps its PIL worker
     processes between passes."""

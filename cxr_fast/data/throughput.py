@@ -56,7 +56,9 @@ def plan_stream(config: StreamConfig) -> tuple[int, str, Callable[[], Iterable[B
 
     records = require_images(discover(config.root), str(config.root))
     contract = PreprocessContract(image_size=config.image_size)
-    backend = resolve_loader(config.loader, resolve_device(config.device), records)
+    # Eval mode is the scoring loader's, which routes each file by its header itself.
+    checked = records if config.train else ()
+    backend = resolve_loader(config.loader, resolve_device(config.device), checked)
 
     def build() -> Iterable[Batch]:
         spec = LoaderSpec(
