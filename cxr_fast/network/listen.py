@@ -74,7 +74,7 @@ def open_writer(out: Path, model: ScoringModel, config: ListenConfig) -> Chunked
 def _load(config: ListenConfig) -> ScoringModel:
     """The model ``score --model`` would use, with --modalities' default gate."""
     device = resolve_device(config.device)
-    return load_scoring_model(config.model, config.backend, device, precision=config.precision)
+    return load_scoring_model(config.run, config.backend, device, precision=config.precision)
 
 
 @contextlib.contextmanager

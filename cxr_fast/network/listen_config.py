@@ -22,7 +22,7 @@ DEFAULT_AE_TITLE = "CXRFAST"
 DEFAULT_MAX_WAIT = 0.2
 
 
-def ae_title(text: str) -> str:
+def parse_ae_title(text: str) -> str:
     """An AE title as DICOM allows it (1-16 characters, no backslash or control character)."""
     title = text.strip()
     if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
@@ -32,7 +32,7 @@ def ae_title(text: str) -> str:
     return title
 
 
-def peer(text: str) -> tuple[str, str, int]:
+def parse_peer(text: str) -> tuple[str, str, int]:
     """``PACS@127.0.0.1:4242`` -> ("PACS", "127.0.0.1", 4242), checked."""
     try:
         title, address = text.rsplit("@", 1)
@@ -42,14 +42,19 @@ def peer(text: str) -> tuple[str, str, int]:
         raise UserInputError(f"--send-to must look like AET@HOST:PORT, got {text!r}") from None
     if not host or not 0 < number < 65536:
         raise UserInputError(f"--send-to must look like AET@HOST:PORT, got {text!r}")
-    return ae_title(title), host, number
+    return parse_ae_title(title), host, number
+
+
+def parse_ae_titles(text: str) -> tuple[str, ...]:
+    """``A,B`` (what repeated options arrive as) -> ("A", "B"), each checked."""
+    return tuple(parse_ae_title(part) for part in text.split(","))
 
 
 @dataclass(frozen=True)
 class ListenConfig:
     """What ``cxr-fast listen`` was asked to do."""
 
-    model: Path = option(
+    run: Path = option(
         argument=True,
         exists=True,
         help="A run folder or an exported file; scored as `score --model` scores it.",
@@ -70,10 +75,10 @@ class ListenConfig:
     )
     port: int = option(DEFAULT_PORT, min=0, max=65535, help="TCP port of the Storage SCP.")
     host: str = option("127.0.0.1", help="Address to listen on.")
-    ae_title: str = option(DEFAULT_AE_TITLE, parse=ae_title, help="This SCP's AE title.")
+    ae_title: str = option(DEFAULT_AE_TITLE, parse=parse_ae_title, help="This SCP's AE title.")
     allow_aet: tuple[str, ...] = option(
         factory=tuple,
-        parse=ae_title,
+        parse=parse_ae_titles,
         multiple=True,
         default_text="any calling AE title",
         help="Calling AE titles that may connect (repeat for several); others are refused "
@@ -81,7 +86,7 @@ class ListenConfig:
     )
     send_to: tuple[str, str, int] | None = option(
         None,
-        parse=peer,
+        parse=parse_peer,
         metavar="AET@HOST:PORT",
         section="output",
         default_text="none: the SRs stay in SPOOL/outbox",

@@ -38,7 +38,7 @@ def _dataset(pixels: np.ndarray, index: int, sop_class: str, modality: str) -> D
     return ds
 
 
-def dx_films(folder: Path, count: int) -> list[Path]:
+def write_dx_films(folder: Path, count: int) -> list[Path]:
     """``count`` DX films (real X-rays, 8-bit, one study) written under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     jpegs = sorted(KAGGLE.rglob("*.jpeg"))[:count]
