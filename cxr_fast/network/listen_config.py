@@ -47,7 +47,7 @@ def parse_peer(text: str) -> tuple[str, str, int]:
 
 def parse_ae_titles(text: str) -> tuple[str, ...]:
     """``A,B`` (what repeated options arrive as) -> ("A", "B"), each checked."""
-    return tuple(parse_ae_title(part) for part in text.split(","))
+    return tuple(parse_ae_title(part) for part in text.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
