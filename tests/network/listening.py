@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pydicom
 from pydicom import uid
 from pynetdicom import AE, evt
@@ -22,6 +23,8 @@ from pynetdicom.sop_class import Verification
 
 from cxr_fast.network.listen import ListenResult, run_listen
 from cxr_fast.network.listen_config import ListenConfig
+from cxr_fast.scoring.score import run_score
+from cxr_fast.scoring.score_config import ScoreConfig
 
 ROOT = Path(__file__).parents[2]
 LOOPBACK = "127.0.0.1"
@@ -169,3 +172,15 @@ def push_and_kill(files: list[Path], port: int, process: subprocess.Popen, after
     if assoc.is_established:
         assoc.abort()
     return acked
+
+
+def answered_count(spool: Path) -> int:
+    """Films a listener has answered (moved to SPOOL/answered/)."""
+    return len(list((spool / "answered").glob("*.dcm")))
+
+
+def score_probabilities(run: Path, films: Path, out: Path) -> dict[str, float]:
+    """`score`'s probability of each film under ``films``, by SOP Instance UID."""
+    run_score(ScoreConfig(archive=films, model=run, out=out, device="cpu", workers=0))
+    table = pq.read_table(out, columns=["sop_instance_uid", "prob_pneumonia"]).to_pylist()
+    return {row["sop_instance_uid"]: row["prob_pneumonia"] for row in table}

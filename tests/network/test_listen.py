@@ -18,16 +18,16 @@ from cxr_fast.network.listen_config import ListenConfig
 from cxr_fast.network.scp import NOT_SUPPORTED
 from cxr_fast.network.spool import Spool
 from cxr_fast.network.sr import read_answer
-from cxr_fast.scoring.score import run_score
-from cxr_fast.scoring.score_config import ScoreConfig
 from tests.network.films import ct_slice, write_dx_films
 from tests.network.listening import (
     MiniPacs,
+    answered_count,
     associates,
     listen_process,
     listening,
     push,
     push_and_kill,
+    score_probabilities,
     wait_until,
 )
 from tests.network.orthanc import free_port
@@ -40,18 +40,6 @@ def _config(run: Path, tmp_path: Path, **options) -> ListenConfig:
     )  # fmt: skip
 
 
-def _answered(tmp_path: Path) -> int:
-    return len(list((tmp_path / "spool" / "answered").glob("*.dcm")))
-
-
-def _score(run: Path, films: Path, tmp_path: Path) -> dict[str, float]:
-    """`score`'s probability of each film, by SOP Instance UID."""
-    out = tmp_path / "score.parquet"
-    run_score(ScoreConfig(archive=films, model=run, out=out, device="cpu", workers=0))
-    table = pq.read_table(out, columns=["sop_instance_uid", "prob_pneumonia"]).to_pylist()
-    return {row["sop_instance_uid"]: row["prob_pneumonia"] for row in table}
-
-
 def test_listen_answers_like_score_and_refuses_other_classes(trained_run, tmp_path):
     films = write_dx_films(tmp_path / "films", 6)
     ct = ct_slice(tmp_path / "ct")  # CT Image Storage: refused
@@ -59,14 +47,14 @@ def test_listen_answers_like_score_and_refuses_other_classes(trained_run, tmp_pa
     with listening(_config(trained_run, tmp_path)) as listener:
         assert associates(listener.port, "ANYONE")  # C-ECHO
         assert push([*films, ct, ct_sc], listener.port) == [0] * 6 + [NOT_SUPPORTED, 0]
-        wait_until(lambda: _answered(tmp_path) == 7, what="7 films answered")
+        wait_until(lambda: answered_count(tmp_path / "spool") == 7, what="7 films answered")
     assert any("refused a CT Image Storage" in line for line in listener.lines)
     assert listener.result[0].received == 7
 
     rows = pq.read_table(tmp_path / "preds.parquet").to_pylist()
     by_uid = {row["sop_instance_uid"]: row for row in rows}
     assert len(rows) == len(by_uid) == 7
-    scored = _score(trained_run, tmp_path / "films", tmp_path)
+    scored = score_probabilities(trained_run, tmp_path / "films", tmp_path / "score.parquet")
     for sop, prob in scored.items():
         assert by_uid[sop]["status"] == "ok"
         assert by_uid[sop]["prob_pneumonia"] == pytest.approx(prob, abs=1e-5)
@@ -99,13 +87,15 @@ def test_spooled_films_are_answered_first_and_rows_kept_across_restarts(trained_
         spool.receive(film.read_bytes(), pydicom.dcmread(film).SOPInstanceUID)
     with listening(_config(trained_run, tmp_path)) as listener:
         assert "2 spooled films to answer first" in listener.lines[-1]
-        wait_until(lambda: _answered(tmp_path) == 2, what="the spooled films answered")
+        wait_until(
+            lambda: answered_count(tmp_path / "spool") == 2, what="the spooled films answered"
+        )
         assert push(films[2:3], listener.port) == [0]
-        wait_until(lambda: _answered(tmp_path) == 3)
+        wait_until(lambda: answered_count(tmp_path / "spool") == 3)
     assert pq.read_table(tmp_path / "preds.parquet").num_rows == 3
     with listening(_config(trained_run, tmp_path)) as listener:
         assert push(films[3:], listener.port) == [0]
-        wait_until(lambda: _answered(tmp_path) == 4)
+        wait_until(lambda: answered_count(tmp_path / "spool") == 4)
     rows = pq.read_table(tmp_path / "preds.parquet").to_pylist()
     assert sorted(r["sop_instance_uid"] for r in rows) == sorted(
         pydicom.dcmread(f).SOPInstanceUID for f in films
@@ -128,7 +118,7 @@ def test_srs_wait_while_the_pacs_is_down_and_go_once(trained_run, tmp_path, monk
             wait_until(lambda: not list(outbox.glob("*.dcm")), what="the outbox emptied")
             assert len(pacs.reports) == pacs.stores == 3
             assert push(films, listener.port) == [0] * 3  # the same study again
-            wait_until(lambda: _answered(tmp_path) == 6)
+            wait_until(lambda: answered_count(tmp_path / "spool") == 6)
             threading.Event().wait(1.5)  # a sender that would send again has had time to
             assert pacs.stores == 3
         finally:
