@@ -24,7 +24,6 @@ from cxr_fast.choices import (
     PROJECTION_MODALITIES,
     SCORE_BATCH_SIZE,
 )
-from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import Discovery, Record, display_path, require_images, scan
 from cxr_fast.data.file_item import FileItem
@@ -36,14 +35,13 @@ from cxr_fast.distributed import DistContext, barrier, context_from_env, start, 
 from cxr_fast.errors import Interrupted, OutputError, UserInputError
 from cxr_fast.export.source import cam_run_for
 from cxr_fast.gate import STATUS_NOT_CXR
-from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.messages import to_stderr
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
 from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.scoring import identity
-from cxr_fast.scoring.gating import gate_settings, gated_verdict, judge_batch
+from cxr_fast.scoring.gating import gate_settings
 from cxr_fast.scoring.head_start import HeadStart
 from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
@@ -55,7 +53,8 @@ from cxr_fast.scoring.parquet_out import (
     metadata_json,
     staging_dir,
 )
-from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, count_status, info_columns
+from cxr_fast.scoring.row_info import count_skipped, count_status
+from cxr_fast.scoring.rows import batch_rows as _rows
 from cxr_fast.scoring.score_config import ScoreConfig, shard_from_text
 from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.scoring.wait_policy import is_passive
@@ -209,46 +208,6 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
             f"{out} has partial results from an interrupted run: pass --resume to finish "
             "them or --overwrite to start over"
         )
-
-
-def _rows(batch: Batch, records, model: ScoringModel, accept_ood: bool = False) -> list[dict]:
-    rows = []
-    threshold = model.threshold
-    if batch.x is not None:
-        probs = sigmoid(model.logits(batch.x).cpu().numpy())
-        index = batch.index.tolist()
-        judged = judge_batch(model, batch.x, [batch.info.get(p) for p in index])
-        for position, prob, (width, height), judgement in zip(
-            index, probs, batch.sizes, judged, strict=True
-        ):
-            label = records[position].label
-            rows.append(
-                {
-                    "path": records[position].path,
-                    "threshold": threshold,
-                    "label": None if label is None else CLASS_NAMES[label],
-                    "width": width,
-                    "height": height,
-                    **info_columns(info := batch.info.get(position)),
-                    **gated_verdict(
-                        float(prob), threshold, judgement, accept_ood, (info or {}).get("warnings")
-                    ),
-                }
-            )
-    failed = [(p, r, STATUS_ERROR) for p, r in batch.errors]
-    for position, reason, status in failed + [(p, r, STATUS_SKIPPED) for p, r in batch.skipped]:
-        label = records[position].label
-        rows.append(
-            {
-                "path": records[position].path,
-                "threshold": threshold,
-                "label": None if label is None else CLASS_NAMES[label],
-                "status": status,
-                "error": reason,
-                **info_columns(batch.info.get(position)),
-            }
-        )
-    return rows
 
 
 def _write_cams(

@@ -12,7 +12,7 @@ from cxr_fast.network.sr import read_answer
 from cxr_fast.scoring.score import ScoreConfig, run_score
 from tests.cli_in_process import assert_one_line, run_main
 from tests.network.conftest import DICOM_DIR
-from tests.network.films import UID_ROOT, write_dx_films
+from tests.network.films import study_uid, write_dx_films
 from tests.network.orthanc import free_port
 
 FILMS = 6  # in two studies
@@ -25,7 +25,7 @@ def _config(run, out, **options) -> ScoreConfig:
 
 @pytest.fixture
 def films(tmp_path):
-    return write_dx_films(tmp_path / "films", FILMS)
+    return write_dx_films(tmp_path / "films", FILMS, studies=2)
 
 
 def _by_uid(path) -> dict[str, dict]:
@@ -61,7 +61,7 @@ def test_dicomweb_rows_are_score_rows_of_the_same_files(orthanc, films, trained_
 def test_study_limits_what_is_scored(orthanc, films, trained_run, tmp_path):
     orthanc.upload(films)
     out = tmp_path / "one.parquet"
-    study = f"{UID_ROOT}.1.1"
+    study = study_uid(1)
     run_score(_config(trained_run, out, dicomweb=orthanc.dicomweb, study=(study,)))
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == FILMS // 2

@@ -1,0 +1,138 @@
+"""Answering spooled films in micro-batches: rows into the Parquet, SRs into the outbox.
+
+The order makes a kill at any moment harmless: a batch's SRs are written to the outbox first,
+then its rows (one durable chunk), and only then are its films moved out of incoming/. After a
+kill, a film still in incoming/ whose row is already written is just moved; any other is scored
+again, and its SR, whose UID is derived from the film and the model, replaces the queued one or
+is not queued again once the PACS has it (spool.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Mapping
+from io import BytesIO
+from pathlib import Path
+
+import pyarrow as pa
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from cxr_fast.data.discover import Record
+from cxr_fast.data.loader_spec import LoaderSpec
+from cxr_fast.data.loaders import make_scoring_loader
+from cxr_fast.messages import Log
+from cxr_fast.network.spool import Spool, received_ns
+from cxr_fast.network.sr import structured_report
+from cxr_fast.scoring.model import ScoringModel
+from cxr_fast.scoring.parquet_out import SCHEMA, STATUS_ERROR, ChunkedParquetWriter
+from cxr_fast.scoring.row_info import STATUS_SKIPPED
+from cxr_fast.scoring.rows import batch_rows
+
+# score's columns, then who sent the film and when it arrived.
+LISTEN_SCHEMA = SCHEMA.append(pa.field("calling_ae", pa.string())).append(
+    pa.field("received_at", pa.timestamp("us", tz="UTC"))
+)
+# Decoding happens in this thread: worker processes would be started for every small batch.
+_LOADER, _WORKERS = "torch", 0
+
+
+def sr_bytes(report: pydicom.Dataset) -> bytes:
+    """An SR as a DICOM file's bytes."""
+    buffer = BytesIO()
+    report.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Answerer:
+    """Scores spooled films with one loaded model and answers each (row, SR)."""
+
+    def __init__(
+        self,
+        model: ScoringModel,
+        identity: Mapping[str, object],
+        spool: Spool,
+        writer: ChunkedParquetWriter,
+        batch_size: int,
+        accept_ood: bool = False,
+        log: Log | None = None,
+    ):
+        self.model, self.identity, self.spool, self.writer = model, identity, spool, writer
+        self.batch_size, self.accept_ood = batch_size, accept_ood
+        self.log = log or (lambda _: None)
+        self.answered = 0
+        # Set by whoever queues an SR (the sender waits on it).
+        self.queued = threading.Event()
+
+    def recover(self) -> int:
+        """Move out of incoming/ the films whose rows were written before a kill; how many."""
+        done = self.writer.done_paths()
+        moved = 0
+        for film in self.spool.unanswered():
+            if str(self.spool.answered_path(film)) in done:
+                self.spool.mark_answered(film)
+                moved += 1
+        return moved
+
+    def answer(self, films: list[Path]) -> list[dict]:
+        """Score ``films`` (paths in incoming/), queue their SRs, write their rows, move them
+        to answered/; their rows."""
+        records = [Record(str(film), None, None, "") for film in films]
+        spec = LoaderSpec(
+            records, self.model.contract, self.batch_size, _WORKERS, self.model.device
+        )
+        by_path: dict[str, dict] = {}
+        for batch in make_scoring_loader(spec, _LOADER):
+            for row in batch_rows(batch, records, self.model, self.accept_ood):
+                by_path[row["path"]] = row
+        rows = [self._answer_one(film, by_path[str(film)]) for film in films]
+        for row in rows:
+            self.writer.add(row)
+        self.writer.flush()
+        for film in films:
+            self.spool.mark_answered(film)
+        self.answered += len(films)
+        return rows
+
+    def _answer_one(self, film: Path, row: dict) -> dict:
+        """The film's row completed (where it will lie, who sent it, when) and its SR queued."""
+        try:
+            header = pydicom.dcmread(film, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            header = None
+            row = {**row, "status": STATUS_ERROR, "error": f"not a DICOM file: {exc}"}
+        calling = None if header is None else header.file_meta.get("SourceApplicationEntityTitle")
+        row = {
+            **row,
+            "path": str(self.spool.answered_path(film)),
+            "calling_ae": None if calling is None else str(calling).strip(),
+            "received_at": dt.datetime.fromtimestamp(received_ns(film) / 1e9, dt.UTC),
+        }
+        if header is not None and row["status"] != STATUS_SKIPPED and "SOPInstanceUID" in header:
+            report = structured_report(header, row, self.identity)
+            if self.spool.put_outbox(report.SOPInstanceUID, sr_bytes(report)):
+                self.queued.set()
+        return row
+
+    def serve(self, arrived: threading.Event, stop: threading.Event, max_wait: float) -> None:
+        """Answer films as they arrive until ``stop``: a batch goes once it is full or its
+        oldest film has waited ``max_wait`` seconds."""
+        while not stop.is_set():
+            films = self.spool.unanswered()
+            if not films:
+                arrived.wait(0.5)
+                arrived.clear()
+                continue
+            waited = time.time() - received_ns(films[0]) / 1e9
+            if len(films) < self.batch_size and waited < max_wait:
+                arrived.wait(max_wait - waited)
+                arrived.clear()
+                continue
+            batch = films[: self.batch_size]
+            try:
+                self.answer(batch)
+            except Exception as exc:  # one bad batch (a full disk) must not stop the listener
+                self.log(f"cxr-fast: answering {len(batch)} films failed ({exc}); retrying")
+                stop.wait(1.0)
