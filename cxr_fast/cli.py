@@ -335,7 +335,7 @@ def explain(**values) -> None:
 @config_options(ScoreConfig)
 @flag("--fail-on-error", "Exit 1 when any file could not be scored (they are rows either way).")
 def score(fail_on_error: bool, **values) -> None:
-    """Score every image under ARCHIVE into Parquet, one row per file.
+    """Score every image under ARCHIVE (or on a --dicomweb server) into Parquet, one row per file.
 
     Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
     (ok/error/skipped/not_cxr), error (the reason), width, height, warnings (the decoder's, per

@@ -99,6 +99,7 @@ class ScoreSummary:
     not_cxr: int = 0  # films the input gate refused (no verdict)
     left_out: int = 0  # files discovery found to be no images, by name or content
     own_outputs: tuple[str, ...] = ()  # this run's outputs under the archive, not scored
+    notes: tuple[str, ...] = ()  # further lines of the summary (--dicomweb's source and SRs)
 
     def summary(self) -> str:
         """Rows by status, speed, the metrics' headline and the overlays ("" on ranks other
@@ -124,7 +125,7 @@ class ScoreSummary:
             lines.append(f"metrics: {self.metrics_path}")
         if self.cam_dir is not None:
             lines.append(f"Grad-CAM overlays: {self.cams} in {self.cam_dir} (column cam_path)")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.notes])
 
     @property
     def images_per_second(self) -> float:
@@ -249,7 +250,12 @@ def run_score(
     """Score every image under ``config.archive`` into Parquet; see :class:`ScoreConfig`.
     ``head``: films decoded while this process started (:mod:`cxr_fast.scoring.head_start`),
     used where they are what this run would decode; the caller closes it. ``set_total(n)``: the
-    files this process will score, once discovery and --resume have settled it (a bar's total)."""
+    files this process will score, once discovery and --resume have settled it (a bar's total).
+    With ``config.dicomweb`` the server's instances are fetched first and scored as files."""
+    if config.dicomweb is not None:
+        from cxr_fast.network.dicomweb_score import score_dicomweb
+
+        return score_dicomweb(config, run_score, progress, set_total)
     previous = torch.get_num_threads()
     try:
         return _run_score(config, progress, head, set_total)
@@ -313,6 +319,8 @@ def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> Chunked
     metadata = {
         "cxr_fast_model_id": model.model_id,
         "cxr_fast_model_sha256": model.checksum,
+        # What an answer sent out (a DICOM SR) names as its algorithm: score --store-sr reads it
+        "cxr_fast_algorithm": identity.algorithm(model),
         "cxr_fast_contract": model.contract.to_dict(),
         "cxr_fast_threshold": model.threshold,
         "cxr_fast_threshold_source": model.threshold_source,
