@@ -23,6 +23,7 @@ from pynetdicom.sop_class import Verification
 
 from cxr_fast.network.listen import ListenResult, run_listen
 from cxr_fast.network.listen_config import ListenConfig
+from cxr_fast.network.scp import TRANSFER_SYNTAXES
 from cxr_fast.scoring.score import run_score
 from cxr_fast.scoring.score_config import ScoreConfig
 
@@ -102,17 +103,19 @@ def push(
     """C-STORE ``files`` to a listener in one association; the status of each."""
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
+    # One context per transfer syntax of the radiograph classes: a film goes as it is stored.
     for sop_class in (
         uid.DigitalXRayImageStorageForPresentation,
         uid.ComputedRadiographyImageStorage,
-        uid.SecondaryCaptureImageStorage,
-        uid.CTImageStorage,
     ):
+        for syntax in TRANSFER_SYNTAXES:
+            ae.add_requested_context(sop_class, [syntax])
+    for sop_class in (uid.SecondaryCaptureImageStorage, uid.CTImageStorage):
         ae.add_requested_context(sop_class, [uid.ExplicitVRLittleEndian])
     assoc = ae.associate(LOOPBACK, port, ae_title=called)
     assert assoc.is_established, "the listener refused the association"
     try:
-        return [int(assoc.send_c_store(pydicom.dcmread(f)).Status) for f in files]
+        return [int(assoc.send_c_store(pydicom.dcmread(f, force=True)).Status) for f in files]
     finally:
         assoc.release()
 

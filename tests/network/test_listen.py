@@ -18,6 +18,7 @@ from cxr_fast.network.listen_config import ListenConfig
 from cxr_fast.network.scp import NOT_SUPPORTED
 from cxr_fast.network.spool import Spool
 from cxr_fast.network.sr import read_answer
+from tests.network.conftest import DICOM_DIR
 from tests.network.films import ct_slice, write_dx_films
 from tests.network.listening import (
     MiniPacs,
@@ -70,6 +71,21 @@ def test_listen_answers_like_score_and_refuses_other_classes(trained_run, tmp_pa
         assert answers[sop]["probability"] == pytest.approx(prob, abs=1e-5)
         assert answers[sop]["finding"] == (prob >= answers[sop]["threshold"])
     assert answers[gated["sop_instance_uid"]]["finding"] is None
+
+
+def test_every_transfer_syntax_of_the_test_films_is_received_and_scored(trained_run, tmp_path):
+    # The CR and DX films, one per transfer syntax (the one without a file meta has none).
+    films = [f for f in sorted(DICOM_DIR.glob("[cd][rx]_*.dcm")) if "no_preamble" not in f.name]
+    syntaxes = {pydicom.dcmread(f, force=True).file_meta.TransferSyntaxUID for f in films}
+    assert len(syntaxes) >= 7
+    with listening(_config(trained_run, tmp_path)) as listener:
+        assert push(films, listener.port) == [0] * len(films)
+        wait_until(lambda: answered_count(tmp_path / "spool") == len(films))
+    rows = {r["sop_instance_uid"]: r for r in pq.read_table(tmp_path / "preds.parquet").to_pylist()}
+    scored = score_probabilities(trained_run, DICOM_DIR, tmp_path / "score.parquet")
+    for sop, row in rows.items():
+        assert row["status"] == "ok", row["error"]
+        assert row["prob_pneumonia"] == pytest.approx(scored[sop], abs=1e-5)
 
 
 def test_allow_aet_refuses_others_and_logs_them(trained_run, tmp_path):
