@@ -110,11 +110,24 @@ class Answerer:
             "calling_ae": None if calling is None else str(calling).strip(),
             "received_at": dt.datetime.fromtimestamp(received_ns(film) / 1e9, dt.UTC),
         }
-        if header is not None and row["status"] != STATUS_SKIPPED and "SOPInstanceUID" in header:
-            report = structured_report(header, row, self.identity)
-            if self.spool.put_outbox(report.SOPInstanceUID, sr_bytes(report)):
-                self.queued.set()
+        if header is not None and row["status"] != STATUS_SKIPPED:
+            why = self._queue_report(header, row)
+            if why is not None:  # the row is kept; the film just gets no SR
+                self.log(f"cxr-fast: no SR for {film.name}: {why}")
+                row["warnings"] = (
+                    f"{row['warnings']}; no SR: {why}" if row.get("warnings") else f"no SR: {why}"
+                )
         return row
+
+    def _queue_report(self, header: pydicom.Dataset, row: dict) -> str | None:
+        """Queue the film's SR; why not, when its header cannot make one (None: queued)."""
+        try:
+            report = structured_report(header, row, self.identity)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if self.spool.put_outbox(report.SOPInstanceUID, sr_bytes(report)):
+            self.queued.set()
+        return None
 
     def serve(self, arrived: threading.Event, stop: threading.Event, max_wait: float) -> None:
         """Answer films as they arrive until ``stop``: a batch goes once it is full or its

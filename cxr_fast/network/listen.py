@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxr_fast.choices import SCORE_BATCH_SIZE
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, to_stdout
@@ -77,6 +78,12 @@ def _load(config: ListenConfig) -> ScoringModel:
     return load_scoring_model(config.run, config.backend, device, precision=config.precision)
 
 
+def _batch_size(config: ListenConfig, model: ScoringModel) -> int:
+    """``--batch-size``, else score's default for the model's device."""
+    kind = model.device.type
+    return config.batch_size or SCORE_BATCH_SIZE.get(kind, SCORE_BATCH_SIZE["cuda"])
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm(stop: threading.Event):
     """SIGTERM (a service manager stopping listen) ends it as Ctrl-C does."""
@@ -103,7 +110,7 @@ def run_listen(
     with exclusive_output(config.out, "cxr-fast listen"):
         writer = open_writer(config.out, model, config)
         answerer = Answerer(
-            model, identity.algorithm(model), spool, writer, config.batch_size,
+            model, identity.algorithm(model), spool, writer, _batch_size(config, model),
             config.accept_ood, log,
         )  # fmt: skip
         moved = answerer.recover()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cxr_fast.choices import (
     BACKENDS,
+    SCORE_BATCH_SIZE,
     accept_ood_option,
     device_option,
     precision_option,
@@ -20,6 +21,7 @@ from cxr_fast.options import check_options, option
 DEFAULT_PORT = 11112  # the registered DICOM port for non-privileged use (PS3.8)
 DEFAULT_AE_TITLE = "CXRFAST"
 DEFAULT_MAX_WAIT = 0.2
+_BATCH_DEFAULT = ", ".join(f"{n} on {kind}" for kind, n in SCORE_BATCH_SIZE.items())
 
 
 def parse_ae_title(text: str) -> str:
@@ -97,7 +99,10 @@ class ListenConfig:
     device: str = device_option()
     precision: str = precision_option()
     accept_ood: bool = accept_ood_option()
-    batch_size: int = option(16, min=1, help="Films per model batch, at most.")
+    # None: SCORE_BATCH_SIZE for the device, as score
+    batch_size: int | None = option(
+        None, min=1, default_text=_BATCH_DEFAULT, help="Films per model batch, at most."
+    )
     max_wait: float = option(
         DEFAULT_MAX_WAIT,
         min=0,

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom import uid
 
-from cxr_fast.network import send
+from cxr_fast.network import answer, send
 from cxr_fast.network.listen_config import ListenConfig
 from cxr_fast.network.scp import NOT_SUPPORTED
 from cxr_fast.network.spool import Spool
@@ -171,3 +171,24 @@ def test_kill_9_during_a_push_loses_no_film(trained_run, tmp_path):
         pydicom.dcmread(f).SOPInstanceUID for f in films
     }
     assert all(r["status"] == "ok" for r in rows)
+
+
+def test_a_film_whose_header_makes_no_sr_still_gets_its_row(trained_run, tmp_path, monkeypatch):
+    films = write_dx_films(tmp_path / "films", 3)
+    refused = pydicom.dcmread(films[1]).SOPInstanceUID
+    real = answer.structured_report
+
+    def fussy(source, row, identity):
+        if source.SOPInstanceUID == refused:
+            raise ValueError("PatientSex 'X' is not allowed")
+        return real(source, row, identity)
+
+    monkeypatch.setattr(answer, "structured_report", fussy)
+    with listening(_config(trained_run, tmp_path)) as listener:
+        assert push(films, listener.port) == [0] * 3
+        wait_until(lambda: answered_count(tmp_path / "spool") == 3)
+    rows = {r["sop_instance_uid"]: r for r in pq.read_table(tmp_path / "preds.parquet").to_pylist()}
+    assert rows[refused]["status"] == "ok"
+    assert "no SR: ValueError: PatientSex 'X' is not allowed" in rows[refused]["warnings"]
+    assert len(list((tmp_path / "spool" / "outbox").glob("*.dcm"))) == 2
+    assert any("no SR for" in line for line in listener.lines)
