@@ -78,6 +78,16 @@ def _load(config: ListenConfig) -> ScoringModel:
     return load_scoring_model(config.run, config.backend, device, precision=config.precision)
 
 
+def _explainer(config: ListenConfig, model: ScoringModel):
+    """The Grad-CAM explainer of ``--cam`` (None without it), drawing for ``model``'s rows."""
+    if not config.cam:
+        return None
+    from cxr_fast.explain.explainer import Explainer
+
+    # accept_ood: the rows' gate has spoken, only their ok films get an overlay.
+    return Explainer(config.run, device=config.device, scoring=model, accept_ood=True)
+
+
 def _batch_size(config: ListenConfig, model: ScoringModel) -> int:
     """``--batch-size``, else score's default for the model's device."""
     kind = model.device.type
@@ -111,7 +121,7 @@ def run_listen(
         writer = open_writer(config.out, model, config)
         answerer = Answerer(
             model, identity.algorithm(model), spool, writer, _batch_size(config, model),
-            config.accept_ood, log,
+            config.accept_ood, log, _explainer(config, model),
         )  # fmt: skip
         moved = answerer.recover()
         scp = StorageSCP(spool, config.ae_title, config.allow_aet, log)

@@ -95,6 +95,12 @@ class ListenConfig:
         help="Send each SR by C-STORE to this PACS; while it is down they wait in the spool "
         "and are retried.",
     )
+    cam: bool = option(
+        False,
+        section="output",
+        help="Also answer each scored film with its Grad-CAM overlay, a Secondary Capture in "
+        "its study (needs the run folder: the eager model draws the map).",
+    )
     backend: str = option("auto", choices=BACKENDS, section="model", help="As score's --backend.")
     device: str = device_option()
     precision: str = precision_option()

@@ -191,4 +191,29 @@ def test_a_film_whose_header_makes_no_sr_still_gets_its_row(trained_run, tmp_pat
     assert rows[refused]["status"] == "ok"
     assert "no SR: ValueError: PatientSex 'X' is not allowed" in rows[refused]["warnings"]
     assert len(list((tmp_path / "spool" / "outbox").glob("*.dcm"))) == 2
-    assert any("no SR for" in line for line in listener.lines)
+    assert any(": no SR: ValueError" in line for line in listener.lines)
+
+
+def test_cam_adds_a_grad_cam_capture_in_the_study_of_each_scored_film(trained_run, tmp_path):
+    films = write_dx_films(tmp_path / "films", 2)
+    ct_sc = ct_slice(tmp_path / "sc", uid.SecondaryCaptureImageStorage)  # gated: no overlay
+    outbox = tmp_path / "spool" / "outbox"
+    with listening(_config(trained_run, tmp_path, cam=True)) as listener:
+        assert push([*films, ct_sc], listener.port) == [0] * 3
+        wait_until(lambda: answered_count(tmp_path / "spool") == 3)
+        sent = {path: pydicom.dcmread(path) for path in outbox.glob("*.dcm")}
+        captures = [ds for ds in sent.values() if ds.Modality == "OT"]
+        # An overlay routed back to listen by the PACS is not answered in turn.
+        routed_back = next(path for path, ds in sent.items() if ds.Modality == "OT")
+        assert push([routed_back], listener.port) == [0]
+        wait_until(lambda: answered_count(tmp_path / "spool") == 4)
+    assert len(sent) == 5  # 3 SRs, 2 overlays
+    assert len(captures) == 2
+    for capture in captures:
+        assert capture.SOPClassUID == uid.SecondaryCaptureImageStorage
+        assert capture.StudyInstanceUID == pydicom.dcmread(films[0]).StudyInstanceUID
+        assert capture.PhotometricInterpretation == "RGB"
+        assert capture.pixel_array.shape[2] == 3
+    rows = pq.read_table(tmp_path / "preds.parquet").to_pylist()
+    assert [r["status"] for r in rows].count("skipped") == 1
+    assert len(list(outbox.glob("*.dcm"))) == 5
