@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import threading
 from dataclasses import dataclass
@@ -61,8 +62,11 @@ def open_writer(out: Path, model: ScoringModel, config: ListenConfig) -> Chunked
         "cxr_fast_spool": str(config.spool.resolve()),
     }
     staging = staging_dir(out)
-    staging.mkdir(parents=True, exist_ok=True)
     if out.exists():
+        # Chunks beside a published file: a stop killed after publishing them, before
+        # removing them. The file holds their rows already.
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         os.replace(out, staging / "chunk-000000.parquet")
     # Each batch's rows are flushed by the answerer: no size or age trigger is needed.
     writer = ChunkedParquetWriter(
