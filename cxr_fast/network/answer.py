@@ -13,9 +13,8 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Mapping
-from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pydicom
@@ -27,8 +26,9 @@ from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.messages import Log
 from cxr_fast.network.capture import cam_capture, cam_uids
-from cxr_fast.network.spool import Spool, received_ns
-from cxr_fast.network.sr import MANUFACTURER, structured_report
+from cxr_fast.network.report_pool import ReportPool, file_bytes
+from cxr_fast.network.spool import OUTBOX, Spool, received_ns
+from cxr_fast.network.sr import MANUFACTURER
 from cxr_fast.scoring.model import ScoringModel
 from cxr_fast.scoring.parquet_out import SCHEMA, STATUS_ERROR, STATUS_OK, ChunkedParquetWriter
 from cxr_fast.scoring.row_info import STATUS_SKIPPED
@@ -45,13 +45,6 @@ LISTEN_SCHEMA = SCHEMA.append(pa.field("calling_ae", pa.string())).append(
 _LOADER, _WORKERS = "torch", 0
 
 
-def sr_bytes(report: pydicom.Dataset) -> bytes:
-    """An SR (or any dataset with its file meta) as a DICOM file's bytes."""
-    buffer = BytesIO()
-    report.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 class Answerer:
     """Scores spooled films with one loaded model and answers each (row, SR)."""
 
@@ -65,11 +58,13 @@ class Answerer:
         accept_ood: bool = False,
         log: Log | None = None,
         explainer: Explainer | None = None,
+        reports: ReportPool | None = None,
     ):
         self.model, self.identity, self.spool, self.writer = model, identity, spool, writer
         self.batch_size, self.accept_ood = batch_size, accept_ood
         self.log = log or (lambda _: None)
         self.explainer = explainer  # --cam: a Grad-CAM Secondary Capture beside each SR
+        self.reports = reports or ReportPool(identity, 0)
         self.answered = 0
         # Set by whoever queues an SR (the sender waits on it).
         self.queued = threading.Event()
@@ -77,12 +72,9 @@ class Answerer:
     def recover(self) -> int:
         """Move out of incoming/ the films whose rows were written before a kill; how many."""
         done = self.writer.done_paths()
-        moved = 0
-        for film in self.spool.unanswered():
-            if str(self.spool.answered_path(film)) in done:
-                self.spool.mark_answered(film)
-                moved += 1
-        return moved
+        films = [f for f in self.spool.unanswered() if str(self.spool.answered_path(f)) in done]
+        self.spool.mark_answered(films)
+        return len(films)
 
     def answer(self, films: list[Path]) -> list[dict]:
         """Score ``films`` (paths in incoming/), queue their SRs, write their rows, move them
@@ -95,17 +87,20 @@ class Answerer:
         for batch in make_scoring_loader(spec, _LOADER):
             for row in batch_rows(batch, records, self.model, self.accept_ood):
                 by_path[row["path"]] = row
-        rows = [self._answer_one(film, by_path[str(film)]) for film in films]
+        completed = [self._complete(film, by_path[str(film)]) for film in films]
+        self._queue_answers(films, completed)
+        self.spool.sync(OUTBOX)  # the answers are durable before the rows that say so
+        rows = [row for row, _ in completed]
         for row in rows:
             self.writer.add(row)
         self.writer.flush()
-        for film in films:
-            self.spool.mark_answered(film)
+        self.spool.mark_answered(films)
         self.answered += len(films)
         return rows
 
-    def _answer_one(self, film: Path, row: dict) -> dict:
-        """The film's row completed (where it will lie, who sent it, when) and its SR queued."""
+    def _complete(self, film: Path, row: dict) -> tuple[dict, pydicom.Dataset | None]:
+        """(the film's row completed: where it will lie, who sent it, when; its header, None
+        when it gets no answer)."""
         try:
             header = pydicom.dcmread(film, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError) as exc:
@@ -122,25 +117,24 @@ class Answerer:
             # cxr-fast's own answer, routed back by the PACS: never answered in turn.
             row = {**row, "status": STATUS_SKIPPED, "error": "an answer of cxr-fast's"}
             row |= {"prob_pneumonia": None, "pred": None}
-        if header is not None and row["status"] != STATUS_SKIPPED:
-            why = self._queue_report(header, row)
+        return row, None if row["status"] == STATUS_SKIPPED else header
+
+    def _queue_answers(self, films: list[Path], completed: list[tuple[dict, Any]]) -> None:
+        """Queue the SR (and with --cam the overlay) of every film that has a header; a film
+        that gets none keeps its row, with why in its warnings."""
+        pairs = zip(films, completed, strict=True)
+        answered = [(film, row, header) for film, (row, header) in pairs if header is not None]
+        built = self.reports.build([(header, row) for _, row, header in answered])
+        for (film, row, header), result in zip(answered, built, strict=True):
+            why = result if isinstance(result, str) else None
+            if why is None and self.spool.put_outbox(*result, sync=False):
+                self.queued.set()
             if why is None and self.explainer is not None and row["status"] == STATUS_OK:
                 why = self._queue_cam(film, header)
             if why is not None:  # the row is kept; the film just gets no SR (or overlay)
                 self.log(f"cxr-fast: {film.name}: {why}")
                 warnings = row.get("warnings")
                 row["warnings"] = f"{warnings}; {why}" if warnings else why
-        return row
-
-    def _queue_report(self, header: pydicom.Dataset, row: dict) -> str | None:
-        """Queue the film's SR; why not, when its header cannot make one (None: queued)."""
-        try:
-            report = structured_report(header, row, self.identity)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            return f"no SR: {type(exc).__name__}: {exc}"
-        if self.spool.put_outbox(report.SOPInstanceUID, sr_bytes(report)):
-            self.queued.set()
-        return None
 
     def _queue_cam(self, film: Path, header: pydicom.Dataset) -> str | None:
         """Queue the film's Grad-CAM Secondary Capture; why not, when it cannot be made."""
@@ -152,7 +146,7 @@ class Answerer:
             capture = cam_capture(header, overlay, self.identity)
         except (ImageReadError, AttributeError, KeyError, TypeError, ValueError) as exc:
             return f"no Grad-CAM: {type(exc).__name__}: {exc}"
-        if self.spool.put_outbox(capture.SOPInstanceUID, sr_bytes(capture)):
+        if self.spool.put_outbox(capture.SOPInstanceUID, file_bytes(capture), sync=False):
             self.queued.set()
         return None
 

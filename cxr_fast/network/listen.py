@@ -21,6 +21,7 @@ from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, to_stdout
 from cxr_fast.network.answer import LISTEN_SCHEMA, Answerer
 from cxr_fast.network.listen_config import ListenConfig
+from cxr_fast.network.report_pool import ReportPool, default_workers
 from cxr_fast.network.send import Sender
 from cxr_fast.network.spool import Spool
 from cxr_fast.outputs import exclusive_output, writable_file
@@ -111,6 +112,24 @@ def _stop_on_sigterm(stop: threading.Event):
         signal.signal(signal.SIGTERM, previous)
 
 
+def _answerer(
+    config: ListenConfig,
+    model: ScoringModel,
+    spool: Spool,
+    writer: ChunkedParquetWriter,
+    held: contextlib.ExitStack,
+    log: Log,
+) -> Answerer:
+    """The answering side: the model's rows, its SRs built by a pool held in ``held``."""
+    algorithm = identity.algorithm(model)
+    workers = default_workers() if config.report_workers is None else config.report_workers
+    reports = held.enter_context(contextlib.closing(ReportPool(algorithm, workers)))
+    return Answerer(
+        model, algorithm, spool, writer, _batch_size(config, model),
+        config.accept_ood, log, _explainer(config, model), reports,
+    )  # fmt: skip
+
+
 def run_listen(
     config: ListenConfig, log: Log = to_stdout, stop: threading.Event | None = None
 ) -> ListenResult:
@@ -121,12 +140,10 @@ def run_listen(
     writable_file(config.out)
     model = _load(config)
     spool = Spool.open(config.spool)
-    with exclusive_output(config.out, "cxr-fast listen"):
+    with contextlib.ExitStack() as held:
+        held.enter_context(exclusive_output(config.out, "cxr-fast listen"))
         writer = open_writer(config.out, model, config)
-        answerer = Answerer(
-            model, identity.algorithm(model), spool, writer, _batch_size(config, model),
-            config.accept_ood, log, _explainer(config, model),
-        )  # fmt: skip
+        answerer = _answerer(config, model, spool, writer, held, log)
         moved = answerer.recover()
         scp = StorageSCP(spool, config.ae_title, config.allow_aet, log)
         sender = (

@@ -115,5 +115,13 @@ class ListenConfig:
         help="Seconds a received film may wait for others to fill its batch.",
     )
 
+    # None: report_pool.default_workers()
+    report_workers: int | None = option(
+        None,
+        min=0,
+        default_text="half the cores, 1 to 4",
+        help="Processes that build the SRs beside the scoring (0: in listen's own process).",
+    )
+
     def __post_init__(self) -> None:
         check_options(self)

@@ -32,8 +32,9 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def durable_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all, and durably (fsync of file and folder)."""
+def durable_write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` whole or not at all, and durably (fsync of file and folder;
+    ``sync`` False leaves the folder's fsync to the caller, once for many files)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as handle:
@@ -44,7 +45,8 @@ def durable_write(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -81,21 +83,28 @@ class Spool:
         """Where ``incoming`` goes once answered (the path its row names)."""
         return self.folder(ANSWERED) / incoming.name
 
-    def mark_answered(self, incoming: Path) -> None:
-        """Move an answered film out of incoming/ (durably)."""
-        os.replace(incoming, self.answered_path(incoming))
-        fsync_dir(self.folder(INCOMING))
-        fsync_dir(self.folder(ANSWERED))
+    def mark_answered(self, films: list[Path]) -> None:
+        """Move answered films out of incoming/ (durably, one fsync per folder)."""
+        for film in films:
+            os.replace(film, self.answered_path(film))
+        if films:
+            self.sync(ANSWERED)
+            self.sync(INCOMING)
+
+    def sync(self, name: str) -> None:
+        """fsync one spool folder (its new and renamed entries)."""
+        fsync_dir(self.folder(name))
 
     def was_sent(self, sop_instance_uid: str) -> bool:
         """Whether the PACS acknowledged the SR with this SOP Instance UID."""
         return (self.folder(SENT) / sop_instance_uid).exists()
 
-    def put_outbox(self, sop_instance_uid: str, data: bytes) -> bool:
-        """Queue an SR (DICOM file bytes) unless it was sent already; whether it was queued."""
+    def put_outbox(self, sop_instance_uid: str, data: bytes, sync: bool = True) -> bool:
+        """Queue an SR (DICOM file bytes) unless it was sent already; whether it was queued.
+        ``sync`` False: the caller fsyncs the outbox (:meth:`sync`) once for several."""
         if self.was_sent(sop_instance_uid):
             return False
-        durable_write(self.folder(OUTBOX) / f"{sop_instance_uid}.dcm", data)
+        durable_write(self.folder(OUTBOX) / f"{sop_instance_uid}.dcm", data, sync)
         return True
 
     def outbox(self) -> list[Path]:

@@ -1,0 +1,69 @@
+"""Building SRs in worker processes: highdicom is pure Python, so in listen's own process the
+reports of a batch would take turns with receiving films and sending answers for one
+interpreter, and cost more than the model on a GPU. Workers are spawned (never forked from a
+process holding PyTorch's threads) and import the SR module only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from io import BytesIO
+
+import pydicom
+
+from cxr_fast.network.sr import structured_report
+
+MAX_WORKERS = 4
+
+
+def default_workers() -> int:
+    """Half the cores, between 1 and MAX_WORKERS: the other half decode and run the model."""
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 2) // 2))
+
+
+def report_file(
+    source: pydicom.Dataset, row: Mapping[str, object], identity: Mapping[str, object]
+) -> tuple[str, bytes] | str:
+    """(SOP Instance UID, DICOM file bytes) of the SR answering ``source`` with ``row``, or
+    why it cannot be made (a header highdicom refuses)."""
+    try:
+        report = structured_report(source, row, identity)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        return f"no SR: {type(exc).__name__}: {exc}"
+    return str(report.SOPInstanceUID), file_bytes(report)
+
+
+def file_bytes(dataset: pydicom.Dataset) -> bytes:
+    """A dataset with its file meta (an SR, a capture) as a DICOM file's bytes."""
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class ReportPool:
+    """``build(jobs)``: the SR file of each (source, row) job, in order; in ``workers``
+    processes, or in this one for 0."""
+
+    def __init__(self, identity: Mapping[str, object], workers: int):
+        self.identity = dict(identity)
+        self._pool: Executor | None = None
+        if workers > 0:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(workers, mp_context=context)
+
+    def build(
+        self, jobs: Sequence[tuple[pydicom.Dataset, Mapping[str, object]]]
+    ) -> list[tuple[str, bytes] | str]:
+        if self._pool is None or len(jobs) < 2:
+            return [report_file(source, row, self.identity) for source, row in jobs]
+        sources = [source for source, _ in jobs]
+        rows = [dict(row) for _, row in jobs]
+        return list(self._pool.map(report_file, sources, rows, [self.identity] * len(jobs)))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
