@@ -1,7 +1,9 @@
 """Sending the outbox's SRs to the PACS by C-STORE, retried with backoff while it is down.
 
 An SR leaves the outbox only once the PACS answered its C-STORE with Success (or a warning):
-its "sent" marker is written first, then the file goes. A kill between the PACS's answer and
+its "sent" marker is written first, then the file goes. One the PACS refuses outright (a
+failure other than "out of resources") is moved to SPOOL/refused/ and logged, so that it
+does not hold back the others. A kill between the PACS's answer and
 the marker sends that one SR again on restart, under the same SOP Instance UID, which the PACS
 stores once.
 """
@@ -21,6 +23,7 @@ FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 # Success, and the warnings a Storage SCP may answer with the instance still stored (PS3.4 B.2.3).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+OUT_OF_RESOURCES = 0xA7  # the high byte of "Refused: Out of Resources" (0xA7xx): retried
 
 
 class SendError(Exception):
@@ -54,11 +57,15 @@ class Sender:
             for sr in srs:
                 status = assoc.send_c_store(pydicom.dcmread(sr))
                 code = status.get("Status") if status else None
-                if code not in STORED:
+                if code in STORED:
+                    self.spool.mark_sent(sr)
+                    stored += 1
+                elif code is None or code >> 8 == OUT_OF_RESOURCES:  # may go through later
                     shown = "no answer" if code is None else f"status 0x{code:04X}"
                     raise SendError(f"{self.called} did not store {sr.stem}: {shown}")
-                self.spool.mark_sent(sr)
-                stored += 1
+                else:  # refused for what it is: kept aside, so the rest still goes
+                    kept = self.spool.set_aside(sr)
+                    self.log(f"cxr-fast: {self.called} refused {sr.stem} (0x{code:04X}): {kept}")
         finally:
             if assoc.is_established:
                 assoc.release()

@@ -4,6 +4,7 @@
     SPOOL/answered/   films whose row and SR are written
     SPOOL/outbox/     SRs to send (named by their SOP Instance UID)
     SPOOL/sent/       one empty marker per SR the PACS acknowledged
+    SPOOL/refused/    SRs the PACS refused outright (kept, not retried)
 
 Every file arrives through a temporary name, an fsync and a rename, and the folder is fsynced
 after: a file under its final name is whole and survives a power cut. A received film's name
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INCOMING, ANSWERED, OUTBOX, SENT = "incoming", "answered", "outbox", "sent"
+REFUSED = "refused"
 _UNSAFE = re.compile(r"[^0-9A-Za-z.]")
 
 
@@ -59,7 +61,7 @@ class Spool:
     def open(cls, root: Path) -> Spool:
         """The spool at ``root``, its folders made; leftovers of interrupted writes removed."""
         spool = cls(root.resolve())
-        for name in (INCOMING, ANSWERED, OUTBOX, SENT):
+        for name in (INCOMING, ANSWERED, OUTBOX, SENT, REFUSED):
             (spool.root / name).mkdir(parents=True, exist_ok=True)
             for partial in (spool.root / name).glob(".*.tmp"):
                 partial.unlink(missing_ok=True)
@@ -116,6 +118,14 @@ class Spool:
         durable_write(self.folder(SENT) / sr.stem, b"")
         sr.unlink(missing_ok=True)
         fsync_dir(self.folder(OUTBOX))
+
+    def set_aside(self, sr: Path) -> Path:
+        """Move an SR the PACS refused out of the outbox into refused/; where it went."""
+        target = self.folder(REFUSED) / sr.name
+        os.replace(sr, target)
+        fsync_dir(self.folder(REFUSED))
+        fsync_dir(self.folder(OUTBOX))
+        return target
 
 
 def received_ns(film: Path) -> int:

@@ -135,7 +135,8 @@ def associates(port: int, calling: str, called: str = "CXRFAST") -> bool:
 class MiniPacs:
     """A Storage SCP that keeps every SR it is sent (by SOP Instance UID) and counts stores."""
 
-    def __init__(self, port: int = 0, aet: str = "PACS"):
+    def __init__(self, port: int = 0, aet: str = "PACS", refuse: Iterable[str] = ()):
+        self.refuse = set(refuse)  # SOP Instance UIDs answered 0xC000 (cannot understand)
         self.reports: dict[str, pydicom.Dataset] = {}
         self.stores = 0
         self.ae = AE(ae_title=aet)
@@ -147,6 +148,8 @@ class MiniPacs:
     def _on_store(self, event) -> int:
         self.stores += 1
         ds = event.dataset
+        if str(ds.SOPInstanceUID) in self.refuse:
+            return 0xC000
         self.reports[str(ds.SOPInstanceUID)] = ds
         return 0x0000
 
