@@ -15,21 +15,27 @@ import time
 from collections.abc import Mapping
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from cxr_fast.data.decode import ImageReadError
 from cxr_fast.data.discover import Record
 from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.messages import Log
+from cxr_fast.network.capture import cam_capture, cam_uids
 from cxr_fast.network.spool import Spool, received_ns
-from cxr_fast.network.sr import structured_report
+from cxr_fast.network.sr import MANUFACTURER, structured_report
 from cxr_fast.scoring.model import ScoringModel
-from cxr_fast.scoring.parquet_out import SCHEMA, STATUS_ERROR, ChunkedParquetWriter
+from cxr_fast.scoring.parquet_out import SCHEMA, STATUS_ERROR, STATUS_OK, ChunkedParquetWriter
 from cxr_fast.scoring.row_info import STATUS_SKIPPED
 from cxr_fast.scoring.rows import batch_rows
+
+if TYPE_CHECKING:
+    from cxr_fast.explain.explainer import Explainer
 
 # score's columns, then who sent the film and when it arrived.
 LISTEN_SCHEMA = SCHEMA.append(pa.field("calling_ae", pa.string())).append(
@@ -40,7 +46,7 @@ _LOADER, _WORKERS = "torch", 0
 
 
 def sr_bytes(report: pydicom.Dataset) -> bytes:
-    """An SR as a DICOM file's bytes."""
+    """An SR (or any dataset with its file meta) as a DICOM file's bytes."""
     buffer = BytesIO()
     report.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -58,10 +64,12 @@ class Answerer:
         batch_size: int,
         accept_ood: bool = False,
         log: Log | None = None,
+        explainer: Explainer | None = None,
     ):
         self.model, self.identity, self.spool, self.writer = model, identity, spool, writer
         self.batch_size, self.accept_ood = batch_size, accept_ood
         self.log = log or (lambda _: None)
+        self.explainer = explainer  # --cam: a Grad-CAM Secondary Capture beside each SR
         self.answered = 0
         # Set by whoever queues an SR (the sender waits on it).
         self.queued = threading.Event()
@@ -110,11 +118,43 @@ class Answerer:
             "calling_ae": None if calling is None else str(calling).strip(),
             "received_at": dt.datetime.fromtimestamp(received_ns(film) / 1e9, dt.UTC),
         }
-        if header is not None and row["status"] != STATUS_SKIPPED and "SOPInstanceUID" in header:
-            report = structured_report(header, row, self.identity)
-            if self.spool.put_outbox(report.SOPInstanceUID, sr_bytes(report)):
-                self.queued.set()
+        if header is not None and header.get("Manufacturer") == MANUFACTURER:
+            # cxr-fast's own answer, routed back by the PACS: never answered in turn.
+            row = {**row, "status": STATUS_SKIPPED, "error": "an answer of cxr-fast's"}
+            row |= {"prob_pneumonia": None, "pred": None}
+        if header is not None and row["status"] != STATUS_SKIPPED:
+            why = self._queue_report(header, row)
+            if why is None and self.explainer is not None and row["status"] == STATUS_OK:
+                why = self._queue_cam(film, header)
+            if why is not None:  # the row is kept; the film just gets no SR (or overlay)
+                self.log(f"cxr-fast: {film.name}: {why}")
+                warnings = row.get("warnings")
+                row["warnings"] = f"{warnings}; {why}" if warnings else why
         return row
+
+    def _queue_report(self, header: pydicom.Dataset, row: dict) -> str | None:
+        """Queue the film's SR; why not, when its header cannot make one (None: queued)."""
+        try:
+            report = structured_report(header, row, self.identity)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            return f"no SR: {type(exc).__name__}: {exc}"
+        if self.spool.put_outbox(report.SOPInstanceUID, sr_bytes(report)):
+            self.queued.set()
+        return None
+
+    def _queue_cam(self, film: Path, header: pydicom.Dataset) -> str | None:
+        """Queue the film's Grad-CAM Secondary Capture; why not, when it cannot be made."""
+        instance, _ = cam_uids(header, self.identity)
+        if self.spool.was_sent(instance):
+            return None
+        try:
+            overlay = self.explainer.explain_file(str(film)).overlay
+            capture = cam_capture(header, overlay, self.identity)
+        except (ImageReadError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            return f"no Grad-CAM: {type(exc).__name__}: {exc}"
+        if self.spool.put_outbox(capture.SOPInstanceUID, sr_bytes(capture)):
+            self.queued.set()
+        return None
 
     def serve(self, arrived: threading.Event, stop: threading.Event, max_wait: float) -> None:
         """Answer films as they arrive until ``stop``: a batch goes once it is full or its

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxr_fast.choices import SCORE_BATCH_SIZE
 from cxr_fast.device import resolve_device
 from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, to_stdout
@@ -60,8 +62,11 @@ def open_writer(out: Path, model: ScoringModel, config: ListenConfig) -> Chunked
         "cxr_fast_spool": str(config.spool.resolve()),
     }
     staging = staging_dir(out)
-    staging.mkdir(parents=True, exist_ok=True)
     if out.exists():
+        # Chunks beside a published file: a stop killed after publishing them, before
+        # removing them. The file holds their rows already.
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         os.replace(out, staging / "chunk-000000.parquet")
     # Each batch's rows are flushed by the answerer: no size or age trigger is needed.
     writer = ChunkedParquetWriter(
@@ -75,6 +80,22 @@ def _load(config: ListenConfig) -> ScoringModel:
     """The model ``score --model`` would use, with --modalities' default gate."""
     device = resolve_device(config.device)
     return load_scoring_model(config.run, config.backend, device, precision=config.precision)
+
+
+def _explainer(config: ListenConfig, model: ScoringModel):
+    """The Grad-CAM explainer of ``--cam`` (None without it), drawing for ``model``'s rows."""
+    if not config.cam:
+        return None
+    from cxr_fast.explain.explainer import Explainer
+
+    # accept_ood: the rows' gate has spoken, only their ok films get an overlay.
+    return Explainer(config.run, device=config.device, scoring=model, accept_ood=True)
+
+
+def _batch_size(config: ListenConfig, model: ScoringModel) -> int:
+    """``--batch-size``, else score's default for the model's device."""
+    kind = model.device.type
+    return config.batch_size or SCORE_BATCH_SIZE.get(kind, SCORE_BATCH_SIZE["cuda"])
 
 
 @contextlib.contextmanager
@@ -103,8 +124,8 @@ def run_listen(
     with exclusive_output(config.out, "cxr-fast listen"):
         writer = open_writer(config.out, model, config)
         answerer = Answerer(
-            model, identity.algorithm(model), spool, writer, config.batch_size,
-            config.accept_ood, log,
+            model, identity.algorithm(model), spool, writer, _batch_size(config, model),
+            config.accept_ood, log, _explainer(config, model),
         )  # fmt: skip
         moved = answerer.recover()
         scp = StorageSCP(spool, config.ae_title, config.allow_aet, log)

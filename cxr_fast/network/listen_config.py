@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cxr_fast.choices import (
     BACKENDS,
+    SCORE_BATCH_SIZE,
     accept_ood_option,
     device_option,
     precision_option,
@@ -20,6 +21,7 @@ from cxr_fast.options import check_options, option
 DEFAULT_PORT = 11112  # the registered DICOM port for non-privileged use (PS3.8)
 DEFAULT_AE_TITLE = "CXRFAST"
 DEFAULT_MAX_WAIT = 0.2
+_BATCH_DEFAULT = ", ".join(f"{n} on {kind}" for kind, n in SCORE_BATCH_SIZE.items())
 
 
 def parse_ae_title(text: str) -> str:
@@ -93,11 +95,20 @@ class ListenConfig:
         help="Send each SR by C-STORE to this PACS; while it is down they wait in the spool "
         "and are retried.",
     )
+    cam: bool = option(
+        False,
+        section="output",
+        help="Also answer each scored film with its Grad-CAM overlay, a Secondary Capture in "
+        "its study (needs the run folder: the eager model draws the map).",
+    )
     backend: str = option("auto", choices=BACKENDS, section="model", help="As score's --backend.")
     device: str = device_option()
     precision: str = precision_option()
     accept_ood: bool = accept_ood_option()
-    batch_size: int = option(16, min=1, help="Films per model batch, at most.")
+    # None: SCORE_BATCH_SIZE for the device, as score
+    batch_size: int | None = option(
+        None, min=1, default_text=_BATCH_DEFAULT, help="Films per model batch, at most."
+    )
     max_wait: float = option(
         DEFAULT_MAX_WAIT,
         min=0,

@@ -34,9 +34,10 @@ class Sender:
         self.spool, self.log = spool, log
         self.called, self.host, self.port = peer
         self.ae = AE(ae_title=ae_title)
-        self.ae.add_requested_context(
-            uid.ComprehensiveSRStorage, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
-        )
+        for sop_class in (uid.ComprehensiveSRStorage, uid.SecondaryCaptureImageStorage):  # --cam
+            self.ae.add_requested_context(
+                sop_class, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
+            )
         self.sent = 0
 
     def send_once(self) -> int:

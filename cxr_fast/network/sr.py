@@ -49,12 +49,12 @@ def sr_uids(source: pydicom.Dataset, identity: Mapping[str, object]) -> tuple[st
     # The checksum and threshold decide the answer; the version and calibration are in the
     # checksum's model or do not change it, so they are left out of the UID.
     model = f"{identity['model_sha256']}|{identity['threshold']}"
-    instance = _name_uid(f"sr|{source.SOPInstanceUID}|{model}")
-    series = _name_uid(f"series|{source.StudyInstanceUID}|{model}")
+    instance = name_uid(f"sr|{source.SOPInstanceUID}|{model}")
+    series = name_uid(f"series|{source.StudyInstanceUID}|{model}")
     return instance, series
 
 
-def _name_uid(name: str) -> str:
+def name_uid(name: str) -> str:
     """A UID under 2.25 from a name-based (SHA-1) UUID, as ISO/IEC 9834-8 allows: the same name
     always gives the same UID. (pydicom's generate_uid ignores its entropy under 2.25.)"""
     return f"2.25.{uuid.uuid5(_NAMESPACE, name).int}"
@@ -134,7 +134,7 @@ _STUDY_KEYWORDS = (
 )  # fmt: skip
 
 
-def _header(source: pydicom.Dataset) -> pydicom.Dataset:
+def header_for_report(source: pydicom.Dataset) -> pydicom.Dataset:
     """``source`` without its pixels, with the study attributes an SR needs present."""
     header = pydicom.Dataset()
     for element in source:
@@ -157,7 +157,7 @@ def structured_report(
     root.ContentSequence = hd.sr.ContentSequence([*_algorithm(identity), *content], is_root=False)
     instance, series = sr_uids(source, identity)
     report = hd.sr.ComprehensiveSR(
-        evidence=[_header(source)],
+        evidence=[header_for_report(source)],
         content=root,
         series_instance_uid=series,
         series_number=SERIES_NUMBER,

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pydicom
 from pydicom import uid
 from pynetdicom import AE, evt
@@ -22,6 +23,9 @@ from pynetdicom.sop_class import Verification
 
 from cxr_fast.network.listen import ListenResult, run_listen
 from cxr_fast.network.listen_config import ListenConfig
+from cxr_fast.network.scp import TRANSFER_SYNTAXES
+from cxr_fast.scoring.score import run_score
+from cxr_fast.scoring.score_config import ScoreConfig
 
 ROOT = Path(__file__).parents[2]
 LOOPBACK = "127.0.0.1"
@@ -99,17 +103,19 @@ def push(
     """C-STORE ``files`` to a listener in one association; the status of each."""
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
+    # One context per transfer syntax of the radiograph classes: a film goes as it is stored.
     for sop_class in (
         uid.DigitalXRayImageStorageForPresentation,
         uid.ComputedRadiographyImageStorage,
-        uid.SecondaryCaptureImageStorage,
-        uid.CTImageStorage,
     ):
+        for syntax in TRANSFER_SYNTAXES:
+            ae.add_requested_context(sop_class, [syntax])
+    for sop_class in (uid.SecondaryCaptureImageStorage, uid.CTImageStorage):
         ae.add_requested_context(sop_class, [uid.ExplicitVRLittleEndian])
     assoc = ae.associate(LOOPBACK, port, ae_title=called)
     assert assoc.is_established, "the listener refused the association"
     try:
-        return [int(assoc.send_c_store(pydicom.dcmread(f)).Status) for f in files]
+        return [int(assoc.send_c_store(pydicom.dcmread(f, force=True)).Status) for f in files]
     finally:
         assoc.release()
 
@@ -169,3 +175,15 @@ def push_and_kill(files: list[Path], port: int, process: subprocess.Popen, after
     if assoc.is_established:
         assoc.abort()
     return acked
+
+
+def answered_count(spool: Path) -> int:
+    """Films a listener has answered (moved to SPOOL/answered/)."""
+    return len(list((spool / "answered").glob("*.dcm")))
+
+
+def score_probabilities(run: Path, films: Path, out: Path) -> dict[str, float]:
+    """`score`'s probability of each film under ``films``, by SOP Instance UID."""
+    run_score(ScoreConfig(archive=films, model=run, out=out, device="cpu", workers=0))
+    table = pq.read_table(out, columns=["sop_instance_uid", "prob_pneumonia"]).to_pylist()
+    return {row["sop_instance_uid"]: row["prob_pneumonia"] for row in table}

@@ -13,21 +13,22 @@ import pydicom
 import pytest
 from pydicom import uid
 
-from cxr_fast.network import send
+from cxr_fast.network import answer, send
 from cxr_fast.network.listen_config import ListenConfig
 from cxr_fast.network.scp import NOT_SUPPORTED
 from cxr_fast.network.spool import Spool
 from cxr_fast.network.sr import read_answer
-from cxr_fast.scoring.score import run_score
-from cxr_fast.scoring.score_config import ScoreConfig
+from tests.network.conftest import DICOM_DIR
 from tests.network.films import ct_slice, write_dx_films
 from tests.network.listening import (
     MiniPacs,
+    answered_count,
     associates,
     listen_process,
     listening,
     push,
     push_and_kill,
+    score_probabilities,
     wait_until,
 )
 from tests.network.orthanc import free_port
@@ -40,18 +41,6 @@ def _config(run: Path, tmp_path: Path, **options) -> ListenConfig:
     )  # fmt: skip
 
 
-def _answered(tmp_path: Path) -> int:
-    return len(list((tmp_path / "spool" / "answered").glob("*.dcm")))
-
-
-def _score(run: Path, films: Path, tmp_path: Path) -> dict[str, float]:
-    """`score`'s probability of each film, by SOP Instance UID."""
-    out = tmp_path / "score.parquet"
-    run_score(ScoreConfig(archive=films, model=run, out=out, device="cpu", workers=0))
-    table = pq.read_table(out, columns=["sop_instance_uid", "prob_pneumonia"]).to_pylist()
-    return {row["sop_instance_uid"]: row["prob_pneumonia"] for row in table}
-
-
 def test_listen_answers_like_score_and_refuses_other_classes(trained_run, tmp_path):
     films = write_dx_films(tmp_path / "films", 6)
     ct = ct_slice(tmp_path / "ct")  # CT Image Storage: refused
@@ -59,14 +48,14 @@ def test_listen_answers_like_score_and_refuses_other_classes(trained_run, tmp_pa
     with listening(_config(trained_run, tmp_path)) as listener:
         assert associates(listener.port, "ANYONE")  # C-ECHO
         assert push([*films, ct, ct_sc], listener.port) == [0] * 6 + [NOT_SUPPORTED, 0]
-        wait_until(lambda: _answered(tmp_path) == 7, what="7 films answered")
+        wait_until(lambda: answered_count(tmp_path / "spool") == 7, what="7 films answered")
     assert any("refused a CT Image Storage" in line for line in listener.lines)
     assert listener.result[0].received == 7
 
     rows = pq.read_table(tmp_path / "preds.parquet").to_pylist()
     by_uid = {row["sop_instance_uid"]: row for row in rows}
     assert len(rows) == len(by_uid) == 7
-    scored = _score(trained_run, tmp_path / "films", tmp_path)
+    scored = score_probabilities(trained_run, tmp_path / "films", tmp_path / "score.parquet")
     for sop, prob in scored.items():
         assert by_uid[sop]["status"] == "ok"
         assert by_uid[sop]["prob_pneumonia"] == pytest.approx(prob, abs=1e-5)
@@ -84,6 +73,21 @@ def test_listen_answers_like_score_and_refuses_other_classes(trained_run, tmp_pa
     assert answers[gated["sop_instance_uid"]]["finding"] is None
 
 
+def test_every_transfer_syntax_of_the_test_films_is_received_and_scored(trained_run, tmp_path):
+    # The CR and DX films, one per transfer syntax (the one without a file meta has none).
+    films = [f for f in sorted(DICOM_DIR.glob("[cd][rx]_*.dcm")) if "no_preamble" not in f.name]
+    syntaxes = {pydicom.dcmread(f, force=True).file_meta.TransferSyntaxUID for f in films}
+    assert len(syntaxes) >= 7
+    with listening(_config(trained_run, tmp_path)) as listener:
+        assert push(films, listener.port) == [0] * len(films)
+        wait_until(lambda: answered_count(tmp_path / "spool") == len(films))
+    rows = {r["sop_instance_uid"]: r for r in pq.read_table(tmp_path / "preds.parquet").to_pylist()}
+    scored = score_probabilities(trained_run, DICOM_DIR, tmp_path / "score.parquet")
+    for sop, row in rows.items():
+        assert row["status"] == "ok", row["error"]
+        assert row["prob_pneumonia"] == pytest.approx(scored[sop], abs=1e-5)
+
+
 def test_allow_aet_refuses_others_and_logs_them(trained_run, tmp_path):
     config = _config(trained_run, tmp_path, allow_aet=("MODALITY",))
     with listening(config) as listener:
@@ -99,13 +103,15 @@ def test_spooled_films_are_answered_first_and_rows_kept_across_restarts(trained_
         spool.receive(film.read_bytes(), pydicom.dcmread(film).SOPInstanceUID)
     with listening(_config(trained_run, tmp_path)) as listener:
         assert "2 spooled films to answer first" in listener.lines[-1]
-        wait_until(lambda: _answered(tmp_path) == 2, what="the spooled films answered")
+        wait_until(
+            lambda: answered_count(tmp_path / "spool") == 2, what="the spooled films answered"
+        )
         assert push(films[2:3], listener.port) == [0]
-        wait_until(lambda: _answered(tmp_path) == 3)
+        wait_until(lambda: answered_count(tmp_path / "spool") == 3)
     assert pq.read_table(tmp_path / "preds.parquet").num_rows == 3
     with listening(_config(trained_run, tmp_path)) as listener:
         assert push(films[3:], listener.port) == [0]
-        wait_until(lambda: _answered(tmp_path) == 4)
+        wait_until(lambda: answered_count(tmp_path / "spool") == 4)
     rows = pq.read_table(tmp_path / "preds.parquet").to_pylist()
     assert sorted(r["sop_instance_uid"] for r in rows) == sorted(
         pydicom.dcmread(f).SOPInstanceUID for f in films
@@ -128,7 +134,7 @@ def test_srs_wait_while_the_pacs_is_down_and_go_once(trained_run, tmp_path, monk
             wait_until(lambda: not list(outbox.glob("*.dcm")), what="the outbox emptied")
             assert len(pacs.reports) == pacs.stores == 3
             assert push(films, listener.port) == [0] * 3  # the same study again
-            wait_until(lambda: _answered(tmp_path) == 6)
+            wait_until(lambda: answered_count(tmp_path / "spool") == 6)
             threading.Event().wait(1.5)  # a sender that would send again has had time to
             assert pacs.stores == 3
         finally:
@@ -165,3 +171,49 @@ def test_kill_9_during_a_push_loses_no_film(trained_run, tmp_path):
         pydicom.dcmread(f).SOPInstanceUID for f in films
     }
     assert all(r["status"] == "ok" for r in rows)
+
+
+def test_a_film_whose_header_makes_no_sr_still_gets_its_row(trained_run, tmp_path, monkeypatch):
+    films = write_dx_films(tmp_path / "films", 3)
+    refused = pydicom.dcmread(films[1]).SOPInstanceUID
+    real = answer.structured_report
+
+    def fussy(source, row, identity):
+        if source.SOPInstanceUID == refused:
+            raise ValueError("PatientSex 'X' is not allowed")
+        return real(source, row, identity)
+
+    monkeypatch.setattr(answer, "structured_report", fussy)
+    with listening(_config(trained_run, tmp_path)) as listener:
+        assert push(films, listener.port) == [0] * 3
+        wait_until(lambda: answered_count(tmp_path / "spool") == 3)
+    rows = {r["sop_instance_uid"]: r for r in pq.read_table(tmp_path / "preds.parquet").to_pylist()}
+    assert rows[refused]["status"] == "ok"
+    assert "no SR: ValueError: PatientSex 'X' is not allowed" in rows[refused]["warnings"]
+    assert len(list((tmp_path / "spool" / "outbox").glob("*.dcm"))) == 2
+    assert any(": no SR: ValueError" in line for line in listener.lines)
+
+
+def test_cam_adds_a_grad_cam_capture_in_the_study_of_each_scored_film(trained_run, tmp_path):
+    films = write_dx_films(tmp_path / "films", 2)
+    ct_sc = ct_slice(tmp_path / "sc", uid.SecondaryCaptureImageStorage)  # gated: no overlay
+    outbox = tmp_path / "spool" / "outbox"
+    with listening(_config(trained_run, tmp_path, cam=True)) as listener:
+        assert push([*films, ct_sc], listener.port) == [0] * 3
+        wait_until(lambda: answered_count(tmp_path / "spool") == 3)
+        sent = {path: pydicom.dcmread(path) for path in outbox.glob("*.dcm")}
+        captures = [ds for ds in sent.values() if ds.Modality == "OT"]
+        # An overlay routed back to listen by the PACS is not answered in turn.
+        routed_back = next(path for path, ds in sent.items() if ds.Modality == "OT")
+        assert push([routed_back], listener.port) == [0]
+        wait_until(lambda: answered_count(tmp_path / "spool") == 4)
+    assert len(sent) == 5  # 3 SRs, 2 overlays
+    assert len(captures) == 2
+    for capture in captures:
+        assert capture.SOPClassUID == uid.SecondaryCaptureImageStorage
+        assert capture.StudyInstanceUID == pydicom.dcmread(films[0]).StudyInstanceUID
+        assert capture.PhotometricInterpretation == "RGB"
+        assert capture.pixel_array.shape[2] == 3
+    rows = pq.read_table(tmp_path / "preds.parquet").to_pylist()
+    assert [r["status"] for r in rows].count("skipped") == 1
+    assert len(list(outbox.glob("*.dcm"))) == 5
