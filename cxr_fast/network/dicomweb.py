@@ -6,6 +6,7 @@ makes it an error row), never a crash; a server that cannot be reached is one li
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ _TAGS = {
 FETCH_THREADS = 4
 STORE_BATCH = 32  # SRs per STOW-RS request
 TIMEOUT_S = 60.0
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,20 @@ def _value(found: dict, key: str) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
 
 
-def _server_error(url: str, exc: Exception) -> UserInputError:
+def reason(exc: Exception) -> str:
+    """A request's failure in a few words: the OS's reason for a connection that failed (not
+    urllib3's nested repr), the HTTP status for an error answer, else the first line."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code} {exc.response.reason}"
+    if isinstance(exc, requests.ConnectionError):
+        found = _ERRNO.search(str(exc))
+        return f"cannot connect: {found.group(1)}" if found else "cannot connect"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return UserInputError(f"--dicomweb {url}: the server did not answer QIDO-RS ({text})")
+    return text[:300]
+
+
+def _server_error(url: str, exc: Exception) -> UserInputError:
+    return UserInputError(f"--dicomweb {url}: the server did not answer QIDO-RS ({reason(exc)})")
 
 
 def find_instances(client: DICOMwebClient, studies: Sequence[str] = ()) -> list[Instance]:
@@ -100,8 +113,7 @@ def _fetch_one(client: DICOMwebClient, instance: Instance, path: Path) -> Unfetc
         dataset = client.retrieve_instance(instance.study, instance.series, instance.sop)
         dataset.save_as(path, enforce_file_format=True)
     except (requests.RequestException, InvalidDicomError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return Unfetched(instance, f"WADO-RS could not fetch it: {reason}")
+        return Unfetched(instance, f"WADO-RS could not fetch it: {reason(exc)}")
     return None
 
 
@@ -138,7 +150,7 @@ def _store_batch(client: DICOMwebClient, batch: list[pydicom.Dataset]) -> list[s
     try:
         response = client.store_instances(batch)
     except requests.RequestException as exc:
-        return [f"{ds.SOPInstanceUID}: STOW-RS failed ({exc})" for ds in batch]
+        return [f"{ds.SOPInstanceUID}: STOW-RS failed ({reason(exc)})" for ds in batch]
     return [
         f"{item.ReferencedSOPInstanceUID}: refused (failure reason {item.get('FailureReason')})"
         for item in response.get("FailedSOPSequence", [])

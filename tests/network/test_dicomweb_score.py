@@ -107,7 +107,8 @@ def test_user_mistakes_are_one_line(monkeypatch, capsys, orthanc, trained_run, t
     out = tmp_path / "p.parquet"
     nobody = f"http://127.0.0.1:{free_port()}/dicom-web"
     cases = [
-        (["--dicomweb", nobody], "did not answer QIDO-RS"),
+        (["--dicomweb", nobody], "did not answer QIDO-RS (cannot connect: Connection refused)"),
+        (["--dicomweb", orthanc.url + "/not-dicomweb"], "(HTTP 404 Not Found)"),
         (["--dicomweb", orthanc.dicomweb], "found no instances"),
         ([str(tmp_path), "--dicomweb", orthanc.dicomweb], "not both"),
         (["--dicomweb", orthanc.dicomweb, "--resume"], "--resume cannot be used"),
