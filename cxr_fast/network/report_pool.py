@@ -10,6 +10,7 @@ import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from io import BytesIO
 
 import pydicom
@@ -61,9 +62,14 @@ class ReportPool:
             return [report_file(source, row, self.identity) for source, row in jobs]
         sources = [source for source, _ in jobs]
         rows = [dict(row) for _, row in jobs]
-        return list(self._pool.map(report_file, sources, rows, [self.identity] * len(jobs)))
+        try:
+            return list(self._pool.map(report_file, sources, rows, [self.identity] * len(jobs)))
+        except BrokenProcessPool:  # a worker died (killed, out of memory): carry on without
+            self.close()
+            return self.build(jobs)
 
     def close(self) -> None:
+        """Stop the workers (the SRs of a batch in flight are built again on restart)."""
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
