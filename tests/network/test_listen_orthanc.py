@@ -5,6 +5,7 @@ study of DX films and a CT slice, the SRs come back into Orthanc; pushed again, 
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pydicom
 import pytest
 import requests
 
+from cxr_fast.network import send
 from cxr_fast.network.listen_config import ListenConfig
 from cxr_fast.network.sr import read_answer
 from tests.network.films import ct_slice, write_dx_films
@@ -19,10 +21,11 @@ from tests.network.listening import (
     answered_count,
     listen_process,
     listening,
+    push,
     score_probabilities,
     wait_until,
 )
-from tests.network.orthanc import Modality, Orthanc, free_port
+from tests.network.orthanc import ORTHANC, Modality, Orthanc, free_port
 
 FILMS = 24
 
@@ -38,6 +41,14 @@ def _find_srs(orthanc: Orthanc) -> list[str]:
     response = requests.post(orthanc.url + "/tools/find", json=body, timeout=30)
     response.raise_for_status()
     return response.json()
+
+
+def _up(orthanc: Orthanc) -> bool:
+    """Whether Orthanc's REST API answers (after a restart)."""
+    try:
+        return requests.get(orthanc.url + "/system", timeout=1).ok
+    except requests.RequestException:
+        return False
 
 
 def _push(orthanc: Orthanc, ids: list[str]) -> bool:
@@ -120,3 +131,33 @@ def test_kill_9_during_an_orthanc_push_then_restart_answers_every_film(
         assert process.wait(60) == 0, log.read_text()[-2000:]
     sources = set(_srs(orthanc))
     assert sources == {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in films}
+
+
+def test_srs_wait_while_orthanc_is_down_and_arrive_when_it_returns(
+    trained_run, tmp_path, orthanc, monkeypatch
+):
+    monkeypatch.setattr(send, "FIRST_RETRY_S", 0.2)
+    monkeypatch.setattr(send, "MAX_RETRY_S", 0.5)
+    films = write_dx_films(tmp_path / "films", 3)
+    config = ListenConfig(
+        run=trained_run, spool=tmp_path / "spool", out=tmp_path / "preds.parquet", port=0,
+        device="cpu", send_to=("ORTHANC", "127.0.0.1", orthanc.dicom_port), report_workers=0,
+    )  # fmt: skip
+    orthanc.process.kill()  # the PACS goes down
+    orthanc.process.wait()
+    outbox = tmp_path / "spool" / "outbox"
+    with listening(config) as listener:
+        assert push(films, listener.port) == [0] * 3
+        wait_until(lambda: len(list(outbox.glob("*.dcm"))) == 3, 60, "3 SRs in the outbox")
+        wait_until(lambda: any("retrying" in line for line in listener.lines))
+        # ... and comes back: the same config, ports and storage.
+        orthanc.process = subprocess.Popen(
+            [ORTHANC, str(orthanc.folder / "orthanc.json")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _up(orthanc), 30, "Orthanc back")
+        orthanc.add_modality("CXRFAST", Modality("CXRFAST", listener.port))
+        orthanc.wait_for(lambda: len(_find_srs(orthanc)) == 3, 60, "3 SRs in Orthanc")
+        wait_until(lambda: not list(outbox.glob("*.dcm")), what="the outbox emptied")
+    assert set(_srs(orthanc)) == {pydicom.dcmread(f).SOPInstanceUID for f in films}
