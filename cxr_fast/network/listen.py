@@ -21,7 +21,7 @@ from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, to_stdout
 from cxr_fast.network.answer import LISTEN_SCHEMA, Answerer
 from cxr_fast.network.listen_config import ListenConfig
-from cxr_fast.network.report_pool import ReportPool, default_workers
+from cxr_fast.network.report_pool import ReportPool
 from cxr_fast.network.send import Sender
 from cxr_fast.network.spool import Spool
 from cxr_fast.outputs import exclusive_output, writable_file
@@ -122,8 +122,7 @@ def _answerer(
 ) -> Answerer:
     """The answering side: the model's rows, its SRs built by a pool held in ``held``."""
     algorithm = identity.algorithm(model)
-    workers = default_workers() if config.report_workers is None else config.report_workers
-    reports = held.enter_context(contextlib.closing(ReportPool(algorithm, workers)))
+    reports = held.enter_context(contextlib.closing(ReportPool(algorithm, config.report_workers)))
     return Answerer(
         model, algorithm, spool, writer, _batch_size(config, model),
         config.accept_ood, log, _explainer(config, model), reports,

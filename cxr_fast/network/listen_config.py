@@ -115,12 +115,11 @@ class ListenConfig:
         help="Seconds a received film may wait for others to fill its batch.",
     )
 
-    # None: report_pool.default_workers()
-    report_workers: int | None = option(
-        None,
+    report_workers: int = option(
+        0,
         min=0,
-        default_text="half the cores, 1 to 4",
-        help="Processes that build the SRs beside the scoring (0: in listen's own process).",
+        help="Build the SRs in this many spawned processes beside the scoring (0: in listen's "
+        "own process; docs/hospital.md has what each measured).",
     )
 
     def __post_init__(self) -> None:

@@ -1,13 +1,13 @@
-"""Building SRs in worker processes: highdicom is pure Python, so in listen's own process the
-reports of a batch would take turns with receiving films and sending answers for one
-interpreter, and cost more than the model on a GPU. Workers are spawned (never forked from a
-process holding PyTorch's threads) and import the SR module only.
+"""Building SRs, in listen's own process or in worker processes (``--report-workers``):
+highdicom is pure Python, so in listen's process the reports of a batch take turns with
+receiving films and sending answers for one interpreter. Workers are spawned (never forked from
+a process holding PyTorch's threads) and import the SR module only. On the 2-core development
+host they were slower than none (docs/hospital.md), hence the default of 0.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -16,13 +16,6 @@ from io import BytesIO
 import pydicom
 
 from cxr_fast.network.sr import structured_report
-
-MAX_WORKERS = 4
-
-
-def default_workers() -> int:
-    """Half the cores, between 1 and MAX_WORKERS: the other half decode and run the model."""
-    return max(1, min(MAX_WORKERS, (os.cpu_count() or 2) // 2))
 
 
 def report_file(
@@ -44,6 +37,10 @@ def file_bytes(dataset: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def _ready() -> None:
+    """Nothing: submitted once per worker so that it starts at once."""
+
+
 class ReportPool:
     """``build(jobs)``: the SR file of each (source, row) job, in order; in ``workers``
     processes, or in this one for 0."""
@@ -54,6 +51,10 @@ class ReportPool:
         if workers > 0:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(workers, mp_context=context)
+            for _ in range(
+                workers
+            ):  # start them now (they import highdicom), not on the first batch
+                self._pool.submit(_ready)
 
     def build(
         self, jobs: Sequence[tuple[pydicom.Dataset, Mapping[str, object]]]
