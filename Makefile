@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .cache/demo
 
-.PHONY: demo test test-gpu gpu-check gpu-bundle browser bench bench-quick bench-runtimes lint format clean readme-examples
+.PHONY: demo test test-gpu gpu-check gpu-bundle browser pacs bench bench-quick bench-runtimes lint format clean readme-examples
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)
 
-test: $(STAMP) browser
+test: $(STAMP) browser pacs
 	$(PY) -m pytest -q
 
 # Debian's chromium + chromium-driver for the end-to-end browser test of `cxr-fast serve`
@@ -34,6 +34,28 @@ browser:
 	  sudo apt-get update -qq && sudo $(APT_INSTALL) chromium chromium-driver >/dev/null; \
 	else \
 	  echo "note: installing chromium needs root or sudo: the browser test will be skipped"; \
+	fi
+
+# Debian's orthanc + orthanc-dicomweb (a real PACS with DICOMweb) and dcmtk (storescu, echoscu)
+# for the hospital-network tests (tests/network/: skipped without them, a failure under CI=true).
+# The tests start their own Orthanc; the packaged service, which would listen on every
+# interface, is stopped and disabled right after it is installed.
+PACS_PACKAGES := orthanc orthanc-dicomweb dcmtk
+pacs:
+	@if command -v Orthanc >/dev/null && command -v storescu >/dev/null \
+	  && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "note: no apt-get to install Orthanc: the PACS tests will be skipped"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian $(PACS_PACKAGES) for the PACS tests"; \
+	  apt-get update -qq && $(APT_INSTALL) $(PACS_PACKAGES) >/dev/null \
+	  && { systemctl disable --now orthanc >/dev/null 2>&1 || true; }; \
+	elif sudo -n true 2>/dev/null; then \
+	  echo "installing Debian $(PACS_PACKAGES) for the PACS tests (sudo)"; \
+	  sudo apt-get update -qq && sudo $(APT_INSTALL) $(PACS_PACKAGES) >/dev/null \
+	  && { sudo systemctl disable --now orthanc >/dev/null 2>&1 || true; }; \
+	else \
+	  echo "note: installing Orthanc needs root or sudo: the PACS tests will be skipped"; \
 	fi
 
 # On a GPU host whose Python already has torch (no registry there): make test-gpu PY=python3

@@ -33,9 +33,10 @@ from cxr_fast.configs import (
 from cxr_fast.errors import CxrFastError, Interrupted
 from cxr_fast.explain.explain_stage import ExplainConfig
 from cxr_fast.export.export_stage import ExportConfig
+from cxr_fast.network.listen_config import ListenConfig
 from cxr_fast.progress import Progress, Working
 from cxr_fast.scoring.score_config import ScoreConfig
-from cxr_fast.serve.serve_stage import ServeConfig
+from cxr_fast.serve.serve_stage import ServeConfig, run_serve
 from cxr_fast.text import plural, rate
 from cxr_fast.training.config import AugmentOptions, TrainConfig
 
@@ -54,11 +55,6 @@ def _echo_summary(result) -> None:
     text = result.summary()
     if text:
         click.echo(text)
-
-
-def _bar(total: int, desc: str, unit: str = "img") -> Progress:
-    # A bar on a terminal; in logs and pipes a plain line every LOG_INTERVAL_S seconds.
-    return Progress(desc, total, unit)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -87,7 +83,7 @@ def data_synth(**values) -> None:
     from cxr_fast.data.synth import run_synth
 
     config = config_from_cli(SynthConfig, values)
-    with _bar(config.n, "synth") as bar:
+    with Progress("synth", config.n) as bar:
         paths = run_synth(config, progress=bar.update)
     click.echo(f"wrote {plural(len(paths), 'image')} to {config.out}")
 
@@ -102,7 +98,7 @@ def data_check(as_json: bool, **values) -> None:
     from cxr_fast.data.check import check_dataset, format_report, none_readable, nothing_to_check
 
     config = config_from_cli(CheckConfig, values)
-    with _bar(0, "decode") as bar:
+    with Progress("decode") as bar:
         report = check_dataset(
             config.root, sample=config.sample, workers=config.workers, progress=bar.update
         )
@@ -126,7 +122,7 @@ def data_stream(**values) -> None:
 
     config = config_from_cli(StreamConfig, values)
     count, backend, build = plan_stream(config)
-    with _bar(count, f"stream ({backend})") as bar:
+    with Progress(f"stream ({backend})", count) as bar:
         stats = stream(build, progress=bar.update)
     click.echo(
         f"{plural(stats.images, 'image')} in {stats.seconds:.2f} s: "
@@ -225,7 +221,7 @@ def evaluate(as_json: bool, **values) -> None:
     from cxr_fast.evaluate import run_evaluate
 
     config = config_from_cli(EvalConfig, values)
-    with _bar(0, "evaluate") as bar:
+    with Progress("evaluate") as bar:
         result = run_evaluate(config, progress=bar.update)
     warning = result.warning()
     if warning:
@@ -257,7 +253,7 @@ def calibrate(**values) -> None:
 
     config = config_from_cli(CalibrateConfig, values)
     data = config.data
-    with _bar(0, "calibrate") as bar:
+    with Progress("calibrate") as bar:
         result = run_calibrate(
             config.run,
             data,
@@ -288,7 +284,7 @@ def ood_fit(**values) -> None:
     from cxr_fast.gate.store import fit_and_store
 
     config = config_from_cli(OodFitConfig, values)
-    with _bar(0, "ood-fit") as bar:
+    with Progress("ood-fit") as bar:
         fit = fit_and_store(
             config.run,
             config.data,
@@ -326,7 +322,7 @@ def explain(**values) -> None:
     from cxr_fast.explain.explain_stage import run_explain
 
     config = config_from_cli(ExplainConfig, values)
-    with _bar(0, "explain") as bar:
+    with Progress("explain") as bar:
         result = run_explain(config, progress=bar.update)
     for line, is_error in result.lines():
         click.echo(line, err=is_error)
@@ -339,7 +335,7 @@ def explain(**values) -> None:
 @config_options(ScoreConfig)
 @flag("--fail-on-error", "Exit 1 when any file could not be scored (they are rows either way).")
 def score(fail_on_error: bool, **values) -> None:
-    """Score every image under ARCHIVE into Parquet, one row per file.
+    """Score every image under ARCHIVE (or on a --dicomweb server) into Parquet, one row per file.
 
     Columns: path, prob_pneumonia, pred, threshold, label (from a Kaggle layout), status
     (ok/error/skipped/not_cxr), error (the reason), width, height, warnings (the decoder's, per
@@ -375,7 +371,7 @@ def score(fail_on_error: bool, **values) -> None:
 
         if config.shard is None:  # under torchrun: RANK/WORLD_SIZE
             config = dataclasses.replace(config, shard=parse_shard(None))
-        with _bar(0, "score") as bar:
+        with Progress("score") as bar:
             summary = run_score(config, progress=bar.update, head=head, set_total=bar.set_total)
     finally:
         if head is not None:
@@ -419,9 +415,17 @@ def serve(**values) -> None:
     GET  /api/model           arch, contract, threshold, the run's validation metrics
     GET  /healthz             liveness
     """
-    from cxr_fast.serve.serve_stage import run_serve
-
     _echo_summary(run_serve(config_from_cli(ServeConfig, values), log=click.echo))
+
+
+@cli.command("listen", cls=StageCommand)
+@config_options(ListenConfig)
+def listen(**values) -> None:
+    """Receive films from a PACS (C-STORE), answer each with a row and a DICOM SR, send the SRs
+    back with --send-to; a film is kept in --spool until answered (docs/hospital.md)."""
+    from cxr_fast.network.listen import run_listen
+
+    _echo_summary(run_listen(config_from_cli(ListenConfig, values), log=click.echo))
 
 
 def main() -> None:

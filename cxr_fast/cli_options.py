@@ -96,7 +96,7 @@ def _param_for(cls: type, f: dataclasses.Field) -> click.Parameter:
         nargs = -1 if typing.get_origin(kind) is tuple else 1
         inner = typing.get_args(kind)[0] if nargs == -1 else kind
         typ = _click_type(spec, inner)
-        return click.Argument([f.name], type=typ, nargs=nargs, required=True)
+        return click.Argument([f.name], type=typ, nargs=nargs, required=not spec.optional)
     default, shown = _default_for_click(f, spec)
     # A required option may come from --config FILE: config_from_cli asks for it after merging.
     common = dict(help=spec.help + ("  [required]" if spec.required else ""), section=spec.section)

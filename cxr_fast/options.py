@@ -47,6 +47,7 @@ class OptionSpec:
     default_text: str | None = None  # what --help shows as the default, when not the value
     name: str | None = None  # the option's name, when not --field-name
     argument: bool = False  # a positional argument (nargs -1 for a tuple field)
+    optional: bool = False  # an argument that may be left out (score's ARCHIVE, with --dicomweb)
     exists: bool = False  # a path that must exist
     dir_okay: bool = True
     file_okay: bool = True

@@ -180,7 +180,7 @@ class HeadStart:
 
 
 def begin(
-    archive: Path,
+    archive: Path | None,
     model: Path,
     *,
     device: str,
@@ -196,7 +196,7 @@ def begin(
     outputs (:func:`cxr_fast.scoring.own_outputs.own_outputs`), left out as the scorer does.
     Never raises: a mistake in the arguments is left for the scorer to report."""
     env = os.environ if env is None else env
-    if env.get(ENV_SWITCH, "1") == "0" or resume or shard or "WORLD_SIZE" in env:
+    if archive is None or env.get(ENV_SWITCH, "1") == "0" or resume or shard or "WORLD_SIZE" in env:
         return None
     if "torch" in sys.modules:  # too late to gain anything, and forking now copies its threads
         return None

@@ -65,3 +65,20 @@ def check(staging: Path, current: dict, out: Path) -> None:
                 f"{_short(saved.get(key))}, this run has {_short(current.get(key))}; resume with "
                 "the same model and options, or pass --overwrite to start over"
             )
+
+
+def algorithm(model) -> dict:
+    """What an answer sent out of cxr-fast names as its algorithm (a DICOM SR's TID 4019):
+    architecture, the model file's checksum, cxr-fast's version, the run's threshold and the
+    site calibration, if any. Unlike :func:`identity` it holds nothing of where films came from,
+    so the same model gives the same identity to every input path (score, listen, DICOMweb)."""
+    from cxr_fast import __version__
+
+    return {
+        "name": "cxr-fast",
+        "arch": model.arch or model.model_id.split(":", 1)[0],
+        "model_sha256": model.checksum,
+        "version": __version__,
+        "threshold": model.threshold,
+        "calibration": (model.threshold_source or {}).get("calibration"),
+    }

@@ -70,14 +70,17 @@ class ChunkedParquetWriter:
         metadata: dict[str, str],
         rows_per_chunk: int = ROWS_PER_CHUNK,
         chunk_seconds: float = CHUNK_SECONDS,
+        schema: pa.Schema = SCHEMA,
     ):
         self.out = out
+        # SCHEMA, or SCHEMA with columns of a stage's own appended (listen's calling AE).
+        self.schema = schema
         self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
         self.rows_per_chunk = rows_per_chunk
         self.chunk_seconds = chunk_seconds
         self.staging = staging_dir(out)
         self.staging.mkdir(parents=True, exist_ok=True)
-        self._rows: dict[str, list] = {name: [] for name in SCHEMA.names}
+        self._rows: dict[str, list] = {name: [] for name in schema.names}
         # Numbered after the last one: after a deleted chunk, a count would name an existing one.
         self._chunks = max((_number(chunk) for chunk in self._chunk_files()), default=0)
         self._flushed_at = time.monotonic()
@@ -96,7 +99,7 @@ class ChunkedParquetWriter:
         dropped = 0
         for chunk in self._chunk_files():
             try:
-                pq.read_table(chunk, schema=SCHEMA, page_checksum_verification=True)
+                pq.read_table(chunk, schema=self.schema, page_checksum_verification=True)
             except (pa.ArrowException, OSError, ValueError):
                 chunk.unlink()
                 dropped += 1
@@ -116,7 +119,7 @@ class ChunkedParquetWriter:
         derived); writes a chunk when the buffer is full or the last chunk is
         ``chunk_seconds`` old."""
         row = {**row, "path_bytes": path_bytes(row["path"])}
-        for name in SCHEMA.names:
+        for name in self.schema.names:
             self._rows[name].append(_text(row.get(name)))
         if (
             len(self._rows["path"]) >= self.rows_per_chunk
@@ -129,7 +132,7 @@ class ChunkedParquetWriter:
         self._flushed_at = time.monotonic()
         if not self._rows["path"]:
             return
-        table = pa.Table.from_pydict(self._rows, schema=SCHEMA)
+        table = pa.Table.from_pydict(self._rows, schema=self.schema)
         final = self.staging / f"chunk-{self._chunks + 1:06d}.parquet"
         tmp = final.with_suffix(".tmp")
         try:
@@ -140,7 +143,7 @@ class ChunkedParquetWriter:
             tmp.unlink(missing_ok=True)  # a partial chunk (a full disk) only takes space
             raise
         self._chunks += 1
-        self._rows = {name: [] for name in SCHEMA.names}
+        self._rows = {name: [] for name in self.schema.names}
 
     def count_status(self, status: str) -> int:
         """Rows with ``status`` in every chunk written so far (resumed ones included)."""
@@ -171,12 +174,12 @@ class ChunkedParquetWriter:
         column, null for the files without an overlay."""
         self.flush()
         tmp = self.out.with_name(self.out.name + ".tmp")
-        schema = SCHEMA if cam_paths is None else SCHEMA.append(CAM_FIELD)
+        schema = self.schema if cam_paths is None else self.schema.append(CAM_FIELD)
         rows = 0
         try:
             with pq.ParquetWriter(tmp, schema.with_metadata(self.metadata)) as writer:
                 for chunk in self._chunk_files():
-                    table = pq.read_table(chunk, schema=SCHEMA)
+                    table = pq.read_table(chunk, schema=self.schema)
                     if cam_paths is not None:
                         cams = [_text(cam_paths.get(path)) for path in real_paths(table)]
                         table = table.append_column(CAM_FIELD, pa.array(cams, pa.string()))

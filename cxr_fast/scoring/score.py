@@ -24,7 +24,6 @@ from cxr_fast.choices import (
     PROJECTION_MODALITIES,
     SCORE_BATCH_SIZE,
 )
-from cxr_fast.data.batch import Batch
 from cxr_fast.data.collecting_loader import CollectingLoader
 from cxr_fast.data.discover import Discovery, Record, display_path, require_images, scan
 from cxr_fast.data.file_item import FileItem
@@ -44,14 +43,13 @@ from cxr_fast.distributed import (
 from cxr_fast.errors import Interrupted, OutputError, UserInputError
 from cxr_fast.export.source import cam_run_for
 from cxr_fast.gate import STATUS_NOT_CXR
-from cxr_fast.inference import sigmoid
 from cxr_fast.labels import CLASS_NAMES
 from cxr_fast.messages import to_stderr
 from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
 from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.scoring import identity
-from cxr_fast.scoring.gating import gate_settings, gated_verdict, judge_batch
+from cxr_fast.scoring.gating import gate_settings
 from cxr_fast.scoring.head_start import HeadStart
 from cxr_fast.scoring.job import PartStats, global_top, merge_parts
 from cxr_fast.scoring.model import ScoringModel, load_scoring_model
@@ -63,7 +61,8 @@ from cxr_fast.scoring.parquet_out import (
     metadata_json,
     staging_dir,
 )
-from cxr_fast.scoring.row_info import STATUS_SKIPPED, count_skipped, count_status, info_columns
+from cxr_fast.scoring.row_info import count_skipped, count_status
+from cxr_fast.scoring.rows import batch_rows as _rows
 from cxr_fast.scoring.score_config import ScoreConfig, shard_from_text
 from cxr_fast.scoring.threads import choose_threads, measure_costs
 from cxr_fast.scoring.wait_policy import is_passive
@@ -108,6 +107,7 @@ class ScoreSummary:
     not_cxr: int = 0  # films the input gate refused (no verdict)
     left_out: int = 0  # files discovery found to be no images, by name or content
     own_outputs: tuple[str, ...] = ()  # this run's outputs under the archive, not scored
+    notes: tuple[str, ...] = ()  # further lines of the summary (--dicomweb's source and SRs)
 
     def summary(self) -> str:
         """Rows by status, speed, the metrics' headline and the overlays ("" on ranks other
@@ -133,7 +133,7 @@ class ScoreSummary:
             lines.append(f"metrics: {self.metrics_path}")
         if self.cam_dir is not None:
             lines.append(f"Grad-CAM overlays: {self.cams} in {self.cam_dir} (column cam_path)")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.notes])
 
     @property
     def images_per_second(self) -> float:
@@ -218,46 +218,6 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _rows(batch: Batch, records, model: ScoringModel, accept_ood: bool = False) -> list[dict]:
-    rows = []
-    threshold = model.threshold
-    if batch.x is not None:
-        probs = sigmoid(model.logits(batch.x).cpu().numpy())
-        index = batch.index.tolist()
-        judged = judge_batch(model, batch.x, [batch.info.get(p) for p in index])
-        for position, prob, (width, height), judgement in zip(
-            index, probs, batch.sizes, judged, strict=True
-        ):
-            label = records[position].label
-            rows.append(
-                {
-                    "path": records[position].path,
-                    "threshold": threshold,
-                    "label": None if label is None else CLASS_NAMES[label],
-                    "width": width,
-                    "height": height,
-                    **info_columns(info := batch.info.get(position)),
-                    **gated_verdict(
-                        float(prob), threshold, judgement, accept_ood, (info or {}).get("warnings")
-                    ),
-                }
-            )
-    failed = [(p, r, STATUS_ERROR) for p, r in batch.errors]
-    for position, reason, status in failed + [(p, r, STATUS_SKIPPED) for p, r in batch.skipped]:
-        label = records[position].label
-        rows.append(
-            {
-                "path": records[position].path,
-                "threshold": threshold,
-                "label": None if label is None else CLASS_NAMES[label],
-                "status": status,
-                "error": reason,
-                **info_columns(batch.info.get(position)),
-            }
-        )
-    return rows
-
-
 def _write_cams(
     explainer: Explainer, top: list[tuple[str, float]], cam_dir: Path
 ) -> dict[str, str]:
@@ -298,7 +258,12 @@ def run_score(
     """Score every image under ``config.archive`` into Parquet; see :class:`ScoreConfig`.
     ``head``: films decoded while this process started (:mod:`cxr_fast.scoring.head_start`),
     used where they are what this run would decode; the caller closes it. ``set_total(n)``: the
-    files this process will score, once discovery and --resume have settled it (a bar's total)."""
+    files this process will score, once discovery and --resume have settled it (a bar's total).
+    With ``config.dicomweb`` the server's instances are fetched first and scored as files."""
+    if config.dicomweb is not None:
+        from cxr_fast.network.dicomweb_score import score_dicomweb
+
+        return score_dicomweb(config, run_score, progress, set_total)
     previous = torch.get_num_threads()
     try:
         return _run_score(config, progress, head, set_total)
@@ -362,6 +327,8 @@ def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> Chunked
     metadata = {
         "cxr_fast_model_id": model.model_id,
         "cxr_fast_model_sha256": model.checksum,
+        # What an answer sent out (a DICOM SR) names as its algorithm: score --store-sr reads it
+        "cxr_fast_algorithm": identity.algorithm(model),
         "cxr_fast_contract": model.contract.to_dict(),
         "cxr_fast_threshold": model.threshold,
         "cxr_fast_threshold_source": model.threshold_source,

@@ -54,7 +54,10 @@ _BATCH_DEFAULT = ", ".join(f"{n} on {kind}" for kind, n in SCORE_BATCH_SIZE.item
 class ScoreConfig:
     """What ``cxr-fast score`` was asked to do."""
 
-    archive: Path = option(argument=True, exists=True, help="Folder of images to score.")
+    # None: the instances of --dicomweb instead
+    archive: Path | None = option(
+        argument=True, optional=True, exists=True, help="Folder of images to score."
+    )
     model: Path = option(
         exists=True,
         required=True,
@@ -171,5 +174,51 @@ class ScoreConfig:
         help="DICOM Modality values the input gate accepts (other modalities get status not_cxr).",
     )
 
+    # a DICOMweb server's root, scored instead of ARCHIVE
+    dicomweb: str | None = option(
+        None,
+        metavar="URL",
+        section="data",
+        help="Score the instances a DICOMweb server holds (found with QIDO-RS, fetched with "
+        "WADO-RS) instead of ARCHIVE; each row's path is its instance's WADO-RS URL.",
+    )
+    study: tuple[str, ...] = option(
+        (),
+        multiple=True,
+        metavar="UID",
+        section="data",
+        help="With --dicomweb: only this study (Study Instance UID; repeat for more).",
+    )
+    store_sr: bool = option(
+        False,
+        section="output",
+        help="With --dicomweb: store a DICOM Structured Report answering each scored film back "
+        "on the server (STOW-RS), in the film's study.",
+    )
+
     def __post_init__(self) -> None:
         check_options(self)
+        _check_source(self)
+
+
+# What --dicomweb cannot be combined with (yet): its rows come from a fetch made for one run.
+_NOT_WITH_DICOMWEB = {"resume": "--resume", "shard": "--shard", "cam_dir": "--cam-dir"}
+
+
+def _check_source(config: ScoreConfig) -> None:
+    """One line unless exactly one of ARCHIVE and --dicomweb says what to score."""
+    if config.dicomweb is None:
+        if config.archive is None:
+            raise UserInputError("give the folder to score (ARCHIVE) or --dicomweb URL")
+        if config.study or config.store_sr:
+            raise UserInputError("--study and --store-sr need --dicomweb URL")
+        return
+    if config.archive is not None:
+        raise UserInputError("give ARCHIVE or --dicomweb URL, not both")
+    if not config.dicomweb.startswith(("http://", "https://")):
+        raise UserInputError(
+            f"--dicomweb must be an http:// or https:// URL, got {config.dicomweb!r}"
+        )
+    for name, option_text in _NOT_WITH_DICOMWEB.items():
+        if getattr(config, name):
+            raise UserInputError(f"{option_text} cannot be used with --dicomweb")

@@ -1,0 +1,1 @@
+"""cxr-fast on the hospital network: DICOM in (C-STORE, DICOMweb), DICOM Structured Reports out."""

@@ -1,0 +1,39 @@
+"""The sender alone: what the PACS stores leaves the outbox; what it refuses is set aside."""
+
+from pathlib import Path
+
+import pydicom
+
+from cxr_fast.network.report_pool import report_file
+from cxr_fast.network.send import Sender
+from cxr_fast.network.spool import Spool
+from tests.network.listening import MiniPacs
+from tests.network.test_sr import FILM, IDENTITY, OK
+
+
+def test_a_refused_sr_is_set_aside_and_the_rest_still_goes(tmp_path):
+    spool = Spool.open(tmp_path / "spool")
+    films = []
+    for index in range(3):
+        film = pydicom.dcmread(FILM)
+        film.SOPInstanceUID = f"{film.SOPInstanceUID}.{index}"
+        films.append(film)
+    uids = []
+    for film in films:
+        uid, data = report_file(film, OK, IDENTITY)
+        spool.put_outbox(uid, data)
+        uids.append(uid)
+    pacs = MiniPacs(refuse={uids[0]})
+    lines: list[str] = []
+    try:
+        sent = Sender(spool, ("PACS", "127.0.0.1", pacs.port), "CXRFAST", lines.append)
+        assert sent.send_once() == 2
+    finally:
+        pacs.stop()
+    assert sorted(pacs.reports) == sorted(uids[1:])
+    assert spool.outbox() == []
+    assert [p.stem for p in Path(spool.root / "refused").glob("*.dcm")] == [uids[0]]
+    assert all(spool.was_sent(uid) for uid in uids[1:])
+    assert any("refused" in line and "0xC000" in line for line in lines)
+    # Sent markers keep an SR made again (the same film answered twice) out of the outbox.
+    assert not spool.put_outbox(*report_file(films[1], OK, IDENTITY))
