@@ -21,6 +21,7 @@ from cxr_fast.cli_options import (
     merged_values,
 )
 from cxr_fast.configs import (
+    AdaptConfig,
     CalibrateConfig,
     CheckConfig,
     EvalConfig,
@@ -253,29 +254,31 @@ def calibrate(**values) -> None:
     An export is fitted on its own logits, and the new run folder made from the run it was
     exported from: export the calibrated run to deploy it.
     """
-    from cxr_fast.calibrate import run_calibrate
+    from cxr_fast.calibrate import calibrate_arguments, run_calibrate
 
     config = config_from_cli(CalibrateConfig, values)
     data = config.data
     with _bar(0, "calibrate") as bar:
         result = run_calibrate(
-            config.run,
-            data,
-            config.out,
-            target_sensitivity=config.target_sensitivity,
-            policy=config.threshold_policy,
-            prior=config.prior_strength,
-            device=config.device,
-            workers=config.workers,
-            overwrite=config.overwrite,
-            min_per_class=config.min_per_class,
-            cross_fit_folds=config.cross_fit,
-            progress=bar.update,
-            set_total=bar.set_total,
+            **calibrate_arguments(config), progress=bar.update, set_total=bar.set_total
         )
     for line in result.warning_lines(data):
         click.echo(f"warning: {line}", err=True)
     click.echo(result.summary(data))
+
+
+@cli.command("adapt", cls=StageCommand)
+@config_options(AdaptConfig)
+def adapt(**values) -> None:
+    """Adapt RUN to one site from 100 or more of its unlabelled films (labels are never read),
+    into a new run folder every stage takes; its metadata says what changed and on which films."""
+    from cxr_fast.adapt.adapt_stage import run_adapt
+
+    with _bar(0, "adapt") as bar:
+        result = run_adapt(
+            config_from_cli(AdaptConfig, values), progress=bar.update, set_total=bar.set_total
+        )
+    click.echo(result.summary())
 
 
 @cli.command("ood-fit", cls=StageCommand)
