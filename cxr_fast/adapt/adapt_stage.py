@@ -12,6 +12,7 @@ built again, since weights and threshold are sealed into an export.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,24 @@ def site_records(data: Path) -> list:
     return records
 
 
+def by_content(records: list) -> tuple[list, str]:
+    """(``records`` ordered by the SHA-256 of each file's bytes, the SHA-256 of those sorted
+    digests). Re-estimated statistics depend on which films share a batch; in this order the
+    adapted run is a function of the films alone, whatever their names and folders, and the
+    digest fingerprints the films the same way (a file that cannot be read sorts first, and
+    becomes an error entry of the loader)."""
+
+    def digest(record) -> str:
+        try:
+            return sha256(Path(record.path))
+        except OSError:
+            return ""
+
+    keyed = sorted((digest(r), i) for i, r in enumerate(records))
+    content = hashlib.sha256("\n".join(d for d, _ in keyed).encode()).hexdigest()
+    return [records[i] for _, i in keyed], content
+
+
 def _check_request(config: AdaptConfig, info: RunInfo) -> None:
     """One line for an --out that would replace a run, and for a run adapt cannot take."""
     if config.out.resolve() == config.run.resolve():
@@ -193,7 +212,7 @@ def run_adapt(
     """Adapt ``config.run`` to the site whose films are under ``config.data`` (never reading
     their labels) into the new run folder ``config.out``. ``progress(n)``: films processed
     (twice with a BatchNorm method: once to re-estimate, once to score); ``set_total(n)``."""
-    records = site_records(config.data)
+    records, content = by_content(site_records(config.data))
     adabn = config.method.startswith("adabn")
     if set_total is not None:
         set_total((2 if adabn else 1) * len(records))
@@ -201,7 +220,7 @@ def run_adapt(
     reference = None if config.method == "adabn" else reference_scores(config.run)
     scores = SiteScores(_site_logits(model, info, records, config, progress), reference)
     choice, shift = _new_threshold(config, info, scores)
-    adaptation = _adaptation_record(config, records, info, choice) | record | shift
+    adaptation = _adaptation_record(config, records, content, info, choice) | record | shift
     _write_run(config, model, info, choice, adaptation)
     export_line = _export(config, info, log)
     probs = sigmoid(scores.logits)
@@ -219,8 +238,11 @@ def run_adapt(
     )
 
 
-def _adaptation_record(config: AdaptConfig, records: list, info: RunInfo, choice: dict) -> dict:
-    """What the adapted run's metadata says of its adaptation."""
+def _adaptation_record(
+    config: AdaptConfig, records: list, content: str, info: RunInfo, choice: dict
+) -> dict:
+    """What the adapted run's metadata says of its adaptation (``content``: the films' digest,
+    :func:`by_content`)."""
     return {
         "method": config.method,
         "labels_read": False,
@@ -228,6 +250,7 @@ def _adaptation_record(config: AdaptConfig, records: list, info: RunInfo, choice
             "root": str(config.data.resolve()),
             "n": len(records),
             "paths_sha256": paths_sha256(config.data, records),
+            "content_sha256": content,
         },
         "source_run": str(config.run.resolve()),
         "source_model_sha256": sha256(config.run / MODEL_FILE),

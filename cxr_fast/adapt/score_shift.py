@@ -39,8 +39,9 @@ EM_TOLERANCE = 1e-6
 
 def probability_logits(probs: np.ndarray) -> np.ndarray:
     """Logits of stored probabilities, clipped to +-:data:`MAX_LOGIT`."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), sigmoid(-MAX_LOGIT), sigmoid(MAX_LOGIT))
-    return np.log(p / (1 - p))
+    p = np.asarray(probs, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.clip(np.log(p) - np.log1p(-p), -MAX_LOGIT, MAX_LOGIT)
 
 
 @dataclass(frozen=True)
