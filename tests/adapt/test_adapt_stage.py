@@ -4,6 +4,7 @@ stage takes."""
 import json
 import shutil
 
+import pyarrow.parquet as pq
 import torch
 
 from cxr_fast.adapt.adapt_stage import run_adapt
@@ -72,3 +73,30 @@ def test_the_adapted_run_is_a_run_evaluate_takes_and_adapt_refuses_again(
         monkeypatch, capsys, "adapt", out, "--data", synth_small, "--out", tmp_path / "again"
     )
     assert_one_line(code, err, "adapted already")
+
+
+def test_the_cli_adapts_exports_and_score_names_the_adaptation(
+    tiny_ensemble, synth_small, kaggle_dir, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "site"
+    code, stdout, err = run_main(
+        monkeypatch, capsys, "adapt", tiny_ensemble, "--data", synth_small, "--out", out,
+        "--workers", "0",
+    )  # fmt: skip
+    assert code == 0, stdout + err
+    assert "labels not read" in stdout and f"adapted run: {out}" in stdout
+    sidecars = list((out / "export").glob("*.json"))
+    assert len(sidecars) == 1, stdout  # the adapted run's own export, sealed with its threshold
+    side = json.loads(sidecars[0].read_text())
+    _, info = read_run(out)
+    assert side["source_sha256"] == sha256(out / MODEL_FILE)
+    assert side["threshold"] == info.threshold and side["adaptation"]["labels_read"] is False
+    preds = tmp_path / "p.parquet"
+    code, stdout, err = run_main(
+        monkeypatch, capsys, "score", kaggle_dir, "--model", out, "--out", preds, "--workers", "0"
+    )
+    assert code == 0, stdout + err
+    meta = pq.read_schema(preds).metadata
+    source = json.loads(meta[b"cxr_fast_threshold_source"])
+    assert source["adaptation"]["method"] == "adabn+shift"
+    assert json.loads(meta[b"cxr_fast_threshold"]) == info.threshold
