@@ -9,11 +9,13 @@ calibration fitted on the other nine). Issue 30's item 2, on one run: test-time 
 (`--tta`) at the stored threshold, and a temperature fitted on the out-of-fold predictions before
 the threshold is chosen.
 
-So that a method is not chosen on the sample alone, `--heldout` also treats each training fold
-as a site: member K alone (it never saw fold K's patients) scores fold K's films at the stored
-threshold, adapted on those films with the other folds' out-of-fold scores as the training
-reference; once as they are, and once with pneumonia films left out at random down to the
-sample's mix. There adaptation should change little, and must not hurt.
+So that a method is not chosen on the sample alone, `--heldout` also treats held-out training
+films as a site: for an ensemble, member K alone (it never saw fold K's patients) scores fold
+K's films at the stored threshold, adapted on those films with the other folds' out-of-fold
+scores as the training reference; for one model with out-of-fold scores, each patient half of
+them with the other half as the reference. Once as they are, and once with pneumonia films left
+out at random down to the sample's mix. There adaptation should change little, and must not
+hurt.
 
 Every row: n, accuracy (95% bootstrap interval), sensitivity and specificity (95% Wilson
 intervals), ROC-AUC (95% bootstrap interval).
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from scipy.stats import binomtest
 
 from cxr_fast.adapt.adapt_stage import run_adapt
 from cxr_fast.adapt.batchnorm import reestimate_batchnorm
@@ -54,17 +57,13 @@ from cxr_fast.run_folder import load_run, read_run
 from cxr_fast.scoring.model import module_model
 from cxr_fast.training.folds import OOF_FILE
 
-Z95 = 1.959964
-
 
 def wilson(k: int, n: int) -> list[float] | None:
     """The 95% Wilson score interval of k successes in n trials (None for n = 0)."""
     if n == 0:
         return None
-    p = k / n
-    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
-    half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
-    return [round(float(centre - half), 4), round(float(centre + half), 4)]
+    ci = binomtest(k, n).proportion_ci(method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
 
 
 def judge(
@@ -171,17 +170,27 @@ def member(run: Path, k: int) -> tuple[torch.nn.Module, object]:
     return model.to(memory_format=torch.channels_last).eval(), info
 
 
-def _fold_site(oof, k: int, mix: float | None, seed: int = 0) -> np.ndarray:
-    """Rows of fold ``k`` (1-based) taken as a site; with ``mix``, pneumonia rows left out at
-    random down to that prevalence."""
-    rows = np.flatnonzero(oof["fold"] == k)
+def _resampled(oof: dict, rows: np.ndarray, mix: float | None, seed: int) -> np.ndarray:
+    """``rows``, or with ``mix`` their pneumonia rows left out at random down to that
+    prevalence."""
     if mix is None:
         return rows
     labels = oof["label"][rows]
     healthy, sick = rows[labels == 0], rows[labels == 1]
     keep = min(sick.size, round(healthy.size * mix / (1 - mix)))
-    chosen = np.random.default_rng(seed + k).choice(sick, keep, replace=False)
+    chosen = np.random.default_rng(seed).choice(sick, keep, replace=False)
     return np.sort(np.concatenate([healthy, chosen]))
+
+
+def held_out_sites(oof: dict, members: int) -> list[tuple[int, np.ndarray]]:
+    """(member, site rows) pairs: for an ensemble each fold with the member that never saw it
+    (the other folds are the reference); for one model its out-of-fold films split in two
+    halves by patient (each half the other's reference)."""
+    if members > 1:
+        return [(k - 1, np.flatnonzero(oof["fold"] == k)) for k in sorted(set(oof["fold"]))]
+    records = [Record(p, None, None, q) for p, q in zip(oof["path"], oof["patient"], strict=True)]
+    halves = np.array(patient_folds(records, 2, seed=0))
+    return [(0, np.flatnonzero(halves == h)) for h in (0, 1)]
 
 
 def _read_oof(run: Path) -> dict:
@@ -196,16 +205,17 @@ def _read_oof(run: Path) -> dict:
     }
 
 
-def _fold_decisions(oof: dict, run: Path, k: int, mix: float | None, workers: int) -> dict:
-    """Fold ``k`` as a site: labels, the plain and AdaBN logits of member k, and each method's
-    0/1 decisions, fitted without a label of the fold."""
+def _site_decisions(oof: dict, run: Path, k: int, rows: np.ndarray, workers: int) -> dict:
+    """The site ``rows``: labels, the plain and AdaBN logits of member ``k`` (the run itself for
+    one model), and each method's 0/1 decisions, fitted without a label of the site (the
+    other out-of-fold rows are the training reference)."""
     _, info = read_run(run)
     t = info.threshold
-    rows = _fold_site(oof, k, mix)
-    ref = oof["fold"] != k
+    ref = np.ones(len(oof["label"]), dtype=bool)
+    ref[rows] = False
     ref_z, ref_y = oof["logit"][ref], oof["label"][ref]
     z = oof["logit"][rows]
-    model, _ = member(run, k - 1)
+    model, _ = member(run, k) if info.members > 1 else load_run(run)
     records = [Record(oof["path"][i], None, None, oof["patient"][i]) for i in rows]
     loader = make_scoring_loader(LoaderSpec(records, info.contract, 64, workers))
     reestimate_batchnorm(model, loader, torch.device("cpu"))
@@ -229,11 +239,16 @@ def _fold_decisions(oof: dict, run: Path, k: int, mix: float | None, workers: in
 
 
 def heldout_rows(run: Path, workers: int, mix: float | None) -> list:
-    """Each training fold as a site, pooled over the folds (see the module docstring)."""
+    """Held-out training films as sites, pooled (see the module docstring)."""
     oof = _read_oof(run)
-    parts = [_fold_decisions(oof, run, k, mix, workers) for k in sorted(set(oof["fold"]))]
+    _, info = read_run(run)
+    sites = held_out_sites(oof, info.members)
+    parts = [
+        _site_decisions(oof, run, k, _resampled(oof, rows, mix, seed=i), workers)
+        for i, (k, rows) in enumerate(sites)
+    ]
     labels = np.concatenate([p["labels"] for p in parts])
-    where = "training folds as sites" + (
+    where = "held-out training films as sites" + (
         "" if mix is None else f", resampled to {mix:.0%} pneumonia"
     )
     rows = []

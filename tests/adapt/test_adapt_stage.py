@@ -98,5 +98,5 @@ def test_the_cli_adapts_exports_and_score_names_the_adaptation(
     assert code == 0, stdout + err
     meta = pq.read_schema(preds).metadata
     source = json.loads(meta[b"cxr_fast_threshold_source"])
-    assert source["adaptation"]["method"] == "adabn+shift"
+    assert source["adaptation"]["method"] == AdaptConfig.method
     assert json.loads(meta[b"cxr_fast_threshold"]) == info.threshold
