@@ -108,7 +108,6 @@ def export_fields(
         # How the threshold (and any Platt scaling, inside the exported graph) came to be.
         "threshold_choice": info.meta.get("threshold_choice"),
         "calibration": info.meta.get("calibration"),
-        # A run adapted to a site (`cxr-fast adapt`): the films, the method, the source run.
         **({"adaptation": info.meta["adaptation"]} if "adaptation" in info.meta else {}),
         # The input gate, as the run stores it: an export refuses the films its run refuses.
         GATE_KEY: info.meta.get(GATE_KEY),

@@ -42,3 +42,18 @@ def test_the_bench_reports_each_row_with_n_and_intervals(tiny_ensemble, synth_sm
         assert row["sensitivity_ci95"][0] <= row["sensitivity"] <= row["sensitivity_ci95"][1]
     crossed = rows["calibrate, cross-fitted"]
     assert crossed["roc_auc"] is None and crossed["threshold"] is None
+
+
+def test_a_member_becomes_a_one_model_run_with_its_own_fold_as_out_of_fold(tiny_ensemble, tmp_path):
+    import pyarrow.parquet as pq
+
+    from bench.member_run import member_run
+    from cxr_fast.run_folder import read_run
+
+    threshold = member_run(tiny_ensemble, 1, tmp_path / "m1", workers=0)
+    _, info = read_run(tmp_path / "m1")
+    assert info.members == 1 and info.threshold == threshold
+    oof = pq.read_table(tmp_path / "m1" / "oof.parquet").to_pydict()
+    whole = pq.read_table(tiny_ensemble / "oof.parquet").to_pydict()
+    fold1 = {p for p, f in zip(whole["path"], whole["fold"], strict=True) if f == 1}
+    assert set(oof["path"]) == fold1  # the member's validation fold, no other film
