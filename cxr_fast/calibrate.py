@@ -484,6 +484,23 @@ def run_calibrate(
     )
 
 
+def calibrate_arguments(config: CalibrateConfig) -> dict:
+    """:func:`run_calibrate`'s arguments from ``config`` (what the command line builds)."""
+    return {
+        "run": config.run,
+        "data": config.data,
+        "out": config.out,
+        "target_sensitivity": config.target_sensitivity,
+        "policy": config.threshold_policy,
+        "prior": config.prior_strength,
+        "device": config.device,
+        "workers": config.workers,
+        "overwrite": config.overwrite,
+        "min_per_class": config.min_per_class,
+        "cross_fit_folds": config.cross_fit,
+    }
+
+
 def _write_run(run: Path, out: Path, choice: dict, calibration: dict) -> None:
     """The calibrated run in ``out``: ``run``'s weights, its metadata with the calibration."""
     checkpoint = torch.load(run / MODEL_FILE, map_location="cpu", weights_only=True)

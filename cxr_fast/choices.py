@@ -40,6 +40,14 @@ CALIBRATION_POLICIES = ("bayes", *ROC_POLICIES)
 # with fewer, one film moves that class's sensitivity or specificity by more than 5 points, and
 # a sample with one or a few pneumonia films can fit a threshold that calls none of them.
 MIN_CALIBRATION_PER_CLASS = 20
+# `adapt`: what it re-estimates on a site's unlabelled films (cxr_fast/adapt/). adabn: the
+# BatchNorm statistics; shift: the threshold, from where the site's healthy and pneumonia scores
+# sit against the training films' out-of-fold ones; prior: the threshold, from the site's
+# estimated prevalence alone.
+ADAPT_METHODS = ("adabn+shift", "adabn", "shift", "prior")
+# Fewer unlabelled films than this estimate neither a network's normalisation statistics nor a
+# two-class mixture well enough to move a threshold by.
+MIN_ADAPT_FILMS = 100
 # "per-image": after scaling, every image is standardised to zero mean and unit variance over its
 # own pixels, so exposure and contrast stop being cues. "equalize": every resized uint8 image is
 # histogram-equalised (DALI's fn.equalize, the OpenCV formula) before scaling, so any monotone

@@ -21,6 +21,7 @@ from cxr_fast.cli_options import (
     merged_values,
 )
 from cxr_fast.configs import (
+    AdaptConfig,
     CalibrateConfig,
     CheckConfig,
     EvalConfig,
@@ -223,8 +224,7 @@ def evaluate(as_json: bool, **values) -> None:
     config = config_from_cli(EvalConfig, values)
     with Progress("evaluate") as bar:
         result = run_evaluate(config, progress=bar.update)
-    warning = result.warning()
-    if warning:
+    if warning := result.warning():
         click.echo(f"warning: {warning}", err=True)
     click.echo(result.summary(as_json))
 
@@ -249,29 +249,30 @@ def calibrate(**values) -> None:
     An export is fitted on its own logits, and the new run folder made from the run it was
     exported from: export the calibrated run to deploy it.
     """
-    from cxr_fast.calibrate import run_calibrate
+    from cxr_fast.calibrate import calibrate_arguments, run_calibrate
 
     config = config_from_cli(CalibrateConfig, values)
     data = config.data
     with Progress("calibrate") as bar:
         result = run_calibrate(
-            config.run,
-            data,
-            config.out,
-            target_sensitivity=config.target_sensitivity,
-            policy=config.threshold_policy,
-            prior=config.prior_strength,
-            device=config.device,
-            workers=config.workers,
-            overwrite=config.overwrite,
-            min_per_class=config.min_per_class,
-            cross_fit_folds=config.cross_fit,
-            progress=bar.update,
-            set_total=bar.set_total,
+            **calibrate_arguments(config), progress=bar.update, set_total=bar.set_total
         )
     for line in result.warning_lines(data):
         click.echo(f"warning: {line}", err=True)
     click.echo(result.summary(data))
+
+
+@cli.command("adapt", cls=StageCommand)
+@config_options(AdaptConfig)
+def adapt(**values) -> None:
+    """Adapt RUN to one site from 100 or more of its unlabelled films (labels are never read),
+    into a new run folder every stage takes; its metadata says what changed and on which films."""
+    from cxr_fast.adapt.adapt_stage import run_adapt
+
+    config = config_from_cli(AdaptConfig, values)
+    with Progress("adapt") as bar:
+        result = run_adapt(config, progress=bar.update, set_total=bar.set_total)
+    click.echo(result.summary())
 
 
 @cli.command("ood-fit", cls=StageCommand)
@@ -341,13 +342,12 @@ def score(fail_on_error: bool, **values) -> None:
     (ok/error/skipped/not_cxr), error (the reason), width, height, warnings (the decoder's, per
     file), ood_score (the input gate's), and for DICOM patient_id, study/series/sop_instance_uid,
     modality, view_position, body_part_examined. A film the input gate judges not to be a
-    frontal chest X-ray gets status not_cxr and no verdict (--accept-ood scores it). The
-    file metadata names the model, its checksum and contract. A file
-    that cannot be read (or is not a regular file: a FIFO, a device) becomes an error row and
-    the run goes on; DICOM reports, plans and waveforms are skipped rows. With labels,
-    PRED.metrics.json gets the same metrics as `cxr-fast evaluate`. --resume keeps the rows of
-    an interrupted run only when it was made with the same model checksum, contract,
-    threshold, backend, precision and archive.
+    frontal chest X-ray gets status not_cxr and no verdict (--accept-ood scores it). The file
+    metadata names the model, its checksum and contract. A file that cannot be read (or is not
+    a regular file: a FIFO, a device) is an error row and the run goes on; DICOM reports, plans
+    and waveforms are skipped rows. With labels, PRED.metrics.json gets `evaluate`'s metrics.
+    --resume keeps the rows of an interrupted run only when it was made with the same model
+    checksum, contract, threshold, backend, precision and archive.
     """
     from cxr_fast.scoring import head_start, wait_policy
     from cxr_fast.scoring.own_outputs import own_outputs

@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxr_fast.errors import NotFoundError, UserInputError
@@ -247,6 +247,12 @@ def discover(root: str | os.PathLike[str]) -> list[Record]:
     for path, reason in found.unreadable:
         to_stderr(f"cxr-fast: warning: {display_path(path)}: {reason}")
     return found.records
+
+
+def unlabelled(records: Sequence[Record]) -> list[Record]:
+    """``records`` with label and split cleared: a folder taken as an unlabelled archive whatever
+    its layout, for stages that must not see labels (``adapt``)."""
+    return [replace(r, label=None, split=None) for r in records]
 
 
 class NoImagesError(UserInputError):

@@ -108,6 +108,7 @@ def export_fields(
         # How the threshold (and any Platt scaling, inside the exported graph) came to be.
         "threshold_choice": info.meta.get("threshold_choice"),
         "calibration": info.meta.get("calibration"),
+        **({"adaptation": info.meta["adaptation"]} if "adaptation" in info.meta else {}),
         # The input gate, as the run stores it: an export refuses the films its run refuses.
         GATE_KEY: info.meta.get(GATE_KEY),
         "members": info.members,

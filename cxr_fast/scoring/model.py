@@ -159,9 +159,12 @@ def module_model(
 
 def threshold_source(meta: dict) -> dict:
     """The threshold's provenance from a run's metadata or an export's sidecar: the policy, and
-    the site calibration (temperature, bias, sample size and fingerprint) when there is one."""
+    the site calibration (temperature, bias, sample size and fingerprint) or the site
+    adaptation (method, films, source run) when there is one."""
     calibration = meta.get("calibration")
-    return {
+    adaptation = meta.get("adaptation")
+    adapted = {} if not adaptation else {"adaptation": _adaptation_source(adaptation)}
+    return adapted | {
         "policy": (meta.get("threshold_choice") or {}).get("policy"),
         "members": meta.get("members", 1),
         "calibration": None
@@ -173,6 +176,12 @@ def threshold_source(meta: dict) -> dict:
             "source_model_sha256": calibration["source_model_sha256"],
         },
     }
+
+
+def _adaptation_source(adaptation: dict) -> dict:
+    """What ``threshold_source`` says of a site adaptation."""
+    keys = ("method", "films", "labels_read", "source_model_sha256")
+    return {key: adaptation.get(key) for key in keys}
 
 
 def _eager(

@@ -25,7 +25,15 @@ def export_after_training(
     """Build ``config.export`` ("auto"; "none": nothing) for the trained run in ``run_dir`` and
     log one line saying what was written, kept or skipped and why. Returns the new export, or
     None when none was written."""
-    if config.export == "none":
+    return export_run_folder(run_dir, config.export, config.arch, config.device, log)
+
+
+def export_run_folder(
+    run_dir: Path, export: str, arch: str, device: str, log: Log = to_stdout
+) -> ExportResult | None:
+    """:func:`export_after_training` for any finished run folder (a trained or an adapted one)
+    of architecture ``arch``, built for ``device``."""
+    if export == "none":
         return None
     from cxr_fast.export.export_stage import ExportConfig, run_export
 
@@ -33,14 +41,14 @@ def export_after_training(
     started = time.perf_counter()
     what = "the auto export"
     try:
-        target, what = _auto_target(run_dir, config)
+        target, what = _auto_target(run_dir, arch, device)
         if _up_to_date(run_dir, target):
             log(f"export: {target.name} kept (already verified for this model.pt)")
             return None
         log(f"export: building {what} for this host into {target.parent} (--export none skips)")
         # overwrite: the file at the run's own default path can only be a stale export of an
         # earlier model.pt of this run (retrained or resumed), which nothing can score with.
-        result = run_export(ExportConfig(run_dir, "auto", device=config.device, overwrite=True))
+        result = run_export(ExportConfig(run_dir, "auto", device=device, overwrite=True))
     except KeyboardInterrupt:
         raise Interrupted(
             f"export interrupted; the run in {run_dir} is trained and scores with the eager "
@@ -80,13 +88,13 @@ def describe(result: ExportResult, seconds: float) -> str:
     )
 
 
-def _auto_target(run_dir: Path, config: TrainConfig) -> tuple[Path, str]:
+def _auto_target(run_dir: Path, arch: str, device: str) -> tuple[Path, str]:
     """(the file ``export --format auto`` writes for this run on this host, its description)."""
     from cxr_fast.device import resolve_device
     from cxr_fast.export.auto import auto_export
     from cxr_fast.export.common import default_out_path
 
-    fmt, precision, _ = auto_export(config.arch, resolve_device(config.device))
+    fmt, precision, _ = auto_export(arch, resolve_device(device))
     return default_out_path(run_dir, fmt, precision), f"{fmt} {precision}"
 
 
