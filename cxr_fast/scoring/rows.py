@@ -22,6 +22,15 @@ def batch_rows(
     were skipped; ``records`` is the list the batch's positions index."""
     rows = []
     threshold = model.threshold
+
+    def row(position: int) -> dict:
+        label = records[position].label
+        return {
+            "path": records[position].path,
+            "threshold": threshold,
+            "label": None if label is None else CLASS_NAMES[label],
+        }
+
     if batch.x is not None:
         probs = sigmoid(model.logits(batch.x).cpu().numpy())
         index = batch.index.tolist()
@@ -29,31 +38,19 @@ def batch_rows(
         for position, prob, (width, height), judgement in zip(
             index, probs, batch.sizes, judged, strict=True
         ):
-            label = records[position].label
+            info = batch.info.get(position)
+            warnings = (info or {}).get("warnings")
             rows.append(
-                {
-                    "path": records[position].path,
-                    "threshold": threshold,
-                    "label": None if label is None else CLASS_NAMES[label],
-                    "width": width,
-                    "height": height,
-                    **info_columns(info := batch.info.get(position)),
-                    **gated_verdict(
-                        float(prob), threshold, judgement, accept_ood, (info or {}).get("warnings")
-                    ),
-                }
+                row(position)
+                | {"width": width, "height": height}
+                | info_columns(info)
+                | gated_verdict(float(prob), threshold, judgement, accept_ood, warnings)
             )
     failed = [(p, r, STATUS_ERROR) for p, r in batch.errors]
     for position, reason, status in failed + [(p, r, STATUS_SKIPPED) for p, r in batch.skipped]:
-        label = records[position].label
         rows.append(
-            {
-                "path": records[position].path,
-                "threshold": threshold,
-                "label": None if label is None else CLASS_NAMES[label],
-                "status": status,
-                "error": reason,
-                **info_columns(batch.info.get(position)),
-            }
+            row(position)
+            | {"status": status, "error": reason}
+            | info_columns(batch.info.get(position))
         )
     return rows
