@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from cxr_fast.configs import AdaptConfig
 from cxr_fast.data.discover import Discovery, paths_sha256, require_images
@@ -24,10 +24,9 @@ from cxr_fast.text import plural
 
 if TYPE_CHECKING:
     from cxr_fast.scoring.head_start import HeadStart
-    from cxr_fast.scoring.score import ScoreSummary
 
-# What score runs with the adapted run once it exists: (config, progress, head, set_total).
-Scorer = Callable[..., "ScoreSummary"]
+# score's ScoreSummary (named so, not imported: score imports this module).
+Summary = TypeVar("Summary")
 
 
 def adapted_dir(out: Path) -> Path:
@@ -37,15 +36,16 @@ def adapted_dir(out: Path) -> Path:
 
 def score_adapted(
     config: ScoreConfig,
-    score: Scorer,
+    score: Callable[..., Summary],
     discovery: Discovery,
     progress: Callable[[int], None] | None = None,
     head: HeadStart | None = None,
     set_total: Callable[[int], None] | None = None,
-) -> ScoreSummary:
+) -> Summary:
     """Adapt ``config.model`` to the films ``discovery`` found under ``config.archive`` (or
-    reuse the adapted run of an interrupted ``--resume``), then ``score`` the archive with the
-    adapted run; the summary says so. ``set_total`` counts both passes."""
+    reuse the adapted run of an interrupted ``--resume``), then ``score(config, progress, head,
+    set_total)`` the archive with the adapted run; its summary says so. ``set_total`` counts
+    both passes."""
     records = require_images(discovery.records, str(config.archive))
     adapted = adapted_dir(config.out)
     counted = [0]
