@@ -43,10 +43,14 @@ def score_adapted(
     set_total: Callable[[int], None] | None = None,
 ) -> Summary:
     """Adapt ``config.model`` to the films ``discovery`` found under ``config.archive`` (or
-    reuse the adapted run of an interrupted ``--resume``), then ``score(config, progress, head,
+    reuse the adapted run of an interrupted ``--resume``), then ``score(config, progress, None,
     set_total)`` the archive with the adapted run; its summary says so. ``set_total`` counts
-    both passes."""
+    both passes; ``head`` is stopped and its films dropped."""
     records = require_images(discovery.records, str(config.archive))
+    if head is not None:
+        # Else it decodes the second pass's films on the cores the first one needs, and that
+        # pass's rate would count from their decoding.
+        head.take()
     adapted = adapted_dir(config.out)
     counted = [0]
 
@@ -55,15 +59,16 @@ def score_adapted(
         if set_total is not None:
             set_total(n)
 
-    record, reused = _adapted_run(config, adapted, records, progress, total)
+    record, reused, export_line = _adapted_run(config, adapted, records, progress, total)
     first = counted[0]
     summary = score(
         replace(config, model=adapted),
         progress,
-        head,
+        None,
         None if set_total is None else lambda n: set_total(first + n),
     )
-    return replace(summary, notes=(*_lines(config, adapted, record, reused), *summary.notes))
+    lines = _lines(config, adapted, record, reused)
+    return replace(summary, notes=(*lines, *([export_line] if export_line else []), *summary.notes))
 
 
 def _adapted_run(
@@ -72,15 +77,16 @@ def _adapted_run(
     records: list,
     progress: Callable[[int], None] | None,
     set_total: Callable[[int], None],
-) -> tuple[dict, bool]:
-    """(the adapted run's adaptation record, whether an earlier run's was reused)."""
+) -> tuple[dict, bool, str | None]:
+    """(the adapted run's adaptation record, whether an earlier run's was reused, the line
+    saying which export of it was built)."""
     if (adapted / MODEL_FILE).exists() and not config.overwrite:
         if not config.resume:
             raise UserInputError(
                 f"{adapted} already holds the run an earlier score --adapt adapted: pass "
                 "--resume to reuse it or --overwrite to adapt again"
             )
-        return _reusable(config, adapted, records), True
+        return _reusable(config, adapted, records), True, None
     from cxr_fast.adapt.adapt_stage import run_adapt
 
     adapt = AdaptConfig(
@@ -94,7 +100,7 @@ def _adapted_run(
     result = run_adapt(
         adapt, log=lambda _: None, progress=progress, set_total=set_total, found=records
     )
-    return result.adaptation, False
+    return result.adaptation, False, result.export_line
 
 
 def _reusable(config: ScoreConfig, adapted: Path, records: list) -> dict:
