@@ -85,6 +85,13 @@ def test_rows_are_those_of_adapt_then_score_by_hand_and_labels_are_not_read(
         monkeypatch, capsys, "score", flat_copy, "--model", tiny_ensemble, "--adapt", "--out", out
     )
     assert_one_line(code, err, "already holds", "--resume")
+    code, stdout, err = run_main(
+        monkeypatch, capsys, "score", synth_small, "--model", tiny_ensemble, "--adapt",
+        "--out", out, "--workers", "0", "--overwrite",
+    )  # fmt: skip
+    assert code == 0, stdout + err
+    assert f"to the archive's 160 films (shift; labels not read) -> {run2}" in stdout
+    assert _table(out)["threshold"] == by_hand["threshold"]
     # An adapted (or calibrated) run is refused as adapt refuses it.
     code, _, err = run_main(
         monkeypatch, capsys, "score", synth_small, "--model", run2, "--adapt",
