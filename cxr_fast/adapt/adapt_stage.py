@@ -102,10 +102,10 @@ class AdaptResult:
         return "\n".join(lines)
 
 
-def site_records(data: Path) -> list:
-    """The films under ``data`` as an unlabelled archive; UserInputError below
-    :data:`MIN_ADAPT_FILMS`."""
-    records = unlabelled(require_images(discover(data), str(data)))
+def site_records(data: Path, found: list | None = None) -> list:
+    """The films under ``data`` (``found``: already discovered there) as an unlabelled
+    archive; UserInputError below :data:`MIN_ADAPT_FILMS`."""
+    records = unlabelled(require_images(discover(data) if found is None else found, str(data)))
     if len(records) < MIN_ADAPT_FILMS:
         raise UserInputError(
             f"{data} holds {plural(len(records), 'image')}: adapt needs at least "
@@ -208,11 +208,14 @@ def run_adapt(
     log: Log = to_stdout,
     progress: Callable[[int], None] | None = None,
     set_total: Callable[[int], None] | None = None,
+    found: list | None = None,
 ) -> AdaptResult:
     """Adapt ``config.run`` to the site whose films are under ``config.data`` (never reading
     their labels) into the new run folder ``config.out``. ``progress(n)``: films processed
-    (twice with a BatchNorm method: once to re-estimate, once to score); ``set_total(n)``."""
-    records, content = by_content(site_records(config.data))
+    (twice with a BatchNorm method: once to re-estimate, once to score); ``set_total(n)``.
+    ``found``: the films, already discovered under ``config.data`` (``score --adapt``'s
+    discovery, which leaves out its own outputs); default: discovered here."""
+    records, content = by_content(site_records(config.data, found))
     adabn = config.method.startswith("adabn")
     if set_total is not None:
         set_total((2 if adabn else 1) * len(records))

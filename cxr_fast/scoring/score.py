@@ -49,6 +49,7 @@ from cxr_fast.metrics import binary_metrics, headline, import_in_background
 from cxr_fast.outputs import creatable_folder, exclusive_output, writable_file
 from cxr_fast.run_folder import atomic_write_json
 from cxr_fast.scoring import identity
+from cxr_fast.scoring.adapt_first import adapted_dir, score_adapted
 from cxr_fast.scoring.gating import gate_settings
 from cxr_fast.scoring.head_start import HeadStart
 from cxr_fast.scoring.job import PartStats, global_top, merge_parts
@@ -266,6 +267,12 @@ def run_score(
         return score_dicomweb(config, run_score, progress, set_total)
     previous = torch.get_num_threads()
     try:
+        if config.adapt:  # before the first pass: an output that would be refused
+            _check_outputs(config)
+            if not config.overwrite:  # refuses only: the output's lock is not held yet
+                _prepare(config.out, config.resume, overwrite=False)
+            found = _discovery(config, head)
+            return score_adapted(config, _run_score, found, progress, head, set_total)
         return _run_score(config, progress, head, set_total)
     finally:
         torch.set_num_threads(previous)
@@ -342,6 +349,9 @@ def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> Chunked
             "fitted": None if model.gate.content is None else model.gate.content.fitted,
         },
         "cxr_fast_archive": str(config.archive.resolve()),
+        # score --adapt: the run it adapted to this archive and scored with (its own metadata
+        # records the adaptation)
+        "cxr_fast_adapted_run": str(adapted_dir(config.out).resolve()) if config.adapt else None,
         "cxr_fast_shard": list(config.shard) if config.shard else None,
         "cxr_fast_versions": versions(SCORING_PACKAGES),
         "cxr_fast_created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

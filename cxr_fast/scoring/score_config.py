@@ -11,6 +11,7 @@ from pathlib import Path
 from cxr_fast.choices import (
     BACKENDS,
     CHUNK_SECONDS,
+    MIN_ADAPT_FILMS,
     PROJECTION_MODALITIES,
     ROWS_PER_CHUNK,
     SCORE_BATCH_SIZE,
@@ -68,6 +69,14 @@ class ScoreConfig:
         required=True,
         section="output",
         help="Parquet file to write (a folder of part files with --shard or torchrun).",
+    )
+    adapt: bool = option(
+        False,
+        section="model",
+        help="Two passes, for an archive from one site: first adapt --model (a run folder) to "
+        "the archive's films as `cxr-fast adapt` does with its defaults (labels never read; at "
+        f"least {MIN_ADAPT_FILMS} films) into the run folder OUT.adapted/, then score the "
+        "archive with that adapted run.",
     )
     backend: str = option(
         "auto",
@@ -199,10 +208,16 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         check_options(self)
         _check_source(self)
+        _check_adapt(self)
 
 
 # What --dicomweb cannot be combined with (yet): its rows come from a fetch made for one run.
-_NOT_WITH_DICOMWEB = {"resume": "--resume", "shard": "--shard", "cam_dir": "--cam-dir"}
+_NOT_WITH_DICOMWEB = {
+    "resume": "--resume",
+    "shard": "--shard",
+    "cam_dir": "--cam-dir",
+    "adapt": "--adapt",
+}
 
 
 def _check_source(config: ScoreConfig) -> None:
@@ -222,3 +237,20 @@ def _check_source(config: ScoreConfig) -> None:
     for name, option_text in _NOT_WITH_DICOMWEB.items():
         if getattr(config, name):
             raise UserInputError(f"{option_text} cannot be used with --dicomweb")
+
+
+def _check_adapt(config: ScoreConfig) -> None:
+    """One line for what --adapt cannot take: an export (its weights and threshold are sealed)
+    and a slice of the archive (each part would adapt to its own films)."""
+    if not config.adapt:
+        return
+    if not config.model.is_dir():
+        raise UserInputError(
+            f"--adapt needs a run folder as --model, not an export ({config.model}): adapt the "
+            "run it was exported from"
+        )
+    if config.shard is not None:
+        raise UserInputError(
+            "--adapt cannot be used with --shard or torchrun: adapt once with `cxr-fast adapt "
+            "RUN --data ARCHIVE --out RUN2`, then score the parts with --model RUN2"
+        )
