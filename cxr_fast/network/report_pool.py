@@ -15,7 +15,7 @@ from io import BytesIO
 
 import pydicom
 
-from cxr_fast.network.sr import structured_report
+from cxr_fast.network.sr_template import template_for
 
 
 def report_file(
@@ -24,7 +24,7 @@ def report_file(
     """(SOP Instance UID, DICOM file bytes) of the SR answering ``source`` with ``row``, or
     why it cannot be made (a header highdicom refuses)."""
     try:
-        report = structured_report(source, row, identity)
+        report = template_for(identity).report(source, row)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         return f"no SR: {type(exc).__name__}: {exc}"
     return str(report.SOPInstanceUID), file_bytes(report)
