@@ -18,6 +18,7 @@ from pynetdicom import AE
 
 from cxr_fast.messages import Log
 from cxr_fast.network.spool import Spool
+from cxr_fast.network.tcp import TCP_HANDLERS
 
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
@@ -49,7 +50,9 @@ class Sender:
         srs = self.spool.outbox()
         if not srs:
             return 0
-        assoc = self.ae.associate(self.host, self.port, ae_title=self.called)
+        assoc = self.ae.associate(
+            self.host, self.port, ae_title=self.called, evt_handlers=TCP_HANDLERS
+        )
         if not assoc.is_established:
             raise SendError(f"no association with {self.called}@{self.host}:{self.port}")
         stored = 0
