@@ -12,6 +12,7 @@ the same file, byte for byte.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 from collections.abc import Mapping
@@ -64,13 +65,16 @@ def _probe_source() -> Dataset:
 
 
 def _with(item: Dataset, **changes: object) -> Dataset:
-    """A new dataset holding ``item``'s elements (shared, not copied) and ``changes``."""
-    copy = Dataset()
+    """A new dataset holding ``item``'s elements and, as new elements, ``changes``. The
+    elements kept are shared, not copied: nothing may set their values afterwards."""
+    result = Dataset()
+    changed = {tag_for_keyword(keyword) for keyword in changes}
     for element in item:
-        copy.add(element)
+        if element.tag not in changed:
+            result.add(element)
     for keyword, value in changes.items():
-        setattr(copy, keyword, value)
-    return copy
+        setattr(result, keyword, value)
+    return result
 
 
 @functools.cache
@@ -129,7 +133,7 @@ class ReportTemplate:
         probe = _probe_source()
         found = structured_report(probe, _PROBE_ROW, self.identity)
         refused = structured_report(probe, {**_PROBE_ROW, "status": "not_cxr"}, self.identity)
-        self.meta = found.file_meta
+        self.meta, self.preamble = found.file_meta, found.preamble
         self.constant = [found[tag_for_keyword(keyword)] for keyword in _CONSTANT]
         self.highdicom = found.ContributingEquipmentSequence[-1]
         content = list(found.ContentSequence)
@@ -149,7 +153,12 @@ class ReportTemplate:
         source = header_for_report(source)
         instance, series = sr_uids(source, self.identity)
         report = Dataset()
-        report.file_meta = FileMetaDataset(_with(self.meta, MediaStorageSOPInstanceUID=instance))
+        report.preamble = self.preamble  # written as a file by those who do not enforce one
+        # Copied, not shared: a writer sets the group length of the meta it writes.
+        report.file_meta = FileMetaDataset()
+        for element in self.meta:
+            report.file_meta.add(copy.copy(element))
+        report.file_meta.MediaStorageSOPInstanceUID = instance
         for element in self.constant:
             report.add(element)
         report.SOPInstanceUID, report.SeriesInstanceUID = instance, series
@@ -223,3 +232,10 @@ def template_for(identity: Mapping[str, object]) -> ReportTemplate:
     if key not in _TEMPLATES:
         _TEMPLATES[key] = ReportTemplate(identity)
     return _TEMPLATES[key]
+
+
+def templated_report(
+    source: Dataset, row: Mapping[str, object], identity: Mapping[str, object]
+) -> Dataset:
+    """:func:`cxr_fast.network.sr.structured_report`'s report, built from the model's template."""
+    return template_for(identity).report(source, row)

@@ -1,6 +1,7 @@
 """The template-built SR is highdicom's SR, byte for byte, for every kind of film and row."""
 
 import datetime as dt
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,9 +59,17 @@ def _films(tmp_path: Path) -> list[pydicom.Dataset]:
 @pytest.mark.parametrize("kind", ROWS)
 def test_template_report_equals_highdicoms(kind, frozen, tmp_path):
     template = ReportTemplate(IDENTITY)
-    for film in _films(tmp_path):
+    films = _films(tmp_path)
+    built = [template.report(film, ROWS[kind], NOW) for film in films]  # all, then compared
+    for film, got in zip(films, built, strict=True):
         expected = structured_report(film, ROWS[kind], IDENTITY)
-        got = template.report(film, ROWS[kind], NOW)
         assert got == expected
         assert got.file_meta == expected.file_meta
         assert file_bytes(got) == file_bytes(expected)
+        assert _written(got) == _written(expected)  # as a library writes it (dicomweb-client)
+
+
+def _written(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset)
+    return buffer.getvalue()
