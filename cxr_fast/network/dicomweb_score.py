@@ -32,7 +32,7 @@ from cxr_fast.network.dicomweb import (
     open_client,
     store_instances,
 )
-from cxr_fast.network.sr import structured_report
+from cxr_fast.network.sr_template import template_for
 from cxr_fast.outputs import exclusive_output, writable_file
 from cxr_fast.scoring.parquet_out import STATUS_ERROR, STATUS_OK
 from cxr_fast.text import plural
@@ -154,8 +154,8 @@ def _answer(client, table: pa.Table, url: str, fetched: dict[Path, Instance], ou
     identity = json.loads(table.schema.metadata[b"cxr_fast_algorithm"])
     files = {instance.url(url): path for path, instance in fetched.items()}
     reports = [
-        structured_report(
-            pydicom.dcmread(files[row["path"]], stop_before_pixels=True), row, identity
+        template_for(identity).report(
+            pydicom.dcmread(files[row["path"]], stop_before_pixels=True), row
         )
         for row in table.to_pylist()
         if row["status"] in SR_STATUSES and row["path"] in files

@@ -18,6 +18,7 @@ from pynetdicom.sop_class import Verification
 
 from cxr_fast.messages import Log
 from cxr_fast.network.spool import Spool
+from cxr_fast.network.tcp import TCP_HANDLERS
 
 ACCEPTED_CLASSES = (
     uid.ComputedRadiographyImageStorage,
@@ -76,7 +77,11 @@ class StorageSCP:
 
     def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` in background threads; the port bound (0: a free one)."""
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_REJECTED, self._on_rejected),
+            *TCP_HANDLERS,
+        ]
         self._server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
         return self._server.server_address[1]
 

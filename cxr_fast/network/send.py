@@ -11,19 +11,35 @@ stores once.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pydicom
 from pydicom import uid
-from pynetdicom import AE
+from pynetdicom import AE, _config
 
 from cxr_fast.messages import Log
 from cxr_fast.network.spool import Spool
+from cxr_fast.network.tcp import TCP_HANDLERS
 
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 # Success, and the warnings a Storage SCP may answer with the instance still stored (PS3.4 B.2.3).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
 OUT_OF_RESOURCES = 0xA7  # the high byte of "Refused: Out of Resources" (0xA7xx): retried
+
+
+# send_c_store(path) sends a file's bytes as they are, not decoded and encoded again (pynetdicom's
+# documented switch; it applies to paths only, and listen sends no other).
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def _store(assoc, sr: Path):
+    """C-STORE one SR file: its bytes as they are when the PACS accepted its transfer syntax,
+    else decoded, for pynetdicom to convert to one it accepted."""
+    try:
+        return assoc.send_c_store(sr)
+    except ValueError:  # no accepted presentation context with the file's own transfer syntax
+        return assoc.send_c_store(pydicom.dcmread(sr))
 
 
 class SendError(Exception):
@@ -49,13 +65,15 @@ class Sender:
         srs = self.spool.outbox()
         if not srs:
             return 0
-        assoc = self.ae.associate(self.host, self.port, ae_title=self.called)
+        assoc = self.ae.associate(
+            self.host, self.port, ae_title=self.called, evt_handlers=TCP_HANDLERS
+        )
         if not assoc.is_established:
             raise SendError(f"no association with {self.called}@{self.host}:{self.port}")
         stored = 0
         try:
             for sr in srs:
-                status = assoc.send_c_store(pydicom.dcmread(sr))
+                status = _store(assoc, sr)
                 code = status.get("Status") if status else None
                 if code in STORED:
                     self.spool.mark_sent(sr)

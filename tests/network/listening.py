@@ -135,12 +135,21 @@ def associates(port: int, calling: str, called: str = "CXRFAST") -> bool:
 class MiniPacs:
     """A Storage SCP that keeps every SR it is sent (by SOP Instance UID) and counts stores."""
 
-    def __init__(self, port: int = 0, aet: str = "PACS", refuse: Iterable[str] = ()):
+    def __init__(
+        self,
+        port: int = 0,
+        aet: str = "PACS",
+        refuse: Iterable[str] = (),
+        transfer_syntaxes: list[str] | None = None,  # None: pynetdicom's default ones
+    ):
         self.refuse = set(refuse)  # SOP Instance UIDs answered 0xC000 (cannot understand)
         self.reports: dict[str, pydicom.Dataset] = {}
         self.stores = 0
         self.ae = AE(ae_title=aet)
-        self.ae.add_supported_context(uid.ComprehensiveSRStorage)
+        if transfer_syntaxes is None:
+            self.ae.add_supported_context(uid.ComprehensiveSRStorage)
+        else:
+            self.ae.add_supported_context(uid.ComprehensiveSRStorage, transfer_syntaxes)
         handlers = [(evt.EVT_C_STORE, self._on_store)]
         self.server = self.ae.start_server((LOOPBACK, port), block=False, evt_handlers=handlers)
         self.port = self.server.server_address[1]
