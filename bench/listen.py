@@ -128,7 +128,8 @@ def bench(run: Path, films: int, associations: int, work: Path) -> dict:
             _wait(done, 3600, "every SR", listen)
             answered = time.perf_counter() - started
         finally:
-            listen.send_signal(signal.SIGINT)
+            # SIGTERM: a shell ignores SIGINT in a job it runs in the background.
+            listen.send_signal(signal.SIGTERM)
             listen.wait(120)
         latency = _latencies(pacs, work / "spool")
     rate, score_out = _score(run, work / "films", work)
