@@ -7,19 +7,23 @@ where a missing Orthanc is a failure.
 :func:`start_orthanc` writes a config into a temporary folder (free loopback ports, no
 authentication, storage in that folder, the DICOMweb plugin at ``/dicom-web/``), starts
 Orthanc, waits until both its HTTP and DICOM ports answer, and stops it on exit. Orthanc 1.10
-has no option to bind one interface: its ports are opened on every interface, so the config
-refuses every HTTP client but loopback (``RemoteAccessAllowed``) and every DICOM peer that is
-not a configured modality at 127.0.0.1 (``DicomCheckModalityHost``, no ``DicomAlwaysAllow*``).
+has no option to bind one interface, so it runs with ``loopback_bind.c`` preloaded (compiled
+here with the system's C compiler): its binds to every interface become binds to loopback.
+The config also refuses every HTTP client but loopback (``RemoteAccessAllowed``) and every DICOM
+peer that is not a configured modality at 127.0.0.1 (``DicomCheckModalityHost``, no
+``DicomAlwaysAllow*``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +55,36 @@ def pacs_or_skip(*, storescu: bool = False) -> None:
         if os.environ.get("CI"):
             pytest.fail(message + " (CI must install them: make pacs)")
         pytest.skip(message)
+
+
+def _loopback_bind() -> str:
+    """The shared object that keeps Orthanc on loopback, compiled once per source version."""
+    source = Path(__file__).with_name("loopback_bind.c")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    built = Path(tempfile.gettempdir()) / f"cxr-fast-loopback-bind-{digest}.so"
+    if not built.exists():
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            message = "no C compiler to keep the test PACS on loopback"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        partial = built.with_suffix(f".{os.getpid()}.tmp")
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(source), "-ldl"],
+            check=True,
+        )
+        partial.replace(built)
+    return str(built)
+
+
+def launch_orthanc(folder: Path) -> subprocess.Popen:
+    """Start Orthanc on ``folder/orthanc.json``, bound to loopback only; its log in the folder."""
+    env = {**os.environ, "LD_PRELOAD": _loopback_bind()}
+    with open(folder / "orthanc.log", "ab") as log:
+        return subprocess.Popen(
+            [ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
 
 
 def free_port() -> int:
@@ -209,19 +243,16 @@ def start_orthanc(
     http_port, dicom_port = free_port(), free_port()
     config = orthanc_config(folder, http_port, dicom_port, aet, modalities)
     (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
-    with open(folder / "orthanc.log", "wb") as log:
-        process = subprocess.Popen(
-            [ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT
-        )
-    orthanc = Orthanc(http_port, dicom_port, aet, folder, process)
+    orthanc = Orthanc(http_port, dicom_port, aet, folder, launch_orthanc(folder))
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while not _answers(orthanc):
-            if process.poll() is not None or time.monotonic() > deadline:
+            if orthanc.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"Orthanc did not start:\n{orthanc.log()[-3000:]}")
             time.sleep(0.05)
         yield orthanc
     finally:
         # Killed, not asked to stop: its storage is thrown away, and a clean stop takes seconds.
-        process.kill()
-        process.wait()
+        # The process now, which a test may have restarted.
+        orthanc.process.kill()
+        orthanc.process.wait()

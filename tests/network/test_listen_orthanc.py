@@ -5,7 +5,6 @@ study of DX films and a CT slice, the SRs come back into Orthanc; pushed again, 
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tests.network.listening import (
     score_probabilities,
     wait_until,
 )
-from tests.network.orthanc import ORTHANC, Modality, Orthanc, free_port
+from tests.network.orthanc import Modality, Orthanc, free_port, launch_orthanc
 
 FILMS = 24
 
@@ -151,11 +150,7 @@ def test_srs_wait_while_orthanc_is_down_and_arrive_when_it_returns(
         wait_until(lambda: len(list(outbox.glob("*.dcm"))) == 3, 60, "3 SRs in the outbox")
         wait_until(lambda: any("retrying" in line for line in listener.lines))
         # ... and comes back: the same config, ports and storage.
-        orthanc.process = subprocess.Popen(
-            [ORTHANC, str(orthanc.folder / "orthanc.json")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        orthanc.process = launch_orthanc(orthanc.folder)
         wait_until(lambda: _up(orthanc), 30, "Orthanc back")
         orthanc.add_modality("CXRFAST", Modality("CXRFAST", listener.port))
         orthanc.wait_for(lambda: len(_find_srs(orthanc)) == 3, 60, "3 SRs in Orthanc")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
+from pathlib import Path
+
 import pydicom
 import requests
 
@@ -31,3 +36,37 @@ def test_dicom_port_accepts_only_declared_peers(orthanc_factory, dx_films):
     assert pacs.instances() == []
     assert send("SENDER") == 0
     assert len(pacs.instances()) == 1
+
+
+def _listening_addresses(pid: int) -> set[str]:
+    """``address:port`` of every TCP socket process ``pid`` listens on (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                address, port = local.split(":")
+                assert len(address) == width
+                found.add(f"{_address(address)}:{int(port, 16)}")
+    return found
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp's little-endian hex address as text (IPv4, or IPv6 as hex groups)."""
+    raw = bytes.fromhex(hex_address)
+    words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+    packed = b"".join(words)
+    return str(ipaddress.ip_address(packed))
+
+
+def test_orthanc_listens_on_loopback_only(orthanc):
+    listening = _listening_addresses(orthanc.process.pid)
+    assert {f"127.0.0.1:{orthanc.http_port}", f"127.0.0.1:{orthanc.dicom_port}"} <= listening
+    assert all(a.startswith(("127.0.0.1:", "::1:")) for a in listening), listening
