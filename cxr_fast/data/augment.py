@@ -93,6 +93,12 @@ def brightness_contrast(image: torch.Tensor, brightness: float, contrast: float)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of one sample's augmentation: one per (seed, epoch, sample), so the same
+    sample gets the same transform whatever process or loader draws it (runs reproduce)."""
+    return torch.Generator().manual_seed(hash((seed, epoch, index)))
+
+
 def augment_image(image: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     """Randomly transform one uint8 [1,H,W] image (torch fallback path)."""
 

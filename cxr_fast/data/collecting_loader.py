@@ -47,7 +47,7 @@ from cxr_fast.data.file_item import FileItem, read_item
 from cxr_fast.data.filecheck import is_jpeg_file
 from cxr_fast.data.headers import dali_takes, read_headers
 from cxr_fast.data.loader_spec import LoaderSpec
-from cxr_fast.data.nvjpeg import decode_batch, read_bytes
+from cxr_fast.data.nvjpeg import decode_batch, read_ahead
 from cxr_fast.data.workers import scoring_worker
 from cxr_fast.messages import to_stderr
 
@@ -353,26 +353,22 @@ def _nvjpeg_jpeg_batches(
     the rest."""
     records, size = spec.records, spec.batch_size
     chunks = [jpegs[i : i + size] for i in range(0, len(jpegs), size)]
-    with ThreadPoolExecutor(max(1, spec.workers), thread_name_prefix="cxr-read") as pool:
-        reads = [pool.submit(read_bytes, records[p].path) for p in chunks[0]] if chunks else []
-        for k, chunk in enumerate(chunks):
-            current = reads
-            if k + 1 < len(chunks):
-                reads = [pool.submit(read_bytes, records[p].path) for p in chunks[k + 1]]
-            try:
-                x = decode_batch([f.result() for f in current], spec.contract, spec.device)
-            except (RuntimeError, OSError, ValueError) as exc:
-                decoded = list(pil_batches(replace(spec, workers=0), chunk))
-                yield from decoded
-                if any(b.errors for b in decoded):
-                    continue
-                use.name = "torch"
-                use.fallback = f"nvJPEG decoding failed ({_first_line(exc)}); PIL decoded the rest"
-                to_stderr(f"cxr-fast: {use.fallback}")
-                yield from pil_batches(spec, [p for c in chunks[k + 1 :] for p in c])
-                return
-            labels = [records[p].label for p in chunk]
-            yield _batch(x, chunk, labels, [sizes[p] for p in chunk])
+    paths = [[records[p].path for p in chunk] for chunk in chunks]
+    for k, (chunk, reads) in enumerate(zip(chunks, read_ahead(paths, spec.workers), strict=True)):
+        try:
+            x = decode_batch([f.result() for f in reads], spec.contract, spec.device)
+        except (RuntimeError, OSError, ValueError) as exc:
+            decoded = list(pil_batches(replace(spec, workers=0), chunk))
+            yield from decoded
+            if any(b.errors for b in decoded):
+                continue
+            use.name = "torch"
+            use.fallback = f"nvJPEG decoding failed ({_first_line(exc)}); PIL decoded the rest"
+            to_stderr(f"cxr-fast: {use.fallback}")
+            yield from pil_batches(spec, [p for c in chunks[k + 1 :] for p in c])
+            return
+        labels = [records[p].label for p in chunk]
+        yield _batch(x, chunk, labels, [sizes[p] for p in chunk])
 
 
 def _dali_jpeg_batches(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -39,6 +40,19 @@ def read_bytes(path: str) -> torch.Tensor:
     if not data:
         raise ValueError(f"{path}: empty file")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def read_ahead(chunks: Sequence[Sequence[str]], workers: int) -> Iterator[list[Future]]:
+    """Each chunk's pending reads (:func:`read_bytes`) in order, in ``workers`` threads; the
+    next chunk's reads start before the current one is handed out, so decoding one batch
+    overlaps reading the next."""
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cxr-read") as pool:
+        pending = [pool.submit(read_bytes, path) for path in chunks[0]] if chunks else []
+        for k in range(len(chunks)):
+            current = pending
+            if k + 1 < len(chunks):
+                pending = [pool.submit(read_bytes, path) for path in chunks[k + 1]]
+            yield current
 
 
 def decode_gray(datas: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

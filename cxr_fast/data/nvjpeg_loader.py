@@ -10,15 +10,15 @@ gives it); one PIL cannot decode either is left out of its batch, named on stder
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import torch
 
-from cxr_fast.data.augment import augment_image
+from cxr_fast.data.augment import augment_image, sample_generator
 from cxr_fast.data.batch import Batch, drops_last, labels_tensor, num_batches
 from cxr_fast.data.decode import ImageReadError, read_gray
 from cxr_fast.data.loader_spec import LoaderSpec, TrainMode
-from cxr_fast.data.nvjpeg import contract_planes, decode_gray, read_bytes, to_model_input
+from cxr_fast.data.nvjpeg import contract_planes, decode_gray, read_ahead, to_model_input
 from cxr_fast.messages import to_stderr
 
 
@@ -52,20 +52,13 @@ class NvjpegLoader:
     def __iter__(self) -> Iterator[Batch]:
         order, size = self._order(), self.spec.batch_size
         chunks = [order[i : i + size] for i in range(0, len(order), size)]
-        with ThreadPoolExecutor(max(1, self.spec.workers), thread_name_prefix="cxr-read") as pool:
-            reads = self._read(pool, chunks[0]) if chunks else []
-            for k, chunk in enumerate(chunks):
-                current = reads
-                if k + 1 < len(chunks):
-                    reads = self._read(pool, chunks[k + 1])
-                batch = self._batch(chunk, current)
-                if batch is not None:
-                    yield batch
+        paths = [[self._path(i) for i in chunk] for chunk in chunks]
+        for chunk, reads in zip(chunks, read_ahead(paths, self.spec.workers), strict=True):
+            batch = self._batch(chunk, reads)
+            if batch is not None:
+                yield batch
         if self.train is not None:
             self.epoch += 1
-
-    def _read(self, pool: ThreadPoolExecutor, chunk: list[int]) -> list[Future]:
-        return [pool.submit(read_bytes, self._path(i)) for i in chunk]
 
     def _path(self, local: int) -> str:
         return self.spec.records[self._positions[local]].path
@@ -88,8 +81,7 @@ class NvjpegLoader:
         )
 
     def _augmented(self, plane: torch.Tensor, local: int) -> torch.Tensor:
-        # One generator per (seed, epoch, sample), as the PIL path seeds it.
-        generator = torch.Generator().manual_seed(hash((self.train.seed, self.epoch, local)))
+        generator = sample_generator(self.train.seed, self.epoch, local)
         return augment_image(plane, self.train.augment, generator)
 
     def _one_by_one(self, chunk: list[int]) -> tuple[list[int], torch.Tensor | None]:

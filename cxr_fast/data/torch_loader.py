@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cxr_fast.contract import PreprocessContract
-from cxr_fast.data.augment import Augment, augment_image
+from cxr_fast.data.augment import Augment, augment_image, sample_generator
 from cxr_fast.data.batch import (
     Batch,
     labels_tensor,
@@ -54,9 +54,7 @@ class _ImageDataset(Dataset):
         except ImageReadError as exc:
             return exc.reason, key.index
         if self.augment is not None:
-            # One generator per (seed, epoch, sample): the same sample gets the same transform
-            # whatever worker loads it, so runs are reproducible.
-            generator = torch.Generator().manual_seed(hash((key.seed, key.epoch, key.index)))
+            generator = sample_generator(key.seed, key.epoch, key.index)
             image = augment_image(torch.from_numpy(pixels).unsqueeze(0), self.augment, generator)
             pixels = image.squeeze(0).numpy()
         return pixels, key.index
