@@ -15,17 +15,17 @@ from io import BytesIO
 
 import pydicom
 
-# The same report as sr.structured_report (highdicom), from the model's template: faster.
-from cxr_fast.network.sr_template import templated_report as structured_report
+from cxr_fast.network.sr_template import templated_report
 
 
 def report_file(
     source: pydicom.Dataset, row: Mapping[str, object], identity: Mapping[str, object]
 ) -> tuple[str, bytes] | str:
-    """(SOP Instance UID, DICOM file bytes) of the SR answering ``source`` with ``row``, or
-    why it cannot be made (a header highdicom refuses)."""
+    """(SOP Instance UID, DICOM file bytes) of the SR answering ``source`` with ``row`` (built
+    from the model's template: highdicom's report, faster), or why it cannot be made (a header
+    highdicom refuses)."""
     try:
-        report = structured_report(source, row, identity)
+        report = templated_report(source, row, identity)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         return f"no SR: {type(exc).__name__}: {exc}"
     return str(report.SOPInstanceUID), file_bytes(report)
@@ -52,9 +52,8 @@ class ReportPool:
         if workers > 0:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(workers, mp_context=context)
-            for _ in range(
-                workers
-            ):  # start them now (they import highdicom), not on the first batch
+            # Started now (they import highdicom), not on the first batch.
+            for _ in range(workers):
                 self._pool.submit(_ready)
 
     def build(

@@ -178,14 +178,14 @@ def test_kill_9_during_a_push_loses_no_film(trained_run, tmp_path):
 def test_a_film_whose_header_makes_no_sr_still_gets_its_row(trained_run, tmp_path, monkeypatch):
     films = write_dx_films(tmp_path / "films", 3)
     refused = pydicom.dcmread(films[1]).SOPInstanceUID
-    real = report_pool.structured_report
+    real = report_pool.templated_report
 
     def fussy(source, row, identity):
         if source.SOPInstanceUID == refused:
             raise ValueError("PatientSex 'X' is not allowed")
         return real(source, row, identity)
 
-    monkeypatch.setattr(report_pool, "structured_report", fussy)
+    monkeypatch.setattr(report_pool, "templated_report", fussy)
     with listening(_config(trained_run, tmp_path)) as listener:
         assert push(films, listener.port) == [0] * 3
         wait_until(lambda: answered_count(tmp_path / "spool") == 3)
