@@ -480,7 +480,7 @@ def write_report(
     """Write the report of ``run`` to ``out`` (default ``RUN/report.html``); a file that is not
     a report of this very checkpoint is refused unless ``overwrite``."""
     from cxr_fast.outputs import writable_file
-    from cxr_fast.run_folder import _atomic
+    from cxr_fast.run_folder import atomic_write
 
     run = Path(run)
     out = Path(out) if out is not None else run / REPORT_FILE
@@ -493,5 +493,5 @@ def write_report(
         _refuse_other(out, run)
     page, evaluations, overlays = build_report(run, cams=cams, device=device)
     data = page.encode()
-    _atomic(out, lambda handle: handle.write(data))
+    atomic_write(out, lambda handle: handle.write(data))
     return ReportResult(out, evaluations, overlays, len(data))

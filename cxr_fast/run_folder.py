@@ -36,7 +36,9 @@ def _umask() -> int:
     return mask
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """``write(handle)`` into ``path`` through a temporary file, fsynced, then renamed: a reader
+    sees all of it or none, and a failed write leaves no partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -53,13 +55,13 @@ def _atomic(path: Path, write) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file and a rename."""
-    _atomic(path, lambda handle: torch.save(obj, handle))
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def atomic_write_json(data: Any, path: Path) -> None:
     """Pretty JSON through a temporary file and a rename."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    _atomic(path, lambda handle: handle.write(text.encode()))
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def read_json(path: Path) -> Any:

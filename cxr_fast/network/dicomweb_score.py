@@ -11,7 +11,6 @@ at the end, whatever happens.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,6 +33,7 @@ from cxr_fast.network.dicomweb import (
 )
 from cxr_fast.network.sr_template import template_for
 from cxr_fast.outputs import exclusive_output, writable_file
+from cxr_fast.run_folder import atomic_write
 from cxr_fast.scoring.parquet_out import STATUS_ERROR, STATUS_OK
 from cxr_fast.text import plural
 
@@ -90,7 +90,7 @@ def _score_spooled(config, run_score, client, instances, spool, progress, set_to
     except Interrupted:
         raise Interrupted("interrupted: nothing was written; run the command again") from None
     table = _as_served(pq.read_table(inner.out), url, config.study, fetched, unfetched)
-    _publish(table, config.out)
+    atomic_write(config.out, lambda handle: pq.write_table(table, handle))
     notes = [
         f"source: {url} ({plural(len(instances), 'instance')} found by QIDO-RS, "
         f"{len(unfetched):,} not fetched: error rows)"
@@ -140,13 +140,6 @@ def _as_served(
     metadata[b"cxr_fast_archive"] = json.dumps(url).encode()
     metadata[b"cxr_fast_dicomweb_studies"] = json.dumps(list(studies) or None).encode()
     return table.replace_schema_metadata(metadata)
-
-
-def _publish(table: pa.Table, out: Path) -> None:
-    """Write ``table`` to ``out`` through a temporary name: a reader sees all of it or none."""
-    temporary = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, temporary)
-    os.replace(temporary, out)
 
 
 def _answer(client, table: pa.Table, url: str, fetched: dict[Path, Instance], out: Path) -> str:
