@@ -184,22 +184,21 @@ def _new_threshold(config: AdaptConfig, info: RunInfo, scores: SiteScores) -> tu
     return choice, {"shift": fit.to_dict()}
 
 
-def _adapt_model(config: AdaptConfig, records: list, progress) -> tuple:
-    """(the model, its RunInfo, the BatchNorm record or {}) with the method's statistics
-    re-estimated on ``records``."""
-    device = resolve_device(config.device)
-    model, info = load_run(config.run, device)
-    _check_request(config, info)
+def _reestimate(
+    config: AdaptConfig, model: torch.nn.Module, info: RunInfo, records: list, progress
+) -> dict:
+    """The BatchNorm record ({} for a method without it), the statistics of ``model``
+    re-estimated on ``records`` in place."""
     if not config.method.startswith("adabn"):
-        return model, info, {}
+        return {}
     layers = len(batchnorm_layers(model))
-    spec = LoaderSpec(records, info.contract, 64, config.workers, device)
-    seen = reestimate_batchnorm(model, make_scoring_loader(spec), device, progress)
+    spec = LoaderSpec(records, info.contract, 64, config.workers, resolve_device(config.device))
+    seen = reestimate_batchnorm(model, make_scoring_loader(spec), spec.device, progress)
     if layers and seen < MIN_ADAPT_FILMS:
         raise UserInputError(
             f"only {seen} of the site's films decoded: adapt needs at least {MIN_ADAPT_FILMS}"
         )
-    return model, info, {"batchnorm": {"layers": layers, "films": seen}}
+    return {"batchnorm": {"layers": layers, "films": seen}}
 
 
 def run_adapt(
@@ -215,11 +214,14 @@ def run_adapt(
     (twice with a BatchNorm method: once to re-estimate, once to score); ``set_total(n)``.
     ``found``: the films, already discovered under ``config.data`` (``score --adapt``'s
     discovery, which leaves out its own outputs); default: discovered here."""
+    model, info = load_run(config.run, resolve_device(config.device))
+    # Before the films are hashed: a mistake in the request is one line at once.
+    _check_request(config, info)
     records, content = by_content(site_records(config.data, found))
     adabn = config.method.startswith("adabn")
     if set_total is not None:
         set_total((2 if adabn else 1) * len(records))
-    model, info, record = _adapt_model(config, records, progress)
+    record = _reestimate(config, model, info, records, progress)
     reference = None if config.method == "adabn" else reference_scores(config.run)
     scores = SiteScores(_site_logits(model, info, records, config, progress), reference)
     choice, shift = _new_threshold(config, info, scores)
