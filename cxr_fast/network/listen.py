@@ -52,14 +52,7 @@ def open_writer(out: Path, model: ScoringModel, config: ListenConfig) -> Chunked
     """The Parquet writer of a listener; a published file from an earlier run becomes its
     first chunk, so rows accumulate across restarts."""
     metadata = {
-        "cxr_fast_model_id": model.model_id,
-        "cxr_fast_model_sha256": model.checksum,
-        "cxr_fast_contract": model.contract.to_dict(),
-        "cxr_fast_threshold": model.threshold,
-        "cxr_fast_threshold_source": model.threshold_source,
-        "cxr_fast_backend": model.backend,
-        "cxr_fast_precision": model.precision,
-        "cxr_fast_algorithm": identity.algorithm(model),
+        **identity.model_metadata(model),
         "cxr_fast_spool": str(config.spool.resolve()),
     }
     staging = staging_dir(out)
@@ -78,7 +71,7 @@ def open_writer(out: Path, model: ScoringModel, config: ListenConfig) -> Chunked
 
 
 def _load(config: ListenConfig) -> ScoringModel:
-    """The model ``score --model`` would use, with --modalities' default gate."""
+    """The model ``score --model`` would use on this device (its export, its input gate)."""
     device = resolve_device(config.device)
     return load_scoring_model(config.run, config.backend, device, precision=config.precision)
 

@@ -82,3 +82,20 @@ def algorithm(model) -> dict:
         "threshold": model.threshold,
         "calibration": (model.threshold_source or {}).get("calibration"),
     }
+
+
+def model_metadata(model) -> dict:
+    """The Parquet file metadata that names the model, alike in every output of rows (score,
+    listen): model, checksum, algorithm (what an SR names), contract, threshold and its source,
+    backend and precision."""
+    return {
+        "cxr_fast_model_id": model.model_id,
+        "cxr_fast_model_sha256": model.checksum,
+        # What an answer sent out (a DICOM SR) names as its algorithm: score --store-sr reads it
+        "cxr_fast_algorithm": algorithm(model),
+        "cxr_fast_contract": model.contract.to_dict(),
+        "cxr_fast_threshold": model.threshold,
+        "cxr_fast_threshold_source": model.threshold_source,
+        "cxr_fast_backend": model.backend,
+        "cxr_fast_precision": model.precision,
+    }

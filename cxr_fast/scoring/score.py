@@ -332,15 +332,7 @@ def _finish_job(
 def _open_writer(config: ScoreConfig, model: ScoringModel, out: Path) -> ChunkedParquetWriter:
     """The Parquet writer for ``out``, its file metadata naming model, contract and archive."""
     metadata = {
-        "cxr_fast_model_id": model.model_id,
-        "cxr_fast_model_sha256": model.checksum,
-        # What an answer sent out (a DICOM SR) names as its algorithm: score --store-sr reads it
-        "cxr_fast_algorithm": identity.algorithm(model),
-        "cxr_fast_contract": model.contract.to_dict(),
-        "cxr_fast_threshold": model.threshold,
-        "cxr_fast_threshold_source": model.threshold_source,
-        "cxr_fast_backend": model.backend,
-        "cxr_fast_precision": model.precision,
+        **identity.model_metadata(model),
         "cxr_fast_backend_choice": model.choice,
         "cxr_fast_gate": None
         if model.gate is None
