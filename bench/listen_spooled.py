@@ -1,7 +1,7 @@
 """How fast `cxr-fast listen` answers films already in its spool (no network, no PACS): the
-answering side alone, for each ``--report-workers`` given.
+answering side alone.
 
-    python -m bench.listen_spooled RUN [--films 192] [--report-workers 0 1 2] [--repeats 2]
+    python -m bench.listen_spooled RUN [--films 192] [--repeats 2]
 
 Writes N DX films (the committed real X-rays, tests/network/films.py), puts them in a fresh
 spool as listen's Storage SCP would, starts listen in this process (CPU, no ``--send-to``) and
@@ -26,7 +26,7 @@ from tests.network.films import write_dx_films
 from tests.network.listening import answered_count, listening
 
 
-def answer_rate(run: Path, films: list[Path], folder: Path, workers: int) -> float:
+def answer_rate(run: Path, films: list[Path], folder: Path) -> float:
     """Films/s listen answers ``films`` at, spooled before it starts."""
     spool = Spool.open(folder / "spool")
     for film in films:
@@ -34,9 +34,8 @@ def answer_rate(run: Path, films: list[Path], folder: Path, workers: int) -> flo
             film.read_bytes(), pydicom.dcmread(film, stop_before_pixels=True).SOPInstanceUID
         )
     config = ListenConfig(
-        run=run, spool=folder / "spool", out=folder / "preds.parquet", port=0, device="cpu",
-        report_workers=workers,
-    )  # fmt: skip
+        run=run, spool=folder / "spool", out=folder / "preds.parquet", port=0, device="cpu"
+    )
     with listening(config):
         started = time.perf_counter()
         while answered_count(folder / "spool") < len(films):
@@ -48,7 +47,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--films", type=int, default=192)
-    parser.add_argument("--report-workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,11 +66,11 @@ def main() -> None:
         )
         print(f"score on the same films: {scored.images_per_second:.1f} images/s", flush=True)
         for repeat in range(args.repeats):
-            for workers in args.report_workers:
-                folder = Path(tempfile.mkdtemp(dir=tmp))
-                rate = answer_rate(args.run, films, folder, workers)
-                print(f"--report-workers {workers}: {args.films} spooled films answered, "
-                      f"{rate:.1f} films/s (run {repeat + 1})", flush=True)  # fmt: skip
+            rate = answer_rate(args.run, films, Path(tempfile.mkdtemp(dir=tmp)))
+            print(
+                f"{args.films} spooled films answered, {rate:.1f} films/s (run {repeat + 1})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

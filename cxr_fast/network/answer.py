@@ -26,9 +26,9 @@ from cxr_fast.data.loader_spec import LoaderSpec
 from cxr_fast.data.loaders import make_scoring_loader
 from cxr_fast.messages import Log
 from cxr_fast.network.capture import cam_capture, cam_uids
-from cxr_fast.network.report_pool import ReportPool, file_bytes
 from cxr_fast.network.spool import OUTBOX, Spool, received_ns
 from cxr_fast.network.sr import MANUFACTURER
+from cxr_fast.network.sr_file import file_bytes, report_file
 from cxr_fast.scoring.model import ScoringModel
 from cxr_fast.scoring.parquet_out import SCHEMA, STATUS_ERROR, STATUS_OK, ChunkedParquetWriter
 from cxr_fast.scoring.row_info import STATUS_SKIPPED
@@ -58,13 +58,11 @@ class Answerer:
         accept_ood: bool = False,
         log: Log | None = None,
         explainer: Explainer | None = None,
-        reports: ReportPool | None = None,
     ):
         self.model, self.identity, self.spool, self.writer = model, identity, spool, writer
         self.batch_size, self.accept_ood = batch_size, accept_ood
         self.log = log or (lambda _: None)
         self.explainer = explainer  # --cam: a Grad-CAM Secondary Capture beside each SR
-        self.reports = reports or ReportPool(identity, 0)
         self.answered = 0
         # Set by whoever queues an SR (the sender waits on it).
         self.queued = threading.Event()
@@ -124,7 +122,7 @@ class Answerer:
         that gets none keeps its row, with why in its warnings."""
         pairs = zip(films, completed, strict=True)
         answered = [(film, row, header) for film, (row, header) in pairs if header is not None]
-        built = self.reports.build([(header, row) for _, row, header in answered])
+        built = [report_file(header, row, self.identity) for _, row, header in answered]
         for (film, row, header), result in zip(answered, built, strict=True):
             why = result if isinstance(result, str) else None
             if why is None and self.spool.put_outbox(*result, sync=False):

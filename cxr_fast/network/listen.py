@@ -21,7 +21,6 @@ from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, to_stdout
 from cxr_fast.network.answer import LISTEN_SCHEMA, Answerer
 from cxr_fast.network.listen_config import ListenConfig
-from cxr_fast.network.report_pool import ReportPool
 from cxr_fast.network.send import Sender
 from cxr_fast.network.spool import Spool
 from cxr_fast.outputs import exclusive_output, writable_file
@@ -106,19 +105,12 @@ def _stop_on_sigterm(stop: threading.Event):
 
 
 def _answerer(
-    config: ListenConfig,
-    model: ScoringModel,
-    spool: Spool,
-    writer: ChunkedParquetWriter,
-    held: contextlib.ExitStack,
-    log: Log,
+    config: ListenConfig, model: ScoringModel, spool: Spool, writer: ChunkedParquetWriter, log: Log
 ) -> Answerer:
-    """The answering side: the model's rows, its SRs built by a pool held in ``held``."""
-    algorithm = identity.algorithm(model)
-    reports = held.enter_context(contextlib.closing(ReportPool(algorithm, config.report_workers)))
+    """The answering side: the model's rows and SRs."""
     return Answerer(
-        model, algorithm, spool, writer, _batch_size(config, model),
-        config.accept_ood, log, _explainer(config, model), reports,
+        model, identity.algorithm(model), spool, writer, _batch_size(config, model),
+        config.accept_ood, log, _explainer(config, model),
     )  # fmt: skip
 
 
@@ -135,7 +127,7 @@ def run_listen(
     with contextlib.ExitStack() as held:
         held.enter_context(exclusive_output(config.out, "cxr-fast listen"))
         writer = open_writer(config.out, model, config)
-        answerer = _answerer(config, model, spool, writer, held, log)
+        answerer = _answerer(config, model, spool, writer, log)
         moved = answerer.recover()
         scp = StorageSCP(spool, config.ae_title, config.allow_aet, log)
         sender = (

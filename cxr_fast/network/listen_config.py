@@ -115,12 +115,5 @@ class ListenConfig:
         help="Seconds a received film may wait for others to fill its batch.",
     )
 
-    report_workers: int = option(
-        0,
-        min=0,
-        help="Build the SRs in this many spawned processes beside the scoring (0: in listen's "
-        "own process; docs/hospital.md has what each measured).",
-    )
-
     def __post_init__(self) -> None:
         check_options(self)

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom import uid
 
-from cxr_fast.network import report_pool, send
+from cxr_fast.network import send, sr_file
 from cxr_fast.network.listen_config import ListenConfig
 from cxr_fast.network.scp import NOT_SUPPORTED
 from cxr_fast.network.spool import Spool
@@ -35,8 +35,7 @@ from tests.network.orthanc import free_port
 
 
 def _config(run: Path, tmp_path: Path, **options) -> ListenConfig:
-    """listen on a free port; its SRs built in its own process unless ``report_workers``."""
-    options.setdefault("report_workers", 0)
+    """listen on a free port."""
     return ListenConfig(
         run=run, spool=tmp_path / "spool", out=tmp_path / "preds.parquet", port=0,
         device="cpu", **options,
@@ -47,7 +46,7 @@ def test_listen_answers_like_score_and_refuses_other_classes(trained_run, tmp_pa
     films = write_dx_films(tmp_path / "films", 6)
     ct = ct_slice(tmp_path / "ct")  # CT Image Storage: refused
     ct_sc = ct_slice(tmp_path / "sc", uid.SecondaryCaptureImageStorage)  # accepted, gated
-    with listening(_config(trained_run, tmp_path, report_workers=2)) as listener:
+    with listening(_config(trained_run, tmp_path)) as listener:
         assert associates(listener.port, "ANYONE")  # C-ECHO
         assert push([*films, ct, ct_sc], listener.port) == [0] * 6 + [NOT_SUPPORTED, 0]
         wait_until(lambda: answered_count(tmp_path / "spool") == 7, what="7 films answered")
@@ -178,14 +177,14 @@ def test_kill_9_during_a_push_loses_no_film(trained_run, tmp_path):
 def test_a_film_whose_header_makes_no_sr_still_gets_its_row(trained_run, tmp_path, monkeypatch):
     films = write_dx_films(tmp_path / "films", 3)
     refused = pydicom.dcmread(films[1]).SOPInstanceUID
-    real = report_pool.templated_report
+    real = sr_file.templated_report
 
     def fussy(source, row, identity):
         if source.SOPInstanceUID == refused:
             raise ValueError("PatientSex 'X' is not allowed")
         return real(source, row, identity)
 
-    monkeypatch.setattr(report_pool, "templated_report", fussy)
+    monkeypatch.setattr(sr_file, "templated_report", fussy)
     with listening(_config(trained_run, tmp_path)) as listener:
         assert push(films, listener.port) == [0] * 3
         wait_until(lambda: answered_count(tmp_path / "spool") == 3)

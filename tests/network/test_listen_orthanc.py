@@ -140,7 +140,7 @@ def test_srs_wait_while_orthanc_is_down_and_arrive_when_it_returns(
     films = write_dx_films(tmp_path / "films", 3)
     config = ListenConfig(
         run=trained_run, spool=tmp_path / "spool", out=tmp_path / "preds.parquet", port=0,
-        device="cpu", send_to=("ORTHANC", "127.0.0.1", orthanc.dicom_port), report_workers=0,
+        device="cpu", send_to=("ORTHANC", "127.0.0.1", orthanc.dicom_port),
     )  # fmt: skip
     orthanc.process.kill()  # the PACS goes down
     orthanc.process.wait()

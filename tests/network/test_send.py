@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pydicom
 
-from cxr_fast.network.report_pool import report_file
 from cxr_fast.network.send import Sender
 from cxr_fast.network.spool import Spool
 from cxr_fast.network.sr import read_answer
+from cxr_fast.network.sr_file import report_file
 from tests.network.listening import MiniPacs
 from tests.network.test_sr import FILM, IDENTITY, OK
 

@@ -10,8 +10,8 @@ import highdicom.base_content
 import pydicom
 import pytest
 
-from cxr_fast.network.report_pool import file_bytes
 from cxr_fast.network.sr import structured_report
+from cxr_fast.network.sr_file import file_bytes
 from cxr_fast.network.sr_template import ReportTemplate
 from tests.network.films import write_dx_films
 from tests.network.test_sr import FILM, IDENTITY, OK
