@@ -1,8 +1,9 @@
 """``run_listen(ListenConfig)``: receive films over DICOM, answer each with a row and an SR.
 
 The model loads once (as ``score`` loads it); the spool's unanswered films are answered first;
-then the Storage SCP receives, the main thread scores in micro-batches and, with ``--send-to``,
-a thread sends the SRs. Ctrl-C or SIGTERM stops it and publishes the Parquet.
+then the Storage SCP receives, the main thread scores in micro-batches, with ``--send-to`` a
+thread sends the SRs, and another prunes the spool past ``--keep-days`` (retention.py).
+Ctrl-C or SIGTERM stops it and publishes the Parquet.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cxr_fast.errors import UserInputError
 from cxr_fast.messages import Log, to_stdout
 from cxr_fast.network.answer import LISTEN_SCHEMA, Answerer
 from cxr_fast.network.listen_config import ListenConfig
+from cxr_fast.network.retention import Retention, pruned_text
 from cxr_fast.network.send import Sender
 from cxr_fast.network.spool import Spool
 from cxr_fast.outputs import exclusive_output, writable_file
@@ -129,6 +131,8 @@ def run_listen(
         writer = open_writer(config.out, model, config)
         answerer = _answerer(config, model, spool, writer, log)
         moved = answerer.recover()
+        retention = Retention(spool, config.keep_days, log)
+        pruned = retention.prune()
         scp = StorageSCP(spool, config.ae_title, config.allow_aet, log)
         sender = (
             None if config.send_to is None else Sender(spool, config.send_to, config.ae_title, log)
@@ -136,13 +140,15 @@ def run_listen(
         threads = []
         if sender is not None:
             threads.append(threading.Thread(target=sender.serve, args=(answerer.queued, stop)))
+        if config.keep_days:
+            threads.append(threading.Thread(target=retention.serve, args=(stop,)))
         try:
             port = scp.start(config.host, config.port)
         except OSError as exc:
             raise UserInputError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
         for thread in threads:
             thread.start()
-        log(_banner(config, port, model, len(spool.unanswered()), moved))
+        log(_banner(config, port, model, len(spool.unanswered()), moved, pruned))
         try:
             with _stop_on_sigterm(stop):
                 answerer.serve(scp.arrived, stop, config.max_wait)
@@ -159,7 +165,14 @@ def run_listen(
     )
 
 
-def _banner(config: ListenConfig, port: int, model: ScoringModel, waiting: int, moved: int) -> str:
+def _banner(
+    config: ListenConfig,
+    port: int,
+    model: ScoringModel,
+    waiting: int,
+    moved: int,
+    pruned: tuple[int, int],
+) -> str:
     """The line listen prints once it accepts associations."""
     line = f"listening on {config.host}:{port} as {config.ae_title} ({model.backend})"
     if config.send_to is not None:
@@ -169,4 +182,6 @@ def _banner(config: ListenConfig, port: int, model: ScoringModel, waiting: int, 
         line += f"; {plural(waiting, 'spooled film')} to answer first"
     if moved:
         line += f"; {plural(moved, 'film')} found answered after a stop"
+    if any(pruned):
+        line += f"; {pruned_text(*pruned, config.keep_days)}"
     return line

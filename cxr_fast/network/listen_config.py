@@ -16,11 +16,13 @@ from cxr_fast.choices import (
     precision_option,
 )
 from cxr_fast.errors import UserInputError
+from cxr_fast.network.retention import PRUNE_EVERY_S
 from cxr_fast.options import check_options, option
 
 DEFAULT_PORT = 11112  # the registered DICOM port for non-privileged use (PS3.8)
 DEFAULT_AE_TITLE = "CXRFAST"
 DEFAULT_MAX_WAIT = 0.2
+DEFAULT_KEEP_DAYS = 30.0
 _BATCH_DEFAULT = ", ".join(f"{n} on {kind}" for kind, n in SCORE_BATCH_SIZE.items())
 
 
@@ -74,6 +76,17 @@ class ListenConfig:
         help="Parquet file of the predictions (score's columns plus calling_ae and "
         "received_at), published when listen stops; rows are kept as they are made in a "
         "hidden folder beside it.",
+    )
+    keep_days: float = option(
+        DEFAULT_KEEP_DAYS,
+        min=0,
+        section="output",
+        help="Days a film is kept in SPOOL/answered after it was received, and a sent SR's "
+        "marker in SPOOL/sent; older ones are deleted at start and every "
+        f"{PRUNE_EVERY_S / 60:g} minutes (0: never; the spool then grows without end). The "
+        "cost: an older row's `path` names a deleted file, and a study pushed again after "
+        "its markers went gets its SR sent again (same UID: the PACS stores it once). "
+        "incoming/, outbox/ and refused/ are never pruned.",
     )
     port: int = option(DEFAULT_PORT, min=0, max=65535, help="TCP port of the Storage SCP.")
     host: str = option("127.0.0.1", help="Address to listen on.")

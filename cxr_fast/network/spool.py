@@ -1,15 +1,16 @@
 """The spool: where ``listen`` keeps every film from receipt to answer, so that a kill loses none.
 
     SPOOL/incoming/   films received and fsynced, not yet answered
-    SPOOL/answered/   films whose row and SR are written
+    SPOOL/answered/   films whose row and SR are written (pruned: --keep-days)
     SPOOL/outbox/     SRs to send (named by their SOP Instance UID)
-    SPOOL/sent/       one empty marker per SR the PACS acknowledged
+    SPOOL/sent/       one empty marker per SR the PACS acknowledged (pruned: --keep-days)
     SPOOL/refused/    SRs the PACS refused outright (kept, not retried)
 
 Every file arrives through a temporary name, an fsync and a rename, and the folder is fsynced
 after: a file under its final name is whole and survives a power cut. A received film's name
 holds the time it was received (nanoseconds) and its SOP Instance UID; the calling AE title
-travels in its file meta (Source Application Entity Title).
+travels in its file meta (Source Application Entity Title). :meth:`Spool.prune` deletes the
+answered films and sent markers past their keeping (``listen --keep-days``, retention.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 INCOMING, ANSWERED, OUTBOX, SENT = "incoming", "answered", "outbox", "sent"
 REFUSED = "refused"
 _UNSAFE = re.compile(r"[^0-9A-Za-z.]")
+# Only names the spool gives are ever pruned: a received film, a sent/ marker (a UID).
+_FILM = re.compile(r"[0-9]+-[0-9A-Za-z._]*\.dcm")
+_MARKER = re.compile(r"[0-9][0-9.]*")
+# Files unlinked between two fsyncs of their folder (and two calls of prune's ``pause``).
+PRUNE_CHUNK = 256
 
 
 def fsync_dir(folder: Path) -> None:
@@ -126,6 +133,47 @@ class Spool:
         fsync_dir(self.folder(REFUSED))
         fsync_dir(self.folder(OUTBOX))
         return target
+
+    def prune(
+        self, older_than_ns: int, pause: Callable[[], bool] = lambda: True
+    ) -> tuple[int, int]:
+        """Delete the answered films received before ``older_than_ns`` (ns since the epoch)
+        and the sent/ markers last written before it; (films, markers) deleted. They go
+        PRUNE_CHUNK at a time, the folder fsynced after each chunk; ``pause`` runs between
+        two chunks, and its False stops the pruning there. incoming/, outbox/ and refused/
+        are never touched."""
+        films = _names(
+            self.folder(ANSWERED),
+            lambda e: _FILM.fullmatch(e.name) and received_ns(Path(e.name)) < older_than_ns,
+        )
+        removed_films = _unlink_chunked(self.folder(ANSWERED), films, pause)
+        if removed_films < len(films):  # stopped by ``pause``
+            return removed_films, 0
+        markers = _names(
+            self.folder(SENT),
+            lambda e: _MARKER.fullmatch(e.name) and e.stat().st_mtime_ns < older_than_ns,
+        )
+        return removed_films, _unlink_chunked(self.folder(SENT), markers, pause)
+
+
+def _names(folder: Path, wanted: Callable[[os.DirEntry], object]) -> list[str]:
+    """The names of ``folder``'s plain files (not links) that are ``wanted``."""
+    with os.scandir(folder) as entries:
+        return [e.name for e in entries if e.is_file(follow_symlinks=False) and wanted(e)]
+
+
+def _unlink_chunked(folder: Path, names: list[str], pause: Callable[[], bool]) -> int:
+    """Unlink ``folder``'s ``names`` PRUNE_CHUNK at a time, fsyncing the folder after each
+    chunk; how many are gone (a name already gone counts: someone else removed it)."""
+    done = 0
+    for start in range(0, len(names), PRUNE_CHUNK):
+        if start and not pause():
+            break
+        for name in names[start : start + PRUNE_CHUNK]:
+            (folder / name).unlink(missing_ok=True)
+        done = min(start + PRUNE_CHUNK, len(names))
+        fsync_dir(folder)
+    return done
 
 
 def received_ns(film: Path) -> int:

@@ -32,6 +32,7 @@ from tests.network.listening import (
     wait_until,
 )
 from tests.network.orthanc import free_port
+from tests.network.test_spool import old_file, old_film
 
 
 def _config(run: Path, tmp_path: Path, **options) -> ListenConfig:
@@ -117,6 +118,18 @@ def test_spooled_films_are_answered_first_and_rows_kept_across_restarts(trained_
     assert sorted(r["sop_instance_uid"] for r in rows) == sorted(
         pydicom.dcmread(f).SOPInstanceUID for f in films
     )
+
+
+def test_the_spool_is_pruned_at_start_and_the_banner_says_so(trained_run, tmp_path):
+    spool = Spool.open(tmp_path / "spool")
+    old = [old_film(spool, "answered", 8, "1.2.3.1"), old_file(spool.folder("sent") / "2.5", 8)]
+    kept = [old_film(spool, "answered", 6, "1.2.3.2"), old_film(spool, "incoming", 8, "1.2.3.3")]
+    with listening(_config(trained_run, tmp_path, keep_days=7)) as listener:
+        assert "; pruned 1 answered film and 1 sent marker older than 7 days" in listener.lines[0]
+        assert not any(p.exists() for p in old) and kept[0].exists()
+        # incoming/ is never pruned: its old film is answered (an error row: not DICOM).
+        wait_until(lambda: answered_count(tmp_path / "spool") == 2, what="it answered")
+    assert listener.result[0].answered == 1 and kept[0].exists()
 
 
 def test_srs_wait_while_the_pacs_is_down_and_go_once(trained_run, tmp_path, monkeypatch):
