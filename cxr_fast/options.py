@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import tomllib
 import types
@@ -105,6 +106,8 @@ def _problem(spec: OptionSpec, value: Any) -> str | None:
         return None
     if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
         return f"must be one of {', '.join(spec.choices)}"
+    if isinstance(value, float) and math.isnan(value):
+        return "must be a number"  # NaN passes every comparison, so no range would catch it
     if isinstance(value, (int, float)):
         return _range_problem(spec, value)
     return None

@@ -42,6 +42,10 @@ def test_help_lists_options_under_their_sections_in_order():
         (lambda: StreamConfig(Path("d"), image_size=5000), "--image-size must be in [8, 4096]"),
         (lambda: ScoreConfig(Path("a"), Path("m"), Path("o"), chunk_seconds=-1), "--chunk-seconds"),
         (lambda: SynthConfig(Path("o"), min_size=900, max_size=100), "larger than --max-size"),
+        (
+            lambda: ScoreConfig(Path("a"), Path("m"), Path("o"), chunk_seconds=float("nan")),
+            "--chunk-seconds must be a number, got nan",
+        ),
     ],
 )
 def test_the_library_checks_the_declared_ranges_in_one_line(make, needle):
