@@ -122,7 +122,7 @@ def _summary(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
 
 def run_recipe(name: str, data: str, external: str, out: Path, epochs: int) -> dict:
     description, overrides = RECIPES[name]
-    # One model per variant, as this ablation measured them (the recipe itself trains 3 folds).
+    # One model per variant, as this ablation measured them (the recipe itself trains 5 folds).
     single = TrainConfig(data=data, out=str(out / name), epochs=epochs, folds=1, export="none")
     config = replace(single, **overrides)
     run = Path(config.out)

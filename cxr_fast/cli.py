@@ -194,8 +194,8 @@ def tune(**values) -> None:
     Running it again continues the study. Writes OUT/best.json (use it with
     `cxr-fast train --config OUT/best.json`), OUT/history.png and OUT/importance.png.
 
-    Its defaults screen cheaply, which is why they differ from train's: one fold, 8 epochs and
-    the small cnn per trial, where train defaults to 3 folds, 12 epochs and resnet18. best.json
+    Its defaults screen cheaply, which is why they differ from train's: one fold and the small
+    cnn per trial, where train defaults to 5 folds of resnet18. best.json
     carries only the searched options (architecture and image size included, since the other
     values were tuned for them); train then uses its own epochs and folds unless given.
     """

@@ -108,7 +108,7 @@ def test_train_config_defaults_are_the_run_the_command_makes(kaggle_dir, tmp_pat
     assert plan.exit_code == 0, plan.output
     made = json.loads(plan.output)["train"]
     library = TrainConfig(data=str(kaggle_dir), out=str(tmp_path / "run")).to_dict()
-    assert made == library and made["folds"] == 3 and made["export"] == "auto"
+    assert made == library and made["folds"] == 5 and made["export"] == "auto"
 
 
 def test_every_command_is_made_from_a_config_and_takes_a_config_file():
